@@ -1,0 +1,210 @@
+"""Norm benchmark: what each normaliser costs at one token shape, and what DTN costs a whole ViT.
+
+Per normaliser (every registered one, plus ``dtn_authors``: the authors' dense algorithm with its per-sample
+``[B, T, T, 3]`` position tensor, :class:`dtn_bench.norms.dtn_dense.AuthorsDTN`) it times the forward pass (eval,
+``torch.inference_mode``) and forward + backward (train mode, gradient of a fixed random upstream gradient), median
+over ``iters`` after ``warmup``. DTN's speed-up over the authors' algorithm is a row of its own. Then the model-level
+inference throughput of ``vit_s_ln`` and ``vit_s_dtn`` (eval, inference mode, fp32, eager) and their ratio.
+
+Measurement only: rows out, nothing printed (``dtn_bench.cli`` renders).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from dtn_bench.errors import DTNBenchError
+from dtn_bench.results.schema import make_row
+
+SUITE = "bench-norms"
+AUTHORS = "dtn_authors"
+
+
+@dataclass(frozen=True)
+class NormBenchConfig:
+    """Settings of one norm benchmark run (preset ``default`` = ViT-S layer shape)."""
+
+    batch: int = 64
+    grid: tuple[int, int] = (14, 14)
+    dim: int = 384
+    heads: int = 6
+    norms: tuple[str, ...] = ()  # empty: every registered norm
+    authors: bool = True
+    warmup: int = 2
+    iters: int = 5
+    authors_iters: int = 2
+    models: tuple[str, ...] = ("vit_s_ln", "vit_s_dtn")
+    model_batch: int = 32
+    model_warmup: int = 1
+    model_iters: int = 3
+    threads: int = 0  # 0: torch's default
+    device: str = "cpu"
+    seed: int = 0
+    preset: str = "default"
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("batch", "dim", "heads", "iters", "model_batch", "model_iters", "authors_iters"):
+            if getattr(self, name) <= 0:
+                raise DTNBenchError(f"bench norms: --{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.warmup < 0 or self.model_warmup < 0:
+            raise DTNBenchError("bench norms: warm-up counts must be >= 0")
+        if min(self.grid) <= 0:
+            raise DTNBenchError(f"bench norms: --grid must be positive, got {self.grid}")
+        if self.dim % self.heads:
+            raise DTNBenchError(f"bench norms: --dim {self.dim} is not divisible by --heads {self.heads}")
+        if self.authors and self.grid[0] != self.grid[1]:
+            raise DTNBenchError("bench norms: the authors' algorithm needs a square --grid (or --no-authors)")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise DTNBenchError(f"bench norms: --device {self.device} but no CUDA GPU is visible")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: torch.device) -> list[float]:
+    """Wall times in ms of ``iters`` calls after ``warmup`` calls (synchronised on CUDA)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    out = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _build(name: str, cfg: NormBenchConfig, device: torch.device) -> torch.nn.Module:
+    from dtn_bench.norms import build_norm
+    from dtn_bench.norms.dtn_dense import AuthorsDTN
+
+    if name == AUTHORS:
+        return AuthorsDTN(cfg.dim, cfg.heads, side=cfg.grid[0]).to(device)
+    return build_norm(name, cfg.dim, num_heads=cfg.heads, grid_size=cfg.grid, device=device)
+
+
+def norm_names(cfg: NormBenchConfig) -> list[str]:
+    """The normalisers a config measures, the authors' anchor last."""
+    from dtn_bench.norms import NORMS
+
+    names = list(cfg.norms) or NORMS.names()
+    for n in names:
+        if n != AUTHORS:
+            NORMS.get(n)
+    if cfg.authors and AUTHORS not in names:
+        names.append(AUTHORS)
+    return names
+
+
+def bench_norm(name: str, cfg: NormBenchConfig) -> list[dict]:
+    """Rows for one normaliser: forward and forward+backward median/min times."""
+    device = torch.device(cfg.device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    T = cfg.grid[0] * cfg.grid[1]
+    x = torch.randn(cfg.batch, T, cfg.dim, generator=gen).to(device)
+    g = torch.randn(cfg.batch, T, cfg.dim, generator=gen).to(device)
+    mod = _build(name, cfg, device)
+    iters = cfg.authors_iters if name == AUTHORS else cfg.iters
+    warm = min(cfg.warmup, 1) if name == AUTHORS else cfg.warmup
+
+    mod.eval()
+    with torch.inference_mode():
+        fwd = time_ms(lambda: mod(x), warm, iters, device)
+    mod.train()
+    xg = x.clone().requires_grad_(True)
+
+    def step():
+        mod(xg).backward(g)
+
+    fb = time_ms(step, warm, iters, device)
+    settings = dict(batch=cfg.batch, tokens=T, dim=cfg.dim, heads=cfg.heads, grid=f"{cfg.grid[0]}x{cfg.grid[1]}",
+                    iters=iters, warmup=warm, dtype="float32", preset=cfg.preset)
+    rows = []
+    for pass_, ts in (("fwd", fwd), ("fwd_bwd", fb)):
+        rows.append(make_row(SUITE, "layer", name, "time_ms", statistics.median(ts), stat="median", **{"pass": pass_},
+                             **settings))
+        rows.append(make_row(SUITE, "layer", name, "time_ms", min(ts), stat="min", **{"pass": pass_}, **settings))
+    return rows
+
+
+def speedup_rows(rows: list[dict], cfg: NormBenchConfig) -> list[dict]:
+    """DTN's speed-up over the authors' algorithm (median times), per pass."""
+    med = {(r["norm"], r["pass"]): r["value"] for r in rows if r["metric"] == "time_ms" and r["stat"] == "median"}
+    out = []
+    for pass_ in ("fwd", "fwd_bwd"):
+        if ("dtn", pass_) in med and (AUTHORS, pass_) in med:
+            out.append(make_row(SUITE, "layer", "dtn", "speedup", med[(AUTHORS, pass_)] / med[("dtn", pass_)],
+                                stat="median", **{"pass": pass_}, versus=AUTHORS, batch=cfg.batch, preset=cfg.preset))
+    return out
+
+
+def bench_model(name: str, cfg: NormBenchConfig) -> list[dict]:
+    """Inference throughput of one zoo model (eval, inference mode, fp32, eager)."""
+    from dtn_bench.models import MODELS, create
+
+    device = torch.device(cfg.device)
+    entry = MODELS.get(name)
+    model = create(name).to(device).eval()
+    x = torch.randn(cfg.model_batch, 3, 224, 224, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    with torch.inference_mode():
+        ts = time_ms(lambda: model(x), cfg.model_warmup, cfg.model_iters, device)
+    settings = dict(batch=cfg.model_batch, iters=cfg.model_iters, warmup=cfg.model_warmup, dtype="float32",
+                    mode="eager", preset=cfg.preset)
+    norm = entry.meta.get("norm", "")
+    return [
+        make_row(SUITE, name, norm, "throughput_img_s", cfg.model_batch / (statistics.median(ts) / 1e3),
+                 stat="median", **settings),
+        make_row(SUITE, name, norm, "throughput_img_s", cfg.model_batch / (min(ts) / 1e3), stat="best", **settings),
+    ]
+
+
+def ratio_rows(rows: list[dict], cfg: NormBenchConfig) -> list[dict]:
+    """``vit_s_dtn / vit_s_ln`` inference throughput (and any other *_dtn / *_ln pair measured)."""
+    tp = {(r["model"], r["stat"]): r["value"] for r in rows if r["metric"] == "throughput_img_s"}
+    out = []
+    for (model, stat), v in tp.items():
+        if model.endswith("_dtn") and (model[:-4] + "_ln", stat) in tp:
+            out.append(make_row(SUITE, model, "dtn", "ratio", v / tp[(model[:-4] + "_ln", stat)], stat=stat,
+                                versus=model[:-4] + "_ln", batch=cfg.model_batch, preset=cfg.preset))
+    return out
+
+
+def run(cfg: NormBenchConfig) -> Iterator[tuple[str, list[dict]]]:
+    """Run the benchmark; yields ``(label, rows)`` as each measurement finishes (for append-as-you-go)."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    layer_rows: list[dict] = []
+    for name in norm_names(cfg):
+        rows = bench_norm(name, cfg)
+        layer_rows += rows
+        yield f"norm {name}", rows
+    sp = speedup_rows(layer_rows, cfg)
+    if sp:
+        yield "speed-up", sp
+    model_rows: list[dict] = []
+    for name in cfg.models:
+        rows = bench_model(name, cfg)
+        model_rows += rows
+        yield f"model {name}", rows
+    rr = ratio_rows(model_rows, cfg)
+    if rr:
+        yield "ratio", rr
+
+
+def steps(cfg: NormBenchConfig) -> int:
+    """How many ``(label, rows)`` items :func:`run` yields at most (for a progress bar)."""
+    return len(norm_names(cfg)) + 1 + len(cfg.models) + 1

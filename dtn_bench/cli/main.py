@@ -1,0 +1,268 @@
+"""The ``dtn-bench`` command line: a thin Typer layer over the library.
+
+Heavy imports (torch, timm) happen inside commands so ``--help`` is instant. Every user error is a
+:class:`~dtn_bench.errors.DTNBenchError`: one line on stderr, exit code 2, a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dtn_bench import __version__
+from dtn_bench.errors import DTNBenchError
+
+app = typer.Typer(
+    name="dtn-bench",
+    help="Benchmarks for token normalisers in transformers, built around Dynamic Token Normalization (DTN).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Micro-benchmarks (what a normaliser costs).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err_console = Console(stderr=True)
+STATE = {"debug": False}
+
+# options defined once, reused
+OutOpt = Annotated[Path, typer.Option("--out", help="Results root; the run folder is OUT/<suite>/<run-id>.")]
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name (default: timestamp + random).")]
+NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"dtn-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")]
+    = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and full error details.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+# ------------------------------------------------------------------------------------------------------------------
+@app.command("list")
+def list_(
+    what: Annotated[str, typer.Argument(help="models, norms or suites")],
+    pattern: Annotated[str | None, typer.Argument(help="Name filter: substring or shell pattern (vit_s*).")] = None,
+) -> None:
+    """List registered models, norms or suites."""
+    kinds = ("models", "norms", "suites")
+    if what not in kinds:
+        from dtn_bench.registry import unknown_name_message
+
+        raise DTNBenchError(unknown_name_message("list", what, list(kinds)))
+    if what == "models":
+        from dtn_bench.models import MODELS
+
+        table = Table(title="Models (timm.create_model names)")
+        for col in ("name", "model", "heads", "dim", "norm in blocks 0-9"):
+            table.add_column(col)
+        entries = MODELS.list(pattern)
+        for e in entries:
+            m = e.meta
+            table.add_row(e.name, m["label"], str(m["heads"]), str(m["dim"]), m["norm"])
+    elif what == "norms":
+        from dtn_bench.norms import NORMS
+
+        table = Table(title="Normalisers (--norm NAME)")
+        table.add_column("name")
+        table.add_column("formula")
+        entries = NORMS.list(pattern)
+        for e in entries:
+            table.add_row(e.name, e.meta.get("formula", e.description))
+    else:
+        from dtn_bench.suites import SUITES, load_presets
+
+        table = Table(title="Suites")
+        for col in ("name", "what it measures", "presets"):
+            table.add_column(col)
+        entries = SUITES.list(pattern)
+        for e in entries:
+            table.add_row(e.name, e.description, ", ".join(load_presets(e.name)))
+    if not entries:
+        raise DTNBenchError(f"no {what} match {pattern!r}")
+    console.print(table)
+
+
+@app.command()
+def info(
+    model: Annotated[str, typer.Argument(help="Zoo model (vit_s_dtn) or any timm model name.")],
+    norm: NormOpt = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Load these weights.")] = None,
+    macs: Annotated[bool, typer.Option("--macs/--no-macs", help="Count MACs with torch's flop counter.")] = True,
+) -> None:
+    """Parameters, MACs and which normaliser sits where in MODEL."""
+    from dtn_bench.models.info import describe
+
+    d = describe(model, norm=norm, checkpoint=checkpoint, macs=macs, debug=STATE["debug"])
+    table = Table(title=f"{model}" + (f" with {norm}" if norm else ""))
+    table.add_column("property")
+    table.add_column("value")
+    table.add_row("parameters", f"{d['params']:,} ({d['params'] / 1e6:.2f} M)")
+    if d.get("gmacs") is not None:
+        table.add_row("GMACs (224x224, torch flop counter / 2)", f"{d['gmacs']:.3f}")
+    if d.get("checkpoint"):
+        table.add_row("checkpoint", f"{d['checkpoint']['path']} (sha256 {d['checkpoint']['sha256'][:12]})")
+    console.print(table)
+    where = Table(title="Normalisers")
+    for col in ("layers", "normaliser", "details"):
+        where.add_column(col)
+    for layers, kind, detail in d["norms"]:
+        where.add_row(layers, kind, detail)
+    console.print(where)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def _parse_grid(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise DTNBenchError(f"--grid {text!r}: expected ROWSxCOLS like 14x14, or one number") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise DTNBenchError(f"--grid {text!r}: expected ROWSxCOLS like 14x14")
+    return parts[0], parts[1]
+
+
+def _csv(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+@bench_app.command("norms")
+def bench_norms(
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/bench-norms.yaml: default, quick.")]
+    = "default",
+    batch: Annotated[int | None, typer.Option(help="Batch of the layer benchmark.")] = None,
+    grid: Annotated[str | None, typer.Option(help="Patch grid ROWSxCOLS (14x14).")] = None,
+    dim: Annotated[int | None, typer.Option(help="Channels.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Heads (DTN groups).")] = None,
+    norms: Annotated[str | None, typer.Option(help="Comma-separated norms (default: all registered).")] = None,
+    authors: Annotated[bool, typer.Option("--authors/--no-authors", help="Time the authors' dense algorithm.")]
+    = True,
+    models: Annotated[str | None, typer.Option(help="Comma-separated zoo models for throughput ('' for none).")]
+    = None,
+    model_batch: Annotated[int | None, typer.Option("--model-batch", help="Batch of the model throughput.")] = None,
+    iters: Annotated[int | None, typer.Option(help="Timed iterations per norm.")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up iterations per norm.")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0: default).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Random seed of inputs and parameters.")] = 0,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Time every normaliser (fwd, fwd+bwd) at one shape, DTN against the authors' algorithm, and vit_s_ln vs
+    vit_s_dtn inference throughput. Writes rows, table.md/.tex and a bar plot."""
+    from dtn_bench.bench import norms as nb
+    from dtn_bench.suites import load_preset
+
+    fields = load_preset(nb.SUITE, preset)
+    overrides = dict(batch=batch, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup)
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    if grid is not None:
+        fields["grid"] = _parse_grid(grid)
+    if norms is not None:
+        fields["norms"] = _csv(norms)
+    if models is not None:
+        fields["models"] = _csv(models)
+    fields["grid"] = tuple(fields.get("grid", (14, 14)))
+    fields["norms"] = tuple(fields.get("norms", ()))
+    fields["models"] = tuple(fields.get("models", ()))
+    unknown = set(fields) - set(nb.NormBenchConfig.__dataclass_fields__)
+    if unknown:
+        raise DTNBenchError(f"suites/{nb.SUITE}.yaml preset {preset!r}: unknown fields {sorted(unknown)}")
+    cfg = nb.NormBenchConfig(**fields, authors=authors, threads=threads, device=device, seed=seed, preset=preset)
+    cfg.validate()
+    nb.norm_names(cfg)  # unknown norm names fail before any work
+    from dtn_bench.models import MODELS
+
+    for m in cfg.models:
+        MODELS.get(m)
+    _run_suite(nb.SUITE, cfg, nb.run(cfg), nb.steps(cfg), out, run_id, render=_render_norm_bench)
+
+
+def _render_norm_bench(writer) -> None:
+    from dtn_bench.bench.report import bar_plot, render_report, summary_table
+
+    df = writer.rows()
+    writer.write_text("table.md", render_report(df, "md"))
+    writer.write_text("table.tex", render_report(df, "tex"))
+    fig = bar_plot(df)
+    writer.savefig(fig, "norms.png")
+    st = summary_table(df)
+    if not st.empty:
+        table = Table(title="Summary")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for fig_name, r in st.iterrows():
+            table.add_row(str(fig_name), f"{r['value']:.2f} {r['unit']}")
+        console.print(table)
+
+
+def _run_suite(suite: str, cfg, items, total: int, out: Path, run_id: str | None, render) -> None:
+    """Append rows as they come, with a progress bar, then render tables and plots from the rows."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from dtn_bench.results.writer import RunWriter
+
+    writer = RunWriter(out, suite, cfg.as_dict(), run_id=run_id, device=getattr(cfg, "device", None))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(suite, total=total)
+        for label, rows in items:
+            writer.append(rows)
+            progress.update(task, advance=1, description=f"{suite}: {label}")
+    render(writer)
+    console.print(f"results: {writer.path}")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turning user errors into one line and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="dtn-bench", standalone_mode=False)
+    except DTNBenchError as e:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rows finished so far are saved")
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {type(e).__name__}: {e} (--debug for the traceback)", highlight=False,
+                          soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The DTN paper's ViT zoo, registered with timm, and a converter for stock timm vision transformers.
+
+Layout (the authors' working recipe, ConViT-style, ``local_up_to_layer = 10``): the positional embedding is added
+to the 196 patch tokens only; blocks 0-9 see patch tokens only and use the chosen normaliser in both norms; the
+class token is concatenated before block 10; blocks 10-11 and the final norm are LayerNorm. The LN baselines use
+the same layout with LayerNorm everywhere. Names: ``vit_{t,t_star,s,s_star,b,b_star}_{ln,dtn}``.
+
+Differences from the authors' code, stated: qkv projections carry a bias (timm's default, as in DeiT; the
+authors' ViT had none). Their checkpoints still load: :func:`dtn_bench.checkpoint.load_checkpoint` fills the
+absent qkv biases with zeros, which computes exactly what their model computed.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from timm.models import register_model
+from timm.models.vision_transformer import VisionTransformer
+
+from dtn_bench.errors import DTNBenchError
+from dtn_bench.norms import NORMS, LayerNorm, build_norm
+from dtn_bench.registry import Registry
+
+MODELS = Registry("model")
+
+
+@dataclass(frozen=True)
+class ViTSpec:
+    """One column of the paper's model table."""
+
+    label: str
+    embed_dim: int
+    num_heads: int
+
+
+VIT_SPECS = {
+    "vit_t": ViTSpec("ViT-T", 192, 3),
+    "vit_t_star": ViTSpec("ViT-T*", 192, 4),
+    "vit_s": ViTSpec("ViT-S", 384, 6),
+    "vit_s_star": ViTSpec("ViT-S*", 432, 9),
+    "vit_b": ViTSpec("ViT-B", 768, 12),
+    "vit_b_star": ViTSpec("ViT-B*", 768, 16),
+}
+NORM_SUFFIX = {"ln": "layernorm", "dtn": "dtn"}
+
+
+class LocalViT(VisionTransformer):
+    """timm's VisionTransformer with the class token joining before block ``local_up_to_layer``.
+
+    Args:
+        norm: registered normaliser used in both norms of blocks ``0 .. local_up_to_layer - 1``.
+        local_up_to_layer: first block that sees the class token (and uses LayerNorm).
+        **kwargs: timm ``VisionTransformer`` arguments.
+    """
+
+    def __init__(self, norm: str = "layernorm", local_up_to_layer: int = 10, **kwargs):
+        kwargs.setdefault("class_token", True)
+        kwargs["no_embed_class"] = True  # position embedding on the patch tokens only
+        kwargs.setdefault("global_pool", "token")
+        kwargs.setdefault("norm_layer", partial(LayerNorm, eps=1e-5))  # the authors' nn.LayerNorm default
+        super().__init__(**kwargs)
+        self.local_up_to_layer = local_up_to_layer
+        self.norm_name = norm
+        grid = tuple(self.patch_embed.grid_size)
+        w = self.cls_token
+        for blk in list(self.blocks)[:local_up_to_layer]:
+            heads = blk.attn.num_heads
+            for slot in ("norm1", "norm2"):
+                dim = getattr(blk, slot).weight.shape[0]
+                setattr(blk, slot, build_norm(norm, dim, num_heads=heads, grid_size=grid, num_prefix_tokens=0,
+                                              device=w.device, dtype=w.dtype))
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dynamic_img_size:
+            raise DTNBenchError("LocalViT does not support dynamic image sizes")
+        return self.pos_drop(x + self.pos_embed)
+
+    def forward_features(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.patch_drop(x)
+        x = self.norm_pre(x)
+        for i, blk in enumerate(self.blocks):
+            if i == self.local_up_to_layer and self.cls_token is not None:
+                x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+            x = blk(x)
+        return self.norm(x)
+
+    def forward_intermediates(self, *args, **kwargs):
+        raise NotImplementedError("forward_intermediates is not supported by LocalViT")
+
+
+def _make_entrypoint(arch: str, suffix: str):
+    spec = VIT_SPECS[arch]
+    norm = NORM_SUFFIX[suffix]
+    name = f"{arch}_{suffix}"
+
+    def entrypoint(pretrained: bool = False, **kwargs) -> LocalViT:
+        if pretrained:
+            raise DTNBenchError(f"{name}: no pretrained weights are shipped; use --checkpoint PATH")
+        kwargs.pop("pretrained_cfg", None)
+        kwargs.pop("pretrained_cfg_overlay", None)
+        kwargs.pop("cache_dir", None)
+        args = dict(img_size=224, patch_size=16, num_classes=1000, embed_dim=spec.embed_dim, depth=12,
+                    num_heads=spec.num_heads, mlp_ratio=4.0, qkv_bias=True)
+        args.update(kwargs)
+        args.setdefault("norm", norm)
+        return LocalViT(**args)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = f"{spec.label} ({spec.num_heads} heads, dim {spec.embed_dim}), {norm} in blocks 0-9."
+    setattr(sys.modules[__name__], name, entrypoint)
+    register_model(entrypoint)
+    MODELS.register(name, entrypoint.__doc__, arch=arch, label=spec.label, norm=norm, heads=spec.num_heads,
+                    dim=spec.embed_dim)(entrypoint)
+    return entrypoint
+
+
+for _arch in VIT_SPECS:
+    for _suffix in NORM_SUFFIX:
+        _make_entrypoint(_arch, _suffix)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def norm_slots(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The token-norm slots of a timm vision transformer's blocks: ``[(qualified name, module), ...]``."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise DTNBenchError(f"{type(model).__name__} has no .blocks: the converter handles timm vision transformers")
+    out = []
+    for i, blk in enumerate(blocks):
+        for slot in ("norm1", "norm2"):
+            if hasattr(blk, slot):
+                out.append((f"blocks.{i}.{slot}", getattr(blk, slot)))
+    return out
+
+
+def convert_norms(model: torch.nn.Module, norm: str, *, keep_affine: bool = True) -> torch.nn.Module:
+    """Put the registered normaliser ``norm`` into both norms of every block of a stock timm vision transformer.
+
+    Prefix tokens (class, distillation, register tokens: ``model.num_prefix_tokens``) are passed on, so DTN
+    normalises them with LN statistics and keeps them out of the patch statistics. The final ``norm`` and any
+    ``fc_norm`` keep the model's own LayerNorm. With ``keep_affine`` the old weight/bias are copied over when the
+    shapes agree (a pretrained model keeps its affine parameters).
+
+    Args:
+        model: a timm ``VisionTransformer`` (``vit_small_patch16_224``, ``deit_small_patch16_224``, ...).
+        norm: a registered normaliser name.
+        keep_affine: copy the replaced norms' ``weight``/``bias`` into the new ones.
+
+    Returns:
+        The same model, changed in place.
+    """
+    NORMS.get(norm)
+    if getattr(model, "dynamic_img_size", False):
+        raise DTNBenchError("convert_norms: models with dynamic image sizes are not supported")
+    pe = getattr(model, "patch_embed", None)
+    grid = tuple(pe.grid_size) if pe is not None and getattr(pe, "grid_size", None) else None
+    prefix = int(getattr(model, "num_prefix_tokens", 0))
+    for name, old in norm_slots(model):
+        blk = model.get_submodule(name.rsplit(".", 1)[0])
+        weight = getattr(old, "weight", None)
+        if weight is None:
+            raise DTNBenchError(f"convert_norms: {name} has no weight to size the new norm from")
+        dim = weight.shape[0]
+        heads = getattr(getattr(blk, "attn", None), "num_heads", 1)
+        new = build_norm(norm, dim, num_heads=heads, grid_size=grid, num_prefix_tokens=prefix,
+                         device=weight.device, dtype=weight.dtype)
+        if keep_affine:
+            with torch.no_grad():
+                for p in ("weight", "bias"):
+                    src, dst = getattr(old, p, None), getattr(new, p, None)
+                    if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor) and src.shape == dst.shape:
+                        dst.copy_(src)
+        setattr(blk, name.rsplit(".", 1)[1], new)
+    model.norm_name = norm
+    return model
+
+
+def create(name: str, *, norm: str | None = None, **kwargs) -> torch.nn.Module:
+    """Create a zoo model or any timm model by name; ``norm`` converts a stock timm ViT (``--norm NAME``).
+
+    For zoo models ``norm`` replaces the normaliser of blocks 0-9 (``vit_s_ln`` + ``norm='rmsnorm'``)."""
+    import timm
+
+    if name in MODELS:
+        if norm is not None:
+            NORMS.get(norm)
+            kwargs["norm"] = norm
+        return MODELS.get(name).factory(**kwargs)
+    if not timm.is_model(name):
+        from dtn_bench.registry import unknown_name_message
+
+        raise DTNBenchError(unknown_name_message("model", name, MODELS.names() + timm.list_models()))
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    if norm is not None:
+        convert_norms(model, norm)
+    return model

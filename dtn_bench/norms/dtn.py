@@ -1,0 +1,398 @@
+"""Dynamic Token Normalization (Shao et al., ICLR 2022), exact and fast.
+
+Numerically this is the authors' module (github wqshao126/DTN, ``models/normkit/norms/dtn.py``) with the same
+parameters and state-dict keys, computed without any ``[T, T]`` position tensor:
+
+1. RMS pre-normalisation of every (token, head) chunk: ``xn = x / sqrt(mean(x_chunk^2) + eps)``.
+2. Intra-token (LN) statistics of ``xn`` over all ``C`` channels, unbiased variance (``C - 1``), as the authors'.
+3. Inter-token statistics per head and channel: ``mean_in = P^h xn`` and ``var_in = P^h(xn^2) - mean_in^2`` where
+   ``P^h[i, j] = softmax_i(a^h . [dx, dy, dx^2 + dy^2])`` (softmax over the source token ``i``).
+4. Two gates per head: ``mu = (1 - s(g_mean)) mean_in + s(g_mean) mean_ln``, ``var`` likewise with ``g_var``.
+5. ``y = (xn - mu) / sqrt(var + eps) * weight + bias``.
+
+The logits split into an x part and a y part, so ``P^h`` is exactly the Kronecker product of a ``W x W`` and an
+``H x H`` matrix, each a softmax over its own source axis. ``P^h xn`` is two small matrix products along the grid
+axes: ``O(T (H + W))`` per channel instead of ``O(T^2)``, rectangular grids included.
+
+Prefix tokens (class / distillation tokens, ``num_prefix_tokens`` leading tokens) are normalised with the LN
+statistics alone (as if both gates were 1) and take no part in the patch tokens' inter-token statistics.
+
+``pool_to`` reproduces the authors' ``dtn_pool``: for a grid larger than ``pool_to`` the pre-normalised map is
+average-pooled by ``k = grid_h // pool_to`` (the authors' square kernel), ``P`` acts on the pooled grid (the second
+moment is taken of the pooled features), and mean and variance are nearest-upsampled back.
+
+1-D sequences (``grid_size=None``): positions ``0..T-1``, logits ``a0 * d + a1 * d^2`` with ``d = j - i``
+(``a0 = pos_proj.weight[:, 0]``, ``a1 = pos_proj.weight[:, 2]``; column 1 is unused), an optional boolean
+``mask [B, T]`` (True = real token) so that padding never enters a real token's statistics, and a window:
+sources with ``|d| > window`` are dropped. The window makes the cost ``O(T * window)``. The error this causes is
+bounded and reported by :meth:`DTN.truncation_bound`: with ``delta_h = sum_{window < |d| < T} exp(logit_h(d))``
+(``logit_h(0) = 0``), every real token's windowed mean differs from the full-length one by at most
+``2 * delta_h * max|xn|`` and its second moment by at most ``2 * delta_h * max(xn^2)``. With the local init
+(``a1 = -1``) and the default window of 64, ``delta`` underflows to 0 in float64 for any length. ``window=None``
+keeps every source (exact, ``O(T^2)`` time, still no ``[B, T, T]`` tensor).
+
+The 1-D statistics are ratios of banded sums of ``exp(logit - shift)`` with one shift per head, so they are exact
+(to fp32 rounding) while the kernel's peak within the window is less than about 87 nats above its self term
+``logit(0) = 0``: always for a concave kernel (``a1 < 0``, peak ``a0^2 / (4 |a1|)``) such as the local init, whose
+peak is at most 16 nats. Past that range (e.g. a strongly convex kernel) a token whose available sources all lie that
+far below the peak gets inter-token statistics of 0 instead of NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dtn_bench.errors import DTNBenchError
+
+# Largest logit offset kept above the self term in the 1-D kernel before exp(); see _kernel_1d.
+_MAX_EXP = 60.0
+# CPU inference works on batch chunks of about this many elements (see DTN.forward).
+_CPU_CHUNK = 1 << 20
+
+
+def _flush_subnormal(p: torch.Tensor) -> torch.Tensor:
+    """Zero the weights below 1e-20 (fp32; 1e-200 in fp64). They change no result measurably (the weights of a
+    token sum to 1), but they and their products with small features are subnormal numbers, which send every matrix
+    product and elementwise op downstream onto the CPU's slow path: a local kernel has weights like ``exp(-169)``,
+    and without this the layer ran 10-40x slower on x86."""
+    floor = 1e-200 if p.dtype == torch.float64 else 1e-20
+    return torch.where(p >= floor, p, torch.zeros((), dtype=p.dtype, device=p.device))
+
+
+def _as_grid(grid_size) -> tuple[int, int] | None:
+    if grid_size is None:
+        return None
+    if isinstance(grid_size, int):
+        return (grid_size, grid_size)
+    gh, gw = (int(v) for v in grid_size)
+    return (gh, gw)
+
+
+class DTN(nn.Module):
+    """Dynamic Token Normalization for ``[B, T, C]`` tokens.
+
+    Args:
+        dim: channels ``C``.
+        num_heads: heads ``H`` (the DTN groups); ``dim`` must be divisible by it.
+        grid_size: patch grid ``(rows, cols)`` or an int for a square grid; ``None`` for 1-D sequences.
+        num_prefix_tokens: leading tokens (class, distillation) normalised with LN statistics only.
+        eps: the authors' epsilon, used in the RMS pre-normalisation and the final standardisation.
+        only_var: the ``dtn_var`` variant: LN mean with the mixed variance (no ``mean_norm_weight``).
+        pool_to: the authors' ``dtn_pool``: grids larger than this are pooled to it for the statistics.
+        local_init: ConViT local initialisation of ``pos_proj`` (heads attend to offsets around each token).
+        window: 1-D only: largest ``|j - i|`` kept (``None``: all).
+        device: parameter device.
+        dtype: parameter dtype.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        grid_size=(14, 14),
+        num_prefix_tokens: int = 0,
+        eps: float = 1e-5,
+        only_var: bool = False,
+        pool_to: int | None = None,
+        local_init: bool = True,
+        *,
+        window: int | None = 64,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if num_heads <= 0 or dim % num_heads:
+            raise DTNBenchError(f"DTN: dim {dim} is not divisible by num_heads {num_heads}")
+        grid = _as_grid(grid_size)
+        if grid is not None and min(grid) <= 0:
+            raise DTNBenchError(f"DTN: grid_size {grid_size} must be positive")
+        if num_prefix_tokens < 0:
+            raise DTNBenchError(f"DTN: num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+        if window is not None and window < 1:
+            raise DTNBenchError(f"DTN: window must be >= 1 or None, got {window}")
+        self.pool = 1
+        if pool_to is not None:
+            if grid is None:
+                raise DTNBenchError("DTN: pool_to needs a 2-D grid_size")
+            if min(grid) < pool_to:
+                raise DTNBenchError(f"DTN: grid {grid[0]}x{grid[1]} is smaller than pool_to={pool_to}")
+            k = grid[0] // pool_to
+            if grid[0] % k or grid[1] % k:
+                raise DTNBenchError(f"DTN: grid {grid[0]}x{grid[1]} cannot be pooled by {k} (pool_to={pool_to})")
+            self.pool = k
+        self.dim = dim
+        self.num_heads = num_heads
+        self.grid_size = grid
+        self.num_prefix_tokens = num_prefix_tokens
+        self.eps = eps
+        self.only_var = only_var
+        self.pool_to = pool_to
+        self.window = window
+        dd = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.ones(dim, **dd))
+        self.bias = nn.Parameter(torch.zeros(dim, **dd))
+        if not only_var:
+            self.mean_norm_weight = nn.Parameter(torch.zeros(num_heads, **dd))
+        self.var_norm_weight = nn.Parameter(torch.zeros(num_heads, **dd))
+        self.pos_proj = nn.Linear(3, num_heads, **dd)
+        self.reset_parameters(local_init)
+
+    def reset_parameters(self, local_init: bool = True) -> None:
+        """The authors' initialisation: affine 1/0, gates 0, ``pos_proj`` trunc-normal(.02) then local init."""
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+        if not self.only_var:
+            nn.init.zeros_(self.mean_norm_weight)
+        nn.init.zeros_(self.var_norm_weight)
+        nn.init.trunc_normal_(self.pos_proj.weight, std=0.02)
+        nn.init.zeros_(self.pos_proj.bias)
+        if local_init:
+            self.local_init()
+
+    @torch.no_grad()
+    def local_init(self, locality_strength: float = 1.0) -> None:
+        """ConViT local init. 2-D: head ``h1 + k*h2`` of the ``k x k = int(sqrt(H))^2`` first heads looks at offset
+        ``(h2 - c, h1 - c)``; the others keep their random weights. 1-D: every head gets ``a1 = -1`` and an offset
+        ``h - c`` (``c`` the centre head), so the heads cover consecutive offsets around the token."""
+        w = self.pos_proj.weight
+        H = self.num_heads
+        if self.grid_size is None:
+            center = (H - 1) / 2 if H % 2 == 0 else H // 2
+            for h in range(H):
+                w[h, 0] = 2 * (h - center)
+                w[h, 1] = 0.0
+                w[h, 2] = -1.0
+        else:
+            k = int(H**0.5)
+            center = (k - 1) / 2 if k % 2 == 0 else k // 2
+            for h1 in range(k):
+                for h2 in range(k):
+                    p = h1 + k * h2
+                    w[p, 2] = -1.0
+                    w[p, 1] = 2 * (h1 - center)
+                    w[p, 0] = 2 * (h2 - center)
+        w.mul_(locality_strength)
+
+    def extra_repr(self) -> str:
+        grid = "1-D" if self.grid_size is None else f"{self.grid_size[0]}x{self.grid_size[1]}"
+        s = f"{self.dim}, heads={self.num_heads}, grid={grid}, prefix={self.num_prefix_tokens}, eps={self.eps}"
+        if self.only_var:
+            s += ", only_var=True"
+        if self.pool > 1:
+            s += f", pool={self.pool}"
+        if self.grid_size is None:
+            s += f", window={self.window}"
+        return s
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # position matrices
+    def axis_matrices(self, rows: int, cols: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head axis factors of ``P``: ``Py [H, rows, rows]`` and ``Px [H, cols, cols]``, indexed
+        ``[h, source, target]`` and normalised over the source, so ``P^h = Py^h (x) Px^h`` (token = y * cols + x)."""
+        a = self.pos_proj.weight.to(dtype)
+
+        def axis(n: int, lin: torch.Tensor) -> torch.Tensor:
+            r = torch.arange(n, device=a.device, dtype=dtype)
+            d = r.view(1, n) - r.view(n, 1)  # d[i, j] = j - i  (target minus source)
+            logits = lin.view(-1, 1, 1) * d + a[:, 2].view(-1, 1, 1) * d * d
+            return _flush_subnormal(logits.softmax(dim=1))
+
+        return axis(rows, a[:, 1]), axis(cols, a[:, 0])
+
+    def _kernel_1d(self, s: int, reach: int, dtype) -> torch.Tensor:
+        """Banded 1-D kernel ``K [H, 3s, s]``: source ``u`` of blocks (n-1, n, n+1), target ``v`` of block n,
+        ``d = s + v - u``; ``exp(logit(d) - shift)`` where ``|d| <= reach``, else 0."""
+        a = self.pos_proj.weight.to(dtype)
+        u = torch.arange(3 * s, device=a.device, dtype=dtype).view(3 * s, 1)
+        v = torch.arange(s, device=a.device, dtype=dtype).view(1, s)
+        d = s + v - u
+        logits = a[:, 0].view(-1, 1, 1) * d + a[:, 2].view(-1, 1, 1) * d * d
+        keep = d.abs() <= reach
+        logits = logits.masked_fill(~keep, float("-inf"))
+        # Shift so the largest kept term is at most e^60 (no overflow in the sums) while the self term (logit 0)
+        # stays representable unless the kernel's range exceeds ~147 nats; the bias of pos_proj cancels.
+        top = logits.amax(dim=(1, 2), keepdim=True)
+        shift = (top - _MAX_EXP).clamp_min(0.0)
+        return _flush_subnormal(torch.exp(logits - shift))
+
+    @torch.no_grad()
+    def truncation_bound(self, length: int) -> torch.Tensor:
+        """Per-head ``delta_h`` (float64) of the 1-D window at sequence length ``length`` (0 when nothing is cut).
+
+        Every real token's windowed mean is within ``2 * delta_h * max|xn|`` of the full-length one, its second
+        moment within ``2 * delta_h * max(xn^2)`` (module docstring)."""
+        if self.grid_size is not None:
+            raise DTNBenchError("DTN.truncation_bound is for 1-D DTN (grid_size=None)")
+        H = self.num_heads
+        if self.window is None or length - 1 <= self.window:
+            return torch.zeros(H, dtype=torch.float64)
+        a = self.pos_proj.weight.detach().double().cpu()
+        d = torch.arange(self.window + 1, length, dtype=torch.float64)
+        d = torch.cat([d, -d])
+        logits = a[:, 0:1] * d + a[:, 2:3] * d * d
+        return torch.logsumexp(logits, dim=1).exp()
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]``; ``mask [B, T]`` (True = real token) is used by 1-D DTN."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise DTNBenchError(f"DTN: expected input [B, T, {self.dim}], got {list(x.shape)}")
+        B, T, C = x.shape
+        P = self.num_prefix_tokens
+        if self.grid_size is not None:
+            gh, gw = self.grid_size
+            if T != P + gh * gw:
+                raise DTNBenchError(
+                    f"DTN: {T} tokens do not match grid {gh}x{gw} + {P} prefix tokens = {P + gh * gw}"
+                )
+        elif T <= P:
+            raise DTNBenchError(f"DTN: {T} tokens leave no sequence after {P} prefix tokens")
+        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xc = x.to(cdtype)
+            if torch.is_grad_enabled() or torch.compiler.is_compiling():  # functional: autograd, or for fusion
+                y = self._forward(xc, mask)
+            else:
+                y = torch.empty_like(xc)
+                # On the CPU, cache-sized batch chunks: the temporaries stay small, are reused by the allocator
+                # instead of being faulted in afresh, and the layer runs 2-4x faster at ViT-S sizes.
+                step = max(1, _CPU_CHUNK // (T * C)) if x.device.type == "cpu" else B
+                for i in range(0, B, step):
+                    m = None if mask is None else mask[i : i + step]
+                    self._forward(xc[i : i + step], m, out=y[i : i + step])
+        return y.to(x.dtype)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer on float input. With ``out`` (no autograd) it works in place and writes into ``out``."""
+        B, T, C = x.shape
+        H, eps, P = self.num_heads, self.eps, self.num_prefix_tokens
+        d = C // H
+        dt = x.dtype
+        xh = x.view(B, T, H, d)
+        ms = torch.linalg.vector_norm(xh, dim=-1, keepdim=True).square() / d  # [B, T, H, 1]
+        r = torch.rsqrt(ms + eps)  # RMS pre-normalisation factor of every (token, head) chunk
+        # LN statistics of xn = x * r over all C channels, from per-chunk sums (no [B, T, C] temporaries):
+        # mean = sum_h r_h sum_c x / C, E[xn^2] = mean_h ms / (ms + eps), variance unbiased as torch.var's.
+        mean_ln = (xh.sum(-1, keepdim=True) * r).sum(-2, keepdim=True) / C  # [B, T, 1, 1]
+        e2 = (ms / (ms + eps)).mean(-2, keepdim=True)
+        var_ln = (e2 - mean_ln * mean_ln) * (C / (C - 1))
+
+        # Everything per patch token runs in a head-major layout ("L"), where both kinds of P products are plain
+        # batched GEMMs: 2-D [H, B, rows, c, cols], 1-D [H, B, c, L]. to_l maps token-major [b, t, H, k] onto it.
+        seq = self.grid_size is None
+        to_l = self._to_l_1d if seq else self._to_l_2d
+        cdim = 2 if seq else 3
+        # z = [xn, xn^2] stacked on the channel axis of L, contiguous
+        if out is None:
+            xn = to_l(xh[:, P:]) * to_l(r[:, P:])
+            z = torch.cat([xn, xn * xn], dim=cdim)
+        else:
+            shape = list(to_l(xh[:, P:]).shape)
+            shape[cdim] *= 2
+            z = x.new_empty(shape)
+            xn = z.narrow(cdim, 0, d)
+            torch.mul(to_l(xh[:, P:]), to_l(r[:, P:]), out=xn)
+            torch.mul(xn, xn, out=z.narrow(cdim, d, d))
+        xn = z.narrow(cdim, 0, d)
+        if seq:
+            mean_in, m2 = self._stats_1d(z, None if mask is None else mask[:, P:])
+        else:
+            mean_in, m2 = self._stats_2d(z)
+        lam_shape = (H,) + (1,) * (z.dim() - 1)
+        lam_v = torch.sigmoid(self.var_norm_weight.to(dt)).view(lam_shape)
+        lam_m = None if self.only_var else torch.sigmoid(self.mean_norm_weight.to(dt)).view(lam_shape)
+        mu_ln, var_ln_l = to_l(mean_ln[:, P:]), to_l(var_ln[:, P:])
+        w = self.weight.to(dt).view(1, 1, H, d)
+        b = self.bias.to(dt).view(1, 1, H, d)
+        from_l = self._from_l_1d if seq else self._from_l_2d
+        if out is None:
+            var = torch.lerp(torch.addcmul(m2, mean_in, mean_in, value=-1.0), var_ln_l, lam_v)
+            mu = mu_ln if lam_m is None else torch.lerp(mean_in, mu_ln, lam_m)
+            y = from_l((xn - mu) * torch.rsqrt(var + eps)).reshape(B, T - P, H, d)
+            if P:
+                yp = (xh[:, :P] * r[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
+                y = torch.cat([yp, y], dim=1)
+            # the affine part in token-major order, where it is one contiguous pass
+            return torch.addcmul(b.view(C), y.reshape(B, T, C), w.view(C))
+        # inference: the same arithmetic in place, the affine part written straight into `out`
+        rs = m2.addcmul_(mean_in, mean_in, value=-1.0).lerp_(var_ln_l, lam_v).add_(eps).rsqrt_()
+        y = mean_in if lam_m is None else mean_in.lerp_(mu_ln, lam_m)
+        if lam_m is None:
+            y.copy_(mu_ln)
+        torch.sub(xn, y, out=y).mul_(rs)
+        o = out.view(B, T, H, d)
+        yv = from_l(y)  # token-major view: 2-D [B, rows, cols, H, d], 1-D [B, L, H, d]
+        torch.addcmul(b, yv, w, out=o[:, P:].view(yv.shape))
+        if P:
+            yp = (xh[:, :P] * r[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
+            torch.addcmul(b, yp, w, out=o[:, :P])
+        return out
+
+    # layouts -------------------------------------------------------------------------------------------------------
+    def _to_l_2d(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, H, k = t.shape
+        gh, gw = self.grid_size if n > 1 else (1, 1)
+        return t.view(b, gh, gw, H, k).permute(3, 0, 1, 4, 2)
+
+    @staticmethod
+    def _from_l_2d(t: torch.Tensor) -> torch.Tensor:
+        return t.permute(1, 2, 4, 0, 3)  # [B, rows, cols, H, k]
+
+    @staticmethod
+    def _to_l_1d(t: torch.Tensor) -> torch.Tensor:
+        return t.permute(2, 0, 3, 1)
+
+    @staticmethod
+    def _from_l_1d(t: torch.Tensor) -> torch.Tensor:
+        return t.permute(1, 3, 0, 2)
+
+    def _stats_2d(self, z: torch.Tensor):
+        """Inter-token mean and second moment of patch tokens from ``z = [xn, xn^2]`` (``[H, B, rows, 2d, cols]``)
+        through the separable ``P``: one batched GEMM along the grid's x axis, one along y."""
+        H, B, gh, d2, gw = z.shape
+        d = d2 // 2
+        k = self.pool
+        g = z
+        if k > 1:  # the authors' dtn_pool: AvgPool2d(k) of the pre-normalised map; second moment of pooled features
+            g = z[:, :, :, :d].reshape(H, B, gh // k, k, d, gw // k, k).mean(dim=(3, 6))
+            g = torch.cat([g, g * g], dim=3)
+        rows, cols = g.shape[2], g.shape[4]
+        Py, Px = self.axis_matrices(rows, cols, dtype=z.dtype)  # [H, src, tgt]
+        s = g.reshape(H, B * rows * d2, cols) @ Px  # along x
+        s = Py.transpose(1, 2).unsqueeze(1) @ s.view(H, B, rows, d2 * cols)  # along y
+        s = s.view(H, B, rows, d2, cols)
+        if k > 1:  # nearest upsampling back to the full grid
+            s = s.view(H, B, rows, 1, d2, cols, 1).expand(H, B, rows, k, d2, cols, k).reshape(H, B, gh, d2, gw)
+        return s[:, :, :, :d], s[:, :, :, d:]
+
+    def _stats_1d(self, z: torch.Tensor, mask: torch.Tensor | None):
+        """Windowed, masked inter-token mean and second moment of a sequence from ``z = [xn, xn^2]``
+        (``[H, B, 2d, L]``) as ratios of banded sums, ``mean_j = sum_i K(j-i) m_i x_i / sum_i K(j-i) m_i``
+        (likewise ``x^2``); blocks of ``s`` tokens each see their own and both neighbouring blocks."""
+        H, B, d2, L = z.shape
+        d = d2 // 2
+        reach = L - 1 if self.window is None else min(self.window, L - 1)
+        s = L if self.window is None else max(1, min(reach, L))
+        nb = math.ceil(L / s)
+        if mask is None:
+            m = z.new_ones(1, B, 1, L)
+            zm = z
+        else:
+            if mask.shape != (B, L):
+                raise DTNBenchError(f"DTN: mask shape {list(mask.shape)} does not match tokens [{B}, {L}]")
+            m = mask.to(z.dtype).view(1, B, 1, L)
+            zm = z * m
+        zm = torch.cat([zm, m.expand(H, B, 1, L)], dim=2)  # [H, B, 2d + 1, L]
+        zm = F.pad(zm, (s, nb * s - L + s))  # one empty block before, padding and one empty block after
+        zm = zm.view(H, B, d2 + 1, nb + 2, s)
+        z3 = torch.cat([zm[..., :-2, :], zm[..., 1:-1, :], zm[..., 2:, :]], dim=-1)  # [H, B, 2d+1, nb, 3s]
+        K = self._kernel_1d(s, reach, z.dtype)  # [H, 3s, s]
+        out = (z3.view(H, -1, 3 * s) @ K).view(H, B, d2 + 1, nb * s)[..., :L]
+        num, den = out.split([d2, 1], dim=2)
+        # den >= exp(-shift) > 0 for real tokens; padding-only neighbourhoods give 0 / tiny = 0 (finite, unused)
+        st = num / den.clamp_min(torch.finfo(z.dtype).tiny)
+        return st[:, :, :d], st[:, :, d:]

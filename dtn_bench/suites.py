@@ -1,0 +1,61 @@
+"""Suites: registered benchmarks with their description, metrics and presets.
+
+Presets are YAML files in the repository's ``suites/`` folder (installed as ``dtn_bench._suites``), one file per
+suite, one mapping per preset. A run's config is the preset with the CLI flags merged over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+from dtn_bench.errors import DTNBenchError
+from dtn_bench.registry import Registry, unknown_name_message
+
+SUITES = Registry("suite")
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    """What a suite measures."""
+
+    name: str
+    description: str
+    metrics: tuple[str, ...]
+    higher_is_better: dict
+
+
+def _info(name: str, description: str, metrics: dict[str, bool]) -> SuiteInfo:
+    info = SuiteInfo(name, description, tuple(metrics), dict(metrics))
+    SUITES.register(name, description, info=info)(lambda: info)
+    return info
+
+
+BENCH_NORMS = _info("bench-norms", "time of each normaliser (fwd, fwd+bwd) at one shape, DTN vs the authors' "
+                    "algorithm, and vit_s_ln vs vit_s_dtn throughput",
+                    {"time_ms": False, "speedup": True, "throughput_img_s": True, "ratio": True})
+
+
+def load_presets(suite: str) -> dict[str, dict]:
+    """All presets of ``suite`` (``{}`` when it has no preset file)."""
+    import yaml
+
+    SUITES.get(suite)
+    try:
+        text = resources.files("dtn_bench._suites").joinpath(f"{suite}.yaml").read_text()
+    except (FileNotFoundError, ModuleNotFoundError):
+        return {}
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise DTNBenchError(f"suites/{suite}.yaml: expected a mapping of presets")
+    return data
+
+
+def load_preset(suite: str, preset: str) -> dict:
+    """One preset of ``suite`` as a dict (its ``description`` key removed)."""
+    presets = load_presets(suite)
+    if preset not in presets:
+        raise DTNBenchError(unknown_name_message(f"{suite} preset", preset, list(presets)))
+    out = dict(presets[preset])
+    out.pop("description", None)
+    return out

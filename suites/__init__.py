@@ -1,0 +1,1 @@
+"""Suite presets (YAML), installed as the package data ``dtn_bench._suites``."""

@@ -1,0 +1,433 @@
+"""DTN against a dense implementation of the formula written here, and against the authors' algorithm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from dtn_bench.errors import DTNBenchError
+from dtn_bench.norms import DTN
+from dtn_bench.norms.dtn_dense import AuthorsDTN
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the formula, densely: P^h[i, j] = softmax_i(a^h . [dx, dy, dx^2 + dy^2] + b^h), explicit [T, T] matrices
+def grid_positions(rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return xs.reshape(-1).double(), ys.reshape(-1).double()  # token t = y * cols + x
+
+
+def dense_p_2d(mod: DTN, rows: int, cols: int) -> torch.Tensor:
+    px, py = grid_positions(rows, cols)
+    dx = px.view(1, -1) - px.view(-1, 1)  # [i, j] = x_j - x_i
+    dy = py.view(1, -1) - py.view(-1, 1)
+    rel = torch.stack([dx, dy, dx * dx + dy * dy], dim=-1)  # [T, T, 3]
+    logits = rel @ mod.pos_proj.weight.double().t() + mod.pos_proj.bias.double()  # [T, T, H]
+    return logits.permute(2, 0, 1).softmax(dim=1)  # [H, T_src, T_tgt], normalised over the source
+
+
+def dense_p_1d(mod: DTN, length: int, mask: torch.Tensor | None, window: int | None) -> torch.Tensor:
+    pos = torch.arange(length).double()
+    d = pos.view(1, -1) - pos.view(-1, 1)  # j - i
+    a = mod.pos_proj.weight.double()
+    logits = a[:, 0].view(-1, 1, 1) * d + a[:, 2].view(-1, 1, 1) * d * d + mod.pos_proj.bias.double().view(-1, 1, 1)
+    if window is not None:
+        logits = logits.masked_fill(d.abs() > window, float("-inf"))
+    logits = logits.unsqueeze(0).expand(1 if mask is None else mask.shape[0], -1, -1, -1).clone()
+    if mask is not None:
+        logits = logits.masked_fill(~mask.view(mask.shape[0], 1, length, 1), float("-inf"))
+    return logits.softmax(dim=2)  # [B or 1, H, T_src, T_tgt]
+
+
+def dense_dtn(mod: DTN, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The DTN formula (authors' numerics: RMS pre-norm, unbiased LN variance, two gates) in float64."""
+    x = x.double()
+    B, T, C = x.shape
+    H, P, eps = mod.num_heads, mod.num_prefix_tokens, mod.eps
+    d = C // H
+    xh = x.view(B, T, H, d)
+    xn = xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + eps)
+    flat = xn.reshape(B, T, C)
+    mean_ln = flat.mean(-1).view(B, T, 1, 1)
+    var_ln = flat.var(-1).view(B, T, 1, 1)
+    xs = xn[:, P:]
+    L = T - P
+    if mod.grid_size is None:
+        Pm = dense_p_1d(mod, L, None if mask is None else mask[:, P:], mod.window)
+        mean_in = torch.einsum("bhij,bihc->bjhc", Pm.expand(B, -1, -1, -1), xs)
+        m2 = torch.einsum("bhij,bihc->bjhc", Pm.expand(B, -1, -1, -1), xs * xs)
+    else:
+        gh, gw = mod.grid_size
+        k = mod.pool
+        if k > 1:  # average-pool k x k cells, statistics on the pooled grid, nearest upsampling
+            g = xs.view(B, gh // k, k, gw // k, k, H, d).mean(dim=(2, 4)).reshape(B, -1, H, d)
+            Pm = dense_p_2d(mod, gh // k, gw // k)
+            mp = torch.einsum("hij,bihc->bjhc", Pm, g)
+            m2p = torch.einsum("hij,bihc->bjhc", Pm, g * g)
+
+            def up(t):
+                t = t.view(B, gh // k, 1, gw // k, 1, H, d).expand(B, gh // k, k, gw // k, k, H, d)
+                return t.reshape(B, gh * gw, H, d)
+
+            mean_in, m2 = up(mp), up(m2p)
+        else:
+            Pm = dense_p_2d(mod, gh, gw)
+            mean_in = torch.einsum("hij,bihc->bjhc", Pm, xs)
+            m2 = torch.einsum("hij,bihc->bjhc", Pm, xs * xs)
+    var_in = m2 - mean_in * mean_in
+    lv = torch.sigmoid(mod.var_norm_weight.double()).view(1, 1, H, 1)
+    var = (1 - lv) * var_in + lv * var_ln[:, P:]
+    if mod.only_var:
+        mu = mean_ln[:, P:]
+    else:
+        lm = torch.sigmoid(mod.mean_norm_weight.double()).view(1, 1, H, 1)
+        mu = (1 - lm) * mean_in + lm * mean_ln[:, P:]
+    y = (xs - mu) / torch.sqrt(var + eps)
+    yp = (xn[:, :P] - mean_ln[:, :P]) / torch.sqrt(var_ln[:, :P] + eps)
+    y = torch.cat([yp, y], dim=1).reshape(B, T, C)
+    return y * mod.weight.double() + mod.bias.double()
+
+
+def randomise(mod: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in mod.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale + (1.0 if p.dim() == 1 and p.numel() == 0 else 0.0))
+    return mod
+
+
+def rand_x(*shape, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g) * 2.0 + 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("heads,dim", [(3, 192), (4, 192), (6, 384), (9, 432), (12, 768), (16, 768)])
+def test_same_numbers_as_authors_algorithm(heads, dim):
+    ref = randomise(AuthorsDTN(dim, heads), seed=heads)
+    ours = DTN(dim, heads)
+    ours.load_state_dict(ref.state_dict())
+    x = rand_x(2, 196, dim, seed=heads)
+    with torch.no_grad():
+        a = ref(x)
+    assert (ours(x) - a).abs().max().item() <= 1e-4  # autograd path
+    with torch.inference_mode():
+        assert (ours(x) - a).abs().max().item() <= 1e-4  # in-place inference path
+
+
+@pytest.mark.parametrize("heads,dim", [(6, 384), (9, 432)])
+def test_local_init_matches_authors_algorithm(heads, dim):
+    """With the authors' initialisation (local init: very peaked P) the numbers agree too."""
+    ref = AuthorsDTN(dim, heads)
+    ours = DTN(dim, heads)
+    ours.load_state_dict(ref.state_dict())
+    x = rand_x(3, 196, dim)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("only_var", [False, True])
+@pytest.mark.parametrize("grid,prefix", [((14, 14), 0), ((5, 7), 0), ((6, 4), 1), ((3, 5), 2)])
+def test_matches_dense_formula_2d(grid, prefix, only_var):
+    mod = randomise(DTN(48, 4, grid_size=grid, num_prefix_tokens=prefix, only_var=only_var), seed=7)
+    x = rand_x(3, prefix + grid[0] * grid[1], 48)
+    ref = dense_dtn(mod, x)
+    assert (mod(x).double() - ref).abs().max().item() <= 1e-4
+    with torch.inference_mode():
+        assert (mod(x).double() - ref).abs().max().item() <= 1e-4
+
+
+def test_float64_is_exact():
+    mod = randomise(DTN(24, 3, grid_size=(4, 5), num_prefix_tokens=1), seed=3).double()
+    x = rand_x(2, 21, 24).double()
+    assert (mod(x) - dense_dtn(mod, x)).abs().max().item() <= 1e-10
+
+
+@pytest.mark.parametrize("grid", [(56, 56), (28, 28), (28, 42)])
+def test_pooled_matches_dense_formula(grid):
+    mod = randomise(DTN(32, 4, grid_size=grid, pool_to=14), seed=5)
+    assert mod.pool == grid[0] // 14
+    x = rand_x(2, grid[0] * grid[1], 32)
+    assert (mod(x).double() - dense_dtn(mod, x)).abs().max().item() <= 1e-4
+
+
+def test_pooled_matches_authors_dtn_pool():
+    ref = randomise(AuthorsDTN(64, 4, side=56, pool_to=14), seed=2)
+    ours = DTN(64, 4, grid_size=(56, 56), pool_to=14)
+    ours.load_state_dict(ref.state_dict())
+    x = rand_x(2, 56 * 56, 64)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+
+
+def test_no_pooling_at_pool_to():
+    assert DTN(32, 4, grid_size=14, pool_to=14).pool == 1
+
+
+@pytest.mark.parametrize("window", [None, 3, 8])
+@pytest.mark.parametrize("length", [1, 5, 37])
+def test_1d_masked_matches_dense_formula(window, length):
+    mod = randomise(DTN(32, 4, grid_size=None, window=window), seed=11, scale=0.3)
+    with torch.no_grad():  # concave kernels with offsets up to ~5 tokens: the exact regime (module docstring)
+        mod.pos_proj.weight[:, 0] = torch.tensor([-2.0, -0.5, 1.0, 3.0])
+        mod.pos_proj.weight[:, 2] = -torch.tensor([0.3, 0.05, 0.5, 0.4])
+    x = rand_x(3, length, 32)
+    mask = torch.ones(3, length, dtype=torch.bool)
+    mask[1, length // 2 + 1:] = False  # padding at the end
+    mask[2, : length // 3] = False  # padding at the start
+    mask[:, 0] = True
+    ref = dense_dtn(mod, x, mask)
+    real = mask.unsqueeze(-1)  # padding targets can have no real source in the window: NaN in the dense reference
+
+    def err(out):
+        return torch.where(real, out.double() - ref, torch.zeros(())).abs().max().item()
+
+    out = mod(x, mask)
+    assert err(out) <= 1e-4
+    with torch.inference_mode():
+        assert err(mod(x, mask)) <= 1e-4
+    assert torch.isfinite(out).all()
+    assert (mod(x).double() - dense_dtn(mod, x)).abs().max().item() <= 1e-4  # no mask
+
+
+def test_1d_outside_the_exact_range_stays_finite():
+    mod = randomise(DTN(32, 4, grid_size=None, window=None), seed=11, scale=0.3)
+    with torch.no_grad():
+        mod.pos_proj.weight[:, 2] = 0.4  # strongly convex: a logit range of hundreds of nats
+    x = rand_x(3, 37, 32)
+    mask = torch.ones(3, 37, dtype=torch.bool)
+    mask[1, 20:] = False
+    y = mod(x, mask)
+    assert torch.isfinite(y).all()
+    y.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in mod.parameters() if p.grad is not None)
+
+
+def test_1d_padding_never_enters_real_tokens():
+    mod = randomise(DTN(16, 2, grid_size=None, window=None), seed=4, scale=0.2)
+    x = rand_x(2, 20, 16)
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    mask[:, 12:] = False
+    y = mod(x, mask)
+    x2 = x.clone()
+    x2[:, 12:] = 1e3 * torch.randn(2, 8, 16)
+    y2 = mod(x2, mask)
+    assert torch.equal(y[:, :12], y2[:, :12])
+
+
+def test_1d_local_init_spreads_heads_over_offsets():
+    mod = DTN(64, 8, grid_size=None)
+    w = mod.pos_proj.weight
+    assert torch.all(w[:, 2] == -1)
+    offsets = (w[:, 0] / 2).tolist()  # logits -(d - o)^2 + o^2: head h peaks at d = o_h
+    assert offsets == sorted(offsets) and len(set(offsets)) == 8 and max(offsets) - min(offsets) == 7
+
+
+def test_1d_truncation_bound_holds_and_is_tight_enough():
+    torch.manual_seed(0)
+    mod = DTN(16, 2, grid_size=None, window=6)
+    with torch.no_grad():
+        mod.pos_proj.weight.copy_(torch.tensor([[0.3, 0.0, -0.15], [-0.2, 0.0, -0.2]]))
+    L = 60
+    delta = mod.truncation_bound(L)
+    assert delta.shape == (2,) and (delta > 0).all() and (delta < 1).all()
+    x = rand_x(2, L, 16)
+    H, d = 2, 8
+    xh = x.view(2, L, H, d)
+    xn = (xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)).permute(2, 0, 3, 1)  # [H, B, d, L]
+    z = torch.cat([xn, xn * xn], dim=2).double()
+    mod = mod.double()
+    win_mean, win_m2 = mod._stats_1d(z, None)
+    mod.window = None
+    full_mean, full_m2 = mod._stats_1d(z, None)
+    bound_mean = 2 * delta.view(H, 1, 1, 1) * xn.abs().amax()
+    bound_m2 = 2 * delta.view(H, 1, 1, 1) * (xn * xn).amax()
+    assert ((win_mean - full_mean).abs() <= bound_mean + 1e-12).all()
+    assert ((win_m2 - full_m2).abs() <= bound_m2 + 1e-12).all()
+    assert (win_mean - full_mean).abs().max() > 0  # the window really cut something
+
+
+def test_1d_local_init_window_bound_is_negligible_at_long_lengths():
+    mod = DTN(64, 8, grid_size=None)  # default window 64
+    assert mod.truncation_bound(16384).max().item() < 1e-12
+    assert mod.truncation_bound(50).max().item() == 0.0  # nothing cut when the window covers the sequence
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the size of every tensor an op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: list[int] = []
+        self.shapes: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.sizes.append(t.numel())
+                self.shapes.append(tuple(t.shape))
+        return out
+
+
+def test_1d_cost_grows_linearly_no_quadratic_tensor():
+    """The 1-D path never materialises anything of size T^2: the largest intermediate is linear in T."""
+    mod = DTN(16, 2, grid_size=None, window=8)
+    largest = []
+    for L in (256, 1024):
+        rec = _LargestTensor()
+        with rec:
+            mod(rand_x(1, L, 16))
+        largest.append(max(rec.sizes))
+    assert largest[1] <= 4 * largest[0] * 1.1  # 4x the length -> at most ~4x the largest tensor
+
+
+def test_2d_never_builds_token_by_token_tensor():
+    mod = DTN(32, 4, grid_size=(14, 14))
+    x = rand_x(2, 196, 32)
+    rec = _LargestTensor()
+    with rec:
+        mod(x).sum().backward()
+    seen = rec.shapes
+    assert not [s for s in seen if sum(1 for v in s if v == 196) >= 2], "a [.., T, T] tensor was built"
+
+
+def test_state_dict_keys_and_shapes_match_authors():
+    for only_var in (False, True):
+        ours = DTN(384, 6, only_var=only_var).state_dict()
+        ref = AuthorsDTN(384, 6, only_var=only_var).state_dict()
+        assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in ref.items()}
+    keys = {k: tuple(v.shape) for k, v in DTN(384, 6).state_dict().items()}
+    assert keys == {"weight": (384,), "bias": (384,), "mean_norm_weight": (6,), "var_norm_weight": (6,),
+                    "pos_proj.weight": (6, 3), "pos_proj.bias": (6,)}
+    assert list(DTN(384, 6).buffers()) == []
+
+
+def test_local_init_is_convits():
+    w = DTN(72, 9).pos_proj.weight
+    # k = 3, centre 1: head h1 + 3 h2 gets [2 (h2 - 1), 2 (h1 - 1), -1]
+    for h1 in range(3):
+        for h2 in range(3):
+            assert w[h1 + 3 * h2].tolist() == [2.0 * (h2 - 1), 2.0 * (h1 - 1), -1.0]
+    w = DTN(64, 4).pos_proj.weight
+    assert w[:, 2].tolist() == [-1.0] * 4 and sorted(w[:, 0].tolist()) == [-1.0, -1.0, 1.0, 1.0]
+
+
+def test_gradcheck_float64():
+    mod = randomise(DTN(8, 2, grid_size=(2, 3), num_prefix_tokens=1), seed=9).double()
+    x = rand_x(2, 7, 8).double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda inp: mod(inp), (x,), eps=1e-6, atol=1e-5)
+    # parameters: a functional call with the parameters as inputs
+    from torch.func import functional_call
+
+    names = ["pos_proj.weight", "mean_norm_weight", "var_norm_weight", "weight", "bias"]
+    tensors = tuple(dict(mod.named_parameters())[n].detach().clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(lambda *ps: functional_call(mod, dict(zip(names, ps, strict=True)), (x.detach(),)),
+                                    tensors, eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_float64_1d_masked():
+    from torch.func import functional_call
+
+    mod = randomise(DTN(8, 2, grid_size=None, window=3), seed=10, scale=0.3).double()
+    x = rand_x(2, 9, 8).double().requires_grad_(True)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    assert torch.autograd.gradcheck(lambda inp: mod(inp, mask) * mask.unsqueeze(-1), (x,), eps=1e-6, atol=1e-5)
+    w = mod.pos_proj.weight.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w: functional_call(mod, {"pos_proj.weight": w}, (x.detach(), mask)),
+                                    (w,), eps=1e-6, atol=1e-5)
+
+
+def test_gates_to_one_give_layer_norm_of_prenormalised_input():
+    mod = randomise(DTN(32, 4, grid_size=(4, 4)), seed=12)
+    with torch.no_grad():
+        mod.mean_norm_weight.fill_(40.0)
+        mod.var_norm_weight.fill_(40.0)
+    x = rand_x(2, 16, 32)
+    xh = x.view(2, 16, 4, 8)
+    xn = (xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)).reshape(2, 16, 32)
+    ln = (xn - xn.mean(-1, keepdim=True)) / torch.sqrt(xn.var(-1, keepdim=True) + mod.eps)
+    assert (mod(x) - (ln * mod.weight + mod.bias)).abs().max().item() <= 1e-5
+
+
+def test_gates_to_zero_with_uniform_p_give_instance_statistics():
+    mod = DTN(16, 2, grid_size=(3, 3), local_init=False)
+    with torch.no_grad():
+        mod.pos_proj.weight.zero_()  # uniform P
+        mod.mean_norm_weight.fill_(-40.0)
+        mod.var_norm_weight.fill_(-40.0)
+    x = rand_x(2, 9, 16)
+    xh = x.view(2, 9, 2, 8)
+    xn = xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)
+    inorm = (xn - xn.mean(1, keepdim=True)) / torch.sqrt(xn.var(1, unbiased=False, keepdim=True) + mod.eps)
+    assert (mod(x) - inorm.reshape(2, 9, 16)).abs().max().item() <= 1e-4
+
+
+def test_bf16_autocast_close_to_fp32_and_stats_in_fp32():
+    mod = randomise(DTN(64, 4, grid_size=(6, 6), num_prefix_tokens=1), seed=13, scale=0.3)
+    x = rand_x(2, 37, 64)
+    ref = mod(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = mod(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    err = (y.float() - ref).abs().max().item()
+    assert err <= 0.05 * ref.abs().max().item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y32 = mod(x)  # fp32 input under autocast: the statistics are not downcast
+    assert y32.dtype == torch.float32 and (y32 - ref).abs().max().item() <= 1e-5
+
+
+def test_bf16_parameters_fp16_input():
+    mod = randomise(DTN(32, 4, grid_size=(3, 3)), seed=14, scale=0.3)
+    x = rand_x(2, 9, 32)
+    ref = mod(x)
+    y = mod.to(torch.bfloat16)(x.half())
+    assert y.dtype == torch.float16 and (y.float() - ref).abs().max().item() <= 0.1
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_torch_compile_fullgraph(grad):
+    torch._dynamo.reset()
+    mod = randomise(DTN(32, 4, grid_size=(4, 4), num_prefix_tokens=1), seed=15)
+    x = rand_x(2, 17, 32)
+    compiled = torch.compile(mod, backend="aot_eager", fullgraph=True)
+    with torch.set_grad_enabled(grad):
+        assert (compiled(x) - mod(x)).abs().max().item() <= 1e-5
+    mod1 = DTN(32, 4, grid_size=None)
+    c1 = torch.compile(mod1, backend="aot_eager", fullgraph=True)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[0, 20:] = False
+    x1 = rand_x(2, 30, 32)
+    with torch.set_grad_enabled(grad):
+        assert (c1(x1, mask) - mod1(x1, mask)).abs().max().item() <= 1e-5
+
+
+def test_inference_chunks_equal_one_pass():
+    """CPU inference splits the batch; the result equals the autograd path for a batch larger than a chunk."""
+    mod = randomise(DTN(64, 4, grid_size=(14, 14), num_prefix_tokens=1), seed=16)
+    x = rand_x(90, 197, 64)  # 90 * 197 * 64 > 1M elements: several chunks
+    with torch.inference_mode():
+        a = mod(x)
+    b = mod(x)
+    assert (a - b.detach()).abs().max().item() <= 1e-5
+
+
+def test_bad_inputs_are_one_line_errors():
+    cases = [
+        (lambda: DTN(100, 3), "not divisible"),
+        (lambda: DTN(64, 4, grid_size=(7, 7), pool_to=14), "smaller than pool_to"),
+        (lambda: DTN(64, 4, grid_size=(28, 35), pool_to=14), "cannot be pooled"),
+        (lambda: DTN(64, 4)(torch.randn(2, 197, 64)), "do not match grid 14x14 + 0 prefix"),
+        (lambda: DTN(64, 4, num_prefix_tokens=1)(torch.randn(2, 196, 64)), "197"),
+        (lambda: DTN(64, 4)(torch.randn(2, 196, 32)), "expected input"),
+        (lambda: DTN(64, 4, grid_size=None)(torch.randn(2, 10, 64), torch.ones(2, 9, dtype=torch.bool)),
+         "mask shape"),
+        (lambda: DTN(64, 4, grid_size=None, window=0), "window"),
+        (lambda: DTN(64, 4, grid_size=None, pool_to=14), "pool_to needs"),
+    ]
+    for fn, text in cases:
+        with pytest.raises(DTNBenchError) as e:
+            fn()
+        assert text in str(e.value) and "\n" not in str(e.value)
