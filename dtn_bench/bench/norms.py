@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -43,10 +43,10 @@ class NormBenchConfig:
     model_warmup: int = 1
     model_iters: int = 3
     threads: int = 0  # 0: torch's default
+    tune_malloc: bool = True
     device: str = "cpu"
     seed: int = 0
     preset: str = "default"
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         for name in ("batch", "dim", "heads", "iters", "model_batch", "model_iters", "authors_iters"):
@@ -65,6 +65,27 @@ class NormBenchConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def tune_malloc() -> bool:
+    """Make glibc keep freed memory (no mmap for large blocks, no trimming), as jemalloc/tcmalloc do.
+
+    With glibc's defaults every large temporary is returned to the kernel when freed and faulted in afresh on the
+    next allocation; on virtual machines those page faults dominate CPU timings and make them erratic. This affects
+    every model measured in the process alike and is recorded in the rows (``malloc_tuned``). Returns whether it
+    took effect (False off glibc)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def _sync(device: torch.device) -> None:
@@ -108,7 +129,7 @@ def norm_names(cfg: NormBenchConfig) -> list[str]:
     return names
 
 
-def bench_norm(name: str, cfg: NormBenchConfig) -> list[dict]:
+def bench_norm(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> list[dict]:
     """Rows for one normaliser: forward and forward+backward median/min times."""
     device = torch.device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -130,7 +151,8 @@ def bench_norm(name: str, cfg: NormBenchConfig) -> list[dict]:
 
     fb = time_ms(step, warm, iters, device)
     settings = dict(batch=cfg.batch, tokens=T, dim=cfg.dim, heads=cfg.heads, grid=f"{cfg.grid[0]}x{cfg.grid[1]}",
-                    iters=iters, warmup=warm, dtype="float32", preset=cfg.preset)
+                    iters=iters, warmup=warm, dtype="float32", preset=cfg.preset,
+                    malloc_tuned=malloc_tuned)
     rows = []
     for pass_, ts in (("fwd", fwd), ("fwd_bwd", fb)):
         rows.append(make_row(SUITE, "layer", name, "time_ms", statistics.median(ts), stat="median", **{"pass": pass_},
@@ -150,7 +172,7 @@ def speedup_rows(rows: list[dict], cfg: NormBenchConfig) -> list[dict]:
     return out
 
 
-def bench_model(name: str, cfg: NormBenchConfig) -> list[dict]:
+def bench_model(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> list[dict]:
     """Inference throughput of one zoo model (eval, inference mode, fp32, eager)."""
     from dtn_bench.models import MODELS, create
 
@@ -161,7 +183,7 @@ def bench_model(name: str, cfg: NormBenchConfig) -> list[dict]:
     with torch.inference_mode():
         ts = time_ms(lambda: model(x), cfg.model_warmup, cfg.model_iters, device)
     settings = dict(batch=cfg.model_batch, iters=cfg.model_iters, warmup=cfg.model_warmup, dtype="float32",
-                    mode="eager", preset=cfg.preset)
+                    mode="eager", preset=cfg.preset, malloc_tuned=malloc_tuned)
     norm = entry.meta.get("norm", "")
     return [
         make_row(SUITE, name, norm, "throughput_img_s", cfg.model_batch / (statistics.median(ts) / 1e3),
@@ -184,12 +206,13 @@ def ratio_rows(rows: list[dict], cfg: NormBenchConfig) -> list[dict]:
 def run(cfg: NormBenchConfig) -> Iterator[tuple[str, list[dict]]]:
     """Run the benchmark; yields ``(label, rows)`` as each measurement finishes (for append-as-you-go)."""
     cfg.validate()
+    tuned = tune_malloc() if cfg.tune_malloc and torch.device(cfg.device).type == "cpu" else False
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     layer_rows: list[dict] = []
     for name in norm_names(cfg):
-        rows = bench_norm(name, cfg)
+        rows = bench_norm(name, cfg, tuned)
         layer_rows += rows
         yield f"norm {name}", rows
     sp = speedup_rows(layer_rows, cfg)
@@ -197,7 +220,7 @@ def run(cfg: NormBenchConfig) -> Iterator[tuple[str, list[dict]]]:
         yield "speed-up", sp
     model_rows: list[dict] = []
     for name in cfg.models:
-        rows = bench_model(name, cfg)
+        rows = bench_model(name, cfg, tuned)
         model_rows += rows
         yield f"model {name}", rows
     rr = ratio_rows(model_rows, cfg)

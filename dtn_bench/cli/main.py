@@ -161,6 +161,9 @@ def bench_norms(
     iters: Annotated[int | None, typer.Option(help="Timed iterations per norm.")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up iterations per norm.")] = None,
     threads: Annotated[int, typer.Option(help="torch threads (0: default).")] = 0,
+    tune_malloc: Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc",
+                                              help="Keep freed memory in the process on CPU (as jemalloc would); "
+                                              "recorded in the rows.")] = True,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed of inputs and parameters.")] = 0,
     out: OutOpt = Path("results"),
@@ -186,7 +189,8 @@ def bench_norms(
     unknown = set(fields) - set(nb.NormBenchConfig.__dataclass_fields__)
     if unknown:
         raise DTNBenchError(f"suites/{nb.SUITE}.yaml preset {preset!r}: unknown fields {sorted(unknown)}")
-    cfg = nb.NormBenchConfig(**fields, authors=authors, threads=threads, device=device, seed=seed, preset=preset)
+    cfg = nb.NormBenchConfig(**fields, authors=authors, threads=threads, device=device, seed=seed, preset=preset,
+                             tune_malloc=tune_malloc)
     cfg.validate()
     nb.norm_names(cfg)  # unknown norm names fail before any work
     from dtn_bench.models import MODELS
