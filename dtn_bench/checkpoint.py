@@ -21,7 +21,6 @@ from torch import nn
 from dtn_bench.errors import DTNBenchError
 
 NESTING_KEYS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
-SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 def read_state_dict(path: str | Path, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -30,7 +29,7 @@ def read_state_dict(path: str | Path, *, prefer_ema: bool = False) -> dict[str, 
     if not p.is_file():
         raise DTNBenchError(f"checkpoint {p} does not exist or is not a file")
     try:
-        if p.suffix == ".safetensors":
+        if p.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
             obj = load_file(str(p))

@@ -52,6 +52,8 @@ class NormBenchConfig:
         for name in ("batch", "dim", "heads", "iters", "model_batch", "model_iters", "authors_iters"):
             if getattr(self, name) <= 0:
                 raise DTNBenchError(f"bench norms: --{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise DTNBenchError(f"bench norms: --threads must be >= 0, got {self.threads}")
         if self.warmup < 0 or self.model_warmup < 0:
             raise DTNBenchError("bench norms: warm-up counts must be >= 0")
         if min(self.grid) <= 0:
@@ -163,12 +165,14 @@ def bench_norm(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> l
 
 def speedup_rows(rows: list[dict], cfg: NormBenchConfig) -> list[dict]:
     """DTN's speed-up over the authors' algorithm (median times), per pass."""
+    T = cfg.grid[0] * cfg.grid[1]
     med = {(r["norm"], r["pass"]): r["value"] for r in rows if r["metric"] == "time_ms" and r["stat"] == "median"}
     out = []
     for pass_ in ("fwd", "fwd_bwd"):
         if ("dtn", pass_) in med and (AUTHORS, pass_) in med:
             out.append(make_row(SUITE, "layer", "dtn", "speedup", med[(AUTHORS, pass_)] / med[("dtn", pass_)],
-                                stat="median", **{"pass": pass_}, versus=AUTHORS, batch=cfg.batch, preset=cfg.preset))
+                                stat="median", **{"pass": pass_}, versus=AUTHORS, batch=cfg.batch, tokens=T,
+                                dim=cfg.dim, heads=cfg.heads, grid=f"{cfg.grid[0]}x{cfg.grid[1]}", preset=cfg.preset))
     return out
 
 

@@ -8,14 +8,20 @@ import torch
 
 
 def count_gmacs(model: torch.nn.Module, img_size: int = 224) -> float:
-    """GMACs of one 224x224 image: torch's flop counter / 2 (vision papers' "FLOPs"; norm layers count 0)."""
+    """GMACs of one image at the model's input size (``img_size`` when it has none): torch's flop counter / 2, the
+    vision papers' "FLOPs". Matrix products inside DTN count; LayerNorm-style elementwise work counts 0."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    size = getattr(getattr(model, "patch_embed", None), "img_size", (img_size, img_size))
-    x = torch.zeros(1, 3, *size)
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None) or (img_size, img_size)
+    p = next(model.parameters())
+    x = torch.zeros(1, 3, *size, device=p.device, dtype=p.dtype)
+    was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(x)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(x)
+    finally:
+        model.train(was_training)
     return fc.get_total_flops() / 2 / 1e9
 
 

@@ -65,7 +65,7 @@ class LocalViT(VisionTransformer):
         self.local_up_to_layer = local_up_to_layer
         self.norm_name = norm
         grid = tuple(self.patch_embed.grid_size)
-        w = self.cls_token
+        w = self.patch_embed.proj.weight
         for blk in list(self.blocks)[:local_up_to_layer]:
             heads = blk.attn.num_heads
             for slot in ("norm1", "norm2"):
@@ -195,7 +195,8 @@ def create(name: str, *, norm: str | None = None, **kwargs) -> torch.nn.Module:
     if not timm.is_model(name):
         from dtn_bench.registry import unknown_name_message
 
-        raise DTNBenchError(unknown_name_message("model", name, MODELS.names() + timm.list_models()))
+        known = list(dict.fromkeys(MODELS.names() + timm.list_models()))  # the zoo is in timm's list too
+        raise DTNBenchError(unknown_name_message("model", name, known))
     model = timm.create_model(name, pretrained=False, **kwargs)
     if norm is not None:
         convert_norms(model, norm)

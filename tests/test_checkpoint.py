@@ -1,0 +1,216 @@
+"""Loading checkpoints: file formats, nesting, the authors' naming, and one-line errors for files that do not fit."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import dtn_bench  # noqa: F401  (registers the zoo with timm)
+from dtn_bench.checkpoint import load_checkpoint, read_state_dict
+from dtn_bench.errors import DTNBenchError
+
+# The checkpoint tests use ViT-T on 64x64 images (a 4x4 patch grid): every layer is there, forwards are cheap.
+IMG = 64
+IMAGES = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(123))
+
+
+def make(name: str, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = timm.create_model(name, img_size=IMG).eval()
+    with torch.no_grad():  # make every parameter seed-dependent (gates, biases and affines start as constants)
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
+def plain(sd: dict) -> dict:
+    return {k: v.detach().contiguous().clone() for k, v in sd.items()}
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def outputs(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(IMAGES)
+
+
+@pytest.fixture(scope="module")
+def source():
+    """A vit_t_dtn with its state dict and outputs."""
+    model = make("vit_t_dtn", 1)
+    return model, plain(model.state_dict()), outputs(model)
+
+
+@pytest.fixture
+def target():
+    """A fresh vit_t_dtn that differs from ``source``."""
+    return make("vit_t_dtn", 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# formats
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".bin", ".safetensors", ".SAFETENSORS"])
+def test_round_trip(tmp_path, source, target, suffix):
+    model, sd, out = source
+    path = tmp_path / f"weights{suffix}"
+    if suffix.lower() == ".safetensors":
+        save_file(plain(sd), str(path))
+    else:
+        torch.save(sd, path)
+    assert not torch.equal(target.state_dict()["blocks.0.norm1.pos_proj.weight"], sd["blocks.0.norm1.pos_proj.weight"])
+    assert not torch.allclose(outputs(target), out)
+    info = load_checkpoint(target, path)
+    assert_same_state(plain(target.state_dict()), sd)
+    assert torch.equal(outputs(target), out)
+    assert info["path"] == str(path)
+    assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert info["tensors"] == len(sd)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# nesting
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda sd: {"model": sd}, id="model"),
+        pytest.param(lambda sd: {"state_dict": sd, "epoch": 3}, id="state_dict"),
+        pytest.param(lambda sd: {"model_ema": sd}, id="model_ema"),
+        pytest.param(lambda sd: {f"module.{k}": v for k, v in sd.items()}, id="module-prefix"),
+        pytest.param(lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}}, id="nested-module-prefix"),
+    ],
+)
+def test_nested_checkpoints(tmp_path, source, target, wrap):
+    _, sd, out = source
+    path = tmp_path / "nested.pth"
+    torch.save(wrap(sd), path)
+    assert_same_state(read_state_dict(path), sd)
+    load_checkpoint(target, path)
+    assert_same_state(plain(target.state_dict()), sd)
+    assert torch.equal(outputs(target), out)
+
+
+def test_model_and_ema_default_and_prefer_ema(tmp_path, source):
+    _, sd, out = source
+    ema_model = make("vit_t_dtn", 7)
+    ema_sd, ema_out = plain(ema_model.state_dict()), outputs(ema_model)
+    assert not torch.allclose(out, ema_out)
+    path = tmp_path / "both.pth"
+    torch.save({"model": sd, "model_ema": ema_sd, "epoch": 10}, path)
+
+    plain_target = make("vit_t_dtn", 3)
+    load_checkpoint(plain_target, path)
+    assert_same_state(plain(plain_target.state_dict()), sd)
+    assert torch.equal(outputs(plain_target), out)
+
+    ema_target = make("vit_t_dtn", 3)
+    load_checkpoint(ema_target, path, prefer_ema=True)
+    assert_same_state(plain(ema_target.state_dict()), ema_sd)
+    assert torch.equal(outputs(ema_target), ema_out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the authors' checkpoints
+def test_authors_checkpoint_without_qkv_bias(tmp_path, source):
+    _, sd, _ = source
+    theirs = {k: v for k, v in sd.items() if not k.endswith("attn.qkv.bias")}
+    dropped = [k for k in sd if k not in theirs]
+    assert len(dropped) == 12
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": theirs, "args": argparse.Namespace(lr=1), "epoch": 299}, path)
+
+    target = make("vit_t_dtn", 4)
+    with torch.no_grad():
+        for blk in target.blocks:
+            blk.attn.qkv.bias.fill_(1.0)  # so that zeros can only come from the loader
+    load_checkpoint(target, path)
+    loaded = target.state_dict()
+    for k in dropped:
+        assert torch.equal(loaded[k], torch.zeros_like(loaded[k])), k
+    for k, v in theirs.items():
+        assert torch.equal(loaded[k], v), k
+
+    # it computes what the source model computes with zero qkv biases
+    reference = make("vit_t_dtn", 5)
+    reference.load_state_dict({**theirs, **{k: torch.zeros_like(sd[k]) for k in dropped}})
+    assert torch.equal(outputs(target), outputs(reference))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# errors
+@pytest.fixture(scope="module")
+def ln_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ln") / "vit_t_ln.pth"
+    torch.save(make("vit_t_ln", 1).state_dict(), path)
+    return path
+
+
+def listed_keys(msg: str) -> list[str]:
+    return re.findall(r"blocks\.\d+\.norm\d\.\w+(?:\.\w+)?", msg)
+
+
+def test_ln_checkpoint_into_dtn_model(ln_checkpoint, target):
+    before = plain(target.state_dict())
+    with pytest.raises(DTNBenchError) as ei:
+        load_checkpoint(target, ln_checkpoint)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert "missing" in msg
+    assert "pos_proj" in msg
+    assert str(ln_checkpoint) in msg
+    assert "--debug" in msg
+    assert_same_state(plain(target.state_dict()), before)  # nothing was loaded
+
+    with pytest.raises(DTNBenchError) as ei_debug:
+        load_checkpoint(target, ln_checkpoint, debug=True)
+    full = str(ei_debug.value)
+    assert "\n" not in full
+    assert len(listed_keys(full)) > len(listed_keys(msg))
+    assert len(listed_keys(full)) == 80  # 20 DTN layers x (mean/var gates, pos_proj weight and bias)
+
+
+def test_vit_s_checkpoint_into_vit_t(tmp_path):
+    path = tmp_path / "vit_s_ln.pth"
+    torch.save(timm.create_model("vit_s_ln").state_dict(), path)
+    with pytest.raises(DTNBenchError) as ei:
+        load_checkpoint(make("vit_t_ln", 0), path)
+    msg = str(ei.value)
+    assert "shape mismatch" in msg
+    assert "\n" not in msg
+
+
+def test_unreadable_checkpoint(tmp_path, target):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                   dtype=torch.uint8).numpy().tobytes())
+    with pytest.raises(DTNBenchError, match="cannot read checkpoint") as ei:
+        load_checkpoint(target, path)
+    assert "\n" not in str(ei.value)
+
+
+def test_unreadable_safetensors(tmp_path, target):
+    path = tmp_path / "garbage.safetensors"
+    path.write_bytes(b"\x00\x01not a safetensors file" * 10)
+    with pytest.raises(DTNBenchError, match="cannot read checkpoint"):
+        load_checkpoint(target, path)
+
+
+def test_missing_checkpoint(tmp_path, target):
+    with pytest.raises(DTNBenchError, match="does not exist"):
+        load_checkpoint(target, tmp_path / "nope.pth")
+
+
+def test_checkpoint_without_state_dict(tmp_path, target):
+    path = tmp_path / "list.pth"
+    torch.save([torch.zeros(3), torch.ones(2)], path)
+    with pytest.raises(DTNBenchError, match="no state dict"):
+        load_checkpoint(target, path)

@@ -1,0 +1,295 @@
+"""The command line: listing, model info, the norm benchmark, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import timm
+import torch
+from rich.console import Console
+
+import dtn_bench
+from dtn_bench.cli import main as cli
+from dtn_bench.errors import DTNBenchError
+
+ALL_NORMS = ["layernorm", "dtn", "dtn_var", "batchnorm", "instancenorm", "groupnorm", "scalenorm", "rmsnorm"]
+RUN_FILES = ["rows.csv", "rows.parquet", "config.json", "env.json", "table.md", "table.tex", "norms.png"]
+
+
+def run_cli(argv: list[str]) -> int:
+    """Run the CLI in this process; the exit code (0 when it returns without exiting)."""
+    try:
+        cli.main(list(argv))
+    except SystemExit as e:
+        return 0 if e.code is None else e.code
+    return 0
+
+
+@pytest.fixture
+def wide_console(monkeypatch):
+    """A wide stdout console so that table cells are not wrapped, whatever the terminal size."""
+    monkeypatch.setattr(cli, "console", Console(width=250))
+
+
+@pytest.fixture
+def invoke(capsys, wide_console):
+    def call(*argv: str) -> tuple[int, str, str]:
+        code = run_cli(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call
+
+
+def assert_one_line_error(err: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# list
+def test_list_norms(invoke):
+    code, out, err = invoke("list", "norms")
+    assert code == 0, err
+    for name in ALL_NORMS:
+        assert name in out
+    assert "powernorm" not in out
+
+
+def test_list_models_pattern(invoke):
+    code, out, err = invoke("list", "models", "vit_s*")
+    assert code == 0, err
+    names = {line.split()[1] for line in out.splitlines() if line.startswith("│")}
+    assert names == {"vit_s_ln", "vit_s_dtn", "vit_s_star_ln", "vit_s_star_dtn"}
+    assert "vit_t_ln" not in out
+
+
+def test_list_models_all(invoke):
+    code, out, _ = invoke("list", "models")
+    assert code == 0
+    for name in dtn_bench.models.MODELS.names():
+        assert name in out
+
+
+def test_list_suites(invoke):
+    code, out, err = invoke("list", "suites")
+    assert code == 0, err
+    assert "bench-norms" in out
+    assert "quick" in out and "default" in out
+
+
+def test_list_unknown_kind(invoke):
+    code, out, err = invoke("list", "modls")
+    assert code == 2
+    assert_one_line_error(err)
+    assert "did you mean: models" in err
+
+
+def test_list_no_match(invoke):
+    code, _, err = invoke("list", "norms", "zzz")
+    assert code == 2
+    assert_one_line_error(err)
+    assert "zzz" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# info
+def test_info_layout_and_params(invoke):
+    code, out, err = invoke("info", "vit_t_dtn", "--no-macs")
+    assert code == 0, err
+    n = sum(p.numel() for p in timm.create_model("vit_t_dtn").parameters())
+    assert f"{n:,}" in out
+    assert "5,717,584" in out
+    assert "DTN" in out
+    assert "LayerNorm" in out
+    assert "blocks 0-9" in out
+    assert "blocks 10-11" in out
+    assert "final norm" in out
+    assert "GMACs" not in out
+
+
+def test_info_unknown_model(invoke):
+    code, _, err = invoke("info", "vit_s_dnt", "--no-macs")
+    assert code == 2
+    assert_one_line_error(err)
+    assert "did you mean" in err
+    assert "vit_s_dtn" in err
+
+
+@pytest.fixture(scope="module")
+def ln_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "vit_t_ln.pth"
+    torch.save(timm.create_model("vit_t_ln").state_dict(), path)
+    return path
+
+
+def test_info_with_checkpoint(invoke, tmp_path):
+    path = tmp_path / "vit_t_dtn.pth"
+    torch.save({"model": timm.create_model("vit_t_dtn").state_dict()}, path)
+    code, out, err = invoke("info", "vit_t_dtn", "--no-macs", "--checkpoint", str(path))
+    assert code == 0, err
+    assert "checkpoint" in out
+    assert path.name in out
+
+
+def test_info_checkpoint_that_does_not_fit(invoke, ln_checkpoint):
+    code, _, err = invoke("info", "vit_t_dtn", "--no-macs", "--checkpoint", str(ln_checkpoint))
+    assert code == 2
+    assert_one_line_error(err)
+    assert "missing" in err
+    assert "--debug" in err
+
+
+def test_info_checkpoint_debug_raises(ln_checkpoint, wide_console):
+    with pytest.raises(DTNBenchError, match="missing 80"):
+        cli.main(["--debug", "info", "vit_t_dtn", "--no-macs", "--checkpoint", str(ln_checkpoint)])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bench norms
+def run_folders(out: Path) -> list[Path]:
+    return sorted(p for p in (out / "bench-norms").glob("*") if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def layer_run(tmp_path_factory):
+    """One quick layer-only run: layernorm, dtn and the authors' algorithm, no models."""
+    out = tmp_path_factory.mktemp("results")
+    code = run_cli(["bench", "norms", "--preset", "quick", "--norms", "layernorm,dtn", "--models", "", "--out",
+                    str(out)])
+    return code, out
+
+
+def test_bench_norms_layer_run_writes_a_run_folder(layer_run):
+    code, out = layer_run
+    assert code == 0
+    folders = run_folders(out)
+    assert len(folders) == 1
+    run = folders[0]
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+        assert (run / name).stat().st_size > 0, name
+    assert (run / "norms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "dtn_authors" in (run / "table.md").read_text()
+    assert "tabular" in (run / "table.tex").read_text()
+    config = json.loads((run / "config.json").read_text())
+    assert config["preset"] == "quick"
+    assert config["norms"] == ["layernorm", "dtn"]
+    assert config["models"] == []
+    assert config["batch"] == 8 and config["dim"] == 192 and config["heads"] == 3
+    assert isinstance(json.loads((run / "env.json").read_text()), dict)
+
+
+def test_bench_norms_layer_run_rows(layer_run):
+    _, out = layer_run
+    run = run_folders(out)[0]
+    rows = pd.read_csv(run / "rows.csv")
+    assert len(pd.read_parquet(run / "rows.parquet")) == len(rows)
+    assert set(rows["suite"]) == {"bench-norms"}
+    assert set(rows["run_id"]) == {run.name}
+    times = rows[rows["metric"] == "time_ms"]
+    assert set(times["norm"]) == {"layernorm", "dtn", "dtn_authors"}
+    for norm in ("layernorm", "dtn", "dtn_authors"):
+        for pass_ in ("fwd", "fwd_bwd"):
+            sel = times[(times["norm"] == norm) & (times["pass"] == pass_)]
+            assert set(sel["stat"]) == {"median", "min"}, (norm, pass_)
+            assert (sel["value"] > 0).all()
+            assert (sel["unit"] == "ms").all()
+    speedup = rows[rows["metric"] == "speedup"]
+    assert set(speedup["norm"]) == {"dtn"}
+    assert sorted(speedup["pass"]) == ["fwd", "fwd_bwd"]
+    assert (speedup["value"] > 0).all()
+    median = times[times["stat"] == "median"].set_index(["norm", "pass"])["value"]
+    for _, r in speedup.iterrows():
+        expected = median[("dtn_authors", r["pass"])] / median[("dtn", r["pass"])]
+        assert r["value"] == pytest.approx(expected)
+    assert "throughput_img_s" not in set(rows["metric"])
+
+
+def test_bench_norms_with_models(tmp_path):
+    code = run_cli(["bench", "norms", "--preset", "quick", "--norms", "layernorm", "--no-authors", "--out",
+                    str(tmp_path), "--run-id", "with-models"])
+    assert code == 0
+    run = tmp_path / "bench-norms" / "with-models"
+    assert run_folders(tmp_path) == [run]
+    assert json.loads((run / "config.json").read_text())["models"] == ["vit_t_ln", "vit_t_dtn"]
+    rows = pd.read_csv(run / "rows.csv")
+    assert "dtn_authors" not in set(rows["norm"])
+    tp = rows[rows["metric"] == "throughput_img_s"]
+    assert set(tp["model"]) == {"vit_t_ln", "vit_t_dtn"}
+    assert (tp["value"] > 0).all()
+    ratio = rows[rows["metric"] == "ratio"]
+    assert len(ratio) >= 1
+    assert set(ratio["model"]) == {"vit_t_dtn"}
+    assert set(ratio["versus"]) == {"vit_t_ln"}
+    assert (ratio["value"] > 0).all()
+    tp_median = tp[tp["stat"] == "median"].set_index("model")["value"]
+    med_ratio = ratio[ratio["stat"] == "median"]["value"].item()
+    assert med_ratio == pytest.approx(tp_median["vit_t_dtn"] / tp_median["vit_t_ln"])
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        pytest.param(["--preset", "quik"], "did you mean: quick", id="preset-typo"),
+        pytest.param(["--preset", "nope"], "known: default, quick", id="preset-unknown"),
+        pytest.param(["--norms", "dtn,foo"], "foo", id="norm"),
+        pytest.param(["--batch", "0"], "--batch", id="batch"),
+        pytest.param(["--threads", "-1"], "--threads", id="threads"),
+        pytest.param(["--dim", "100", "--heads", "3"], "not divisible", id="dim-heads"),
+        pytest.param(["--grid", "7x9"], "square", id="grid-authors"),
+        pytest.param(["--grid", "7y9"], "--grid", id="grid-syntax"),
+        pytest.param(["--device", "cuda"], "CUDA", id="cuda"),
+        pytest.param(["--models", "vit_s_dnt"], "did you mean", id="model"),
+    ],
+)
+def test_bench_norms_bad_input(invoke, monkeypatch, tmp_path, args, expect):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "results"
+    preset = [] if "--preset" in args else ["--preset", "quick"]
+    code, _, err = invoke("bench", "norms", *preset, *args, "--out", str(out))
+    assert code == 2
+    assert_one_line_error(err)
+    assert expect in err
+    assert list(out.glob("bench-norms/*/rows.csv")) == []
+    assert not (out / "bench-norms").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a real process: version, help, and an error's exit code (three interpreters, started together)
+def test_subprocess_version_help_and_error():
+    env = {**os.environ, "COLUMNS": "200"}
+    cmds = {
+        "version": ["--version"],
+        "help": ["--help"],
+        "error": ["info", "vit_s_dnt", "--no-macs"],
+    }
+    procs = {
+        key: subprocess.Popen([sys.executable, "-m", "dtn_bench", *argv], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+        for key, argv in cmds.items()
+    }
+    res = {key: (p.communicate(timeout=120), p.returncode) for key, p in procs.items()}
+
+    (out, err), rc = res["version"]
+    assert rc == 0, err
+    assert out.strip() == f"dtn-bench {dtn_bench.__version__}"
+
+    (out, err), rc = res["help"]
+    assert rc == 0, err
+    for command in ("list", "info", "bench", "--version", "--debug"):
+        assert command in out
+
+    (out, err), rc = res["error"]
+    assert rc == 2
+    assert_one_line_error(err)
+    assert "did you mean" in err
+    assert out == ""
