@@ -238,9 +238,9 @@ def test_1d_truncation_bound_holds_and_is_tight_enough():
     xn = (xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)).permute(2, 0, 3, 1)  # [H, B, d, L]
     z = torch.cat([xn, xn * xn], dim=2).double()
     mod = mod.double()
-    win_mean, win_m2 = mod._stats_1d(z, None)
+    win_mean, win_m2 = mod._stats_1d(z, None).split(d, dim=2)
     mod.window = None
-    full_mean, full_m2 = mod._stats_1d(z, None)
+    full_mean, full_m2 = mod._stats_1d(z, None).split(d, dim=2)
     bound_mean = 2 * delta.view(H, 1, 1, 1) * xn.abs().amax()
     bound_m2 = 2 * delta.view(H, 1, 1, 1) * (xn * xn).amax()
     assert ((win_mean - full_mean).abs() <= bound_mean + 1e-12).all()
@@ -325,6 +325,19 @@ def test_gradcheck_float64():
     tensors = tuple(dict(mod.named_parameters())[n].detach().clone().requires_grad_(True) for n in names)
     assert torch.autograd.gradcheck(lambda *ps: functional_call(mod, dict(zip(names, ps, strict=True)), (x.detach(),)),
                                     tensors, eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_float64_only_var_and_gates():
+    from torch.func import functional_call
+
+    mod = randomise(DTN(8, 2, grid_size=(3, 2), only_var=True), seed=17).double()
+    x = rand_x(2, 6, 8).double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda inp: mod(inp), (x,), eps=1e-6, atol=1e-5)
+    full = randomise(DTN(8, 2, grid_size=(3, 2)), seed=18).double()
+    names = ["mean_norm_weight", "var_norm_weight"]
+    gates = tuple(dict(full.named_parameters())[n].detach().clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(lambda *ps: functional_call(full, dict(zip(names, ps, strict=True)),
+                                                                (x.detach(),)), gates, eps=1e-6, atol=1e-5)
 
 
 def test_gradcheck_float64_1d_masked():

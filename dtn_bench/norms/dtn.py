@@ -72,6 +72,63 @@ def _as_grid(grid_size) -> tuple[int, int] | None:
     return (gh, gw)
 
 
+class _Standardise(torch.autograd.Function):
+    """``(xn - mu) / sqrt(var + eps)`` from the inter-token statistics, with a hand-written backward.
+
+    ``mu = lerp(A, mean_ln, lam_m)`` (``mean_ln`` alone when ``lam_m`` is None), ``var = lerp(M2 - A^2, var_ln,
+    lam_v)``; ``st = [A, M2]`` on the last axis (token-major ``[B, L, H, 2d]``), the LN statistics per token
+    ``[B, L, 1, 1]``, the gates per head ``[1, 1, H, 1]``. Autograd through the same arithmetic makes about twice
+    as many passes over the tensors (a reduction for every broadcast input of every op); this is the layer's
+    training hot path. Checked by gradcheck in the tests.
+    """
+
+    @staticmethod
+    def forward(ctx, xn, st, mean_ln, var_ln, lam_m, lam_v, eps):
+        d = xn.shape[-1]
+        A, M2 = st[..., :d], st[..., d:]
+        var_in = torch.addcmul(M2, A, A, value=-1.0)
+        s = torch.lerp(var_in, var_ln, lam_v).add_(eps).rsqrt_()
+        mu = mean_ln if lam_m is None else torch.lerp(A, mean_ln, lam_m)
+        y = torch.sub(xn, mu).mul_(s)
+        ctx.save_for_backward(y, s, A, var_in, mean_ln, var_ln, lam_m, lam_v)
+        ctx.has_mean_gate = lam_m is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y, s, A, var_in, mean_ln, var_ln, lam_m, lam_v = ctx.saved_tensors
+        d = g.shape[-1]
+        gx = g * s  # dL/dxn
+        gv = (gx * y).mul_(s).mul_(-0.5)  # dL/dvar
+        gv_h = gv.sum(-1, keepdim=True)  # [B, L, H, 1]
+        g_var_ln = (gv_h * lam_v).sum(-2, keepdim=True)
+        g_lam_v = ((gv_h * var_ln).sum(dim=(0, 1), keepdim=True)
+                   - (gv * var_in).sum(dim=(0, 1, 3), keepdim=True).view(lam_v.shape))
+        gx_h = gx.sum(-1, keepdim=True)
+        if ctx.has_mean_gate:
+            g_mean_ln = -(gx_h * lam_m).sum(-2, keepdim=True)
+            g_lam_m = ((gx * A).sum(dim=(0, 1, 3), keepdim=True).view(lam_m.shape)
+                       - (gx_h * mean_ln).sum(dim=(0, 1), keepdim=True))
+        else:
+            g_mean_ln = -gx_h.sum(-2, keepdim=True)
+            g_lam_m = None
+        # dL/dM2 = (1 - lam_v) dL/dvar; dL/dA = (1 - lam_m) dL/dmu - 2 A dL/dM2 (dL/dmu = -gx)
+        a_scale = (lam_m - 1.0) if ctx.has_mean_gate else None
+        if torch.compiler.is_compiling():  # functional, for dynamo (no strided out=)
+            gM2 = gv * (1.0 - lam_v)
+            gA = torch.addcmul(gx * a_scale, A, gM2, value=-2.0) if a_scale is not None else -2.0 * A * gM2
+            g_st = torch.cat([gA, gM2], dim=-1)
+        else:  # both halves written straight into one buffer
+            g_st = torch.empty(*g.shape[:-1], 2 * d, dtype=g.dtype, device=g.device)
+            gA, gM2 = g_st[..., :d], g_st[..., d:]
+            torch.mul(gv, 1.0 - lam_v, out=gM2)
+            if a_scale is not None:
+                torch.mul(gx, a_scale, out=gA).addcmul_(A, gM2, value=-2.0)
+            else:
+                torch.mul(A, gM2, out=gA).mul_(-2.0)
+        return gx, g_st, g_mean_ln, g_var_ln, g_lam_m, g_lam_v, None
+
+
 class DTN(nn.Module):
     """Dynamic Token Normalization for ``[B, T, C]`` tokens.
 
@@ -281,52 +338,53 @@ class DTN(nn.Module):
         e2 = (ms / (ms + eps)).mean(-2, keepdim=True)
         var_ln = (e2 - mean_ln * mean_ln) * (C / (C - 1))
 
-        # Everything per patch token runs in a head-major layout ("L"), where both kinds of P products are plain
-        # batched GEMMs: 2-D [H, B, rows, c, cols], 1-D [H, B, c, L]. to_l maps token-major [b, t, H, k] onto it.
+        # The P products run in a head-major layout ("L") where both are plain batched GEMMs (2-D: [H, B, rows, c,
+        # cols], 1-D: [H, B, c, L]); everything elementwise runs token-major ([B, T, H, d]), where the innermost
+        # axis is a contiguous run of d channels and the per-token statistics broadcast cheaply.
         seq = self.grid_size is None
         to_l = self._to_l_1d if seq else self._to_l_2d
+        from_l = self._from_l_1d if seq else self._from_l_2d
         cdim = 2 if seq else 3
-        # z = [xn, xn^2] stacked on the channel axis of L, contiguous
-        if out is None:
-            xn = to_l(xh[:, P:]) * to_l(r[:, P:])
-            z = torch.cat([xn, xn * xn], dim=cdim)
-        else:
-            shape = list(to_l(xh[:, P:]).shape)
-            shape[cdim] *= 2
-            z = x.new_empty(shape)
-            xn = z.narrow(cdim, 0, d)
-            torch.mul(to_l(xh[:, P:]), to_l(r[:, P:]), out=xn)
-            torch.mul(xn, xn, out=z.narrow(cdim, d, d))
-        xn = z.narrow(cdim, 0, d)
-        if seq:
-            mean_in, m2 = self._stats_1d(z, None if mask is None else mask[:, P:])
-        else:
-            mean_in, m2 = self._stats_2d(z)
-        lam_shape = (H,) + (1,) * (z.dim() - 1)
-        lam_v = torch.sigmoid(self.var_norm_weight.to(dt)).view(lam_shape)
-        lam_m = None if self.only_var else torch.sigmoid(self.mean_norm_weight.to(dt)).view(lam_shape)
-        mu_ln, var_ln_l = to_l(mean_ln[:, P:]), to_l(var_ln[:, P:])
+        stats = self._stats_1d if seq else self._stats_2d
+        m = None if mask is None else mask[:, P:]
+        L = T - P
+        lam_v = torch.sigmoid(self.var_norm_weight.to(dt)).view(1, 1, H, 1)
+        lam_m = None if self.only_var else torch.sigmoid(self.mean_norm_weight.to(dt)).view(1, 1, H, 1)
+        mu_ln, v_ln = mean_ln[:, P:], var_ln[:, P:]
         w = self.weight.to(dt).view(1, 1, H, d)
         b = self.bias.to(dt).view(1, 1, H, d)
-        from_l = self._from_l_1d if seq else self._from_l_2d
         if out is None:
-            var = torch.lerp(torch.addcmul(m2, mean_in, mean_in, value=-1.0), var_ln_l, lam_v)
-            mu = mu_ln if lam_m is None else torch.lerp(mean_in, mu_ln, lam_m)
-            y = from_l((xn - mu) * torch.rsqrt(var + eps)).reshape(B, T - P, H, d)
+            xn = xh * r  # RMS pre-normalised, token-major [B, T, H, d]
+            xs = xn[:, P:]
+            zl = torch.cat([to_l(xs), to_l(xs * xs)], dim=cdim)  # [xn, xn^2] in L, contiguous
+            st = from_l(stats(zl, m)).reshape(B, L, H, 2 * d)  # token-major copy of the statistics
+            y = _Standardise.apply(xs, st, mu_ln, v_ln, lam_m, lam_v, eps)
             if P:
-                yp = (xh[:, :P] * r[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
+                yp = (xn[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
                 y = torch.cat([yp, y], dim=1)
-            # the affine part in token-major order, where it is one contiguous pass
             return torch.addcmul(b.view(C), y.reshape(B, T, C), w.view(C))
-        # inference: the same arithmetic in place, the affine part written straight into `out`
-        rs = m2.addcmul_(mean_in, mean_in, value=-1.0).lerp_(var_ln_l, lam_v).add_(eps).rsqrt_()
-        y = mean_in if lam_m is None else mean_in.lerp_(mu_ln, lam_m)
+        # inference: the same arithmetic in preallocated buffers and in place, the affine part written into `out`;
+        # xn is never materialised token-major (the tail uses x * r), eps rides along with the copy of m2, and the
+        # mean is kept negated so that x * r - mu is one fused multiply-add.
+        shape = list(to_l(xh[:, P:]).shape)
+        shape[cdim] *= 2
+        zl = x.new_empty(shape)
+        torch.mul(to_l(xh[:, P:]), to_l(r[:, P:]), out=zl.narrow(cdim, 0, d))
+        torch.mul(zl.narrow(cdim, 0, d), zl.narrow(cdim, 0, d), out=zl.narrow(cdim, d, d))
+        sl = stats(zl, m)
+        st = x.new_empty(B, L, H, 2 * d)
+        sv, lv = st.view(from_l(sl).shape), from_l(sl)
+        torch.mul(lv[..., :d], -1.0, out=sv[..., :d])  # -P xn
+        torch.add(lv[..., d:], eps, out=sv[..., d:])  # P xn^2 + eps
+        neg_mean, m2 = st[..., :d], st[..., d:]
+        rs = m2.addcmul_(neg_mean, neg_mean, value=-1.0).lerp_(v_ln + eps, lam_v).rsqrt_()  # 1 / sqrt(var + eps)
         if lam_m is None:
-            y.copy_(mu_ln)
-        torch.sub(xn, y, out=y).mul_(rs)
+            neg_mean.copy_((-mu_ln).expand_as(neg_mean))
+        else:
+            neg_mean.lerp_(-mu_ln, lam_m)
+        y = neg_mean.addcmul_(xh[:, P:], r[:, P:]).mul_(rs)  # (x * r - mu) / sqrt(var + eps)
         o = out.view(B, T, H, d)
-        yv = from_l(y)  # token-major view: 2-D [B, rows, cols, H, d], 1-D [B, L, H, d]
-        torch.addcmul(b, yv, w, out=o[:, P:].view(yv.shape))
+        torch.addcmul(b, y, w, out=o[:, P:])
         if P:
             yp = (xh[:, :P] * r[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
             torch.addcmul(b, yp, w, out=o[:, :P])
@@ -350,9 +408,10 @@ class DTN(nn.Module):
     def _from_l_1d(t: torch.Tensor) -> torch.Tensor:
         return t.permute(1, 3, 0, 2)
 
-    def _stats_2d(self, z: torch.Tensor):
+    def _stats_2d(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Inter-token mean and second moment of patch tokens from ``z = [xn, xn^2]`` (``[H, B, rows, 2d, cols]``)
-        through the separable ``P``: one batched GEMM along the grid's x axis, one along y."""
+        through the separable ``P``: one batched GEMM along the grid's x axis, one along y. Returns
+        ``[P xn, P xn^2]`` in the same layout."""
         H, B, gh, d2, gw = z.shape
         d = d2 // 2
         k = self.pool
@@ -367,14 +426,13 @@ class DTN(nn.Module):
         s = s.view(H, B, rows, d2, cols)
         if k > 1:  # nearest upsampling back to the full grid
             s = s.view(H, B, rows, 1, d2, cols, 1).expand(H, B, rows, k, d2, cols, k).reshape(H, B, gh, d2, gw)
-        return s[:, :, :, :d], s[:, :, :, d:]
+        return s
 
-    def _stats_1d(self, z: torch.Tensor, mask: torch.Tensor | None):
+    def _stats_1d(self, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Windowed, masked inter-token mean and second moment of a sequence from ``z = [xn, xn^2]``
         (``[H, B, 2d, L]``) as ratios of banded sums, ``mean_j = sum_i K(j-i) m_i x_i / sum_i K(j-i) m_i``
         (likewise ``x^2``); blocks of ``s`` tokens each see their own and both neighbouring blocks."""
         H, B, d2, L = z.shape
-        d = d2 // 2
         reach = L - 1 if self.window is None else min(self.window, L - 1)
         s = L if self.window is None else max(1, min(reach, L))
         nb = math.ceil(L / s)
@@ -394,5 +452,4 @@ class DTN(nn.Module):
         out = (z3.view(H, -1, 3 * s) @ K).view(H, B, d2 + 1, nb * s)[..., :L]
         num, den = out.split([d2, 1], dim=2)
         # den >= exp(-shift) > 0 for real tokens; padding-only neighbourhoods give 0 / tiny = 0 (finite, unused)
-        st = num / den.clamp_min(torch.finfo(z.dtype).tiny)
-        return st[:, :, :d], st[:, :, d:]
+        return num / den.clamp_min(torch.finfo(z.dtype).tiny)
