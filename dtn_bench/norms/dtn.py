@@ -52,6 +52,19 @@ from dtn_bench.errors import DTNBenchError
 _MAX_EXP = 60.0
 # CPU inference works on batch chunks of about this many elements (see DTN.forward).
 _CPU_CHUNK = 1 << 20
+# Inference scratch buffers, shared by every DTN layer (layers run one after another); keyed by role, shape, dtype and
+# device. Reusing them avoids faulting in fresh pages for every chunk of every layer.
+_WORKSPACE: dict[tuple, torch.Tensor] = {}
+
+
+def _scratch(role: str, shape, like: torch.Tensor) -> torch.Tensor:
+    key = (role, tuple(shape), like.dtype, like.device)
+    buf = _WORKSPACE.get(key)
+    if buf is None:
+        if len(_WORKSPACE) > 64:  # many shapes seen: start over rather than grow without bound
+            _WORKSPACE.clear()
+        buf = _WORKSPACE[key] = torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
+    return buf
 
 
 def _flush_subnormal(p: torch.Tensor) -> torch.Tensor:
@@ -310,11 +323,13 @@ class DTN(nn.Module):
             raise DTNBenchError(f"DTN: {T} tokens leave no sequence after {P} prefix tokens")
         cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            xc = x.to(cdtype)
+            # timm's residual stream is a transposed view ([B, T, C] stored channels-first, from the patch
+            # embedding); one copy to token-major order makes every later pass contiguous.
+            xc = x.to(cdtype).contiguous()
             if torch.is_grad_enabled() or torch.compiler.is_compiling():  # functional: autograd, or for fusion
                 y = self._forward(xc, mask)
             else:
-                y = torch.empty_like(xc)
+                y = torch.empty(B, T, C, dtype=xc.dtype, device=xc.device)
                 # On the CPU, cache-sized batch chunks: the temporaries stay small, are reused by the allocator
                 # instead of being faulted in afresh, and the layer runs 2-4x faster at ViT-S sizes.
                 step = max(1, _CPU_CHUNK // (T * C)) if x.device.type == "cpu" else B
@@ -368,11 +383,11 @@ class DTN(nn.Module):
         # mean is kept negated so that x * r - mu is one fused multiply-add.
         shape = list(to_l(xh[:, P:]).shape)
         shape[cdim] *= 2
-        zl = x.new_empty(shape)
+        zl = _scratch("z", shape, x)
         torch.mul(to_l(xh[:, P:]), to_l(r[:, P:]), out=zl.narrow(cdim, 0, d))
         torch.mul(zl.narrow(cdim, 0, d), zl.narrow(cdim, 0, d), out=zl.narrow(cdim, d, d))
         sl = stats(zl, m)
-        st = x.new_empty(B, L, H, 2 * d)
+        st = _scratch("st", (B, L, H, 2 * d), x)
         sv, lv = st.view(from_l(sl).shape), from_l(sl)
         torch.mul(lv[..., :d], -1.0, out=sv[..., :d])  # -P xn
         torch.add(lv[..., d:], eps, out=sv[..., d:])  # P xn^2 + eps
@@ -421,8 +436,13 @@ class DTN(nn.Module):
             g = torch.cat([g, g * g], dim=3)
         rows, cols = g.shape[2], g.shape[4]
         Py, Px = self.axis_matrices(rows, cols, dtype=z.dtype)  # [H, src, tgt]
-        s = g.reshape(H, B * rows * d2, cols) @ Px  # along x
-        s = Py.transpose(1, 2).unsqueeze(1) @ s.view(H, B, rows, d2 * cols)  # along y
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            s = g.reshape(H, B * rows * d2, cols) @ Px  # along x
+            s = Py.transpose(1, 2).unsqueeze(1) @ s.view(H, B, rows, d2 * cols)  # along y
+        else:  # inference: into reused buffers
+            s1 = torch.matmul(g.reshape(H, B * rows * d2, cols), Px, out=_scratch("s1", (H, B * rows * d2, cols), g))
+            s = torch.matmul(Py.transpose(1, 2).unsqueeze(1), s1.view(H, B, rows, d2 * cols),
+                             out=_scratch("s2", (H, B, rows, d2 * cols), g))
         s = s.view(H, B, rows, d2, cols)
         if k > 1:  # nearest upsampling back to the full grid
             s = s.view(H, B, rows, 1, d2, cols, 1).expand(H, B, rows, k, d2, cols, k).reshape(H, B, gh, d2, gw)
