@@ -76,7 +76,9 @@ class LocalViT(VisionTransformer):
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_img_size:
             raise DTNBenchError("LocalViT does not support dynamic image sizes")
-        return self.pos_drop(x + self.pos_embed)
+        # timm's patch embedding returns a transposed view ([B, T, C] stored channels-first) and every residual
+        # add keeps that layout; one copy here makes the whole stream token-major for every block (LN or DTN).
+        return self.pos_drop(x.contiguous() + self.pos_embed)
 
     def forward_features(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
         x = self.patch_embed(x)
