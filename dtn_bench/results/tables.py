@@ -170,16 +170,11 @@ def _format_value(value: Any, floatfmt: str, missing: str) -> str:
 
 
 def _format_key(value: Any, missing: str) -> str:
-    if _is_missing(value):
-        return missing
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real):
+    """Like :func:`_format_value`, but a float key prints exactly (``2.0`` -> ``2``, ``0.1`` -> ``0.1``)."""
+    if _is_number(value) and not isinstance(value, numbers.Integral) and not _is_missing(value):
         number = float(value)
         return str(int(number)) if number.is_integer() else repr(number)
-    return str(value)
+    return _format_value(value, "", missing)
 
 
 def _label(label: Any) -> str:
