@@ -58,6 +58,10 @@ _WORKSPACE: dict[tuple, torch.Tensor] = {}
 
 
 def _scratch(role: str, shape, like: torch.Tensor) -> torch.Tensor:
+    """A reusable CPU buffer (not thread-safe: one forward at a time); elsewhere a fresh tensor, since CUDA's caching
+    allocator already reuses memory and held buffers would only inflate peak-memory figures."""
+    if like.device.type != "cpu":
+        return torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
     key = (role, tuple(shape), like.dtype, like.device)
     buf = _WORKSPACE.get(key)
     if buf is None:
