@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Micro-benchmarks (what a normaliser costs).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+lra_app = typer.Typer(help="Long-Range Arena ListOps (data generation).", no_args_is_help=True)
+app.add_typer(lra_app, name="lra")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -234,6 +236,59 @@ def _run_suite(suite: str, cfg, items, total: int, out: Path, run_id: str | None
     render(writer)
     console.print(f"results: {writer.path}")
 
+
+# ------------------------------------------------------------------------------------------------------------------
+@lra_app.command("generate")
+def lra_generate(
+    out: Annotated[Path, typer.Option("--out", help="Folder for basic_train.tsv, basic_val.tsv, basic_test.tsv.")],
+    train: Annotated[int, typer.Option("--train", help="Training samples.")] = 96_000,
+    val: Annotated[int, typer.Option("--val", help="Validation samples.")] = 2_000,
+    test: Annotated[int, typer.Option("--test", help="Test samples.")] = 2_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same arguments, same bytes).")] = 0,
+    min_length: Annotated[int, typer.Option("--min-length", help="Keep trees longer than this (tokens).")] = 500,
+    max_length: Annotated[int, typer.Option("--max-length", help="Keep trees shorter than this (tokens).")] = 2_000,
+    max_depth: Annotated[int, typer.Option("--max-depth", help="Tree depth limit (root at depth 1).")] = 10,
+    max_args: Annotated[int, typer.Option("--max-args", help="Most children of an operator (fewest: 2).")] = 10,
+    workers: Annotated[int, typer.Option("--workers", help="Processes (the output does not depend on it).")] = 2,
+) -> None:
+    """Generate ListOps data (LRA spec, seeded and deterministic, deduplicated across splits)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    from dtn_bench.data.listops import SPLITS, check_generate_args, generate
+
+    check_generate_args(train, val, test, seed, min_length, max_length, max_depth, max_args)
+
+    class _Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.0f} samples/s" if task.speed else "- samples/s")
+
+    with Progress(TextColumn("[bold]ListOps"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("generate", total=train + val + test)
+        summary = generate(out, train=train, val=val, test=test, seed=seed, min_length=min_length,
+                           max_length=max_length, max_depth=max_depth, max_args=max_args, workers=workers,
+                           progress=lambda done, total: bar.update(task, completed=done))
+
+    table = Table(title=f"ListOps data in {summary.out_dir} ({summary.seconds:.1f} s)")
+    for col in ("split", "samples", "length min", "median", "mean", "max", "file"):
+        table.add_column(col, justify="left" if col in ("split", "file") else "right")
+    for split in (*SPLITS, "all"):
+        st = summary.length_stats[split]
+        count = sum(summary.label_counts[split])
+        cells = [f"{st[k]:.0f}" if count else "-" for k in ("min", "median")]
+        cells += [f"{st['mean']:.1f}" if count else "-", f"{st['max']:.0f}" if count else "-"]
+        table.add_row(split, f"{count:,}", *cells, summary.files[split].name if split in summary.files else "")
+    console.print(table)
+    labels = Table(title="Label distribution (all splits)")
+    counts = summary.label_counts["all"]
+    total = max(sum(counts), 1)
+    for digit in range(10):
+        labels.add_column(str(digit), justify="right")
+    labels.add_row(*(f"{c / total:.1%}" for c in counts))
+    console.print(labels)
+    console.print(f"majority-class share: {summary.majority_share:.1%} (label {counts.index(max(counts))}); "
+                  f"duplicates dropped: {summary.duplicates}")
 
 # ------------------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
