@@ -34,6 +34,10 @@ def _info(name: str, description: str, metrics: dict[str, bool]) -> SuiteInfo:
 BENCH_NORMS = _info("bench-norms", "time of each normaliser (fwd, fwd+bwd) at one shape, DTN vs the authors' "
                     "algorithm, and vit_s_ln vs vit_s_dtn throughput",
                     {"time_ms": False, "speedup": True, "throughput_img_s": True, "ratio": True})
+BENCH_LRA_SCALING = _info("bench-lra-scaling", "time and tensor allocations of one LRA encoder training step vs "
+                          "sequence length (transformer, bigbird, reformer x LN, DTN) and their log-log slopes",
+                          {"time_ms": False, "alloc_mib": False, "peak_mem_mib": False, "loglog_slope_time": False,
+                           "loglog_slope_alloc": False, "loglog_slope_peak_mem": False})
 
 
 def load_presets(suite: str) -> dict[str, dict]:

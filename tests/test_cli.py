@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from cli_helpers import run_cli
 from rich.console import Console
 
 import dtn_bench
@@ -20,15 +21,6 @@ from dtn_bench.errors import DTNBenchError
 
 ALL_NORMS = ["layernorm", "dtn", "dtn_var", "batchnorm", "instancenorm", "groupnorm", "scalenorm", "rmsnorm"]
 RUN_FILES = ["rows.csv", "rows.parquet", "config.json", "env.json", "table.md", "table.tex", "norms.png"]
-
-
-def run_cli(argv: list[str]) -> int:
-    """Run the CLI in this process; the exit code (0 when it returns without exiting)."""
-    try:
-        cli.main(list(argv))
-    except SystemExit as e:
-        return 0 if e.code is None else e.code
-    return 0
 
 
 @pytest.fixture

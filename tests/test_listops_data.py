@@ -7,22 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
-from dtn_bench.cli import main as cli
 from dtn_bench.data import listops
 from dtn_bench.errors import DTNBenchError
 
 SMALL = dict(train=300, val=50, test=50, min_length=20, max_length=200, max_depth=6)
 FILES = [f"basic_{split}.tsv" for split in listops.SPLITS]
-
-
-def run_cli(argv: list[str]) -> int:
-    """Run the CLI in this process; the exit code (0 when it returns without exiting)."""
-    try:
-        cli.main(list(argv))
-    except SystemExit as e:
-        return 0 if e.code is None else e.code
-    return 0
 
 
 def read_rows(path: Path) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dtn_bench.results.tables import pivot, render
+from dtn_bench.results.tables import pivot, render_document
 
 
 def layer_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -37,14 +37,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
     """Both tables in one document (Markdown or LaTeX)."""
-    parts = []
-    lt = layer_table(df)
-    if not lt.empty:
-        parts.append(render(lt, fmt, title="Normaliser time per layer (median)"))
-    st = summary_table(df)
-    if not st.empty:
-        parts.append(render(st, fmt, title="Summary"))
-    return "\n\n".join(parts) + "\n"
+    return render_document([("Normaliser time per layer (median)", layer_table(df)),
+                            ("Summary", summary_table(df))], fmt)
 
 
 def bar_plot(df: pd.DataFrame):

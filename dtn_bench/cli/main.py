@@ -174,32 +174,32 @@ def bench_norms(
     """Time every normaliser (fwd, fwd+bwd) at one shape, DTN against the authors' algorithm, and vit_s_ln vs
     vit_s_dtn inference throughput. Writes rows, table.md/.tex and a bar plot."""
     from dtn_bench.bench import norms as nb
-    from dtn_bench.suites import load_preset
 
-    fields = load_preset(nb.SUITE, preset)
-    overrides = dict(batch=batch, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup)
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    if grid is not None:
-        fields["grid"] = _parse_grid(grid)
-    if norms is not None:
-        fields["norms"] = _csv(norms)
-    if models is not None:
-        fields["models"] = _csv(models)
-    fields["grid"] = tuple(fields.get("grid", (14, 14)))
-    fields["norms"] = tuple(fields.get("norms", ()))
-    fields["models"] = tuple(fields.get("models", ()))
-    unknown = set(fields) - set(nb.NormBenchConfig.__dataclass_fields__)
-    if unknown:
-        raise DTNBenchError(f"suites/{nb.SUITE}.yaml preset {preset!r}: unknown fields {sorted(unknown)}")
-    cfg = nb.NormBenchConfig(**fields, authors=authors, threads=threads, device=device, seed=seed, preset=preset,
-                             tune_malloc=tune_malloc)
-    cfg.validate()
+    overrides = dict(batch=batch, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
+                     grid=None if grid is None else _parse_grid(grid), norms=_csv(norms), models=_csv(models))
+    cfg = _preset_config(nb.SUITE, preset, nb.NormBenchConfig, overrides, authors=authors, threads=threads,
+                         device=device, seed=seed, preset=preset, tune_malloc=tune_malloc)
     nb.norm_names(cfg)  # unknown norm names fail before any work
     from dtn_bench.models import MODELS
 
     for m in cfg.models:
         MODELS.get(m)
     _run_suite(nb.SUITE, cfg, nb.run(cfg), nb.steps(cfg), out, run_id, render=_render_norm_bench)
+
+
+def _preset_config(suite: str, preset_name: str, cls, overrides: dict, **fixed):
+    """The suite's preset with the CLI flags that were given (not None) merged over it, as a validated ``cls``."""
+    from dtn_bench.suites import load_preset
+
+    fields = load_preset(suite, preset_name)
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    unknown = set(fields) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise DTNBenchError(f"suites/{suite}.yaml preset {preset_name!r}: unknown fields {sorted(unknown)}")
+    cfg = cls(**fields, **fixed)
+    cfg.validate()
+    return cfg
 
 
 def _render_norm_bench(writer) -> None:
@@ -217,6 +217,68 @@ def _render_norm_bench(writer) -> None:
         table.add_column("value", justify="right")
         for fig_name, r in st.iterrows():
             table.add_row(str(fig_name), f"{r['value']:.2f} {r['unit']}")
+        console.print(table)
+
+
+def _parse_lengths(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DTNBenchError(f"--lengths {text!r}: expected comma-separated positive integers like 512,1024") from None
+    if not values:
+        raise DTNBenchError(f"--lengths {text!r}: expected comma-separated positive integers like 512,1024")
+    return values
+
+
+@bench_app.command("lra-scaling")
+def bench_lra_scaling(
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/bench-lra-scaling.yaml: default, quick.")]
+    = "default",
+    lengths: Annotated[str | None, typer.Option(help="Comma-separated sequence lengths (512,1024,2048,4096).")]
+    = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated attentions: transformer,bigbird,reformer.")]
+    = None,
+    norms: Annotated[str | None, typer.Option(help="Comma-separated normalisers (layernorm,dtn).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Sequences per training step.")] = None,
+    dim: Annotated[int | None, typer.Option(help="Channels.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads (DTN groups).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Encoder blocks.")] = None,
+    mlp_dim: Annotated[int | None, typer.Option("--mlp-dim", help="MLP hidden width.")] = None,
+    iters: Annotated[int | None, typer.Option(help="Timed training steps per point.")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up training steps per point.")] = None,
+    bucket_size: Annotated[int | None, typer.Option("--bucket-size", help="Reformer tokens per LSH bucket.")]
+    = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Random seed of inputs and parameters.")] = 0,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Time one LRA encoder training step (and count its tensor allocations) against the sequence length, per
+    attention x normaliser, with log-log slopes. Writes rows, table.md/.tex and scaling.png."""
+    from dtn_bench.bench import scaling as sb
+
+    overrides = dict(batch=batch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
+                     bucket_size=bucket_size, lengths=None if lengths is None else _parse_lengths(lengths),
+                     models=_csv(models), norms=_csv(norms))
+    cfg = _preset_config(sb.SUITE, preset, sb.ScalingBenchConfig, overrides, device=device, seed=seed, preset=preset)
+    _run_suite(sb.SUITE, cfg, sb.run(cfg), sb.steps(cfg), out, run_id, render=_render_scaling_bench)
+
+
+def _render_scaling_bench(writer) -> None:
+    from dtn_bench.bench.scaling import loglog_plot, render_report, slope_table
+
+    df = writer.rows()
+    writer.write_text("table.md", render_report(df, "md"))
+    writer.write_text("table.tex", render_report(df, "tex"))
+    writer.savefig(loglog_plot(df), "scaling.png")
+    st = slope_table(df)
+    if not st.empty:
+        table = Table(title="Log-log slopes (1: linear, 2: quadratic)")
+        table.add_column("model / norm")
+        for col in st.columns:
+            table.add_column(str(col), justify="right")
+        for name, r in st.iterrows():
+            table.add_row(str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
         console.print(table)
 
 

@@ -295,6 +295,12 @@ def to_csv(df: pd.DataFrame) -> str:
     return out.to_csv(index=_shows_index(df), lineterminator="\n")
 
 
+def render_document(sections, fmt: str, **kwargs) -> str:
+    """Several titled tables in one document: ``sections`` is ``[(title, table), ...]``; empty tables are left out."""
+    parts = [render(table, fmt, title=title, **kwargs) for title, table in sections if not table.empty]
+    return "\n\n".join(parts) + "\n"
+
+
 def render(
     df: pd.DataFrame,
     fmt: str,
