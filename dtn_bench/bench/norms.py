@@ -62,8 +62,7 @@ class NormBenchConfig:
             raise DTNBenchError(f"bench norms: --dim {self.dim} is not divisible by --heads {self.heads}")
         if self.authors and self.grid[0] != self.grid[1]:
             raise DTNBenchError("bench norms: the authors' algorithm needs a square --grid (or --no-authors)")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise DTNBenchError(f"bench norms: --device {self.device} but no CUDA GPU is visible")
+        check_device("bench norms", self.device)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +87,12 @@ def tune_malloc() -> bool:
         return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
     except (OSError, AttributeError):
         return False
+
+
+def check_device(command: str, device: str) -> None:
+    """A one-line error when ``device`` asks for CUDA and no GPU is visible."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DTNBenchError(f"{command}: --device {device} but no CUDA GPU is visible")
 
 
 def _sync(device: torch.device) -> None:

@@ -100,8 +100,9 @@ class ScalingBenchConfig:
             ATTENTIONS.get(m)
         for n in self.norms:
             NORMS.get(n)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise DTNBenchError(f"bench lra-scaling: --device {self.device} but no CUDA GPU is visible")
+        from dtn_bench.bench.norms import check_device
+
+        check_device("bench lra-scaling", self.device)
         try:
             torch.device(self.device)
         except RuntimeError:
@@ -277,28 +278,25 @@ def _label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def time_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = model / norm, columns = lengths, median step time (ms)."""
+def _per_length(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows = model / norm, columns = lengths, the value of the given rows."""
     from dtn_bench.results.tables import pivot
 
-    t = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
-    if t.empty:
+    if rows.empty:
         return pd.DataFrame()
-    t = _label(t)
+    t = _label(rows)
     t["length"] = t["length"].astype(int)
     return pivot(t, index="model / norm", columns="length")
+
+
+def time_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = model / norm, columns = lengths, median step time (ms)."""
+    return _per_length(df[(df["metric"] == "time_ms") & (df["stat"] == "median")])
 
 
 def alloc_table(df: pd.DataFrame) -> pd.DataFrame:
     """Rows = model / norm, columns = lengths, ``alloc_mib`` per step."""
-    from dtn_bench.results.tables import pivot
-
-    t = df[df["metric"] == "alloc_mib"]
-    if t.empty:
-        return pd.DataFrame()
-    t = _label(t)
-    t["length"] = t["length"].astype(int)
-    return pivot(t, index="model / norm", columns="length")
+    return _per_length(df[df["metric"] == "alloc_mib"])
 
 
 def slope_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -202,14 +202,19 @@ def _preset_config(suite: str, preset_name: str, cls, overrides: dict, **fixed):
     return cfg
 
 
-def _render_norm_bench(writer) -> None:
-    from dtn_bench.bench.report import bar_plot, render_report, summary_table
-
+def _write_report(writer, render_report, plot, plot_name: str):
+    """table.md, table.tex and the plot of a run, rendered from its rows; returns the rows."""
     df = writer.rows()
     writer.write_text("table.md", render_report(df, "md"))
     writer.write_text("table.tex", render_report(df, "tex"))
-    fig = bar_plot(df)
-    writer.savefig(fig, "norms.png")
+    writer.savefig(plot(df), plot_name)
+    return df
+
+
+def _render_norm_bench(writer) -> None:
+    from dtn_bench.bench.report import bar_plot, render_report, summary_table
+
+    df = _write_report(writer, render_report, bar_plot, "norms.png")
     st = summary_table(df)
     if not st.empty:
         table = Table(title="Summary")
@@ -267,10 +272,7 @@ def bench_lra_scaling(
 def _render_scaling_bench(writer) -> None:
     from dtn_bench.bench.scaling import loglog_plot, render_report, slope_table
 
-    df = writer.rows()
-    writer.write_text("table.md", render_report(df, "md"))
-    writer.write_text("table.tex", render_report(df, "tex"))
-    writer.savefig(loglog_plot(df), "scaling.png")
+    df = _write_report(writer, render_report, loglog_plot, "scaling.png")
     st = slope_table(df)
     if not st.empty:
         table = Table(title="Log-log slopes (1: linear, 2: quadratic)")
