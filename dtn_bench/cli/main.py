@@ -355,6 +355,11 @@ def lra_generate(
                   f"duplicates dropped: {summary.duplicates}")
 
 # ------------------------------------------------------------------------------------------------------------------
+# Commands that live in their own modules register themselves on `app` when imported (one line each, keep sorted).
+# (none yet)
+
+
+# ------------------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning user errors into one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
