@@ -38,6 +38,10 @@ BENCH_LRA_SCALING = _info("bench-lra-scaling", "time and tensor allocations of o
                           "sequence length (transformer, bigbird, reformer x LN, DTN) and their log-log slopes",
                           {"time_ms": False, "alloc_mib": False, "peak_mem_mib": False, "loglog_slope_time": False,
                            "loglog_slope_alloc": False, "loglog_slope_peak_mem": False})
+LRA_LISTOPS = _info("lra-listops", "Long-Range Arena ListOps: train and test Transformer, BigBird and Reformer with "
+                    "each normaliser (accuracy, loss, learning curves, tokens/s, memory)",
+                    {"accuracy": True, "loss": False, "tokens_s": True, "train_time_s": False, "params": False,
+                     "peak_mem_mib": False, "peak_rss_mib": False})
 
 
 def load_presets(suite: str) -> dict[str, dict]:

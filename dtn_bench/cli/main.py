@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Micro-benchmarks (what a normaliser costs).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-lra_app = typer.Typer(help="Long-Range Arena ListOps (data generation).", no_args_is_help=True)
+lra_app = typer.Typer(help="Long-Range Arena ListOps: data generation and the training suite.", no_args_is_help=True)
 app.add_typer(lra_app, name="lra")
 
 console = Console()
@@ -353,6 +353,214 @@ def lra_generate(
     console.print(labels)
     console.print(f"majority-class share: {summary.majority_share:.1%} (label {counts.index(max(counts))}); "
                   f"duplicates dropped: {summary.duplicates}")
+
+@lra_app.command("listops")
+def lra_listops(
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/lra-listops.yaml: lra, lra-paper, small, "
+                                        "quick.")] = "lra",
+    models: Annotated[str | None, typer.Option(help="Comma-separated: transformer,bigbird,reformer.")] = None,
+    norms: Annotated[str | None, typer.Option(help="Comma-separated registered normalisers (layernorm,dtn).")]
+    = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (0,1,2: mean and std in the table).")]
+    = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Folder of basic_{train,val,test}.tsv (the LRA "
+                                                  "release's listops-1000 or `lra generate`); default: generated "
+                                                  "into the cache for the preset.")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", help="Longest sequence (tokens, no CLS).")] = None,
+    len_policy: Annotated[str | None, typer.Option("--len-policy", help="Longer sequences: error or truncate "
+                                                   "(counted).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (updates).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Global batch (split over processes).")] = None,
+    lr: Annotated[float | None, typer.Option(help="lra schedule: base factor (0.05); linear: peak rate.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="lra (warmup x rsqrt) or linear (warmup, linear decay).")]
+    = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up steps.")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="AdamW decoupled weight decay.")]
+    = None,
+    clip_grad: Annotated[float | None, typer.Option("--clip-grad", help="Clip the gradient norm (0: off).")] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every", help="Validate and checkpoint every N steps.")]
+    = None,
+    val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validation samples used during training "
+                                                  "(final evaluations use all).")] = None,
+    dim: Annotated[int | None, typer.Option(help="Channels.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads (DTN groups).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Encoder blocks.")] = None,
+    mlp_dim: Annotated[int | None, typer.Option("--mlp-dim", help="MLP hidden width.")] = None,
+    pooling: Annotated[str | None, typer.Option(help="cls or mean.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout (embedding, residual, MLP).")] = None,
+    lra_quirks: Annotated[bool | None, typer.Option("--lra-quirks/--no-lra-quirks",
+                                                    help="Reformer: reproduce the LRA code's quirks.")] = None,
+    train_samples: Annotated[int | None, typer.Option("--train-samples", help="Generated data: training samples.")]
+    = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16.")]
+    = "auto",
+    procs: Annotated[int | None, typer.Option("--procs", help="Expected number of processes (checked against "
+                                              "torchrun's WORLD_SIZE); launch several with torchrun "
+                                              "--nproc_per_node N -m dtn_bench lra listops ...")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue the run RUN_ID (finished runs are kept, "
+                                               "the interrupted one continues from its last checkpoint).")] = None,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Train and test the LRA ListOps models with each normaliser: rows, paper-style table (Markdown, LaTeX) and
+    learning curves in the run folder."""
+    from dtn_bench.lra import config as lc
+    from dtn_bench.lra import train as lt
+
+    world = lt.world_size_from_env()
+    if procs is not None and procs != world:
+        how = f"torchrun --nproc_per_node {procs} -m dtn_bench lra listops ..." if procs > 1 else "without torchrun"
+        raise DTNBenchError(f"--procs {procs} but this job has {world} process(es) (WORLD_SIZE): launch it with {how}")
+    if resume is not None and run_id is not None and run_id != resume:
+        raise DTNBenchError(f"--resume {resume} and --run-id {run_id} name different runs")
+    overrides = dict(models=_csv(models), norms=_csv(norms), max_len=max_len, len_policy=len_policy, steps=steps,
+                     batch=batch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
+                     clip_grad=clip_grad, eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth,
+                     mlp_dim=mlp_dim, pooling=pooling, dropout=dropout, lra_quirks=lra_quirks,
+                     gen_train=train_samples, seeds=None if seeds is None else _parse_ints(seeds, "--seeds"),
+                     data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()))
+    cfg = _preset_config(lc.SUITE, preset, lc.ListOpsConfig, overrides, device=device, precision=precision,
+                         world_size=world, preset=preset)
+    if cfg.data_dir is not None:
+        from dtn_bench.data.listops import SPLITS, split_path
+
+        for split in SPLITS:
+            split_path(cfg.data_dir, split)
+    if resume is not None:
+        _check_resumable(out / lc.SUITE / resume, world)
+    ctx = lt.init_distributed(cfg.device)
+    try:
+        _lra_listops(cfg, ctx, out, resume or run_id, resume is not None)
+    finally:
+        if ctx.distributed and torch_distributed_ready():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _check_resumable(folder: Path, world: int) -> None:
+    """The run folder exists and was made with as many processes as this job has (before any process group)."""
+    import json
+
+    if not folder.is_dir():
+        raise DTNBenchError(f"--resume {folder.name}: no run folder {folder}")
+    try:
+        made = json.loads((folder / "config.json").read_text()).get("world_size", 1)
+    except (OSError, ValueError) as e:
+        raise DTNBenchError(f"--resume {folder.name}: cannot read {folder / 'config.json'}: {e}") from None
+    if made != world:
+        raise DTNBenchError(f"--resume {folder.name}: the run was made with {made} process(es), this job has {world}; "
+                            f"resume it with the same number (torchrun --nproc_per_node {made})")
+
+
+def torch_distributed_ready() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _parse_ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DTNBenchError(f"{flag} {text!r}: expected comma-separated integers like 0,1,2") from None
+    if not values:
+        raise DTNBenchError(f"{flag} {text!r}: expected comma-separated integers like 0,1,2")
+    return values
+
+
+def _lra_listops(cfg, ctx, out: Path, run_id: str | None, resume: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dtn_bench.lra import train as lt
+    from dtn_bench.lra.config import SUITE
+    from dtn_bench.results.writer import RunWriter, new_run_id
+
+    main_rank = ctx.is_main
+    if main_rank:
+        settings = Table(title=f"lra listops, preset {cfg.preset} ({ctx.world} process(es) on {ctx.device})")
+        settings.add_column("setting")
+        settings.add_column("value")
+        for key, value in cfg.as_dict().items():
+            settings.add_row(key, str(value))
+        console.print(settings)
+    with Progress(TextColumn("[bold]ListOps data"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=not main_rank) as bar:
+        task = bar.add_task("generate", total=None)
+        data = lt.prepare_data(cfg, ctx, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    for split in (data.train, data.val, data.test):
+        if split.truncated:
+            err_console.print(f"note: {split.truncated} sequences of {split.path} were truncated to {cfg.max_len} "
+                              "tokens (--len-policy truncate)")
+    run_id = ctx.broadcast(run_id or new_run_id())
+    writer = None
+    if main_rank:
+        writer = RunWriter(out, SUITE, cfg.as_dict(), run_id=run_id, resume=resume, device=str(ctx.device))
+    finished = None
+    if main_rank:
+        df = writer.rows()
+        finished = set()
+        if not df.empty and "checkpoint" in df.columns:
+            last = df[(df["checkpoint"] == "last") & (df["metric"] == "accuracy")]
+            finished = {(m, n, int(s)) for m, n, s in zip(last["model"], last["norm"], last["seed"], strict=True)}
+        if df.empty or not (df["model"] == "majority-class").any():
+            writer.append(lt.baseline_rows(cfg, data))
+    finished = ctx.broadcast(finished)
+    todo = [r for r in lt.runs(cfg) if r not in finished]
+    total_steps = len(todo) * cfg.steps
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]} "
+                          "{task.fields[tps]} tok/s"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=not main_rank) as bar:
+        overall = bar.add_task("all runs", total=total_steps, loss="-", acc="-", val="-", tps="-")
+        current = bar.add_task("", total=cfg.steps, loss="-", acc="-", val="-", tps="-")
+        done_before = [0]
+
+        def on_event(kind: str, info: dict) -> None:
+            if kind == "start":
+                done_before[0] = bar.tasks[overall].completed
+                bar.reset(current, total=info["steps"], completed=info["step"],
+                          description=f"{info['model']}/{info['norm']}/seed {info['seed']}", loss="-", acc="-",
+                          val="-", tps="-")
+                bar.update(overall, completed=done_before[0] + info["step"])
+            elif kind == "step":
+                fields = dict(loss=f"{info['loss']:.3f}", acc=f"{info['acc']:.1%}", tps=f"{info['tokens_s']:,.0f}")
+                bar.update(current, completed=info["step"], **fields)
+                bar.update(overall, completed=done_before[0] + info["step"])
+            elif kind == "eval":
+                bar.update(current, val=f"{info['val_acc']:.1%}")
+
+        try:
+            for label, rows in lt.run(cfg, data, out / SUITE / run_id, finished, ctx, on_event):
+                if main_rank:
+                    writer.append(rows)
+                    acc = next(r["value"] for r in rows if r["metric"] == "accuracy" and r["split"] == "test"
+                               and r["checkpoint"] == "last")
+                    console.print(f"{label}: test accuracy {acc:.2%} (last checkpoint)")
+        except KeyboardInterrupt:
+            if main_rank:
+                err_console.print(f"interrupted: continue with --resume {run_id} (same options)")
+            raise
+    if main_rank:
+        _render_listops(writer)
+
+
+def _render_listops(writer) -> None:
+    from dtn_bench.lra.report import curves_plot, paper_table, render_report
+
+    df = _write_report(writer, render_report, curves_plot, "curves.png")
+    table = paper_table(df)
+    if not table.empty:
+        out = Table(title="ListOps test accuracy (%), last checkpoint")
+        out.add_column("model")
+        for col in table.columns:
+            out.add_column(str(col), justify="right")
+        for name, r in table.iterrows():
+            out.add_row(str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
+        console.print(out)
+    console.print(f"results: {writer.path}")
+
 
 # ------------------------------------------------------------------------------------------------------------------
 # Commands that live in their own modules register themselves on `app` when imported (one line each, keep sorted).

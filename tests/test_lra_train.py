@@ -1,0 +1,443 @@
+"""ListOps training suite: schedules, data order, training, checkpoints, resume, NaN stop, DDP (gloo), CLI, report."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from cli_helpers import run_cli
+
+from dtn_bench.data.listops import generate
+from dtn_bench.errors import DTNBenchError
+from dtn_bench.lra import train as lt
+from dtn_bench.lra.config import ListOpsConfig, linear_lr, lra_lr
+from dtn_bench.lra.report import curves_plot, paper_table, render_report
+
+TINY = dict(
+    models=("transformer",),
+    norms=("layernorm",),
+    seeds=(0,),
+    max_len=40,
+    dim=16,
+    heads=2,
+    depth=1,
+    mlp_dim=32,
+    dropout=0.1,
+    attn_dropout=0.1,
+    batch=8,
+    steps=6,
+    lr=3e-3,
+    schedule="linear",
+    warmup=2,
+    weight_decay=0.01,
+    beta2=0.999,
+    adam_eps=1e-8,
+    eval_every=2,
+    eval_batch=16,
+    preset="test",
+    device="cpu",
+)
+TINY_FLAGS = [
+    "--preset",
+    "quick",
+    "--max-len",
+    "40",
+    "--dim",
+    "16",
+    "--heads",
+    "2",
+    "--depth",
+    "1",
+    "--mlp-dim",
+    "32",
+    "--batch",
+    "8",
+    "--steps",
+    "4",
+    "--eval-every",
+    "2",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("listops")
+    generate(out, train=160, val=32, test=48, seed=0, min_length=5, max_length=40, max_depth=4, max_args=5, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(data_dir, tmp_path_factory) -> lt.ListOpsData:
+    cfg = ListOpsConfig(**TINY, data_dir=str(data_dir))
+    return lt.prepare_data(cfg, cache_root=tmp_path_factory.mktemp("cache"))
+
+
+def _cli(capsys, argv: list[str]) -> tuple[int, str]:
+    code = run_cli(argv)
+    cap = capsys.readouterr()
+    return code, cap.out + cap.err
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DTN_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_lra_schedule_known_values():
+    assert lra_lr(999, 0.05, 1000) == pytest.approx(0.05 / math.sqrt(1000))  # the peak, ~1.58e-3
+    assert lra_lr(999, 0.05, 1000) == pytest.approx(1.5811e-3, rel=1e-4)
+    assert lra_lr(0, 0.05, 1000) == pytest.approx(0.05 * 1e-3 / math.sqrt(1000))
+    assert lra_lr(3999, 0.05, 1000) == pytest.approx(0.05 / math.sqrt(4000))
+    assert max(lra_lr(t, 0.05, 1000) for t in range(5000)) == pytest.approx(lra_lr(999, 0.05, 1000))
+
+
+def test_linear_schedule_known_values():
+    assert linear_lr(0, 1e-3, 10, 110) == pytest.approx(1e-4)
+    assert linear_lr(9, 1e-3, 10, 110) == pytest.approx(1e-3)
+    assert linear_lr(59, 1e-3, 10, 110) == pytest.approx(0.5e-3)
+    assert linear_lr(109, 1e-3, 10, 110) == 0.0
+    assert linear_lr(0, 1e-3, 0, 10) == pytest.approx(0.9e-3)
+
+
+def test_batch_order_is_a_seeded_permutation_per_epoch():
+    order = lt.BatchOrder(10, 3, seed=5)
+    epoch0 = np.concatenate([order(s) for s in range(3)])
+    assert len(set(epoch0.tolist())) == 9  # no repeat within an epoch; one sample left over
+    again = lt.BatchOrder(10, 3, seed=5)
+    assert [again(s).tolist() for s in (4, 0, 7)] == [order(s).tolist() for s in (4, 0, 7)]
+    assert lt.BatchOrder(10, 3, seed=6)(0).tolist() != lt.BatchOrder(10, 3, seed=5)(0).tolist()
+
+
+def test_config_validation_errors():
+    with pytest.raises(DTNBenchError, match="did you mean: bigbird"):
+        ListOpsConfig(**{**TINY, "models": ("bigbrid",)}).validate()
+    with pytest.raises(DTNBenchError, match="not divisible"):
+        ListOpsConfig(**{**TINY, "batch": 7, "world_size": 2}).validate()
+    with pytest.raises(DTNBenchError, match="schedule"):
+        ListOpsConfig(**{**TINY, "schedule": "cosine"}).validate()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_train_run_learns_rows_and_checkpoints(data, tmp_path):
+    cfg = ListOpsConfig(**{**TINY, "norms": ("dtn",), "steps": 6})
+    events = []
+    result = lt.train_run(cfg, data, "transformer", "dtn", 0, tmp_path / "ck", on_event=lambda k, i: events.append(k))
+    assert result.steps == 6 and [p["step"] for p in result.curve] == [2, 4, 6]
+    assert events.count("step") == 6 and events.count("eval") == 3 and events[0] == "start"
+    assert (tmp_path / "ck" / "last.pt").is_file() and (tmp_path / "ck" / "best.pt").is_file()
+    for kind in ("last", "best"):
+        for split in ("val", "test"):
+            acc, loss = result.final[kind][split]
+            assert 0.0 <= acc <= 1.0 and math.isfinite(loss) and loss > 0
+    assert result.tokens == sum(
+        int(data.train.lengths[lt.BatchOrder(len(data.train), 8, 0)(s)].sum()) for s in range(6)
+    )
+    rows = pd.DataFrame(lt.result_rows(result, cfg, data))
+    test_last = rows[(rows.metric == "accuracy") & (rows.split == "test") & (rows.checkpoint == "last")]
+    assert len(test_last) == 1 and test_last.value.iloc[0] == result.final["last"]["test"][0]
+    assert set(rows.metric) >= {"accuracy", "loss", "tokens_s", "params", "train_time_s", "peak_rss_mib"}
+    assert len(rows[rows.checkpoint == "curve"]) == 9
+    ck = torch.load(tmp_path / "ck" / "best.pt", weights_only=True)
+    assert ck["step"] == result.best_step and ck["val_acc"] == max(p["val_acc"] for p in result.curve)
+
+
+def test_best_checkpoint_is_evaluated_separately(data, tmp_path, monkeypatch):
+    # the best validation accuracy comes from step 2: forced by making later evaluations of val worse
+    cfg = ListOpsConfig(**{**TINY, "steps": 4})
+    real = lt.evaluate
+    calls = []
+
+    def rigged(model, split, cfg_, ctx, limit=None):
+        acc, loss, n = real(model, split, cfg_, ctx, limit)
+        calls.append(split.split)
+        if split.split == "val" and len(calls) <= 2:
+            acc = 1.0 - 0.1 * len(calls)  # step 2: 0.9, step 4: 0.8
+        return acc, loss, n
+
+    monkeypatch.setattr(lt, "evaluate", rigged)
+    result = lt.train_run(cfg, data, "transformer", "layernorm", 0, tmp_path / "ck")
+    assert result.best_step == 2
+    best = torch.load(tmp_path / "ck" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)
+    assert best["step"] == 2 and last["step"] == 4
+    assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
+    assert set(result.final["best"]) == {"val", "test"}
+
+
+def test_resume_after_a_kill_gives_the_same_result(data, tmp_path):
+    cfg = ListOpsConfig(**{**TINY, "models": ("reformer",), "norms": ("dtn",), "steps": 6})
+    full = lt.train_run(cfg, data, "reformer", "dtn", 3, tmp_path / "a")
+
+    class Killed(Exception):
+        pass
+
+    def kill(kind, info):
+        if kind == "step" and info["step"] == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        lt.train_run(cfg, data, "reformer", "dtn", 3, tmp_path / "b", on_event=kill)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 4
+    resumed = lt.train_run(cfg, data, "reformer", "dtn", 3, tmp_path / "b")
+    assert resumed.resumed_from == 4
+    assert resumed.final == full.final and resumed.tokens == full.tokens
+    assert [(p["step"], p["val_acc"], p["val_loss"]) for p in resumed.curve] == [
+        (p["step"], p["val_acc"], p["val_loss"]) for p in full.curve
+    ]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(data, tmp_path):
+    cfg = ListOpsConfig(**{**TINY, "steps": 2})
+    lt.train_run(cfg, data, "transformer", "layernorm", 0, tmp_path / "ck")
+    with pytest.raises(DTNBenchError, match="different config.*dim"):
+        lt.train_run(replace(cfg, dim=32), data, "transformer", "layernorm", 0, tmp_path / "ck")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
+    real_build = lt.build_model
+
+    class PoisonAfter(torch.nn.Module):
+        def __init__(self, inner, after):
+            super().__init__()
+            self.inner, self.after, self.calls = inner, after, 0
+
+        def forward(self, x):
+            out = self.inner(x)
+            if self.training:
+                self.calls += 1
+                if self.calls > self.after:
+                    out = out * float("nan")
+            return out
+
+    monkeypatch.setattr(lt, "build_model", lambda cfg, m, n: PoisonAfter(real_build(cfg, m, n), after=3))
+    cfg = ListOpsConfig(**{**TINY, "steps": 6})
+    with pytest.raises(
+        DTNBenchError,
+        match=r"loss is nan at step 4; stopped\. Last good checkpoint: .*last\.pt "
+        r"\(step 2\)",
+    ):
+        lt.train_run(cfg, data, "transformer", "layernorm", 0, tmp_path / "ck")
+    ck = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)
+    assert ck["step"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_paper_table_with_seeds_and_published_numbers():
+    rows = []
+    for model, ln, dtn in (("transformer", (0.30, 0.32), (0.31, 0.35)), ("bigbird", (0.25, 0.27), (0.26, 0.26))):
+        for norm, accs in (("layernorm", ln), ("dtn", dtn)):
+            for seed, acc in enumerate(accs):
+                rows.append(
+                    {
+                        "suite": "lra-listops",
+                        "model": model,
+                        "norm": norm,
+                        "metric": "accuracy",
+                        "value": acc,
+                        "unit": "fraction",
+                        "split": "test",
+                        "checkpoint": "last",
+                        "seed": seed,
+                        "step": 10,
+                    }
+                )
+    table = paper_table(pd.DataFrame(rows))
+    assert list(table.index) == ["Transformer", "BigBird"]
+    assert table.loc["Transformer", "LN"] == f"31.00 ± {np.std([30, 32], ddof=1):.2f}"
+    assert table.loc["Transformer", "DTN - LN"] == pytest.approx(33.0 - 31.0)
+    assert table.loc["BigBird", "LRA paper (LN)"] == 36.05
+    assert table.loc["BigBird", "DTN paper (DTN)"] == "not published"
+    text = render_report(pd.DataFrame(rows), "md")
+    assert "36.05" in text and "not published" in text
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_cli_runs_tables_curves_and_resume(data_dir, tmp_path, capsys):
+    out = tmp_path / "res"
+    flags = [
+        *TINY_FLAGS,
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        "transformer,bigbird",
+        "--norms",
+        "layernorm,dtn",
+        "--out",
+        str(out),
+    ]
+    r_code, r_out = _cli(capsys, ["lra", "listops", *flags, "--run-id", "r1"])
+    assert r_code == 0, r_out
+    run = out / "lra-listops" / "r1"
+    for name in ("rows.csv", "rows.parquet", "config.json", "table.md", "table.tex", "curves.png"):
+        assert (run / name).is_file(), name
+    df = pd.read_parquet(run / "rows.parquet")
+    finals = df[(df.metric == "accuracy") & (df.split == "test") & (df.checkpoint == "last")]
+    assert len(finals) == 4
+    assert ((df.model == "majority-class") & (df.split == "test")).sum() == 1
+    md = (run / "table.md").read_text()
+    assert "Transformer" in md and "BigBird" in md and "DTN - LN" in md and "36.37" in md
+    assert len(list((run / "checkpoints").iterdir())) == 4
+
+    again_code, again_out = _cli(
+        capsys, ["lra", "listops", *flags, "--resume", "r1"]
+    )  # everything finished: nothing retrained
+    assert again_code == 0, again_out
+    assert len(pd.read_parquet(run / "rows.parquet")) == len(df)
+
+    changed_code, changed_out = _cli(
+        capsys, ["lra", "listops", *[f if f != "4" else "6" for f in flags], "--resume", "r1"]
+    )
+    assert changed_code == 2 and "different config" in changed_out and "steps" in changed_out
+
+
+def test_cli_generates_data_into_the_cache(tmp_path, capsys):
+    r_code, r_out = _cli(
+        capsys,
+        [
+            "lra",
+            "listops",
+            *TINY_FLAGS,
+            "--max-len",
+            "200",
+            "--steps",
+            "2",
+            "--train-samples",
+            "64",
+            "--models",
+            "transformer",
+            "--norms",
+            "layernorm",
+            "--out",
+            str(tmp_path / "res"),
+            "--run-id",
+            "g",
+        ],
+    )
+    assert r_code == 0, r_out
+    assert list((tmp_path / "cache").glob("listops-*/basic_train.tsv"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "transfomer"], "did you mean: transformer"),
+        (["--norms", "layernrom"], "did you mean: layernorm"),
+        (["--preset", "quik"], "did you mean: quick"),
+        (["--data-dir", "/nonexistent/listops"], "/nonexistent/listops"),
+        (["--procs", "2"], "--procs 2 but this job has 1 process"),
+        (["--resume", "nope"], "no run folder"),
+        (["--seeds", "a,b"], "--seeds"),
+        (["--steps", "0"], "steps must be >= 1"),
+    ],
+)
+def test_cli_bad_input(args, message, data_dir, tmp_path, capsys):
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir)]
+    r_code, r_out = _cli(capsys, ["lra", "listops", *flags, *args, "--out", str(tmp_path / "res")])
+    assert r_code == 2, r_out
+    assert message in r_out
+    assert "Traceback" not in r_out
+    assert not list((tmp_path / "res").glob("lra-listops/*/rows.csv"))
+
+
+def test_cli_resume_with_another_number_of_processes(data_dir, tmp_path, capsys, monkeypatch):
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm", "--steps",
+             "2", "--out", str(tmp_path / "res")]
+    code, out = _cli(capsys, ["lra", "listops", *flags, "--run-id", "w1"])
+    assert code == 0, out
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, out = _cli(capsys, ["lra", "listops", *flags, "--resume", "w1"])
+    assert code == 2 and "made with 1 process(es), this job has 2" in out, out
+
+
+def test_cli_malformed_tsv_names_file_and_line(data_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for split in ("train", "val", "test"):
+        (bad / f"basic_{split}.tsv").write_text((data_dir / f"basic_{split}.tsv").read_text())
+    lines = (bad / "basic_val.tsv").read_text().splitlines()
+    lines[3] = lines[3].rsplit("\t", 1)[0] + "\t12"
+    (bad / "basic_val.tsv").write_text("\n".join(lines) + "\n")
+    r_code, r_out = _cli(
+        capsys, ["lra", "listops", *TINY_FLAGS, "--data-dir", str(bad), "--out", str(tmp_path / "res")]
+    )
+    assert r_code == 2 and "basic_val.tsv line 4" in r_out, r_out
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("rows.csv"))
+
+
+def test_curves_plot_has_one_panel_per_model(data, tmp_path):
+    cfg = ListOpsConfig(**{**TINY, "steps": 2})
+    res = lt.train_run(cfg, data, "transformer", "layernorm", 0, tmp_path / "ck")
+    df = pd.DataFrame(lt.result_rows(res, cfg, data) + lt.baseline_rows(cfg, data))
+    fig = curves_plot(df)
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "Transformer"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_ddp_gloo_two_processes_match_one_process(data_dir, tmp_path, capsys):
+    """torchrun with 2 CPU processes (gloo): each takes half of every batch; gradients are averaged, so the weights
+    and test metrics equal the single-process run's up to float rounding."""
+    common = [
+        *TINY_FLAGS,
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        "transformer",
+        "--norms",
+        "dtn",
+        "--dropout",
+        "0",
+        "--out",
+        str(tmp_path / "res"),
+    ]
+    single_code, single_out = _cli(capsys, ["lra", "listops", *common, "--run-id", "one"])
+    assert single_code == 0, single_out
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "dtn_bench",
+            "lra",
+            "listops",
+            *common,
+            "--run-id",
+            "two",
+            "--procs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one = pd.read_parquet(tmp_path / "res" / "lra-listops" / "one" / "rows.parquet")
+    two = pd.read_parquet(tmp_path / "res" / "lra-listops" / "two" / "rows.parquet")
+    key = ["model", "norm", "metric", "split", "checkpoint", "step"]
+    sel = lambda df: df[df.metric.isin(["accuracy", "loss"])].set_index(key)["value"].sort_index()  # noqa: E731
+    a, b = sel(one), sel(two)
+    assert list(a.index) == list(b.index)
+    np.testing.assert_allclose(b.values, a.values, rtol=1e-4, atol=1e-5)
+    w1 = torch.load(tmp_path / "res/lra-listops/one/checkpoints/transformer-dtn-seed0/last.pt", weights_only=True)
+    w2 = torch.load(tmp_path / "res/lra-listops/two/checkpoints/transformer-dtn-seed0/last.pt", weights_only=True)
+    for k, v in w1["model"].items():
+        torch.testing.assert_close(w2["model"][k], v, rtol=1e-4, atol=1e-5)
