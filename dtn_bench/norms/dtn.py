@@ -277,13 +277,18 @@ class DTN(nn.Module):
 
         return axis(rows, a[:, 1]), axis(cols, a[:, 0])
 
-    def _kernel_1d(self, s: int, reach: int, dtype) -> torch.Tensor:
+    def _kernel_1d(self, s: int, reach: int, dtype, dense_length: int | None = None) -> torch.Tensor:
         """Banded 1-D kernel ``K [H, 3s, s]``: source ``u`` of blocks (n-1, n, n+1), target ``v`` of block n,
-        ``d = s + v - u``; ``exp(logit(d) - shift)`` where ``|d| <= reach``, else 0."""
+        ``d = s + v - u``; ``exp(logit(d) - shift)`` where ``|d| <= reach``, else 0. With ``dense_length = L`` the
+        whole ``K [H, L, L]`` (source ``u``, target ``v``, ``d = v - u``) instead, for short sequences."""
         a = self.pos_proj.weight.to(dtype)
-        u = torch.arange(3 * s, device=a.device, dtype=dtype).view(3 * s, 1)
-        v = torch.arange(s, device=a.device, dtype=dtype).view(1, s)
-        d = s + v - u
+        if dense_length is not None:
+            u = torch.arange(dense_length, device=a.device, dtype=dtype).view(dense_length, 1)
+            d = u.view(1, dense_length) - u
+        else:
+            u = torch.arange(3 * s, device=a.device, dtype=dtype).view(3 * s, 1)
+            v = torch.arange(s, device=a.device, dtype=dtype).view(1, s)
+            d = s + v - u
         logits = a[:, 0].view(-1, 1, 1) * d + a[:, 2].view(-1, 1, 1) * d * d
         keep = d.abs() <= reach
         logits = logits.masked_fill(~keep, float("-inf"))
@@ -469,6 +474,10 @@ class DTN(nn.Module):
             m = mask.to(z.dtype).view(1, B, 1, L)
             zm = z * m
         zm = torch.cat([zm, m.expand(H, B, 1, L)], dim=2)  # [H, B, 2d + 1, L]
+        if L <= 4 * s:  # short: one GEMM with the whole [L, L] kernel costs no more than the three bands
+            K = self._kernel_1d(s, reach, z.dtype, dense_length=L)
+            num, den = (zm.view(H, -1, L) @ K).view(H, B, d2 + 1, L).split([d2, 1], dim=2)
+            return num / den.clamp_min(torch.finfo(z.dtype).tiny)
         zm = F.pad(zm, (s, nb * s - L + s))  # one empty block before, padding and one empty block after
         zm = zm.view(H, B, d2 + 1, nb + 2, s)
         z3 = torch.cat([zm[..., :-2, :], zm[..., 1:-1, :], zm[..., 2:, :]], dim=-1)  # [H, B, 2d+1, nb, 3s]
