@@ -38,10 +38,22 @@ BENCH_LRA_SCALING = _info("bench-lra-scaling", "time and tensor allocations of o
                           "sequence length (transformer, bigbird, reformer x LN, DTN) and their log-log slopes",
                           {"time_ms": False, "alloc_mib": False, "peak_mem_mib": False, "loglog_slope_time": False,
                            "loglog_slope_alloc": False, "loglog_slope_peak_mem": False})
+PROFILE = _info("profile", "per model x normaliser: params, GMACs (+ the norms' analytic GMACs), throughput, "
+                "latency p50/p90 at batch 1, peak memory, MFU on GPUs; one process per configuration",
+                {"params_m": False, "gmacs": False, "norm_gmacs": False, "norm_gmacs_dense": False,
+                 "throughput_img_s": True, "throughput_seq_s": True, "latency_ms_p50": False, "latency_ms_p90": False,
+                 "peak_mem_mib": False, "mfu": True})
 LRA_LISTOPS = _info("lra-listops", "Long-Range Arena ListOps: train and test Transformer, BigBird and Reformer with "
                     "each normaliser (accuracy, loss, learning curves, tokens/s, memory)",
                     {"accuracy": True, "loss": False, "tokens_s": True, "train_time_s": False, "params": False,
                      "peak_mem_mib": False, "peak_rss_mib": False})
+IMAGENET_C = _info("imagenet-c", "ImageNet-C robustness: top-1 error per corruption and severity, CE, mCE and "
+                   "relative mCE (AlexNet-normalised), and the evaluation pipeline's images/s",
+                   {"top1_err": False, "top5_err": False, "ce": False, "relative_ce": False, "mce": False,
+                    "relative_mce": False, "mean_corruption_err": False, "throughput_img_s": True, "ratio": True})
+BENCH_CORRUPT = _info("bench-corrupt", "ImageNet-C corruption generator speed: ms per 224 image for each corruption "
+                      "and one 15-corruption pass, images/s, speed-up over imagecorruptions (~236 ms on 2 cores)",
+                      {"time_ms": False, "cpu_time_ms": False, "throughput_img_s": True, "speedup": True})
 
 
 def load_presets(suite: str) -> dict[str, dict]:

@@ -441,3 +441,20 @@ def test_ddp_gloo_two_processes_match_one_process(data_dir, tmp_path, capsys):
     w2 = torch.load(tmp_path / "res/lra-listops/two/checkpoints/transformer-dtn-seed0/last.pt", weights_only=True)
     for k, v in w1["model"].items():
         torch.testing.assert_close(w2["model"][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_table_listops_combines_runs_of_several_seeds(data_dir, tmp_path, capsys):
+    res = tmp_path / "res"
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm,dtn",
+             "--steps", "2", "--out", str(res)]
+    for seed in (0, 1):
+        code, out = _cli(capsys, ["lra", "listops", *flags, "--seeds", str(seed), "--run-id", f"s{seed}"])
+        assert code == 0, out
+    code, out = _cli(capsys, ["table", "listops", str(res / "lra-listops" / "s0"), str(res / "lra-listops" / "s1"),
+                              "--out", str(tmp_path / "combined")])
+    assert code == 0, out
+    md = (tmp_path / "combined" / "table.md").read_text()
+    assert "±" in md and "DTN - LN" in md and "36.37" in md
+    assert (tmp_path / "combined" / "curves.png").stat().st_size > 0
+    code, out = _cli(capsys, ["table", "listops", str(tmp_path / "nothing-here")])
+    assert code == 2 and "nothing-here" in out

@@ -10,11 +10,16 @@ import torch
 def count_gmacs(model: torch.nn.Module, img_size: int = 224) -> float:
     """GMACs of one image at the model's input size (``img_size`` when it has none): torch's flop counter / 2, the
     vision papers' "FLOPs". Matrix products inside DTN count; LayerNorm-style elementwise work counts 0."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     size = getattr(getattr(model, "patch_embed", None), "img_size", None) or (img_size, img_size)
     p = next(model.parameters())
-    x = torch.zeros(1, 3, *size, device=p.device, dtype=p.dtype)
+    return count_input_gmacs(model, torch.zeros(1, 3, *size, device=p.device, dtype=p.dtype))
+
+
+def count_input_gmacs(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """GMACs of one inference forward of ``model`` on the example input ``x`` (torch's flop counter / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     was_training = model.training
     model.eval()
     try:

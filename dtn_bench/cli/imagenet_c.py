@@ -1,0 +1,336 @@
+"""``dtn-bench imagenet-c``, ``dtn-bench table imagenet-c RUN...`` and ``dtn-bench bench imagenet-c-pipeline``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dtn_bench.cli.main import STATE, OutOpt, RunIdOpt, _csv, app, bench_app, console, err_console
+from dtn_bench.cli.table import table_app
+from dtn_bench.errors import DTNBenchError
+
+ModelOpt = Annotated[str, typer.Option("--model", help="Zoo model (vit_t_dtn) or timm model name.")]
+NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
+CkptOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Weights to load (its SHA-256 keys the run).")]
+ClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Classifier outputs (default: the model's; "
+                                                "1000 = ImageNet-1k, checked against the wnid folders).")]
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="ImageNet-C folder: <corruption>/<severity>/<wnid>/"
+                                              "<image> (download: https://zenodo.org/record/2235448).")]
+CorrOpt = Annotated[str | None, typer.Option("--corruptions", help="Comma-separated corruption names (default: the 15"
+                                             " of the mCE).")]
+SevOpt = Annotated[str | None, typer.Option("--severities", help="Comma-separated severities (default 1,2,3,4,5).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="DataLoader workers (default: half the cores, "
+                                                "at most 8; 0 decodes in the main process).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when there is a GPU).")]
+AmpOpt = Annotated[str | None, typer.Option("--amp", help="bf16: autocast the forward pass.")]
+ResizeOpt = Annotated[bool, typer.Option("--allow-resize", help="Resize images whose size is not the model's input "
+                                         "size (changes results; ImageNet-C is 224 x 224).")]
+
+
+def _severities(text: str | None) -> tuple[int, ...] | None:
+    values = _csv(text)
+    if values is None:
+        return None
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise DTNBenchError(f"--severities {text!r}: expected comma-separated integers 1..5") from None
+
+
+def _clean_error(text: str | None) -> float | None:
+    """``0.239`` or ``23.9%`` -> 0.239; a bare number above 1 is ambiguous and refused."""
+    if text is None:
+        return None
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise DTNBenchError(f"--clean-error {text!r}: give a fraction (0.239) or a percent (23.9%)") from None
+    if not 0.0 <= value <= 1.0:
+        raise DTNBenchError(f"--clean-error {text!r}: give a fraction in [0, 1] (0.239) or a percent (23.9%)")
+    return value
+
+
+def _rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class _Progress:
+    """Rich progress for the evaluation events (rank 0 only), with the warm-up estimate of the full run."""
+
+    def __init__(self, label: str):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.label = label
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                            TimeRemainingColumn(), console=err_console, transient=True)
+        self.task = None
+        self.unreadable: list[str] = []
+        self.done: dict = {}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def scan(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("checking layout", total=total, rate="")
+        self.bar.update(self.task, completed=done, total=total)
+
+    def generate(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(f"generating demo images ({self.label})", total=total, rate="")
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __call__(self, kind: str, **info) -> None:
+        if kind == "start":
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            if info["skipped"]:
+                err_console.print(f"resume: {info['skipped']} finished pair(s) skipped, {info['pending']} to go")
+            self.task = self.bar.add_task(f"imagenet-c ({self.label})", total=info["images"], rate="")
+        elif kind == "batch":
+            task = next((t for t in self.bar.tasks if t.id == self.task), None)
+            speed = task.speed if task is not None and task.speed else None
+            self.bar.update(self.task, advance=info["images"], rate=f"{speed:,.1f} img/s" if speed else "")
+        elif kind == "estimate":
+            minutes = info["seconds"] / 60
+            err_console.print(f"estimate from warm-up: {info['img_s']:,.1f} img/s -> {minutes:,.1f} min for "
+                              f"{info['images']:,} images")
+        elif kind == "pair":
+            self.bar.update(self.task, description=f"imagenet-c: {info['corruption']}/{info['severity']} "
+                            f"err {info['top1_err']:.3f}")
+            self.unreadable += info["unreadable"]
+        elif kind == "done":
+            self.done = info
+
+
+def _summary(result, label: str, progress: _Progress) -> None:
+    from dtn_bench.metrics import CORRUPTIONS, EXTRA_CORRUPTIONS
+
+    s = result.summary
+    if s is None:
+        return
+    table = Table(title=escape(f"ImageNet-C top-1 error (%) - {label}"))
+    sevs = sorted({k for e in s.errors.values() for k in e})
+    for col in ("corruption", *(str(k) for k in sevs), "CE"):
+        table.add_column(col, justify="left" if col == "corruption" else "right")
+    if s.clean_error is not None:
+        table.add_row("clean", *(f"{100 * s.clean_error:.2f}" if i == 0 else "" for i in range(len(sevs))), "")
+    for c in (*CORRUPTIONS, *EXTRA_CORRUPTIONS):
+        if c in s.errors:
+            cells = [f"{100 * s.errors[c][k]:.2f}" if k in s.errors[c] else "—" for k in sevs]
+            table.add_row(c, *cells, f"{s.ce[c]:.1f}" if c in s.ce else "—")
+    console.print(table)
+    parts = [f"mCE {s.mce:.2f}" if s.mce is not None else "mCE — (needs all 15 corruptions x 5 severities)",
+             f"relative mCE {s.relative_mce:.2f}" if s.relative_mce is not None else "relative mCE —"]
+    if s.mean_corruption_error is not None:
+        parts.append(f"mean corruption error (unnormalised) {100 * s.mean_corruption_error:.2f}%")
+    console.print("; ".join(parts) + f"  [{label}]", highlight=False, soft_wrap=True, markup=False)
+    if s.unreadable:
+        rows = result.rows
+        names = sorted({n for v in rows.get("unreadable_files", []) if isinstance(v, str) and v for n in v.split(";")})
+        console.print(f"unreadable images (counted, left out of the error): {s.unreadable}: "
+                      f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}", highlight=False)
+    if progress.done:
+        d = progress.done
+        console.print(f"{d['images']:,} images in {d['seconds']:.1f} s ({d['img_s']:,.1f} img/s end-to-end)")
+    console.print(f"results: {result.path}", soft_wrap=True)
+
+
+@app.command("imagenet-c")
+def imagenet_c(
+    model: ModelOpt,
+    data_dir: DataOpt = None,
+    norm: NormOpt = None,
+    checkpoint: CkptOpt = None,
+    num_classes: ClassesOpt = None,
+    clean_dir: Annotated[Path | None, typer.Option("--clean-dir", help="Clean ImageNet val (<val>/<wnid>/<image>) "
+                                                   "for the clean error (resized 256 / cropped 224 like ImageNet-C)."
+                                                   )] = None,
+    clean_error: Annotated[str | None, typer.Option("--clean-error", help="The model's clean top-1 error: 0.239 or "
+                                                    "23.9%.")] = None,
+    corruptions: CorrOpt = None,
+    severities: SevOpt = None,
+    extra: Annotated[bool, typer.Option("--extra", help="Also the 4 extra corruptions (own CE, never in the mCE).")]
+    = False,
+    subset: Annotated[int | None, typer.Option("--subset", help="Class-stratified deterministic sample of N images "
+                                               "per pair.")] = None,
+    subset_file: Annotated[Path | None, typer.Option("--subset-file", help="Evaluate the images listed in FILE "
+                                                     "(wnid/name or name per line; e.g. RobustBench's 5,000).")]
+    = None,
+    subset_seed: Annotated[int, typer.Option("--subset-seed", help="Seed of the --subset sample.")] = 0,
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = None,
+    amp: AmpOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="An unreadable image is fatal (default: counted and "
+                                         "named).")] = False,
+    allow_resize: ResizeOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip (corruption, severity) pairs already finished.")]
+    = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Offline demo on procedural images made by the corruption "
+                                       "generator (not ImageNet-C).")] = False,
+    demo_classes: Annotated[int, typer.Option("--demo-classes", help="Demo: procedural classes (2-12).")] = 10,
+    demo_images: Annotated[int, typer.Option("--demo-images", help="Demo: evaluated images per class.")] = 2,
+    demo_train_images: Annotated[int, typer.Option("--demo-train-images", help="Demo: images per class the "
+                                                   "stand-in model's head is fitted on.")] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="Demo: seed of the images and the stand-in model.")] = 0,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Evaluate a model on ImageNet-C: top-1 error per corruption and severity, CE, mCE, relative mCE.
+
+    Images are fed as released (224 x 224, no resize, no crop) with the model's mean/std; rows are appended per
+    (corruption, severity) as they finish (--resume continues); runs under torchrun shard images across ranks."""
+    from dtn_bench import imagenet_c as ic
+
+    settings = dict(norm=norm, corruptions=_csv(corruptions), severities=_severities(severities), extra=extra,
+                    subset=subset, subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size,
+                    workers=workers, device=device, amp=amp, strict=strict, allow_resize=allow_resize)
+    if demo:
+        if data_dir is not None or checkpoint is not None or clean_dir is not None or clean_error is not None:
+            raise DTNBenchError("--demo makes its own data, model and clean set: drop --data-dir, --checkpoint, "
+                                "--clean-dir and --clean-error")
+        label = ic.DEMO_LABEL
+    else:
+        if data_dir is None:
+            from dtn_bench.imagenet_c.data import DOWNLOAD_HINT
+
+            raise DTNBenchError(f"no --data-dir given. {DOWNLOAD_HINT}")
+        label = "ImageNet-C"
+    if _rank0():
+        err_console.print(f"[bold]{label}[/bold]", highlight=False)
+    with _Progress(label) as progress:
+        hook = progress if _rank0() else None
+        if demo:
+            result = ic.demo(model, out=out, classes=demo_classes, images=demo_images,
+                             train_images=demo_train_images, seed=seed, run_id=run_id,
+                             resume=resume, debug=STATE["debug"], on_event=hook,
+                             progress=progress.generate if hook else None, **settings)
+        else:
+            result = ic.evaluate(model, data_dir, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
+                                 on_event=hook, checkpoint=checkpoint, num_classes=num_classes, clean_dir=clean_dir,
+                                 clean_error=_clean_error(clean_error), **settings)
+    if result.path is not None:
+        _summary(result, label if result.summary is None else _data_label(result), progress)
+
+
+def _data_label(result) -> str:
+    data = result.rows["data"].dropna().unique() if "data" in result.rows.columns else []
+    return "; ".join(map(str, data)) or "ImageNet-C"
+
+
+@table_app.command("imagenet-c")
+def table_imagenet_c(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders, rows files, or folders of runs to combine.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Also write table.md, table.tex, ce_bars.png and "
+                                             "severity.png into this folder.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="What to print: md or tex.")] = "md",
+) -> None:
+    """Combine ImageNet-C runs into the paper-style table (LN vs DTN with a DTN - LN row) and plots."""
+    from dtn_bench.imagenet_c.report import ce_bars, render_table, severity_lines
+    from dtn_bench.results.io import read_rows
+
+    if fmt not in ("md", "tex"):
+        raise DTNBenchError(f"--format {fmt!r}: choose md or tex")
+    df = read_rows(runs)
+    df = df[df["suite"] == "imagenet-c"] if "suite" in df.columns else df
+    md, tex = render_table(df, "md"), render_table(df, "tex")
+    console.print(md if fmt == "md" else tex, markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        import io
+
+        from dtn_bench.results.writer import atomic_write_bytes, atomic_write_text
+
+        atomic_write_text(out / "table.md", md)
+        atomic_write_text(out / "table.tex", tex)
+        for name, fig in (("ce_bars.png", ce_bars(df)), ("severity.png", severity_lines(df))):
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
+            atomic_write_bytes(out / name, buf.getvalue())
+        console.print(f"written: {out}")
+
+
+@bench_app.command("imagenet-c-pipeline")
+def bench_imagenet_c_pipeline(
+    model: ModelOpt = "vit_t_ln",
+    data_dir: DataOpt = None,
+    num_classes: ClassesOpt = None,
+    images: Annotated[int, typer.Option("--images", help="Images of the first pair pushed through the pipeline.")]
+    = 256,
+    corruptions: CorrOpt = None,
+    severities: SevOpt = None,
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = None,
+    amp: AmpOpt = None,
+    allow_resize: ResizeOpt = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Use the demo images (made if needed) instead of --data-dir.")]
+    = False,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """End-to-end images/s of the ImageNet-C loop (read, decode, copy, normalise, forward) vs model-only images/s."""
+    from dtn_bench import imagenet_c as ic
+    from dtn_bench.imagenet_c import bench
+    from dtn_bench.results.writer import RunWriter, new_run_id
+
+    if images <= 0:
+        raise DTNBenchError(f"--images must be > 0, got {images}")
+    label = "ImageNet-C"
+    if demo:
+        from dtn_bench.imagenet_c.demo_data import make_demo_data
+
+        per_class = max(1, -(-images // 10))
+        root = out / ic.SUITE / ".demo-data" / f"bench-c10-i{per_class}"
+        with _Progress(ic.DEMO_LABEL) as progress:
+            paths = make_demo_data(root, classes=10, images=per_class, train_images=1, corruptions=["fog"],
+                                   severities=(3,), progress=progress.generate)
+        data_dir, num_classes, corruptions, severities, label = paths["imagenet_c"], 10, "fog", "3", ic.DEMO_LABEL
+    elif data_dir is None:
+        from dtn_bench.imagenet_c.data import DOWNLOAD_HINT
+
+        raise DTNBenchError(f"no --data-dir given (or use --demo). {DOWNLOAD_HINT}")
+    corr = _csv(corruptions)
+    cfg = ic.make_config(model, data_dir, num_classes=num_classes, corruptions=corr[:1] if corr else ["fog"],
+                         severities=(_severities(severities) or (3,))[:1], subset=None, batch_size=batch_size,
+                         workers=workers, device=device, amp=amp, allow_resize=allow_resize, data_label=label)
+    p = ic.plan(cfg, debug=STATE["debug"])
+    g = p.groups[0]
+    if len(g.paths) > images:
+        from dtn_bench.imagenet_c.data import stratified_subset
+
+        g.paths = stratified_subset(g.paths, images)
+    with err_console.status(f"timing {model}: end-to-end over {len(g.paths)} images, then model-only"):
+        rows = bench.run(p)
+    writer = RunWriter(out, ic.SUITE, {**cfg.as_dict(), "benchmark": "pipeline", "images": images},
+                       run_id=run_id or f"pipeline-{model}-{new_run_id()}", device=str(cfg.device))
+    writer.append(rows)
+    table = Table(title=escape(f"ImageNet-C pipeline: {model}, batch {batch_size}, {cfg.workers} worker(s), "
+                               f"{cfg.device} [{label}]"))
+    for col in ("pipeline", "images/s"):
+        table.add_column(col, justify="right" if col != "pipeline" else "left")
+    for r in rows:
+        value = f"{r['value']:,.1f}" if r["metric"] == "throughput_img_s" else f"{r['value']:.2f}x"
+        table.add_row(r["pipeline"], value)
+    console.print(table)
+    console.print(f"results: {writer.path}")

@@ -1,0 +1,156 @@
+"""``dtn-bench profile``: parameters, GMACs, throughput, latency, peak memory and MFU per model x normaliser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dtn_bench.cli import main as cli_main
+from dtn_bench.cli.main import OutOpt, RunIdOpt, _csv, _preset_config, app
+from dtn_bench.errors import DTNBenchError
+
+
+def _parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,64,256"`` -> ``(1, 64, 256)``; a one-line error for anything else."""
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    try:
+        values = tuple(int(v) for v in parts)
+    except ValueError:
+        raise DTNBenchError(f"--batch-sizes {text!r}: expected comma-separated positive integers like 1,64,256") \
+            from None
+    if not values:
+        raise DTNBenchError(f"--batch-sizes {text!r}: expected comma-separated positive integers like 1,64,256")
+    bad = [v for v in values if v <= 0]
+    if bad:
+        raise DTNBenchError(f"--batch-sizes {text!r}: batch sizes must be > 0, got {bad[0]}")
+    return values
+
+
+@app.command("profile")
+def profile(
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated model names or patterns "
+                                               "(vit_*, deit_s, pvt_v2_b2, swin_t, lra_*).")] = None,
+    norms: Annotated[str | None, typer.Option("--norms", help="Comma-separated normalisers (layernorm,dtn).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cuda or cpu.")] = None,
+    batch_sizes: Annotated[str | None, typer.Option("--batch-sizes", help="Comma-separated batch sizes (1,64,256).")]
+    = None,
+    amp: Annotated[str | None, typer.Option("--amp", help="Autocast dtype: bf16, fp16 or none.")] = None,
+    channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
+                                                       help="Model and images in channels_last memory format.")]
+    = None,
+    compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
+    compile_mode: Annotated[str | None, typer.Option("--compile-mode", help="torch.compile mode (with --compile): "
+                                                     "default, reduce-overhead, max-autotune.")] = None,
+    train: Annotated[bool | None, typer.Option("--train/--no-train", help="Time training steps (fwd + bwd + SGD) "
+                                               "instead of inference.")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/profile.yaml: default (GPU), cpu, quick.")]
+    = "default",
+    warmup: Annotated[int | None, typer.Option("--warmup", help="Untimed iterations before timing.")] = None,
+    iters: Annotated[int | None, typer.Option("--iters", help="Timed iterations of the throughput loop.")] = None,
+    latency_iters: Annotated[int | None, typer.Option("--latency-iters", help="Timed batch-1 iterations.")] = None,
+    tf32: Annotated[bool | None, typer.Option("--tf32/--no-tf32", help="Allow TF32 matrix products (CUDA).")] = None,
+    cudnn_benchmark: Annotated[bool | None, typer.Option("--cudnn-benchmark/--no-cudnn-benchmark",
+                                                         help="torch.backends.cudnn.benchmark (CUDA).")] = None,
+    isolate: Annotated[bool | None, typer.Option("--isolate/--no-isolate", help="Run each configuration in its own "
+                                                 "process (default) or all in this one.")] = None,
+    oom_halving: Annotated[bool | None, typer.Option("--oom-halving/--no-oom-halving",
+                                                     help="On out-of-memory halve the batch and retry.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads (0: default).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed of inputs and parameters.")] = None,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run folder --run-id, skipping finished "
+                                         "configurations.")] = False,
+) -> None:
+    """Profile models x normalisers: params, GMACs (+ the norms' analytic GMACs), throughput, latency p50/p90 at
+    batch 1, peak memory, MFU on GPUs. Writes rows, table.md/.tex, throughput.png and latency.png."""
+    from dataclasses import replace
+
+    from dtn_bench.profile import measure
+    from dtn_bench.profile import models as pm
+
+    if resume and run_id is None:
+        raise DTNBenchError("profile: --resume needs the --run-id of the run to continue")
+    overrides = dict(models=_csv(models), norms=_csv(norms), device=device,
+                     batch_sizes=None if batch_sizes is None else _parse_batch_sizes(batch_sizes), amp=amp,
+                     channels_last=channels_last, compile=compile_, compile_mode=compile_mode, train=train,
+                     warmup=warmup, iters=iters, latency_iters=latency_iters, tf32=tf32,
+                     cudnn_benchmark=cudnn_benchmark, isolate=isolate, oom_halving=oom_halving, threads=threads,
+                     seed=seed)
+    cfg = _preset_config(measure.SUITE, preset, measure.ProfileConfig, overrides, preset=preset)
+    if compile_mode is not None and not cfg.compile:
+        raise DTNBenchError("profile: --compile-mode needs --compile")
+    if not cfg.on_cuda:
+        cuda_only = [flag for flag, value in (("--tf32", tf32), ("--cudnn-benchmark", cudnn_benchmark)) if value]
+        if cuda_only:
+            raise DTNBenchError(f"profile: {' and '.join(cuda_only)} {'needs' if len(cuda_only) == 1 else 'need'} "
+                                  f"--device cuda (got --device {cfg.device})")
+    cfg = replace(cfg, models=tuple(pm.select(cfg.models)), norms=tuple(dict.fromkeys(cfg.norms)))
+    _run(cfg, out, run_id, resume)
+
+
+def _run(cfg, out: Path, run_id: str | None, resume: bool) -> None:
+    """Append rows job by job under a progress bar, then render tables, plots and the summary."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from dtn_bench.profile import measure
+    from dtn_bench.results.writer import RunWriter
+
+    jobs = measure.plan(cfg)
+    writer = RunWriter(out, measure.SUITE, cfg.as_dict(), run_id=run_id, resume=resume, device=cfg.device)
+    done = writer.done_keys(["model", "norm", "phase", "batch_size"]) if resume else None
+    skipped: list[str] = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=cli_main.err_console, transient=True) as progress:
+        task = progress.add_task(f"profile: {jobs[0].label}", total=len(jobs))
+        for i, (label, rows) in enumerate(measure.run(cfg, done=done)):
+            writer.append(rows)
+            if not rows and label.endswith("skipped"):
+                skipped.append(label)
+            nxt = f"profile: {jobs[i + 1].label}" if i + 1 < len(jobs) else "profile: tables"
+            progress.update(task, advance=1, description=nxt)
+    _render(writer)
+    for label in skipped:
+        cli_main.err_console.print(f"[yellow]warning:[/yellow] {label}", highlight=False, soft_wrap=True)
+    cli_main.console.print(f"results: {writer.path}")
+
+
+def _render(writer) -> None:
+    from dtn_bench.profile.report import latency_plot, render_report, summary_table, throughput_plot
+
+    df = writer.rows()
+    if df.empty:
+        cli_main.err_console.print("[yellow]warning:[/yellow] no configuration produced rows; no tables written")
+        return
+    writer.write_text("table.md", render_report(df, "md"))
+    writer.write_text("table.tex", render_report(df, "tex"))
+    writer.savefig(throughput_plot(df), "throughput.png")
+    writer.savefig(latency_plot(df), "latency.png")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    st = summary_table(df)
+    table = Table(title="Profile summary")
+    table.add_column("model")
+    table.add_column("norm")
+    for col in st.columns:
+        table.add_column(str(col), justify="right")
+    for (model, norm), r in st.iterrows():
+        cells = []
+        for v in r:
+            if isinstance(v, float):
+                cells.append("—" if v != v else f"{v:.3f}" if abs(v) < 100 else f"{v:,.1f}")
+            else:
+                cells.append("—" if v is None else str(v))
+        table.add_row(str(model), str(norm), *cells)
+    cli_main.console.print(table)

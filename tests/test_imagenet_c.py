@@ -1,0 +1,373 @@
+"""``dtn-bench imagenet-c``: layout checks, unreadable images, subsets, resume, torchrun/gloo sharding, demo, table.
+
+Every test builds its own tiny ImageNet-C tree (a few 224 x 224 JPEGs per class, fake wnids) and uses vit_t_ln with
+3 classes and a seeded checkpoint, so single- and multi-process runs see the same weights.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from cli_helpers import run_cli
+from PIL import Image
+
+from dtn_bench.errors import DTNBenchError
+from dtn_bench.imagenet_c import data as D
+from dtn_bench.imagenet_c import evaluation as icev
+from dtn_bench.metrics import CORRUPTIONS, SEVERITIES, ce, mce, relative_mce
+from dtn_bench.suites import SUITES
+
+CLASSES = ("n00000001", "n00000002", "n00000003")
+CORR = ("gaussian_noise", "fog")
+SEVS = (1, 2)
+PER_CLASS = 3
+BAD = "fog/2/n00000002/ILSVRC2012_val_broken.JPEG"
+
+
+def make_layout(root: Path, corruptions=CORR, severities=SEVS, classes=CLASSES, per=PER_CLASS, size=224,
+                seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c in corruptions:
+        for s in severities:
+            for w in classes:
+                d = root / c / str(s) / w
+                d.mkdir(parents=True, exist_ok=True)
+                for i in range(per):
+                    img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                    Image.fromarray(img).save(d / f"ILSVRC2012_val_{w[-1]}{i:07d}.JPEG", quality=85)
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A layout with one unreadable file, a seeded 3-class checkpoint, and one finished single-process run."""
+    base = tmp_path_factory.mktemp("imagenet_c")
+    data = make_layout(base / "data")
+    (data / BAD).write_bytes(b"this is not a JPEG")
+    from safetensors.torch import save_file
+
+    from dtn_bench.models import create
+
+    torch.manual_seed(0)
+    model = create("vit_t_ln", num_classes=3)
+    ckpt = base / "vit_t_ln_3.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    args = ["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--checkpoint", str(ckpt), "--data-dir",
+            str(data), "--corruptions", ",".join(CORR), "--severities", "1,2", "--batch-size", "4"]
+    out = base / "results"
+    code = run_cli([*args, "--workers", "1", "--clean-error", "25%", "--out", str(out), "--run-id", "single"])
+    return {"base": base, "data": data, "ckpt": ckpt, "args": args, "out": out, "code": code,
+            "run": out / "imagenet-c" / "single"}
+
+
+def _pairs(rows: pd.DataFrame) -> dict:
+    """(corruption, severity) -> {metric: value} of the per-pair rows."""
+    rows = rows[rows["metric"].isin(["n_images", "n_unreadable", "top1_err", "top5_err"]) & rows["severity"].notna()]
+    out: dict = {}
+    for r in rows.itertuples():
+        out.setdefault((r.corruption, int(r.severity)), {})[r.metric] = r.value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_single_run_rows_counts_and_files(world):
+    assert world["code"] == 0
+    run = world["run"]
+    for name in ("rows.csv", "rows.parquet", "config.json", "env.json", "table.md", "table.tex", "ce_bars.png",
+                 "severity.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    rows = pd.read_parquet(run / "rows.parquet")
+    pairs = _pairs(rows)
+    per_pair = len(CLASSES) * PER_CLASS
+    assert set(pairs) == {(c, s) for c in CORR for s in SEVS} | {("clean", 0)}
+    for key, m in pairs.items():
+        if key == ("clean", 0):
+            assert m == {"top1_err": 0.25}  # the given --clean-error, stored as a fraction
+            continue
+        assert m["n_images"] == per_pair
+        assert m["n_unreadable"] == (1 if key == ("fog", 2) else 0)
+        assert 0.0 <= m["top1_err"] <= 1.0 and "top5_err" not in m  # top-5 only with >= 5 classes
+    bad = rows[(rows["corruption"] == "fog") & (rows["severity"] == 2)]["unreadable_files"].unique().tolist()
+    assert bad == [BAD]
+    ok = rows[(rows["corruption"] == "fog") & (rows["severity"] == 1)]["unreadable_files"].fillna("").unique()
+    assert ok.tolist() == [""]
+    assert set(rows["data"]) == {"ImageNet-C"} and set(rows["subset"]) == {"full"}
+    assert set(rows["checkpoint_sha256"]) == {D.hashlib.sha256(world["ckpt"].read_bytes()).hexdigest()}
+
+
+def test_unreadable_named_in_summary(world, capsys):
+    code = run_cli([*world["args"], "--workers", "0", "--out", str(world["base"] / "r2"), "--severities", "2",
+                    "--corruptions", "fog"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert BAD in captured.out and "unreadable images" in captured.out
+    assert "estimate from warm-up" in captured.err  # 3 batches of 4 images: the estimate comes after batch 3
+
+
+def test_strict_makes_unreadable_fatal(world, capsys):
+    code = run_cli([*world["args"], "--workers", "0", "--strict", "--corruptions", "fog", "--severities", "2",
+                    "--out", str(world["base"] / "strict")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unreadable image" in err and "ILSVRC2012_val_broken.JPEG" in err and "--strict" in err
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def _fresh(tmp_path: Path, **kw) -> Path:
+    return make_layout(tmp_path / "data", **{"per": 1, **kw})
+
+
+def _break_missing(root: Path) -> str:
+    import shutil
+
+    shutil.rmtree(root / "fog" / "2")
+    shutil.rmtree(root / "gaussian_noise" / "1" / "n00000003")
+    return "missing 2 folder(s): fog/2, gaussian_noise/1/n00000003"
+
+
+def _break_nonimage(root: Path) -> str:
+    (root / "fog" / "1" / "n00000001" / "README.txt").write_text("hi")
+    return "non-image file"
+
+
+def _break_flat(root: Path) -> str:
+    Image.new("RGB", (224, 224)).save(root / "fog" / "1" / "x.JPEG")
+    return "wrong layout: images directly in"
+
+
+def _break_size(root: Path) -> str:
+    make_layout(root, corruptions=("fog",), severities=(1, 2), per=1, size=200)
+    return "is 200x200 but vit_t_ln takes 224x224"
+
+
+@pytest.mark.parametrize("breaker", [_break_missing, _break_nonimage, _break_flat, _break_size])
+def test_bad_layout_is_one_line_error(tmp_path, capsys, breaker):
+    root = _fresh(tmp_path)
+    if breaker is _break_size:
+        import shutil
+
+        shutil.rmtree(root / "fog")
+    expected = breaker(root)
+    code = run_cli(["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir", str(root),
+                    "--corruptions", "gaussian_noise,fog", "--severities", "1,2", "--workers", "0",
+                    "--out", str(tmp_path / "res")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expected in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 2 and lines[0] == "ImageNet-C" and "Traceback" not in err  # the data label, the error
+    assert not (tmp_path / "res").exists()  # checked before any work: no run folder
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--num-classes", "5"], "class count mismatch: "),
+    ([], "are not ImageNet-1k wnids"),  # vit_t_ln has 1000 outputs by default
+    (["--num-classes", "3", "--corruptions", "gausian_noise"], "unknown corruption 'gausian_noise' (did you mean "
+                                                               "gaussian_noise?)"),
+    (["--num-classes", "3", "--clean-error", "23.9"], "--clean-error '23.9'"),
+    (["--num-classes", "3", "--subset", "2", "--subset-file", "x.txt"], "either --subset or --subset-file"),
+])
+def test_bad_settings(tmp_path, capsys, extra, expected):
+    root = _fresh(tmp_path)
+    args = ["imagenet-c", "--model", "vit_t_ln", "--data-dir", str(root), "--severities", "1,2",
+            "--workers", "0", "--out", str(tmp_path / "res")]
+    if "--corruptions" not in extra:
+        args += ["--corruptions", "gaussian_noise,fog"]
+    code = run_cli(args + extra)
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "Traceback" not in err
+
+
+def test_checkpoint_that_does_not_fit(tmp_path, capsys):
+    root = _fresh(tmp_path)
+    bad = tmp_path / "other.pth"
+    torch.save({"model": {"head.weight": torch.zeros(7, 192), "head.bias": torch.zeros(7)}}, bad)
+    code = run_cli(["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--checkpoint", str(bad),
+                    "--data-dir", str(root), "--corruptions", "gaussian_noise,fog", "--severities", "1,2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not fit" in err and "Traceback" not in err
+
+
+def test_layout_given_a_corruption_folder_and_no_data_dir(tmp_path, capsys):
+    root = _fresh(tmp_path)
+    code = run_cli(["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir", str(root / "fog")])
+    err = capsys.readouterr().err
+    assert code == 2 and "looks like one corruption folder" in err
+    code = run_cli(["imagenet-c", "--model", "vit_t_ln"])
+    err = capsys.readouterr().err
+    assert code == 2 and "zenodo.org/record/2235448" in err and "--demo" in err
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_stratified_subset_is_deterministic_and_balanced():
+    paths = [f"n{c:08d}/img_{i:03d}.JPEG" for c in range(7) for i in range(10 + c)]
+    a = D.stratified_subset(paths, 30, seed=0)
+    assert a == D.stratified_subset(list(reversed(paths)), 30, seed=0)  # listing order does not matter
+    assert a == sorted(a) and len(set(a)) == 30
+    per = pd.Series([p.split("/")[0] for p in a]).value_counts()
+    assert len(per) == 7 and per.max() - per.min() <= 1
+    assert D.stratified_subset(paths, 30, seed=1) != a
+    assert set(D.stratified_subset(paths, 3, seed=0)) <= set(paths)
+    with pytest.raises(DTNBenchError, match="--subset 200"):
+        D.stratified_subset(paths, 200)
+
+
+def test_subset_file_entries(tmp_path):
+    paths = ["n01/a.JPEG", "n01/b.JPEG", "n02/c.JPEG"]
+    f = tmp_path / "ids.txt"
+    f.write_text("# RobustBench style\nn02/c.JPEG\n\nb.JPEG 1\n")
+    entries = D.read_subset_file(f)
+    assert D.apply_subset_file(paths, entries, "x") == ["n01/b.JPEG", "n02/c.JPEG"]
+    with pytest.raises(DTNBenchError, match="not found in fog/1: n03/z.JPEG"):
+        D.apply_subset_file(paths, ["n03/z.JPEG"], "fog/1")
+
+
+def test_subset_run_is_labelled(world):
+    code = run_cli([*world["args"], "--workers", "0", "--subset", "2", "--corruptions", "gaussian_noise",
+                    "--severities", "1", "--out", str(world["base"] / "subset"), "--run-id", "s"])
+    assert code == 0
+    rows = pd.read_parquet(world["base"] / "subset" / "imagenet-c" / "s" / "rows.parquet")
+    assert rows.loc[rows["metric"] == "n_images", "value"].tolist() == [2.0]
+    assert set(rows["subset"]) == {"subset 2/pair, class-stratified (seed 0)"}
+    assert "subset 2/pair" in (world["base"] / "subset" / "imagenet-c" / "s" / "table.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_resume_skips_finished_pairs_and_refuses_other_settings(world, capsys):
+    from dtn_bench.imagenet_c import evaluate
+
+    out = world["base"] / "resume"
+    kw = dict(num_classes=3, checkpoint=world["ckpt"], corruptions=CORR, severities=SEVS, batch_size=4, workers=0,
+              out=out)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_pair(kind, **info):
+        if kind == "pair":
+            raise Killed
+
+    with pytest.raises(Killed):
+        evaluate("vit_t_ln", world["data"], on_event=kill_after_first_pair, **kw)
+    (run,) = (out / "imagenet-c").iterdir()  # default run id: model + hash of the settings
+    assert len(_pairs(pd.read_parquet(run / "rows.parquet"))) == 1
+    events = []
+    result = evaluate("vit_t_ln", world["data"], resume=True, on_event=lambda k, **i: events.append((k, i)), **kw)
+    assert result.path == run
+    start = next(i for k, i in events if k == "start")
+    assert start["skipped"] == 1 and start["pending"] == 3
+    assert sum(1 for k, _ in events if k == "pair") == 3
+    resumed = _pairs(result.rows)
+    single = {k: v for k, v in _pairs(pd.read_parquet(world["run"] / "rows.parquet")).items() if k != ("clean", 0)}
+    assert resumed == single  # same numbers as the uninterrupted run, each pair once
+    # a different setting (here a subset) in the same run folder is refused
+    code = run_cli([*world["args"], "--subset", "1", "--resume", "--out", str(out), "--run-id", run.name])
+    err = capsys.readouterr().err
+    assert code == 2 and "different config" in err and "subset" in err
+    code = run_cli([*world["args"], "--out", str(out), "--run-id", run.name])
+    assert code == 2 and "already holds results" in capsys.readouterr().err
+
+
+def test_torchrun_gloo_two_processes_match_single_process(world):
+    run_id = "dist"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dtn_bench",
+           *world["args"], "--workers", "0", "--device", "cpu", "--clean-error", "25%", "--out", str(world["out"]),
+           "--run-id", run_id]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dist_rows = pd.read_parquet(world["out"] / "imagenet-c" / run_id / "rows.parquet")
+    single_rows = pd.read_parquet(world["run"] / "rows.parquet")
+    # 9 + 1 images per pair split 5/5 or 5/4 across ranks: exact counts, nothing padded or dropped
+    assert _pairs(dist_rows) == _pairs(single_rows)
+    names = lambda r: r.loc[r["metric"] == "n_unreadable", "unreadable_files"].fillna("").tolist()  # noqa: E731
+    assert names(dist_rows) == names(single_rows)
+    assert len(dist_rows) == len(single_rows)  # rank 0 alone wrote rows
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_demo_small(tmp_path, capsys):
+    code = run_cli(["imagenet-c", "--model", "vit_t_dtn", "--demo", "--demo-classes", "3", "--demo-images", "1",
+                    "--demo-train-images", "4", "--corruptions", "gaussian_noise,brightness", "--severities", "1,5",
+                    "--workers", "0", "--batch-size", "8", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "demo data - not ImageNet-C" in captured.err and "[demo data - not ImageNet-C]" in captured.out
+    (run,) = [p for p in (tmp_path / "imagenet-c").iterdir() if not p.name.startswith(".")]
+    rows = pd.read_parquet(run / "rows.parquet")
+    assert set(rows["data"]) == {"demo data - not ImageNet-C"}
+    pairs = _pairs(rows)
+    assert set(pairs) == {("clean", 0)} | {(c, s) for c in ("gaussian_noise", "brightness") for s in (1, 5)}
+    assert all(m["n_images"] == 3 for m in pairs.values())
+    assert "demo data - not ImageNet-C" in (run / "table.md").read_text()
+    assert "demo data - not ImageNet-C" in (run / "table.tex").read_text()
+    layout = tmp_path / "imagenet-c" / ".demo-data" / "c3-i1-s0" / "imagenet-c"
+    assert sorted(p.name for p in (layout / "brightness" / "5").iterdir()) == [
+        "demo00_stripes_0", "demo01_stripes_45", "demo02_stripes_90"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def _synthetic_run(root: Path, model: str, norm: str, shift: float) -> Path:
+    """A finished run whose errors are known (written through the real RunWriter), to test the table."""
+    from dtn_bench.metrics import ALEXNET_ERRORS
+    from dtn_bench.results import RunWriter, make_row
+
+    w = RunWriter(root, "imagenet-c", {"model": model}, run_id=model)
+    rows = [make_row("imagenet-c", model, norm, "top1_err", 0.2 + shift, corruption="clean", severity=0,
+                     data="ImageNet-C")]
+    for c in CORRUPTIONS:
+        for s in SEVERITIES:
+            rows.append(make_row("imagenet-c", model, norm, "top1_err", ALEXNET_ERRORS[c][s - 1] * 0.6 + shift,
+                                 corruption=c, severity=s, data="ImageNet-C"))
+    w.append(rows)
+    return w.path
+
+
+def test_table_combines_runs_with_dtn_minus_ln(tmp_path, capsys):
+    from dtn_bench.imagenet_c.report import paper_table
+    from dtn_bench.metrics import ALEXNET_ERRORS
+    from dtn_bench.results import read_rows
+
+    ln = _synthetic_run(tmp_path / "r", "vit_s_ln", "layernorm", 0.0)
+    dtn = _synthetic_run(tmp_path / "r", "vit_s_dtn", "dtn", -0.05)
+    table, labels = paper_table(read_rows([ln, dtn]))
+    errs = {c: [ALEXNET_ERRORS[c][s - 1] * 0.6 for s in SEVERITIES] for c in CORRUPTIONS}
+    assert labels == ["ImageNet-C"]
+    assert table.loc["vit_s_ln", ("", "mCE")] == pytest.approx(60.0)
+    assert table.loc["vit_s_ln", ("", "mCE")] == pytest.approx(mce(errs))
+    assert table.loc["vit_s_ln", ("", "rel. mCE")] == pytest.approx(relative_mce(errs, 0.2))
+    assert table.loc["vit_s_ln", ("Weather", "Fog")] == pytest.approx(ce("fog", errs["fog"]))
+    diff = table.loc["vit_s: DTN - LN"]
+    assert diff[("", "clean err")] == pytest.approx(-5.0)
+    assert diff[("", "mCE")] == pytest.approx(table.loc["vit_s_dtn", ("", "mCE")] - 60.0) and diff[("", "mCE")] < 0
+    assert table.loc["vit_s_ln", ("", "published mCE")] == "not published"
+    out = tmp_path / "combined"
+    code = run_cli(["table", "imagenet-c", str(ln), str(dtn), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "vit_s: DTN - LN" in printed and "60.0" in printed
+    tex = (out / "table.tex").read_text()
+    assert r"\multicolumn{3}{c}{Noise}" in tex and r"\multicolumn{4}{c}{Digital}" in tex
+    for name in ("table.md", "ce_bars.png", "severity.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_pipeline_benchmark(world, capsys):
+    out = world["base"] / "bench"
+    code = run_cli(["bench", "imagenet-c-pipeline", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir",
+                    str(world["data"]), "--corruptions", "gaussian_noise", "--severities", "1", "--images", "9",
+                    "--batch-size", "3", "--workers", "0", "--out", str(out), "--run-id", "b"])
+    assert code == 0, capsys.readouterr().err
+    rows = pd.read_parquet(out / "imagenet-c" / "b" / "rows.parquet")
+    got = dict(zip(rows["pipeline"], rows["value"], strict=True))
+    assert got["end_to_end"] > 0 and got["model_only"] > 0
+    assert got["end_to_end / model_only"] == pytest.approx(got["end_to_end"] / got["model_only"])
+    assert icev.SUITE in SUITES.names()
