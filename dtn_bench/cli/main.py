@@ -566,8 +566,8 @@ def _render_listops(writer) -> None:
 # Commands that live in their own modules register themselves on `app` when imported (one line each, keep sorted).
 from dtn_bench.cli import corrupt as _corrupt  # noqa: E402,F401
 from dtn_bench.cli import imagenet_c as _imagenet_c  # noqa: E402,F401
-from dtn_bench.cli import lra_table as _lra_table  # noqa: E402,F401
 from dtn_bench.cli import profile as _profile  # noqa: E402,F401
+from dtn_bench.cli import suite_tables as _suite_tables  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------------------------------------------------------

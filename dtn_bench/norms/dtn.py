@@ -473,11 +473,13 @@ class DTN(nn.Module):
                 raise DTNBenchError(f"DTN: mask shape {list(mask.shape)} does not match tokens [{B}, {L}]")
             m = mask.to(z.dtype).view(1, B, 1, L)
             zm = z * m
-        zm = torch.cat([zm, m.expand(H, B, 1, L)], dim=2)  # [H, B, 2d + 1, L]
+        tiny = torch.finfo(z.dtype).tiny
         if L <= 4 * s:  # short: one GEMM with the whole [L, L] kernel costs no more than the three bands
             K = self._kernel_1d(s, reach, z.dtype, dense_length=L)
-            num, den = (zm.view(H, -1, L) @ K).view(H, B, d2 + 1, L).split([d2, 1], dim=2)
-            return num / den.clamp_min(torch.finfo(z.dtype).tiny)
+            num = (zm.reshape(H, B * d2, L) @ K).view(H, B, d2, L)
+            den = m.view(1, B, L).expand(H, B, L) @ K  # [H, B, L]
+            return num * den.clamp_min(tiny).reciprocal().unsqueeze(2)  # (a product's backward is cheaper)
+        zm = torch.cat([zm, m.expand(H, B, 1, L)], dim=2)  # [H, B, 2d + 1, L]
         zm = F.pad(zm, (s, nb * s - L + s))  # one empty block before, padding and one empty block after
         zm = zm.view(H, B, d2 + 1, nb + 2, s)
         z3 = torch.cat([zm[..., :-2, :], zm[..., 1:-1, :], zm[..., 2:, :]], dim=-1)  # [H, B, 2d+1, nb, 3s]
@@ -485,4 +487,4 @@ class DTN(nn.Module):
         out = (z3.view(H, -1, 3 * s) @ K).view(H, B, d2 + 1, nb * s)[..., :L]
         num, den = out.split([d2, 1], dim=2)
         # den >= exp(-shift) > 0 for real tokens; padding-only neighbourhoods give 0 / tiny = 0 (finite, unused)
-        return num / den.clamp_min(torch.finfo(z.dtype).tiny)
+        return num * den.clamp_min(tiny).reciprocal()
