@@ -8,7 +8,7 @@ One call from Python (RobustBench-style), the CLI ``dtn-bench imagenet-c`` on to
 
 Modules:
     data: layout check, class index, subsets, decoding pipeline.
-    evaluate: config, plan (every check before any work), the sharded resumable loop.
+    evaluation: config, plan (every check before any work), the sharded resumable loop.
     report: summaries, the paper-style table, plots (from rows only).
     demo_data: the offline procedural demo set and its stand-in model.
 """
