@@ -70,6 +70,7 @@ class ScalingBenchConfig:
     warmup: int = 1
     iters: int = 2
     bucket_size: int = 64
+    tune_malloc: bool = True
     slope_min: int = 1024
     slope_max: int = 4096
     device: str = "cpu"
@@ -202,7 +203,7 @@ def build_model(model: str, norm: str, length: int, cfg: ScalingBenchConfig) -> 
                       dropout=0.0, attn_dropout=0.0, attention_kwargs=kw)
 
 
-def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig) -> list[dict]:
+def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, malloc_tuned: bool = False) -> list[dict]:
     """Rows of one ``(model, norm, length)``: median/min step time, ``alloc_mib`` (and ``peak_mem_mib`` on CUDA)."""
     from dtn_bench.bench.norms import time_ms
 
@@ -225,7 +226,8 @@ def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig) -> li
     with AllocTracker() as tracker:
         step()
     settings = dict(length=length, batch=cfg.batch, dim=cfg.dim, heads=cfg.heads, depth=cfg.depth,
-                    mlp_dim=cfg.mlp_dim, iters=cfg.iters, warmup=cfg.warmup, preset=cfg.preset)
+                    mlp_dim=cfg.mlp_dim, iters=cfg.iters, warmup=cfg.warmup, preset=cfg.preset,
+                    malloc_tuned=malloc_tuned)
     if model == "reformer":
         settings["n_buckets"] = reformer_buckets(length, cfg.bucket_size)
     rows = [make_row(SUITE, model, norm, "time_ms", statistics.median(ts), stat="median", **settings),
@@ -255,12 +257,17 @@ def slope_rows(rows: list[dict], model: str, norm: str, cfg: ScalingBenchConfig)
 
 def run(cfg: ScalingBenchConfig) -> Iterator[tuple[str, list[dict]]]:
     """Run the benchmark; yields ``(label, rows)`` as each measurement finishes (for append-as-you-go)."""
+    from dtn_bench.bench.norms import tune_malloc
+
     cfg.validate()
+    # glibc returns large freed blocks (the long sequences' activations) to the kernel and faults them in afresh on
+    # every step, which inflates CPU times at long lengths only (see bench.norms.tune_malloc); recorded in the rows
+    tuned = tune_malloc() if cfg.tune_malloc and torch.device(cfg.device).type == "cpu" else False
     for model in cfg.models:
         for norm in cfg.norms:
             pair_rows: list[dict] = []
             for length in cfg.lengths:
-                rows = bench_one(model, norm, length, cfg)
+                rows = bench_one(model, norm, length, cfg, tuned)
                 pair_rows += rows
                 yield f"{model} {norm} {length}", rows
             yield f"{model} {norm} slope", slope_rows(pair_rows, model, norm, cfg)

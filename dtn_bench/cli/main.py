@@ -37,6 +37,8 @@ STATE = {"debug": False}
 OutOpt = Annotated[Path, typer.Option("--out", help="Results root; the run folder is OUT/<suite>/<run-id>.")]
 RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name (default: timestamp + random).")]
 NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
+TuneMallocOpt = Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc", help="Keep freed memory in the process "
+                                             "on CPU (as jemalloc would); recorded in the rows.")]
 
 
 def _version(value: bool) -> None:
@@ -163,9 +165,7 @@ def bench_norms(
     iters: Annotated[int | None, typer.Option(help="Timed iterations per norm.")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up iterations per norm.")] = None,
     threads: Annotated[int, typer.Option(help="torch threads (0: default).")] = 0,
-    tune_malloc: Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc",
-                                              help="Keep freed memory in the process on CPU (as jemalloc would); "
-                                              "recorded in the rows.")] = True,
+    tune_malloc: TuneMallocOpt = True,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed of inputs and parameters.")] = 0,
     out: OutOpt = Path("results"),
@@ -253,6 +253,7 @@ def bench_lra_scaling(
     warmup: Annotated[int | None, typer.Option(help="Warm-up training steps per point.")] = None,
     bucket_size: Annotated[int | None, typer.Option("--bucket-size", help="Reformer tokens per LSH bucket.")]
     = None,
+    tune_malloc: TuneMallocOpt = True,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed of inputs and parameters.")] = 0,
     out: OutOpt = Path("results"),
@@ -265,7 +266,8 @@ def bench_lra_scaling(
     overrides = dict(batch=batch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
                      bucket_size=bucket_size, lengths=None if lengths is None else _parse_lengths(lengths),
                      models=_csv(models), norms=_csv(norms))
-    cfg = _preset_config(sb.SUITE, preset, sb.ScalingBenchConfig, overrides, device=device, seed=seed, preset=preset)
+    cfg = _preset_config(sb.SUITE, preset, sb.ScalingBenchConfig, overrides, device=device, seed=seed, preset=preset,
+                         tune_malloc=tune_malloc)
     _run_suite(sb.SUITE, cfg, sb.run(cfg), sb.steps(cfg), out, run_id, render=_render_scaling_bench)
 
 
