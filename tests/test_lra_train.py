@@ -458,3 +458,16 @@ def test_table_listops_combines_runs_of_several_seeds(data_dir, tmp_path, capsys
     assert (tmp_path / "combined" / "curves.png").stat().st_size > 0
     code, out = _cli(capsys, ["table", "listops", str(tmp_path / "nothing-here")])
     assert code == 2 and "nothing-here" in out
+
+
+def test_bf16_autocast_path_trains_with_fp32_statistics(data, tmp_path):
+    """``precision bf16`` (the GPU default) runs the model under bf16 autocast; exercised here on the CPU."""
+    cfg = ListOpsConfig(**{**TINY, "norms": ("dtn",), "steps": 2, "precision": "bf16"})
+    assert lt.autocast_dtype(cfg, torch.device("cpu")) == torch.bfloat16
+    assert lt.autocast_dtype(replace(cfg, precision="auto"), torch.device("cpu")) is None
+    result = lt.train_run(cfg, data, "transformer", "dtn", 0, tmp_path / "ck")
+    for split in ("val", "test"):
+        acc, loss = result.final["last"][split]
+        assert 0.0 <= acc <= 1.0 and math.isfinite(loss)
+    weights = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)["model"]
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
