@@ -12,7 +12,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dtn_bench.cli.main import OutOpt, RunIdOpt, _csv, _run_suite, _write_report, app, bench_app, console, err_console
+from dtn_bench.cli.main import (
+    OutOpt,
+    RunIdOpt,
+    _csv,
+    _print_frame,
+    _run_suite,
+    _write_report,
+    app,
+    bench_app,
+    console,
+    err_console,
+)
 from dtn_bench.errors import DTNBenchError
 
 SUITE = "bench-corrupt"
@@ -134,14 +145,7 @@ def _render_bench(writer) -> None:
         return grouped_bars(t[cols], ylabel="ms per 224 image", title="Corruption cost")
 
     df = _write_report(writer, report, plot, "corrupt.png")
-    table = Table(title="Corruption speed (ms per 224 x 224 image)")
-    wide = per_image(df)
-    table.add_column("corruption")
-    for col in wide.columns:
-        table.add_column(str(col), justify="right")
-    for name, r in wide.iterrows():
-        table.add_row(str(name), *(f"{v:.2f}" for v in r))
-    console.print(table)
+    _print_frame(per_image(df), "Corruption speed (ms per 224 x 224 image)", "corruption")
     for _, r in df[(df["corruption"] == "pass") & (df["metric"] != "time_ms")].iterrows():
         console.print(f"one pass: {r['metric']} = {r['value']:.2f} {r['unit']}")
 

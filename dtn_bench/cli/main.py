@@ -225,14 +225,27 @@ def _render_norm_bench(writer) -> None:
         console.print(table)
 
 
-def _parse_lengths(text: str) -> tuple[int, ...]:
+def _parse_ints(text: str, flag: str, example: str, what: str = "integers") -> tuple[int, ...]:
+    """``"1,64,256"`` -> ``(1, 64, 256)``; anything else (or nothing) is a one-line error naming ``flag``."""
+    message = f"{flag} {text!r}: expected comma-separated {what} like {example}"
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise DTNBenchError(f"--lengths {text!r}: expected comma-separated positive integers like 512,1024") from None
+        raise DTNBenchError(message) from None
     if not values:
-        raise DTNBenchError(f"--lengths {text!r}: expected comma-separated positive integers like 512,1024")
+        raise DTNBenchError(message)
     return values
+
+
+def _print_frame(df, title: str, index_label: str) -> None:
+    """A wide table (index + columns) on the console; floats with 2 decimals."""
+    table = Table(title=title)
+    table.add_column(index_label)
+    for col in df.columns:
+        table.add_column(str(col), justify="right")
+    for name, r in df.iterrows():
+        table.add_row(str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
+    console.print(table)
 
 
 @bench_app.command("lra-scaling")
@@ -264,7 +277,9 @@ def bench_lra_scaling(
     from dtn_bench.bench import scaling as sb
 
     overrides = dict(batch=batch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
-                     bucket_size=bucket_size, lengths=None if lengths is None else _parse_lengths(lengths),
+                     bucket_size=bucket_size,
+                     lengths=None if lengths is None else _parse_ints(lengths, "--lengths", "512,1024",
+                                                                      "positive integers"),
                      models=_csv(models), norms=_csv(norms))
     cfg = _preset_config(sb.SUITE, preset, sb.ScalingBenchConfig, overrides, device=device, seed=seed, preset=preset,
                          tune_malloc=tune_malloc)
@@ -277,13 +292,7 @@ def _render_scaling_bench(writer) -> None:
     df = _write_report(writer, render_report, loglog_plot, "scaling.png")
     st = slope_table(df)
     if not st.empty:
-        table = Table(title="Log-log slopes (1: linear, 2: quadratic)")
-        table.add_column("model / norm")
-        for col in st.columns:
-            table.add_column(str(col), justify="right")
-        for name, r in st.iterrows():
-            table.add_row(str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
-        console.print(table)
+        _print_frame(st, "Log-log slopes (1: linear, 2: quadratic)", "model / norm")
 
 
 def _run_suite(suite: str, cfg, items, total: int, out: Path, run_id: str | None, render) -> None:
@@ -407,10 +416,10 @@ def lra_listops(
 ) -> None:
     """Train and test the LRA ListOps models with each normaliser: rows, paper-style table (Markdown, LaTeX) and
     learning curves in the run folder."""
+    from dtn_bench.distributed import init_distributed, world_size_from_env
     from dtn_bench.lra import config as lc
-    from dtn_bench.lra import train as lt
 
-    world = lt.world_size_from_env()
+    world = world_size_from_env()
     if procs is not None and procs != world:
         how = f"torchrun --nproc_per_node {procs} -m dtn_bench lra listops ..." if procs > 1 else "without torchrun"
         raise DTNBenchError(f"--procs {procs} but this job has {world} process(es) (WORLD_SIZE): launch it with {how}")
@@ -420,7 +429,7 @@ def lra_listops(
                      batch=batch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
                      clip_grad=clip_grad, eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth,
                      mlp_dim=mlp_dim, pooling=pooling, dropout=dropout, lra_quirks=lra_quirks,
-                     gen_train=train_samples, seeds=None if seeds is None else _parse_ints(seeds, "--seeds"),
+                     gen_train=train_samples, seeds=None if seeds is None else _parse_ints(seeds, "--seeds", "0,1,2"),
                      data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()))
     cfg = _preset_config(lc.SUITE, preset, lc.ListOpsConfig, overrides, device=device, precision=precision,
                          world_size=world, preset=preset)
@@ -431,14 +440,11 @@ def lra_listops(
             split_path(cfg.data_dir, split)
     if resume is not None:
         _check_resumable(out / lc.SUITE / resume, world)
-    ctx = lt.init_distributed(cfg.device)
+    ctx = init_distributed(cfg.device)
     try:
         _lra_listops(cfg, ctx, out, resume or run_id, resume is not None)
     finally:
-        if ctx.distributed and torch_distributed_ready():
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        ctx.close()
 
 
 def _check_resumable(folder: Path, world: int) -> None:
@@ -454,22 +460,6 @@ def _check_resumable(folder: Path, world: int) -> None:
     if made != world:
         raise DTNBenchError(f"--resume {folder.name}: the run was made with {made} process(es), this job has {world}; "
                             f"resume it with the same number (torchrun --nproc_per_node {made})")
-
-
-def torch_distributed_ready() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def _parse_ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise DTNBenchError(f"{flag} {text!r}: expected comma-separated integers like 0,1,2") from None
-    if not values:
-        raise DTNBenchError(f"{flag} {text!r}: expected comma-separated integers like 0,1,2")
-    return values
 
 
 def _lra_listops(cfg, ctx, out: Path, run_id: str | None, resume: bool) -> None:
@@ -554,13 +544,7 @@ def _render_listops(writer) -> None:
     df = _write_report(writer, render_report, curves_plot, "curves.png")
     table = paper_table(df)
     if not table.empty:
-        out = Table(title="ListOps test accuracy (%), last checkpoint")
-        out.add_column("model")
-        for col in table.columns:
-            out.add_column(str(col), justify="right")
-        for name, r in table.iterrows():
-            out.add_row(str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
-        console.print(out)
+        _print_frame(table, "ListOps test accuracy (%), last checkpoint", "model")
     console.print(f"results: {writer.path}")
 
 

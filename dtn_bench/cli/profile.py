@@ -9,20 +9,13 @@ import typer
 from rich.table import Table
 
 from dtn_bench.cli import main as cli_main
-from dtn_bench.cli.main import OutOpt, RunIdOpt, _csv, _preset_config, app
+from dtn_bench.cli.main import OutOpt, RunIdOpt, _csv, _parse_ints, _preset_config, app
 from dtn_bench.errors import DTNBenchError
 
 
 def _parse_batch_sizes(text: str) -> tuple[int, ...]:
     """``"1,64,256"`` -> ``(1, 64, 256)``; a one-line error for anything else."""
-    parts = [v.strip() for v in text.split(",") if v.strip()]
-    try:
-        values = tuple(int(v) for v in parts)
-    except ValueError:
-        raise DTNBenchError(f"--batch-sizes {text!r}: expected comma-separated positive integers like 1,64,256") \
-            from None
-    if not values:
-        raise DTNBenchError(f"--batch-sizes {text!r}: expected comma-separated positive integers like 1,64,256")
+    values = _parse_ints(text, "--batch-sizes", "1,64,256", "positive integers")
     bad = [v for v in values if v <= 0]
     if bad:
         raise DTNBenchError(f"--batch-sizes {text!r}: batch sizes must be > 0, got {bad[0]}")

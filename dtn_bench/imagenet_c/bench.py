@@ -17,8 +17,9 @@ from dataclasses import replace
 
 import torch
 
+from dtn_bench.distributed import init_distributed
 from dtn_bench.errors import DTNBenchError
-from dtn_bench.imagenet_c.evaluation import SUITE, Plan, _Dist, _evaluate_groups, _null, rank_device
+from dtn_bench.imagenet_c.evaluation import SUITE, Plan, _evaluate_groups, _null, rank_device
 from dtn_bench.results.schema import make_row
 
 
@@ -59,7 +60,7 @@ def end_to_end(p: Plan) -> tuple[float, int]:
         if kind == "batch":
             times.append((time.perf_counter(), info["images"]))
 
-    dist = _Dist(p.config.device)
+    dist = init_distributed(p.config.device)
     try:
         _evaluate_groups(p, p.groups[:1], dist, emit, None, {})
     finally:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from dtn_bench.distributed import DistContext, init_distributed
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.imagenet_c import data as D
 from dtn_bench.metrics import CORRUPTIONS, SEVERITIES, topk_correct
@@ -309,52 +310,6 @@ def _subset(cfg: ImageNetCConfig, paths: list[str], entries, where: str) -> list
 
 
 # ------------------------------------------------------------------------------------------------------------------
-class _Dist:
-    """The torch.distributed context: rank, world size, and reductions (no-ops in a single process)."""
-
-    def __init__(self, device: str):
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.created = False
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-            backend = "nccl" if device.startswith("cuda") else "gloo"
-            if backend == "nccl":
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group(backend)
-            self.created = True
-        self.on = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.on else 0
-        self.world = dist.get_world_size() if self.on else 1
-        self.comm_device = torch.device("cuda", torch.cuda.current_device()) if (
-            self.on and dist.get_backend() == "nccl") else torch.device("cpu")
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        if not self.on:
-            return t
-        t = t.to(self.comm_device)
-        self.dist.all_reduce(t, op=self.dist.ReduceOp.SUM)
-        return t.cpu()
-
-    def gather(self, obj: Any) -> list[Any]:
-        if not self.on:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        self.dist.all_gather_object(out, obj)
-        return out
-
-    def broadcast(self, obj: Any) -> Any:
-        if not self.on:
-            return obj
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def close(self) -> None:
-        if self.created:
-            self.dist.destroy_process_group()
-
-
 def rank_device(device: str) -> torch.device:
     """The device of this process: ``cuda:LOCAL_RANK`` under torchrun when ``device`` is ``cuda``."""
     if device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -382,14 +337,14 @@ def run(p: Plan, *, out: str | Path = "results", run_id: str | None = None, resu
         The run folder on rank 0, ``None`` on other ranks.
     """
     cfg = p.config
-    dist = _Dist(cfg.device)
+    dist = init_distributed(cfg.device)
     try:
         return _run(p, dist, out, run_id or cfg.default_run_id(), resume, on_event or (lambda kind, **info: None))
     finally:
         dist.close()
 
 
-def _run(p: Plan, dist: _Dist, out, run_id: str, resume: bool, emit: Event) -> Path | None:
+def _run(p: Plan, dist: DistContext, out, run_id: str, resume: bool, emit: Event) -> Path | None:
     from dtn_bench.results.writer import RunWriter
 
     cfg = p.config
@@ -427,7 +382,7 @@ def _run(p: Plan, dist: _Dist, out, run_id: str, resume: bool, emit: Event) -> P
     return writer.path
 
 
-def _evaluate_groups(p: Plan, groups: list[Group], dist: _Dist, emit: Event, writer, common: dict) -> dict:
+def _evaluate_groups(p: Plan, groups: list[Group], dist: DistContext, emit: Event, writer, common: dict) -> dict:
     cfg = p.config
     device = rank_device(cfg.device)
     model = p.model.to(device)

@@ -26,12 +26,11 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dtn_bench.distributed import DistContext
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.lra.config import SUITE, ListOpsConfig
 from dtn_bench.results.schema import make_row
@@ -47,82 +47,6 @@ from dtn_bench.results.writer import atomic_write_bytes
 
 Event = Callable[[str, dict], None]
 CHECKPOINT_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# processes and devices
-@dataclass
-class DistContext:
-    """Where this process runs: rank, number of processes and the torch device."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    def barrier(self) -> None:
-        if self.distributed:
-            torch.distributed.barrier()
-
-    def all_sum(self, values: list[float]) -> list[float]:
-        """Sums of ``values`` over the processes (float64; exact for counts below 2^53)."""
-        if not self.distributed:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
-        torch.distributed.all_reduce(t)
-        return t.tolist()
-
-    def broadcast(self, obj: Any) -> Any:
-        """``obj`` of rank 0 on every process."""
-        if not self.distributed:
-            return obj
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def _comm_device(self) -> torch.device:
-        return self.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-
-
-def world_size_from_env() -> int:
-    """Processes of this job as torchrun announces them (``WORLD_SIZE``), 1 without torchrun."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        raise DTNBenchError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DTNBenchError(f"--device {name}: no CUDA GPU is visible to torch (use --device cpu)")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    return torch.device(name)
-
-
-def init_distributed(device: str = "auto") -> DistContext:
-    """The process context: under torchrun (``WORLD_SIZE`` > 1) the process group is initialised (NCCL on GPUs,
-    gloo on CPUs) once; otherwise a single-process context."""
-    world = world_size_from_env()
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
-    if world > 1 and not torch.distributed.is_initialized():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return DistContext(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -438,9 +362,12 @@ def train_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str,
             on_event("eval", info)
 
     final: dict[str, dict[str, tuple[float, float]]] = {"last": {}, "best": {}}
+    if cfg.val_limit is None and curve and curve[-1]["step"] == step:  # the last evaluation already saw all of val
+        final["last"]["val"] = (curve[-1]["val_acc"], curve[-1]["val_loss"])
     for split in ("val", "test"):
-        acc, loss_v, _ = evaluate(model, getattr(data, split), cfg, ctx)
-        final["last"][split] = (acc, loss_v)
+        if split not in final["last"]:
+            acc, loss_v, _ = evaluate(model, getattr(data, split), cfg, ctx)
+            final["last"][split] = (acc, loss_v)
     if best_state is not None and best["step"] != step:
         model.load_state_dict(best_state)
         for split in ("val", "test"):

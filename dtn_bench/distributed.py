@@ -1,0 +1,111 @@
+"""One process of a (possibly) multi-process job: torchrun's environment, the process group and exact reductions.
+
+Shared by the suites that scale out (LRA ListOps training with DDP, ImageNet-C evaluation sharded over ranks). In a
+single process every method is a no-op that returns its input, so the same code runs with and without torchrun.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dtn_bench.errors import DTNBenchError
+
+
+@dataclass
+class DistContext:
+    """Where this process runs: rank, number of processes, the torch device, and whether it made the group."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    created: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Sums of ``values`` over the processes (float64; exact for counts below 2^53)."""
+        if not self.distributed:
+            return list(values)
+        return self.sum(torch.tensor(values, dtype=torch.float64)).tolist()
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of ``t`` over the processes, on the CPU."""
+        if not self.distributed:
+            return t
+        t = t.to(self._comm_device())
+        torch.distributed.all_reduce(t)
+        return t.cpu()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``[obj of rank 0, obj of rank 1, ...]`` on every process."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """``obj`` of rank 0 on every process."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        """Destroys the process group if this context created it."""
+        if self.created and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    def _comm_device(self) -> torch.device:
+        return self.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+
+def world_size_from_env() -> int:
+    """Processes of this job as torchrun announces them (``WORLD_SIZE``), 1 without torchrun."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise DTNBenchError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DTNBenchError(f"--device {name}: no CUDA GPU is visible to torch (use --device cpu)")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """The process context: under torchrun (``WORLD_SIZE`` > 1) the process group is initialised (NCCL on GPUs,
+    gloo on CPUs) once; otherwise a single-process context."""
+    world = world_size_from_env()
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    created = False
+    if world > 1 and not torch.distributed.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        created = True
+    return DistContext(rank=rank, world=world, local_rank=local_rank, device=dev, created=created)
