@@ -138,6 +138,25 @@ def test_matches_dense_formula_2d(grid, prefix, only_var):
         assert (mod(x).double() - ref).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("only_var", [False, True])
+@pytest.mark.parametrize("grid,prefix", [((14, 14), 0), ((5, 7), 1)])
+def test_2d_inference_in_batch_chunks(grid, prefix, only_var, monkeypatch):
+    """The CPU inference path of a 2-D grid works on batch chunks with reused buffers: chunks of 2 over a batch of
+    5 (a short last chunk) give the dense formula's numbers, under inference_mode and then no_grad (the buffers made
+    as inference tensors are not reused outside inference mode)."""
+    import dtn_bench.norms.dtn as dtn_module
+
+    monkeypatch.setattr(dtn_module, "_GRID_CHUNK", 2 * (prefix + grid[0] * grid[1]) * 48)
+    mod = randomise(DTN(48, 4, grid_size=grid, num_prefix_tokens=prefix, only_var=only_var), seed=9)
+    x = rand_x(5, prefix + grid[0] * grid[1], 48)
+    ref = dense_dtn(mod, x)
+    with torch.inference_mode():
+        assert (mod(x).double() - ref).abs().max().item() <= 1e-4
+    with torch.no_grad():
+        assert (mod(x).double() - ref).abs().max().item() <= 1e-4
+        assert (mod(x[:3]).double() - ref[:3]).abs().max().item() <= 1e-4  # another batch size, same buffers
+
+
 def test_float64_is_exact():
     mod = randomise(DTN(24, 3, grid_size=(4, 5), num_prefix_tokens=1), seed=3).double()
     x = rand_x(2, 21, 24).double()

@@ -52,6 +52,8 @@ from dtn_bench.errors import DTNBenchError
 _MAX_EXP = 60.0
 # CPU inference works on batch chunks of about this many elements (see DTN.forward).
 _CPU_CHUNK = 1 << 20
+# The unpooled 2-D inference path works on batch chunks of about this many elements (see DTN._infer_grid).
+_GRID_CHUNK = 160_000
 # Inference scratch buffers, shared by every DTN layer (layers run one after another); keyed by role, shape, dtype and
 # device. Reusing them avoids faulting in fresh pages for every chunk of every layer.
 _WORKSPACE: dict[tuple, torch.Tensor] = {}
@@ -62,7 +64,8 @@ def _scratch(role: str, shape, like: torch.Tensor) -> torch.Tensor:
     allocator already reuses memory and held buffers would only inflate peak-memory figures."""
     if like.device.type != "cpu":
         return torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
-    key = (role, tuple(shape), like.dtype, like.device)
+    # inference tensors (made under inference_mode) cannot be updated in place outside it: one buffer per mode
+    key = (role, tuple(shape), like.dtype, like.device, torch.is_inference_mode_enabled())
     buf = _WORKSPACE.get(key)
     if buf is None:
         if len(_WORKSPACE) > 64:  # many shapes seen: start over rather than grow without bound
@@ -332,20 +335,36 @@ class DTN(nn.Module):
             raise DTNBenchError(f"DTN: {T} tokens leave no sequence after {P} prefix tokens")
         cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            # timm's residual stream is a transposed view ([B, T, C] stored channels-first, from the patch
-            # embedding); one copy to token-major order makes every later pass contiguous.
+            # A residual stream may be a transposed view ([B, T, C] stored channels-first, from a patch embedding);
+            # one copy to token-major order makes every later pass contiguous.
             xc = x.to(cdtype).contiguous()
             if torch.is_grad_enabled() or torch.compiler.is_compiling():  # functional: autograd, or for fusion
                 y = self._forward(xc, mask)
             else:
                 y = torch.empty(B, T, C, dtype=xc.dtype, device=xc.device)
-                # On the CPU, cache-sized batch chunks: the temporaries stay small and are reused (_scratch)
-                # instead of being faulted in afresh for every layer.
-                step = max(1, _CPU_CHUNK // (T * C)) if x.device.type == "cpu" else B
-                for i in range(0, B, step):
-                    m = None if mask is None else mask[i : i + step]
-                    self._forward(xc[i : i + step], m, out=y[i : i + step])
+                if self.grid_size is not None and self.pool == 1:
+                    self._infer_grid(xc, y)
+                else:
+                    # On the CPU, cache-sized batch chunks: the temporaries stay small and are reused (_scratch)
+                    # instead of being faulted in afresh for every layer.
+                    step = max(1, _CPU_CHUNK // (T * C)) if x.device.type == "cpu" else B
+                    for i in range(0, B, step):
+                        m = None if mask is None else mask[i : i + step]
+                        self._forward(xc[i : i + step], m, out=y[i : i + step])
         return y.to(x.dtype)
+
+    def _token_stats(self, xh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For ``xh [B, T, H, d]``: the RMS pre-normalisation factor ``r [B, T, H, 1]`` of every (token, head) chunk
+        and the LN mean and (unbiased) variance ``[B, T, 1, 1]`` of ``xn = x * r`` over all ``C`` channels, from
+        per-chunk sums (no ``[B, T, C]`` temporaries): mean = sum_h r_h sum_c x / C,
+        E[xn^2] = mean_h ms / (ms + eps)."""
+        d = xh.shape[-1]
+        C = d * xh.shape[-2]
+        ms = torch.linalg.vector_norm(xh, dim=-1, keepdim=True).square() / d  # mean square
+        r = torch.rsqrt(ms + self.eps)
+        mean_ln = (xh.sum(-1, keepdim=True) * r).sum(-2, keepdim=True) / C
+        e2 = (ms / (ms + self.eps)).mean(-2, keepdim=True)
+        return r, mean_ln, (e2 - mean_ln * mean_ln) * (C / (C - 1))
 
     def _forward(self, x: torch.Tensor, mask: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
         """The layer on float input. With ``out`` (no autograd) it works in place and writes into ``out``."""
@@ -354,13 +373,7 @@ class DTN(nn.Module):
         d = C // H
         dt = x.dtype
         xh = x.view(B, T, H, d)
-        ms = torch.linalg.vector_norm(xh, dim=-1, keepdim=True).square() / d  # [B, T, H, 1]
-        r = torch.rsqrt(ms + eps)  # RMS pre-normalisation factor of every (token, head) chunk
-        # LN statistics of xn = x * r over all C channels, from per-chunk sums (no [B, T, C] temporaries):
-        # mean = sum_h r_h sum_c x / C, E[xn^2] = mean_h ms / (ms + eps), variance unbiased as torch.var's.
-        mean_ln = (xh.sum(-1, keepdim=True) * r).sum(-2, keepdim=True) / C  # [B, T, 1, 1]
-        e2 = (ms / (ms + eps)).mean(-2, keepdim=True)
-        var_ln = (e2 - mean_ln * mean_ln) * (C / (C - 1))
+        r, mean_ln, var_ln = self._token_stats(xh)
 
         # The P products run in a head-major layout ("L") where both are plain batched GEMMs (2-D: [H, B, rows, c,
         # cols], 1-D: [H, B, c, L]); everything elementwise runs token-major ([B, T, H, d]), where the innermost
@@ -416,6 +429,79 @@ class DTN(nn.Module):
             yp = (xh[:, :P] * r[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
             torch.addcmul(b, yp, w, out=o[:, :P])
         return out
+
+    def _infer_grid(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Inference on an unpooled 2-D grid, written into ``y``, with no transposing pass.
+
+        The patch tokens' ``[xn, xn^2]`` are laid out head-major, ``[H, B, rows, cols, 2d]``: a permutation of the
+        token-major input that keeps the ``d`` channels of a (token, head) contiguous, so it is written at memory
+        speed. There ``P`` acts as a batch of small products along the x axis (``[cols, cols]`` per head times each
+        ``[cols, 2d]`` grid row) and one product along the y axis per (head, sample); the statistics come out in the
+        same layout, and every later pass reads them through a token-major view whose innermost axis is again a
+        contiguous run of ``d`` channels. Each elementwise op has at most one operand broadcast along that axis,
+        which keeps it on ATen's vectorised CPU loops. On the CPU the batch is processed in chunks of about
+        ``_GRID_CHUNK`` elements, small enough for the chunk's buffers to stay in the L2 cache between passes.
+        """
+        B, T, C = x.shape
+        H, P, eps = self.num_heads, self.num_prefix_tokens, self.eps
+        d = C // H
+        gh, gw = self.grid_size
+        L = gh * gw
+        dt = x.dtype
+        xh = x.view(B, T, H, d)
+        r, mean_ln, var_ln = self._token_stats(xh)
+        gv = self.var_norm_weight.to(dt)
+        lam_v = torch.sigmoid(gv)
+        # A per (head, half) scale and a per (head, sample, token, half) shift of [P xn, P xn^2 - (P xn)^2], so that
+        # one multiply and one add serve both halves: [lam_m - 1, 1 - lam_v] and [-lam_m mean_ln, lam_v var_ln + eps]
+        # (1 - lam_v as sigmoid(-g), without cancellation).
+        if self.only_var:
+            lam_m = torch.zeros_like(lam_v)  # the A half is unused
+        else:
+            lam_m = torch.sigmoid(self.mean_norm_weight.to(dt))
+        scale = torch.stack([lam_m - 1.0, torch.sigmoid(-gv)], dim=1).view(H, 1, 1, 2, 1).expand(H, 1, 1, 2, d)
+        scale = scale.reshape(H, 1, 1, 2 * d)
+        shift = torch.stack([-lam_m.view(H, 1, 1) * mean_ln[:, P:].reshape(1, B, L),
+                             lam_v.view(H, 1, 1) * var_ln[:, P:].reshape(1, B, L) + eps], dim=-1)
+        shift = shift.view(H, B, L, 2, 1)
+        w = self.weight.to(dt).view(H, d)
+        bias = self.bias.to(dt).view(H, d)
+        Py, Px = self.axis_matrices(gh, gw, dtype=dt)  # [H, src, tgt]
+        pxt, pyt = Px.transpose(1, 2).unsqueeze(1), Py.transpose(1, 2).unsqueeze(1)
+        yh = y.view(B, T, H, d)
+        step = max(1, _GRID_CHUNK // (T * C)) if x.device.type == "cpu" else B
+        bufs: dict[int, tuple] = {}
+        for i in range(0, B, step):
+            n = min(step, B - i)
+            if n not in bufs:  # buffers and their views, and the axis matrices as the batched products take them
+                z = _scratch("zg", (H, n, L, 2 * d), x)
+                s1 = _scratch("s1g", (H * n * gh, gw, 2 * d), x)
+                A, M = z[..., :d], z[..., d:]  # xn and xn^2 first, then P xn and P xn^2
+                bufs[n] = (
+                    z, z.view(H * n * gh, gw, 2 * d), z.view(H * n, gh, gw * 2 * d), s1, s1.view(H * n, gh, gw * 2 * d),
+                    A, M, A.permute(1, 2, 0, 3), M.permute(1, 2, 0, 3), z.view(H, n, L, 2, d),
+                    pxt.expand(H, n * gh, gw, gw).reshape(H * n * gh, gw, gw),
+                    pyt.expand(H, n, gh, gh).reshape(H * n, gh, gh),
+                )
+            z, z_x, z_y, s1, s1_y, A, M, A_t, M_t, z_2, mx, my = bufs[n]
+            xs, rs, o = xh[i : i + n, P:], r[i : i + n, P:], yh[i : i + n, P:]
+            torch.mul(xs, rs, out=A_t)  # xn, head-major
+            torch.mul(A, A, out=M)  # xn^2
+            torch.bmm(mx, z_x, out=s1)  # P along x
+            torch.bmm(my, s1_y, out=z_y)  # P along y, back into z: A = P xn, M = P xn^2
+            M.addcmul_(A, A, value=-1.0)
+            z.mul_(scale)
+            z_2.add_(shift[:, i : i + n])  # A = -mu = -(1 - lam_m) P xn - lam_m mean_ln; M = var + eps
+            M.rsqrt_()
+            if self.only_var:  # the LN mean
+                torch.addcmul(-mean_ln[i : i + n, P:], xs, rs, out=o)
+            else:  # x * r - mu
+                torch.addcmul(A_t, xs, rs, out=o)
+            o.mul_(M_t)
+            torch.addcmul(bias, o, w, out=o)
+        if P:  # prefix tokens: LN statistics only
+            yp = (xh[:, :P] * r[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
+            torch.addcmul(bias, yp, w, out=yh[:, :P])
 
     # layouts -------------------------------------------------------------------------------------------------------
     def _to_l_2d(self, t: torch.Tensor) -> torch.Tensor:
