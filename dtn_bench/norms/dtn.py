@@ -96,7 +96,8 @@ class _Standardise(torch.autograd.Function):
     """``(xn - mu) / sqrt(var + eps)`` from the inter-token statistics, with a hand-written backward.
 
     ``mu = lerp(A, mean_ln, lam_m)`` (``mean_ln`` alone when ``lam_m`` is None), ``var = lerp(M2 - A^2, var_ln,
-    lam_v)``; ``st = [A, M2]`` on the last axis (token-major ``[B, L, H, 2d]``), the LN statistics per token
+    lam_v)``; ``st = [A, M2]`` on the last axis (token-major ``[B, L, H, 2d]``, possibly a view of head-major
+    memory: its gradient is made in the same memory order), the LN statistics per token
     ``[B, L, 1, 1]``, the gates per head ``[1, 1, H, 1]``. Autograd through the same arithmetic makes about twice
     as many passes over the tensors (a reduction for every broadcast input of every op); this is the layer's
     training hot path. Checked by gradcheck in the tests.
@@ -107,11 +108,16 @@ class _Standardise(torch.autograd.Function):
         d = xn.shape[-1]
         A, M2 = st[..., :d], st[..., d:]
         var_in = torch.addcmul(M2, A, A, value=-1.0)
-        s = torch.lerp(var_in, var_ln, lam_v).add_(eps).rsqrt_()
-        mu = mean_ln if lam_m is None else torch.lerp(A, mean_ln, lam_m)
-        y = torch.sub(xn, mu).mul_(s)
+        # the gates as (1 - lam) * a + lam * c in two ops, each with one broadcast operand: lerp with two (c per token,
+        # lam per head) falls off ATen's vectorised CPU loops
+        s = (var_in * (1.0 - lam_v)).add_(var_ln * lam_v + eps).rsqrt_()
+        if lam_m is None:
+            y = torch.sub(xn, mean_ln).mul_(s)
+        else:  # xn - mu = xn + (lam_m - 1) A - lam_m mean_ln
+            y = torch.addcmul(xn, A, lam_m - 1.0).sub_(mean_ln * lam_m).mul_(s)
         ctx.save_for_backward(y, s, A, var_in, mean_ln, var_ln, lam_m, lam_v)
         ctx.has_mean_gate = lam_m is not None
+        ctx.st_layout = (st.shape, st.stride())
         return y
 
     @staticmethod
@@ -139,7 +145,7 @@ class _Standardise(torch.autograd.Function):
             gA = torch.addcmul(gx * a_scale, A, gM2, value=-2.0) if a_scale is not None else -2.0 * A * gM2
             g_st = torch.cat([gA, gM2], dim=-1)
         else:  # both halves written straight into one buffer
-            g_st = torch.empty(*g.shape[:-1], 2 * d, dtype=g.dtype, device=g.device)
+            g_st = torch.empty_strided(*ctx.st_layout, dtype=g.dtype, device=g.device)  # st's memory order
             gA, gM2 = g_st[..., :d], g_st[..., d:]
             torch.mul(gv, 1.0 - lam_v, out=gM2)
             if a_scale is not None:
@@ -393,8 +399,11 @@ class DTN(nn.Module):
         if out is None:
             xn = xh * r  # RMS pre-normalised, token-major [B, T, H, d]
             xs = xn[:, P:]
-            zl = torch.cat([to_l(xs), to_l(xs * xs)], dim=cdim)  # [xn, xn^2] in L, contiguous
-            st = from_l(stats(zl, m)).reshape(B, L, H, 2 * d)  # token-major copy of the statistics
+            if not seq and self.pool == 1:  # head-major statistics, read through a token-major view (_infer_grid)
+                st = self._stats_grid(xs)
+            else:
+                zl = torch.cat([to_l(xs), to_l(xs * xs)], dim=cdim)  # [xn, xn^2] in L, contiguous
+                st = from_l(stats(zl, m)).reshape(B, L, H, 2 * d)  # token-major copy of the statistics
             y = _Standardise.apply(xs, st, mu_ln, v_ln, lam_m, lam_v, eps)
             if P:
                 yp = (xn[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
@@ -429,6 +438,18 @@ class DTN(nn.Module):
             yp = (xh[:, :P] * r[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
             torch.addcmul(b, yp, w, out=o[:, :P])
         return out
+
+    def _stats_grid(self, xs: torch.Tensor) -> torch.Tensor:
+        """Autograd form of :meth:`_infer_grid`'s products: ``[P xn, P xn^2]`` of the patch tokens ``xs [B, L, H, d]``
+        computed head-major (``[H, B, rows, cols, 2d]``, no transposing copy) and returned as a token-major view
+        ``[B, L, H, 2d]``."""
+        B, L, H, d = xs.shape
+        gh, gw = self.grid_size
+        z = torch.cat([xs.permute(2, 0, 1, 3), (xs * xs).permute(2, 0, 1, 3)], dim=-1)  # [H, B, L, 2d]
+        Py, Px = self.axis_matrices(gh, gw, dtype=xs.dtype)  # [H, src, tgt]
+        s = Px.transpose(1, 2).unsqueeze(1) @ z.view(H, B * gh, gw, 2 * d)  # along x
+        s = Py.transpose(1, 2).unsqueeze(1) @ s.view(H, B, gh, gw * 2 * d)  # along y
+        return s.view(H, B, L, 2 * d).permute(1, 2, 0, 3)
 
     def _infer_grid(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Inference on an unpooled 2-D grid, written into ``y``, with no transposing pass.
