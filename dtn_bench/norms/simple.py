@@ -91,12 +91,14 @@ class InstanceNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         m = _mask_weights(x, mask)
-        if m is None:
-            var, mean = torch.var_mean(x, dim=1, keepdim=True)
-        else:
-            n = m.sum(1, keepdim=True)
-            mean = (x * m).sum(1, keepdim=True) / n.clamp_min(1)
-            var = (((x - mean) ** 2) * m).sum(1, keepdim=True) / (n - 1).clamp_min(1)
+        if m is None:  # two passes (mean, then the centred sum of squares): var_mean's Welford loop over the token
+            # axis is several times slower on the CPU
+            xc = x - x.mean(1, keepdim=True)
+            var = torch.linalg.vector_norm(xc, dim=1, keepdim=True).square() / max(x.shape[1] - 1, 1)
+            return torch.addcmul(self.bias, xc, torch.rsqrt(var + self.eps) * self.weight)
+        n = m.sum(1, keepdim=True)
+        mean = (x * m).sum(1, keepdim=True) / n.clamp_min(1)
+        var = (((x - mean) ** 2) * m).sum(1, keepdim=True) / (n - 1).clamp_min(1)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
@@ -118,8 +120,12 @@ class GroupNorm(nn.Module):
         B, T, C = x.shape
         G = self.num_groups
         m = _mask_weights(x, mask)
-        if m is None:
-            y = F.group_norm(x.transpose(1, 2), G, None, None, self.eps).transpose(1, 2)
+        if m is None:  # token-major, two passes (no transposed copy for F.group_norm)
+            xg = x.view(B, T, G, C // G)
+            xc = xg - xg.mean(dim=(1, 3), keepdim=True)
+            var = torch.linalg.vector_norm(xc, dim=(1, 3), keepdim=True).square() / (T * (C // G))
+            scale = (torch.rsqrt(var + self.eps) * self.weight.view(1, 1, G, C // G)).view(B, 1, C)
+            return torch.addcmul(self.bias, xc.view(B, T, C), scale)
         else:
             xg = x.view(B, T, G, C // G)
             mg = m.view(B, T, 1, 1)
