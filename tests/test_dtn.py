@@ -382,6 +382,11 @@ def test_gates_to_one_give_layer_norm_of_prenormalised_input():
     xn = (xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)).reshape(2, 16, 32)
     ln = (xn - xn.mean(-1, keepdim=True)) / torch.sqrt(xn.var(-1, keepdim=True) + mod.eps)
     assert (mod(x) - (ln * mod.weight + mod.bias)).abs().max().item() <= 1e-5
+    with torch.inference_mode():  # the in-place path, and gates far past fp32's resolution of 1 - lam
+        assert (mod(x) - (ln * mod.weight + mod.bias)).abs().max().item() <= 1e-5
+        mod.mean_norm_weight.fill_(120.0)
+        mod.var_norm_weight.fill_(120.0)
+        assert (mod(x) - (ln * mod.weight + mod.bias)).abs().max().item() <= 1e-5
 
 
 def test_gates_to_zero_with_uniform_p_give_instance_statistics():
@@ -395,6 +400,8 @@ def test_gates_to_zero_with_uniform_p_give_instance_statistics():
     xn = xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)
     inorm = (xn - xn.mean(1, keepdim=True)) / torch.sqrt(xn.var(1, unbiased=False, keepdim=True) + mod.eps)
     assert (mod(x) - inorm.reshape(2, 9, 16)).abs().max().item() <= 1e-4
+    with torch.inference_mode():
+        assert (mod(x) - inorm.reshape(2, 9, 16)).abs().max().item() <= 1e-4
 
 
 def test_bf16_autocast_close_to_fp32_and_stats_in_fp32():
