@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -291,6 +292,7 @@ def test_cli_runs_tables_curves_and_resume(data_dir, tmp_path, capsys):
     md = (run / "table.md").read_text()
     assert "Transformer" in md and "BigBird" in md and "DTN - LN" in md and "36.37" in md
     assert len(list((run / "checkpoints").iterdir())) == 4
+    assert json.loads((run / "env.json").read_text())["malloc_tuned"] in (True, False)  # False off glibc
 
     again_code, again_out = _cli(
         capsys, ["lra", "listops", *flags, "--resume", "r1"]
