@@ -381,9 +381,10 @@ class DTN(nn.Module):
         xh = x.view(B, T, H, d)
         r, mean_ln, var_ln = self._token_stats(xh)
 
-        # The P products run in a head-major layout ("L") where both are plain batched GEMMs (2-D: [H, B, rows, c,
-        # cols], 1-D: [H, B, c, L]); everything elementwise runs token-major ([B, T, H, d]), where the innermost
-        # axis is a contiguous run of d channels and the per-token statistics broadcast cheaply.
+        # 1-D sequences and pooled grids: the P products run in a head-major layout ("L") where both are plain batched
+        # GEMMs (2-D: [H, B, rows, c, cols], 1-D: [H, B, c, L]); everything elementwise runs token-major ([B, T, H, d]),
+        # where the innermost axis is a contiguous run of d channels and the per-token statistics broadcast cheaply.
+        # Unpooled grids use the layout of _stats_grid / _infer_grid, which needs no transposing copy.
         seq = self.grid_size is None
         to_l = self._to_l_1d if seq else self._to_l_2d
         from_l = self._from_l_1d if seq else self._from_l_2d
@@ -409,7 +410,7 @@ class DTN(nn.Module):
                 yp = (xn[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
                 y = torch.cat([yp, y], dim=1)
             return torch.addcmul(b.view(C), y.reshape(B, T, C), w.view(C))
-        # inference: the same arithmetic in preallocated buffers and in place, the affine part written into `out`;
+        # inference (1-D, pooled): the same arithmetic in preallocated buffers and in place, the affine part in `out`;
         # xn is never materialised token-major (the tail uses x * r), eps rides along with the copy of m2, and the
         # mean is kept negated so that x * r - mu is one fused multiply-add.
         shape = list(to_l(xh[:, P:]).shape)
