@@ -38,7 +38,12 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Results root; the run folde
 RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name (default: timestamp + random).")]
 NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
 TuneMallocOpt = Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc", help="Keep freed memory in the process "
-                                             "on CPU (as jemalloc would); recorded in the rows.")]
+                                             "on CPU (as jemalloc would); recorded with the results.")]
+# model-shape options shared by several commands
+DimOpt = Annotated[int | None, typer.Option(help="Channels.")]
+HeadsOpt = Annotated[int | None, typer.Option(help="Attention heads (DTN groups).")]
+DepthOpt = Annotated[int | None, typer.Option(help="Encoder blocks.")]
+MlpDimOpt = Annotated[int | None, typer.Option("--mlp-dim", help="MLP hidden width.")]
 
 
 def _version(value: bool) -> None:
@@ -154,7 +159,7 @@ def bench_norms(
     = "default",
     batch: Annotated[int | None, typer.Option(help="Batch of the layer benchmark.")] = None,
     grid: Annotated[str | None, typer.Option(help="Patch grid ROWSxCOLS (14x14).")] = None,
-    dim: Annotated[int | None, typer.Option(help="Channels.")] = None,
+    dim: DimOpt = None,
     heads: Annotated[int | None, typer.Option(help="Heads (DTN groups).")] = None,
     norms: Annotated[str | None, typer.Option(help="Comma-separated norms (default: all registered).")] = None,
     authors: Annotated[bool, typer.Option("--authors/--no-authors", help="Time the authors' dense algorithm.")]
@@ -258,10 +263,10 @@ def bench_lra_scaling(
     = None,
     norms: Annotated[str | None, typer.Option(help="Comma-separated normalisers (layernorm,dtn).")] = None,
     batch: Annotated[int | None, typer.Option(help="Sequences per training step.")] = None,
-    dim: Annotated[int | None, typer.Option(help="Channels.")] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads (DTN groups).")] = None,
-    depth: Annotated[int | None, typer.Option(help="Encoder blocks.")] = None,
-    mlp_dim: Annotated[int | None, typer.Option("--mlp-dim", help="MLP hidden width.")] = None,
+    dim: DimOpt = None,
+    heads: HeadsOpt = None,
+    depth: DepthOpt = None,
+    mlp_dim: MlpDimOpt = None,
     iters: Annotated[int | None, typer.Option(help="Timed training steps per point.")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up training steps per point.")] = None,
     bucket_size: Annotated[int | None, typer.Option("--bucket-size", help="Reformer tokens per LSH bucket.")]
@@ -393,10 +398,10 @@ def lra_listops(
     = None,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validation samples used during training "
                                                   "(final evaluations use all).")] = None,
-    dim: Annotated[int | None, typer.Option(help="Channels.")] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads (DTN groups).")] = None,
-    depth: Annotated[int | None, typer.Option(help="Encoder blocks.")] = None,
-    mlp_dim: Annotated[int | None, typer.Option("--mlp-dim", help="MLP hidden width.")] = None,
+    dim: DimOpt = None,
+    heads: HeadsOpt = None,
+    depth: DepthOpt = None,
+    mlp_dim: MlpDimOpt = None,
     pooling: Annotated[str | None, typer.Option(help="cls or mean.")] = None,
     dropout: Annotated[float | None, typer.Option(help="Dropout (embedding, residual, MLP).")] = None,
     lra_quirks: Annotated[bool | None, typer.Option("--lra-quirks/--no-lra-quirks",
@@ -411,9 +416,7 @@ def lra_listops(
                                               "--nproc_per_node N -m dtn_bench lra listops ...")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue the run RUN_ID (finished runs are kept, "
                                                "the interrupted one continues from its last checkpoint).")] = None,
-    tune_malloc: Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc", help="On CPU keep freed memory in "
-                                              "the process (as jemalloc would; about 2x faster DTN training steps "
-                                              "on small CPUs); recorded in env.json.")] = True,
+    tune_malloc: TuneMallocOpt = True,
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
 ) -> None:
