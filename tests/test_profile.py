@@ -20,7 +20,7 @@ from dtn_bench.profile import models as pm
 from dtn_bench.profile.normcost import NormMacCounter, dtn_inter_token_macs
 from dtn_bench.results.schema import make_row
 
-PROTOCOL = ["warmup", "iters", "latency_iters", "dtype", "autocast", "channels_last", "compile_mode",
+PROTOCOL = ["warmup", "iters", "latency_iters", "dtype", "autocast", "channels_last", "compile_mode", "dtn_kernel",
             "cudnn_benchmark", "tf32", "torch_version", "timm_version", "cuda_version", "device_name", "isolation",
             "batch_size", "batch_used", "mode", "threads"]
 
@@ -435,6 +435,9 @@ def test_cli_inline_latency_only_job(invoke, tmp_path):
     pytest.param(["--tf32"], "--tf32 needs --device cuda", id="tf32-on-cpu"),
     pytest.param(["--compile-mode", "max-autotune"], "--compile-mode needs --compile", id="compile-mode"),
     pytest.param(["--resume"], "--resume needs the --run-id", id="resume"),
+    pytest.param(["--dtn-kernel", "fused"], "--dtn-kernel 'fused': choose eager or triton", id="dtn-kernel"),
+    pytest.param(["--dtn-kernel", "triton"], "--dtn-kernel triton needs --device cuda", id="dtn-kernel-cpu"),
+    pytest.param(["--device", "cuda", "--dtn-kernel", "triton", "--train"], "drop --train", id="dtn-kernel-train"),
     pytest.param(["--iters", "0"], "--iters must be > 0", id="iters"),
     pytest.param(["--device", "tpu"], "choose cuda or cpu", id="device"),
     pytest.param(["--preset", "fast"], "unknown profile preset", id="preset"),

@@ -37,6 +37,10 @@ def profile(
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
     compile_mode: Annotated[str | None, typer.Option("--compile-mode", help="torch.compile mode (with --compile): "
                                                      "default, reduce-overhead, max-autotune.")] = None,
+    dtn_kernel: Annotated[str | None, typer.Option("--dtn-kernel", help="DTN inference kernel: eager (torch ops) or "
+                                                   "triton (fused, CUDA inference only; equality-tested in Triton's "
+                                                   "interpreter, compiled for sm_80/sm_90, never timed by us).")]
+    = None,
     train: Annotated[bool | None, typer.Option("--train/--no-train", help="Time training steps (fwd + bwd + SGD) "
                                                "instead of inference.")] = None,
     preset: Annotated[str, typer.Option("--preset", help="Preset of suites/profile.yaml: default (GPU), cpu, quick.")]
@@ -69,7 +73,8 @@ def profile(
         raise DTNBenchError("profile: --resume needs the --run-id of the run to continue")
     overrides = dict(models=_csv(models), norms=_csv(norms), device=device,
                      batch_sizes=None if batch_sizes is None else _parse_batch_sizes(batch_sizes), amp=amp,
-                     channels_last=channels_last, compile=compile_, compile_mode=compile_mode, train=train,
+                     channels_last=channels_last, compile=compile_, compile_mode=compile_mode, dtn_kernel=dtn_kernel,
+                     train=train,
                      warmup=warmup, iters=iters, latency_iters=latency_iters, tf32=tf32,
                      cudnn_benchmark=cudnn_benchmark, isolate=isolate, oom_halving=oom_halving, threads=threads,
                      seed=seed)

@@ -57,6 +57,28 @@ _GRID_CHUNK = 160_000
 # Inference scratch buffers, shared by every DTN layer (layers run one after another); keyed by role, shape, dtype and
 # device. Reusing them avoids faulting in fresh pages for every chunk of every layer.
 _WORKSPACE: dict[tuple, torch.Tensor] = {}
+# Inference kernel for unpooled 2-D grids: "eager" (torch ops, any device) or "triton" (dtn_triton, CUDA); see set_kernel.
+KERNELS = ("eager", "triton")
+_KERNEL = "eager"
+
+
+def set_kernel(name: str) -> None:
+    """Choose the inference kernel of every DTN layer on an unpooled 2-D grid: ``eager`` (torch ops, the default) or
+    ``triton`` (the fused kernels of :mod:`dtn_bench.norms.dtn_triton`, CUDA only). Autograd, ``torch.compile``,
+    pooled grids and 1-D sequences always use the eager path."""
+    global _KERNEL
+    if name not in KERNELS:
+        raise DTNBenchError(f"DTN kernel {name!r}: choose {' or '.join(KERNELS)}")
+    if name == "triton":
+        from dtn_bench.norms import dtn_triton
+
+        dtn_triton.check_available()
+    _KERNEL = name
+
+
+def get_kernel() -> str:
+    """The inference kernel chosen by :func:`set_kernel`."""
+    return _KERNEL
 
 
 def _scratch(role: str, shape, like: torch.Tensor) -> torch.Tensor:
@@ -339,6 +361,11 @@ class DTN(nn.Module):
                 )
         elif T <= P:
             raise DTNBenchError(f"DTN: {T} tokens leave no sequence after {P} prefix tokens")
+        if (_KERNEL == "triton" and self.grid_size is not None and self.pool == 1 and x.dtype != torch.float64
+                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
+            from dtn_bench.norms import dtn_triton
+
+            return dtn_triton.infer_grid(self, x)
         cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
             # A residual stream may be a transposed view ([B, T, C] stored channels-first, from a patch embedding);

@@ -19,6 +19,8 @@ Protocol (recorded in every row):
   included); on the CPU the process's peak resident set size (``ru_maxrss``), meaningful with one job per process.
 * MFU (GPU only): ``throughput * 2 * GMACs`` (``* 3`` for a training step: forward + backward) over the device's
   dense peak for the compute dtype from :data:`PEAK_TFLOPS` (no row when the device is not in the table).
+* DTN's inference kernel (``dtn_kernel``): ``eager`` (torch ops) or ``triton`` (the fused kernels of
+  :mod:`dtn_bench.norms.dtn_triton`, CUDA inference only, not with ``compile``), recorded in every row.
 * Isolation: each job runs in a fresh Python process (``isolate``), as timm's bulk benchmark runner does, so no
   compiled graph, allocator cache or peak-memory state carries over. On out-of-memory the batch is halved and the
   job retried (``oom_halving``); rows record the requested ``batch_size`` and the ``batch_used``.
@@ -43,6 +45,7 @@ from pathlib import Path
 import torch
 
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.norms.dtn import KERNELS, set_kernel
 from dtn_bench.results.schema import make_row
 
 SUITE = "profile"
@@ -97,6 +100,7 @@ class ProfileConfig:
     channels_last: bool = False
     compile: bool = False
     compile_mode: str = "default"
+    dtn_kernel: str = "eager"
     train: bool = False
     warmup: int = 10
     iters: int = 50
@@ -145,6 +149,15 @@ class ProfileConfig:
             seq = [n for n in names if pm.get(n).input != "image"]
             if seq:
                 raise DTNBenchError(f"profile: --channels-last needs image models; {', '.join(seq)} take token ids")
+        if self.dtn_kernel not in KERNELS:
+            raise DTNBenchError(f"profile: --dtn-kernel {self.dtn_kernel!r}: choose {' or '.join(KERNELS)}")
+        if self.dtn_kernel == "triton":
+            if kind != "cuda":
+                raise DTNBenchError(f"profile: --dtn-kernel triton needs --device cuda (got --device {self.device})")
+            clash = [flag for flag, on in (("--train", self.train), ("--compile", self.compile)) if on]
+            if clash:
+                raise DTNBenchError(f"profile: --dtn-kernel triton is an inference kernel for eager models; drop "
+                                    f"{' and '.join(clash)}")
         check_device("profile", self.device)
 
     def as_dict(self) -> dict:
@@ -289,6 +302,7 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
 
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
+    set_kernel(cfg.dtn_kernel)
     tuned = tune_malloc() if cfg.tune_malloc and not cuda else False
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -308,7 +322,7 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
         model_label=entry.label, family=entry.family, heads=entry.heads, dim=entry.dim, input=entry.input_desc,
         mode="train" if cfg.train else "inference", warmup=warm, iters=cfg.iters, latency_iters=cfg.latency_iters,
         dtype="float32", autocast=cfg.amp, channels_last=cfg.channels_last,
-        compile_mode=cfg.compile_mode if cfg.compile else "none",
+        compile_mode=cfg.compile_mode if cfg.compile else "none", dtn_kernel=cfg.dtn_kernel,
         cudnn_benchmark=bool(cuda and torch.backends.cudnn.benchmark),
         tf32=bool(cuda and torch.backends.cuda.matmul.allow_tf32), device_name=dev_name,
         torch_version=torch.__version__, timm_version=timm.__version__,
@@ -434,6 +448,7 @@ def run_inline(cfg: ProfileConfig, job: Job, batch: int) -> list[dict]:
     try:
         return measure_job(cfg, job, batch, "inline")
     finally:
+        set_kernel("eager")
         if cfg.compile:
             torch._dynamo.reset()
         gc.collect()

@@ -124,7 +124,7 @@ def memory_mfu_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 PROTOCOL_COLUMNS = ("device_name", "mode", "warmup", "iters", "latency_iters", "dtype", "autocast", "channels_last",
-                    "compile_mode", "cudnn_benchmark", "tf32", "isolation", "threads", "malloc_tuned",
+                    "compile_mode", "dtn_kernel", "cudnn_benchmark", "tf32", "isolation", "threads", "malloc_tuned",
                     "torch_version", "timm_version", "cuda_version", "cudnn_version")
 
 
