@@ -67,6 +67,14 @@ class DistContext:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (e.g. BatchNorm running statistics) on every process. DDP broadcasts them only at the start
+        of a training forward, after which each rank updates its own from its local batch."""
+        if not self.distributed:
+            return
+        for buf in module.buffers():
+            torch.distributed.broadcast(buf.data, src=0)
+
     def close(self) -> None:
         """Destroys the process group if this context created it."""
         if self.created and torch.distributed.is_initialized():
@@ -101,11 +109,17 @@ def init_distributed(device: str = "auto") -> DistContext:
     world = world_size_from_env()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and device.startswith("cuda:"):
+        raise DTNBenchError(f"--device {device}: under torchrun each process takes the GPU of its LOCAL_RANK; "
+                            "use --device cuda")
     dev = resolve_device(device, local_rank)
     created = False
+    if world > 1 and dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if world > 1 and not torch.distributed.is_initialized():
         if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            torch.distributed.init_process_group("nccl", device_id=dev)
+        else:
+            torch.distributed.init_process_group("gloo")
         created = True
     return DistContext(rank=rank, world=world, local_rank=local_rank, device=dev, created=created)

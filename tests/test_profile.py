@@ -235,6 +235,9 @@ def test_plan_latency_and_static_jobs():
     ("NVIDIA H200", "fp16", False, ("H200", "fp16", 989.4)),
     ("NVIDIA A100-SXM4-80GB", "none", False, ("A100", "fp32", 19.5)),
     ("NVIDIA GeForce RTX 3090", "bf16", True, None),
+    ("NVIDIA RTX A1000", "bf16", True, None),  # not an A100
+    ("NVIDIA H200 NVL", "bf16", True, ("H200 NVL", "bf16", 835.5)),
+    ("NVIDIA H100 NVL", "none", False, ("H100 NVL", "fp32", 60.0)),
 ])
 def test_peak_tflops_by_device_name(name, amp, tf32, expect):
     assert measure.peak_tflops(name, amp, tf32) == expect

@@ -124,6 +124,21 @@ def test_environment_without_torch(monkeypatch):
     json.dumps(env)
 
 
+def test_environment_records_tf32_flags_with_cuda(monkeypatch):
+    import torch
+
+    assert env_module.environment()["tf32_matmul"] is None  # no GPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:  # (properties of torch's backend modules: monkeypatch cannot restore them)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = True, False
+        env = env_module.environment()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    assert (env["tf32_matmul"], env["tf32_cudnn"], env["device"]) == (True, False, "NVIDIA H100 80GB HBM3")
+
+
 def test_git_sha_outside_a_repository_is_unknown(tmp_path):
     assert env_module.git_sha(tmp_path) == "unknown"
 

@@ -440,7 +440,7 @@ def _evaluate_groups(p: Plan, groups: list[Group], dist: DistContext, emit: Even
         gidx = group_of[index]
         ok = status == D.OK
         if ok.any():
-            x = images.to(device, non_blocking=True)  # pinned batch: asynchronous copy to the GPU
+            x = images.to(device, non_blocking=True)  # CPU decoding: pinned batch, asynchronous copy (GPU: already there)
             x = x[ok.to(device)].float().div_(255).sub_(mean).div_(std)
             with torch.inference_mode(), autocast:
                 logits = model(x).float().cpu()

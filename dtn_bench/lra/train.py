@@ -145,6 +145,7 @@ def evaluate(model: nn.Module, split, cfg: ListOpsConfig, ctx: DistContext, limi
     sharded over the processes with exact all-reduced sums."""
     n = len(split) if limit is None else min(limit, len(split))
     idx = np.arange(ctx.rank, n, ctx.world)
+    ctx.sync_buffers(model)  # every shard scored with the same (rank 0's, the saved) normaliser statistics
     was_training = model.training
     model.eval()
     amp = autocast_dtype(cfg, ctx.device)

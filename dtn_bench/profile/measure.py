@@ -10,7 +10,8 @@ Protocol (recorded in every row):
 
 * eval() and ``torch.inference_mode()`` for inference; train() with SGD, cross-entropy, ``zero_grad(set_to_none)``
   for training; static shapes; inputs made once, on the device; fp32 weights with optional autocast (bf16 autocast
-  runs LayerNorm in fp32; DTN always computes its statistics in fp32).
+  runs LayerNorm in fp32; DTN computes its statistics in fp32 outside autocast, but with ``tf32`` on, CUDA runs the
+  eager DTN's fp32 matrix products in TF32; the triton kernel's products are IEEE fp32 whatever ``tf32`` says).
 * ``warmup`` untimed iterations (``max(warmup, compile_warmup)`` with ``torch.compile``, ``dynamic=False``), then
   throughput = ``batch * iters / seconds`` with one synchronise before and one after the ``iters`` iterations.
 * Latency at batch 1: ``latency_iters`` iterations each timed on their own (CUDA events on a GPU, ``perf_counter``
@@ -33,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +59,7 @@ THROUGHPUT_UNIT = {"throughput_img_s": "img/s", "throughput_seq_s": "seq/s"}
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
     # NVIDIA datasheets, dense tensor-core peaks (the sparsity figures halved); "fp32" without TF32 is the CUDA cores.
     "H200": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
+    "H200 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
     "H100 SXM": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
     "H100 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
     "H100 PCIe": {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2},
@@ -75,11 +78,11 @@ def peak_tflops(device_name: str, autocast: str, tf32: bool) -> tuple[str, str, 
         tf32: whether fp32 matrix products may use TF32 (only matters without autocast).
     """
     name = device_name.upper()
-    if "H200" in name:
-        key = "H200"
-    elif "H100" in name:
+    if re.search(r"\bH200\b", name):
+        key = "H200 NVL" if "NVL" in name else "H200"
+    elif re.search(r"\bH100\b", name):
         key = "H100 PCIe" if "PCIE" in name else "H100 NVL" if "NVL" in name else "H100 SXM"
-    elif "A100" in name:
+    elif re.search(r"\bA100\b", name):  # not "RTX A1000"
         key = "A100"
     else:
         return None
@@ -302,7 +305,6 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
 
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
-    set_kernel(cfg.dtn_kernel)
     tuned = tune_malloc() if cfg.tune_malloc and not cuda else False
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -313,7 +315,9 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
     torch.manual_seed(cfg.seed)
     entry = pm.get(job.model)
     model = entry.build(job.norm).to(device)
+    set_kernel("eager")  # counted with the eager kernel: the flop counter cannot see Triton launches
     counts = static_counts(model, entry, device)
+    set_kernel(cfg.dtn_kernel)
 
     warm = cfg.effective_warmup
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)

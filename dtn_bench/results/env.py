@@ -129,17 +129,21 @@ def environment() -> dict[str, Any]:
     Returns:
         A JSON-serialisable dict with ``timestamp`` (UTC ISO), ``python``, ``platform``, ``cpu_count``,
         ``processor``, ``torch_version``, ``timm_version``, ``dtn_bench_version``, ``cuda_available``,
-        ``cuda_version``, ``device`` (the GPU name when CUDA is available, else ``"cpu: <processor>"``) and
-        ``git_sha``. The keys ``timestamp``, ``git_sha``, the three versions and ``device`` match the provenance
+        ``cuda_version``, ``device`` (the GPU name when CUDA is available, else ``"cpu: <processor>"``),
+        ``tf32_matmul`` and ``tf32_cudnn`` (whether CUDA may run fp32 matrix products / convolutions in TF32 at the
+        time of the call; ``None`` without CUDA) and ``git_sha``. The keys ``timestamp``, ``git_sha``, the three versions and ``device`` match the provenance
         columns of the rows.
     """
     torch = _torch()
     cuda_available = False
     cuda_version = None
+    tf32 = (None, None)
     if torch is not None:
         try:
             cuda_available = bool(torch.cuda.is_available())
             cuda_version = getattr(torch.version, "cuda", None)
+            if cuda_available:
+                tf32 = (bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32))
         except Exception:
             cuda_available = False
     return {
@@ -154,5 +158,7 @@ def environment() -> dict[str, Any]:
         "cuda_available": cuda_available,
         "cuda_version": cuda_version,
         "device": device_name("cuda") if cuda_available else _cpu_name(),
+        "tf32_matmul": tf32[0],
+        "tf32_cudnn": tf32[1],
         "git_sha": git_sha(),
     }

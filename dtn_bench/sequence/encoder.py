@@ -186,7 +186,10 @@ class LRAEncoder(nn.Module):
         B, T = tokens.shape
         if T > self.max_len:
             raise DTNBenchError(f"LRAEncoder: sequence of {T} tokens is longer than max_len={self.max_len}")
-        bad_ids = T > 0 and B > 0 and bool(tokens.min() < 0 or tokens.max() >= self.vocab_size)
+        # the id range is checked on the CPU only: on a GPU it would cost two blocking device-to-host copies per forward
+        # (and a graph break under torch.compile); there nn.Embedding's own device-side check fires instead
+        bad_ids = (tokens.device.type == "cpu" and T > 0 and B > 0 and not torch.compiler.is_compiling()
+                   and bool(tokens.min() < 0 or tokens.max() >= self.vocab_size))
         if tokens.dtype not in (torch.int64, torch.int32) or bad_ids:
             raise DTNBenchError(f"LRAEncoder: tokens must be integer ids in 0..{self.vocab_size - 1}")
         mask = tokens != 0 if mask is None else mask.to(device=tokens.device, dtype=torch.bool)
