@@ -241,6 +241,7 @@ def test_bench_norms_with_models(tmp_path):
         pytest.param(["--grid", "7y9"], "--grid", id="grid-syntax"),
         pytest.param(["--device", "cuda"], "CUDA", id="cuda"),
         pytest.param(["--models", "vit_s_dnt"], "did you mean", id="model"),
+        pytest.param(["--device", "cpu:x"], "--device 'cpu:x' is not a device", id="device-string"),
     ],
 )
 def test_bench_norms_bad_input(invoke, monkeypatch, tmp_path, args, expect):
@@ -285,3 +286,42 @@ def test_subprocess_version_help_and_error():
     assert_one_line_error(err)
     assert "did you mean" in err
     assert out == ""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ctrl-C and usage errors
+def test_typer_turns_ctrl_c_into_130():
+    """The assumption main() relies on: with standalone_mode=False typer returns 130 for a KeyboardInterrupt."""
+    import typer
+
+    tiny = typer.Typer()
+
+    @tiny.command()
+    def stop(n: int = 1) -> None:
+        raise KeyboardInterrupt
+
+    @tiny.command()
+    def go(n: int = 1) -> None:
+        pass
+
+    assert tiny(args=["stop"], standalone_mode=False) == 130
+
+
+def test_ctrl_c_exits_130_with_a_message(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "app", lambda **kwargs: 130)
+    assert run_cli(["lra", "listops"]) == 130
+    assert "interrupted; rows finished so far are saved" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["profile", "--bogus"], "No such option: --bogus"),
+    (["profile", "--batch-sizes"], "Option '--batch-sizes' requires an argument"),
+    (["imagenet-c", "--batch-size", "x", "--demo"], "Invalid value for '--batch-size'"),
+    (["bogus"], "No such command 'bogus'"),
+    (["profile", "--preset", "quick", "--debug"], "No such option: --debug"),  # --debug goes before the command
+])
+def test_usage_errors_are_one_line_with_exit_code_2(invoke, argv, expect):
+    code, out, err = invoke(*argv)
+    assert code == 2, err
+    assert_one_line_error(err)
+    assert expect in err and "--debug for the traceback" not in err

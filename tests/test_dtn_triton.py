@@ -50,10 +50,16 @@ _CHILD = textwrap.dedent("""
                 m.mean_norm_weight.normal_()
         gh, gw = (grid, grid) if isinstance(grid, int) else grid
         x = (torch.randn(B, P + gh * gw, C) * 2 + 0.5).to(getattr(torch, dtype))
+        dtn_triton._CHANNEL_CHUNK = chunk
+        dtn_mod.set_kernel("triton")
+        with torch.no_grad():
+            m(x)  # fills the layer's cached constants ...
+            m.var_norm_weight.add_(0.7)  # ... which these in-place updates must invalidate
+            m.pos_proj.weight.mul_(1.3)
+            m.bias.sub_(0.2)
         dtn_mod.set_kernel("eager")
         with torch.inference_mode():
             ref = m(x)
-        dtn_triton._CHANNEL_CHUNK = chunk
         dtn_mod.set_kernel("triton")
         with torch.no_grad():
             out = m(x)

@@ -89,10 +89,18 @@ def tune_malloc() -> bool:
         return False
 
 
-def check_device(command: str, device: str) -> None:
-    """A one-line error when ``device`` asks for CUDA and no GPU is visible."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DTNBenchError(f"{command}: --device {device} but no CUDA GPU is visible")
+def check_device(command: str, device: str, hint: str = "") -> None:
+    """A one-line error when ``device`` is not a torch device string, or asks for a CUDA GPU that is not visible
+    (``hint``: what to do instead, appended)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DTNBenchError(f"{command}: --device {device!r} is not a device (cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DTNBenchError(f"{command}: --device {device} but no CUDA GPU is visible{hint}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DTNBenchError(f"{command}: --device {device}: only {torch.cuda.device_count()} GPU(s) visible")
 
 
 def _sync(device: torch.device) -> None:

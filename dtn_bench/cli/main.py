@@ -234,11 +234,9 @@ def _parse_ints(text: str, flag: str, example: str, what: str = "integers") -> t
     """``"1,64,256"`` -> ``(1, 64, 256)``; anything else (or nothing) is a one-line error naming ``flag``."""
     message = f"{flag} {text!r}: expected comma-separated {what} like {example}"
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(","))  # int() takes surrounding spaces; "1,,2" and "1," fail
     except ValueError:
         raise DTNBenchError(message) from None
-    if not values:
-        raise DTNBenchError(message)
     return values
 
 
@@ -575,7 +573,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="dtn-bench", standalone_mode=False)
+        rc = app(args=args, prog_name="dtn-bench", standalone_mode=False)
+        if rc == 130:  # typer (standalone_mode=False) turns Ctrl-C into this return value
+            raise KeyboardInterrupt
     except DTNBenchError as e:
         if debug:
             raise
@@ -592,9 +592,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # click usage errors and the like
         import click
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+        # typer vendors its own click (typer._click): its usage errors are not click.ClickException
+        if isinstance(e, (click.ClickException, typer.TyperException)) and hasattr(e, "format_message"):
+            err_console.print(f"[red]error:[/red] {e.format_message()} (dtn-bench --help for the usage)",
+                              highlight=False, soft_wrap=True)
+            sys.exit(getattr(e, "exit_code", 2))
         if debug:
             raise
         err_console.print(f"[red]error:[/red] {type(e).__name__}: {e} (--debug for the traceback)", highlight=False,

@@ -52,6 +52,7 @@ from dtn_bench.results.schema import make_row
 
 SUITE = "profile"
 AUTOCAST = ("bf16", "fp16", "none")
+GPU_PRESETS = ("default", "gpu-all")  # presets of suites/profile.yaml that ask for --device cuda
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 THROUGHPUT_METRIC = {"image": "throughput_img_s", "tokens": "throughput_seq_s"}
 THROUGHPUT_UNIT = {"throughput_img_s": "img/s", "throughput_seq_s": "seq/s"}
@@ -161,7 +162,12 @@ class ProfileConfig:
             if clash:
                 raise DTNBenchError(f"profile: --dtn-kernel triton is an inference kernel for eager models; drop "
                                     f"{' and '.join(clash)}")
-        check_device("profile", self.device)
+        if self.compile and self.compile_mode == "reduce-overhead" and kind != "cuda":
+            raise DTNBenchError("profile: --compile-mode reduce-overhead replays CUDA graphs: it needs --device cuda")
+        if not 0 <= self.seed < 2**63:
+            raise DTNBenchError(f"profile: --seed must be in 0..2^63-1, got {self.seed}")
+        hint = "; on a machine without a GPU use --preset cpu (or --device cpu)" if self.preset in GPU_PRESETS else ""
+        check_device("profile", self.device, hint)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -107,6 +107,11 @@ def select(patterns) -> list[str]:
             continue
         hits = [n for n in names if matches(n, pattern)]
         if not hits:
+            base, _, suffix = pattern.rpartition("_")
+            if base in PROFILE_MODELS and suffix in ("ln", "dtn"):  # a zoo model name (vit_s_ln): model x norm here
+                norm = "layernorm" if suffix == "ln" else "dtn"
+                raise DTNBenchError(f"profile: models are given without their normaliser here: use --models {base} "
+                                    f"--norms {norm} (not {pattern})")
             raise DTNBenchError(unknown_name_message("profile model pattern", pattern, names))
         chosen.update(hits)
     if not chosen:
@@ -200,13 +205,13 @@ def pvt_v2_with(variant: str, norm: str, *, groups=PVT_DTN_GROUPS, pool_to: int 
     return model
 
 
-@_register("pvt_v2_b0", "PVT-v2-b0", "pvt_v2", "1/2/5/8", "32/64/160/256", "image",
+@_register("pvt_v2_b0", "PVT-v2-b0", "pvt_v2", "1/2/5/8 (DTN groups 4/4/5/-)", "32/64/160/256", "image",
            "both norms of every block of stages 1-3 (DTN: dtn_pool to 14x14, groups 4/4/5); stage 4 LayerNorm")
 def _pvt_b0(norm: str) -> nn.Module:
     return pvt_v2_with("b0", norm)
 
 
-@_register("pvt_v2_b2", "PVT-v2-b2", "pvt_v2", "1/2/5/8", "64/128/320/512", "image",
+@_register("pvt_v2_b2", "PVT-v2-b2", "pvt_v2", "1/2/5/8 (DTN groups 4/4/5/-)", "64/128/320/512", "image",
            "both norms of every block of stages 1-3 (DTN: dtn_pool to 14x14, groups 4/4/5); stage 4 LayerNorm")
 def _pvt_b2(norm: str) -> nn.Module:
     return pvt_v2_with("b2", norm)

@@ -52,6 +52,14 @@ def _torch():
 
 
 def _cpu_name() -> str:
+    """``cpu: <model name>`` (Linux's /proc/cpuinfo; elsewhere what the platform module knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"cpu: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
     return f"cpu: {platform.processor() or platform.machine() or UNKNOWN}"
 
 
