@@ -8,7 +8,9 @@ skimage's HSV algorithm.
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -348,13 +350,16 @@ def test_corrupt_folder_layout_and_determinism(src, tmp_path):
     names, sevs = ["contrast", "shot_noise"], [1, 5]
     summary = C.corrupt_folder(src, tmp_path / "o1", names, sevs, seed=7, batch_size=3)
     tree = _tree(tmp_path / "o1")
-    assert summary.images == 4 and summary.files == 16 and len(tree) == 16
+    assert summary.images == 4 and summary.files == 16 and len(tree) == 16 + 1  # + the manifest
+    manifest = json.loads(tree.pop(C.MANIFEST_NAME))
+    assert manifest["source"] == str(src.resolve()) and manifest["seed"] == 7 and manifest["files"] == 16
+    assert manifest["corruptions"] == names and manifest["severities"] == sevs and manifest["dtn_bench_version"]
     assert "shot_noise/5/n002/a.JPEG" in tree and "contrast/1/n001/b.jpg" in tree
     img = Image.open(io.BytesIO(tree["contrast/1/n001/a.JPEG"]))
     assert img.format == "JPEG" and img.size == (224, 224)
     # same seed, same bytes (another batch size); another seed changes only the stochastic corruption
     C.corrupt_folder(src, tmp_path / "o2", names, sevs, seed=7, batch_size=1)
-    assert _tree(tmp_path / "o2") == tree
+    assert {k: v for k, v in _tree(tmp_path / "o2").items() if k != C.MANIFEST_NAME} == tree
     C.corrupt_folder(src, tmp_path / "o3", names, sevs, seed=8, batch_size=4)
     other = _tree(tmp_path / "o3")
     assert all(other[k] == v for k, v in tree.items() if k.startswith("contrast"))
@@ -374,8 +379,11 @@ def test_cli_corrupt_writes_the_layout(src, tmp_path, capsys):
     rc = run_cli(["corrupt", str(src), str(out), "--corruptions", "brightness", "--severities", "3", "--extra",
                   "--seed", "1"])
     assert rc == 0
-    dirs = sorted(p.name for p in out.iterdir())
+    dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert dirs == sorted(["brightness", *EXTRA_CORRUPTIONS])
+    assert sorted(p.name for p in out.iterdir() if not p.is_dir()) == [C.MANIFEST_NAME]  # the job finished
+    manifest = json.loads((out / C.MANIFEST_NAME).read_text())
+    assert manifest["corruptions"] == ["brightness", *EXTRA_CORRUPTIONS] and manifest["seed"] == 1
     assert len(list(out.rglob("*.JPEG"))) == 5 * 2 and not list(out.rglob("*.tmp"))
     assert "20 files from 4 images" in capsys.readouterr().out
 
@@ -435,3 +443,49 @@ def test_bench_corrupt_writes_rows(tmp_path, capsys):
     assert (tmp_path / "bench-corrupt" / "t1" / "table.md").exists()
     err = _one_line_error(capsys, ["bench", "corrupt", "--corruptions", "snoww", "--out", str(tmp_path)])
     assert "did you mean: snow" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a job that stops half-way: one-line error, no manifest, the same command continues it
+
+
+def _truncate(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # header intact, image data cut: passes the header probe
+
+
+def test_truncated_source_stops_cleanly_and_the_same_command_continues(src, tmp_path, capsys):
+    good = (src / "n002" / "a.JPEG").read_bytes()
+    _truncate(src / "n002" / "a.JPEG")
+    out = tmp_path / "out"
+    argv = ["corrupt", str(src), str(out), "--corruptions", "contrast,fog", "--severities", "1,2", "--batch-size", "1"]
+    err = _one_line_error(capsys, argv)
+    assert str(src / "n002" / "a.JPEG") in err and "truncated" in err
+    assert "run the same command again to continue" in err and "8 of 16 files" in err
+    assert not (out / C.MANIFEST_NAME).exists() and (out / C.PARTIAL_NAME).is_file()  # recognisably unfinished
+    written = {p.relative_to(out).as_posix(): p for p in out.rglob("*.JPEG")} | {
+        p.relative_to(out).as_posix(): p for p in out.rglob("*.jpg")}
+    assert len(written) == 8 and not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert all(k.split("/")[2] == "n001" for k in written)  # sorted order: n001's two images, then the bad one
+    before = {k: p.stat().st_mtime_ns for k, p in written.items()}
+    # another seed over the unfinished folder is refused (it would mix two jobs)
+    err = _one_line_error(capsys, [*argv, "--seed", "3"])
+    assert "unfinished dtn-bench corrupt job" in err and "--seed 0" in err
+    (src / "n002" / "a.JPEG").write_bytes(good)
+    assert run_cli(argv) == 0
+    assert "8 kept from the unfinished earlier job" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == before[k] for k, p in written.items())  # kept, not rewritten
+    assert (out / C.MANIFEST_NAME).is_file() and not (out / C.PARTIAL_NAME).exists()
+    # the continued folder is byte-identical to one made in one go
+    C.corrupt_folder(src, tmp_path / "fresh", ["contrast", "fog"], [1, 2], seed=0, batch_size=4)
+    assert _tree(out) == _tree(tmp_path / "fresh")
+
+
+def test_rerun_over_a_complete_folder_rewrites_it(src, tmp_path):
+    out = tmp_path / "out"
+    C.corrupt_folder(src, out, ["brightness"], [1], seed=0)
+    target = out / "brightness" / "1" / "n001" / "a.JPEG"
+    os.utime(target, ns=(0, 0))
+    again = C.corrupt_folder(src, out, ["brightness"], [1], seed=0)
+    assert again.skipped == 0 and again.files == 4 and target.stat().st_mtime_ns != 0
+    assert (out / C.MANIFEST_NAME).is_file() and not (out / C.PARTIAL_NAME).exists()

@@ -6,6 +6,8 @@ Every test builds its own tiny ImageNet-C tree (a few 224 x 224 JPEGs per class,
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
@@ -291,6 +293,14 @@ def test_torchrun_gloo_two_processes_match_single_process(world):
     names = lambda r: r.loc[r["metric"] == "n_unreadable", "unreadable_files"].fillna("").tolist()  # noqa: E731
     assert names(dist_rows) == names(single_rows)
     assert len(dist_rows) == len(single_rows)  # rank 0 alone wrote rows
+    # the number of processes is recorded (config: the session that made the folder; env: the latest one) ...
+    for run, world_size in ((world["out"] / "imagenet-c" / run_id, 2), (world["run"], 1)):
+        assert json.loads((run / "config.json").read_text())["world_size"] == world_size
+        assert json.loads((run / "env.json").read_text())["world_size"] == world_size
+    # ... but is no part of the run key: a single process may resume a run made by two
+    code = run_cli([*world["args"], "--workers", "0", "--device", "cpu", "--clean-error", "25%", "--out",
+                    str(world["out"]), "--run-id", run_id, "--resume"])
+    assert code == 0
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -315,18 +325,23 @@ def test_demo_small(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def _synthetic_run(root: Path, model: str, norm: str, shift: float) -> Path:
-    """A finished run whose errors are known (written through the real RunWriter), to test the table."""
+def _synthetic_run(root: Path, model: str, norm: str, shift: float, run_id: str | None = None, **columns) -> Path:
+    """A finished run whose errors are known (written through the real RunWriter), to test the table.
+
+    ``columns`` go into every row (e.g. ``checkpoint_sha256``); each pair has 10 images and a top-5 error of 0.1.
+    """
     from dtn_bench.metrics import ALEXNET_ERRORS
     from dtn_bench.results import RunWriter, make_row
 
-    w = RunWriter(root, "imagenet-c", {"model": model}, run_id=model)
+    w = RunWriter(root, "imagenet-c", {"model": model}, run_id=run_id or model)
     rows = [make_row("imagenet-c", model, norm, "top1_err", 0.2 + shift, corruption="clean", severity=0,
-                     data="ImageNet-C")]
+                     data="ImageNet-C", **columns)]
     for c in CORRUPTIONS:
         for s in SEVERITIES:
-            rows.append(make_row("imagenet-c", model, norm, "top1_err", ALEXNET_ERRORS[c][s - 1] * 0.6 + shift,
-                                 corruption=c, severity=s, data="ImageNet-C"))
+            pair = dict(corruption=c, severity=s, data="ImageNet-C", **columns)
+            rows += [make_row("imagenet-c", model, norm, "top1_err", ALEXNET_ERRORS[c][s - 1] * 0.6 + shift, **pair),
+                     make_row("imagenet-c", model, norm, "top5_err", 0.1, **pair),
+                     make_row("imagenet-c", model, norm, "n_images", 10, "images", **pair)]
     w.append(rows)
     return w.path
 
@@ -371,3 +386,197 @@ def test_pipeline_benchmark(world, capsys):
     assert got["end_to_end"] > 0 and got["model_only"] > 0
     assert got["end_to_end / model_only"] == pytest.approx(got["end_to_end"] / got["model_only"])
     assert icev.SUITE in SUITES.names()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# combining runs: other checkpoints, settings or subset lists never mix; identical runs count once
+def _hex(prefix: str) -> str:
+    return prefix + "0" * (64 - len(prefix))
+
+
+def test_table_never_mixes_checkpoints_and_counts_identical_runs_once(tmp_path, capsys):
+    from dtn_bench.imagenet_c.report import paper_table, summarize
+    from dtn_bench.metrics import ALEXNET_ERRORS
+    from dtn_bench.results import read_rows
+
+    r = tmp_path / "r"
+    ln_a = _synthetic_run(r, "vit_s_ln", "layernorm", 0.0, "ln-a", checkpoint_sha256=_hex("a1b2c3"), amp="fp32")
+    ln_a2 = _synthetic_run(r, "vit_s_ln", "layernorm", 0.0, "ln-a-again", checkpoint_sha256=_hex("a1b2c3"),
+                           amp="fp32")
+    ln_b = _synthetic_run(r, "vit_s_ln", "layernorm", 0.1, "ln-b", checkpoint_sha256=_hex("d4e5f6"), amp="fp32")
+    dtn = _synthetic_run(r, "vit_s_dtn", "dtn", -0.05, "dtn", checkpoint_sha256=_hex("0f0f0f"), amp="fp32")
+    table, _ = paper_table(read_rows([ln_a, ln_b, dtn]))
+    assert list(table.index) == ["vit_s_ln @a1b2c3", "vit_s_ln @d4e5f6", "vit_s_dtn"]  # no guessed DTN - LN row
+    shifted = {c: [ALEXNET_ERRORS[c][s - 1] * 0.6 + 0.1 for s in SEVERITIES] for c in CORRUPTIONS}
+    assert table.loc["vit_s_ln @a1b2c3", ("", "mCE")] == pytest.approx(60.0)
+    assert table.loc["vit_s_ln @d4e5f6", ("", "mCE")] == pytest.approx(mce(shifted))
+    # the same checkpoint and settings: one row, each pair once (a repeated run, and a run read twice)
+    sums = summarize(read_rows([ln_a, ln_a2, ln_a / "rows.csv"]))
+    (key, s), = sums.items()
+    assert key == ("vit_s_ln", "layernorm", "ImageNet-C", "") and s.images == 75 * 10 and s.mce == pytest.approx(60)
+    # same checkpoint, other autocast: apart as well
+    bf16 = _synthetic_run(r, "vit_s_ln", "layernorm", 0.02, "ln-a-bf16", checkpoint_sha256=_hex("a1b2c3"), amp="bf16")
+    table, _ = paper_table(read_rows([ln_a, bf16]))
+    assert list(table.index) == ["vit_s_ln [fp32]", "vit_s_ln [bf16]"]
+    code = run_cli(["table", "imagenet-c", str(ln_a), str(ln_b), str(dtn)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "vit_s_ln @a1b2c3" in printed and "vit_s_ln @d4e5f6" in printed
+    assert "first hex digits of the checkpoint's SHA-256" in printed
+
+
+def test_subset_files_with_one_name_stay_apart(world, tmp_path):
+    from dtn_bench.imagenet_c.report import paper_table
+    from dtn_bench.results import read_rows
+
+    lists, runs = {}, []
+    entries = {"a": "n00000001/ILSVRC2012_val_10000000.JPEG", "b": "n00000002/ILSVRC2012_val_20000000.JPEG"}
+    for sub, entry in entries.items():
+        f = tmp_path / sub / "ids.txt"
+        f.parent.mkdir()
+        f.write_text(entry + "\n")
+        lists[sub] = D.hashlib.sha256(f.read_bytes()).hexdigest()
+        code = run_cli([*world["args"], "--workers", "0", "--subset-file", str(f), "--corruptions", "fog",
+                        "--severities", "1", "--out", str(tmp_path / "res"), "--run-id", sub])
+        assert code == 0
+        runs.append(tmp_path / "res" / "imagenet-c" / sub)
+    labels = [set(pd.read_parquet(run / "rows.parquet")["data"]) for run in runs]
+    for digest, label in zip(lists.values(), labels, strict=True):
+        assert label == {f"ImageNet-C (subset file ids.txt sha256 {digest[:8]})"}
+    table, table_labels = paper_table(read_rows(runs))
+    assert len(table) == 2 and len(table_labels) == 2
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# no checkpoint: seeded random weights, announced, keyed and labelled
+_DIGEST = """
+import hashlib, sys, torch
+from dtn_bench.imagenet_c.evaluation import ImageNetCConfig, build_model
+torch.rand(7)  # the caller's random state must not matter
+model, _ = build_model(ImageNetCConfig(model="vit_t_ln", num_classes=3, data_dir="x", seed=int(sys.argv[1])))
+h = hashlib.sha256()
+for k, v in sorted(model.state_dict().items()):
+    h.update(k.encode()); h.update(v.detach().numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_random_weights_are_the_same_in_every_process():
+    digests = [subprocess.run([sys.executable, "-c", _DIGEST, seed], capture_output=True, text=True, check=True,
+                              timeout=300).stdout.strip() for seed in ("0", "0", "1")]
+    assert digests[0] == digests[1] and digests[0] != digests[2] and len(digests[0]) == 64
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory):
+    """One pair of a 5-class layout (so top-5 is measured), evaluated without a checkpoint."""
+    base = tmp_path_factory.mktemp("five")
+    data = make_layout(base / "data", corruptions=("fog",), severities=(1,),
+                       classes=tuple(f"n0000001{k}" for k in range(5)), per=1)
+    return base, data
+
+
+def test_no_checkpoint_warns_and_labels_random_weights(five, capsys):
+    base, data = five
+    code = run_cli(["imagenet-c", "--model", "vit_t_ln", "--num-classes", "5", "--data-dir", str(data),
+                    "--corruptions", "fog", "--severities", "1", "--workers", "0", "--out", str(base / "out"),
+                    "--run-id", "r"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    warning = "warning: no --checkpoint: randomly initialised weights (seed 0); errors will be near chance"
+    assert warning in captured.err.splitlines()
+    run = base / "out" / "imagenet-c" / "r"
+    rows = pd.read_parquet(run / "rows.parquet")
+    assert set(rows["checkpoint_sha256"]) == {"random init (seed 0)"}
+    assert json.loads((run / "config.json").read_text())["checkpoint_sha256"] == "random init (seed 0)"
+    assert "vit_t_ln [random init (seed 0)]" in (run / "table.md").read_text()
+    # the summary shows top-5 and the mean accuracy, labelled
+    assert "top-5 err" in captured.out
+    top1, top5 = (rows.loc[rows["metric"] == m, "value"].item() for m in ("top1_err", "top5_err"))
+    assert f"mean accuracy over the 1 evaluated pair(s) of the 15 {100 * (1 - top1):.2f}%" in captured.out
+    assert f"mean top-5 error over the 1 evaluated pair(s) of the 15 {100 * top5:.2f}%" in captured.out
+
+
+def test_summary_of_a_complete_run_prints_top5_and_mean_accuracy(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from dtn_bench.cli.imagenet_c import _summary
+    from dtn_bench.imagenet_c import ImageNetCResult
+    from dtn_bench.imagenet_c.report import summarize
+    from dtn_bench.metrics import ALEXNET_ERRORS, mean_corruption_accuracy
+    from dtn_bench.results import read_rows
+
+    run = _synthetic_run(tmp_path, "vit_s_ln", "layernorm", 0.0)
+    rows = read_rows(run)
+    (s,) = summarize(rows).values()
+    errs = {c: [ALEXNET_ERRORS[c][k - 1] * 0.6 for k in SEVERITIES] for c in CORRUPTIONS}
+    assert s.mean_corruption_accuracy == pytest.approx(mean_corruption_accuracy(errs))
+    assert s.mean_top5_error == pytest.approx(0.1)
+    _summary(ImageNetCResult(run, rows, s), "ImageNet-C", SimpleNamespace(done={}))
+    out = capsys.readouterr().out
+    assert f"mean corruption accuracy (unnormalised, 15 x 5) {100 * mean_corruption_accuracy(errs):.2f}%" in out
+    assert "mean top-5 error (unnormalised, 15 x 5) 10.00%" in out and "top-5 err" in out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_extra_adds_to_the_listed_corruptions(world, capsys):
+    from dtn_bench.imagenet_c import make_config
+    from dtn_bench.metrics import EXTRA_CORRUPTIONS
+
+    cfg = make_config("vit_t_ln", world["data"], corruptions=["fog"], extra=True, device="cpu")
+    assert cfg.corruptions == ("fog", *EXTRA_CORRUPTIONS)
+    code = run_cli([*world["args"], "--corruptions", "fog", "--extra", "--workers", "0",
+                    "--out", str(world["base"] / "extra")])
+    err = capsys.readouterr().err
+    assert code == 2 and "speckle_noise (all severities)" in err and "spatter (all severities)" in err
+    assert not (world["base"] / "extra").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_data_made_by_corrupt_is_labelled_as_generated(tmp_path, capsys):
+    from dtn_bench.data.corruptions import MANIFEST_NAME, corrupt_folder
+    from dtn_bench.imagenet_c.report import ce_bars, severity_lines
+
+    src = make_layout(tmp_path / "src", corruptions=("x",), severities=(0,), per=1, size=256) / "x" / "0"
+    corrupt_folder(src, tmp_path / "gen", ["fog"], [1], seed=4)
+    assert (tmp_path / "gen" / MANIFEST_NAME).is_file()
+    args = ["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir", str(tmp_path / "gen"),
+            "--corruptions", "fog", "--severities", "1", "--workers", "0", "--out", str(tmp_path / "out")]
+    code = run_cli([*args, "--run-id", "g"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    label = "generated by dtn-bench corrupt (seed 4) - not the released ImageNet-C"
+    assert captured.err.splitlines()[0] == label and f"[{label}]" in captured.out
+    run = tmp_path / "out" / "imagenet-c" / "g"
+    rows = pd.read_parquet(run / "rows.parquet")
+    assert set(rows["data"]) == {label}
+    assert label in (run / "table.md").read_text() and label in (run / "table.tex").read_text()
+    assert label in ce_bars(rows).axes[0].get_title() and label in severity_lines(rows)._suptitle.get_text()
+    code = run_cli([*args, "--run-id", "own", "--data-label", "my corruptions"])
+    assert code == 0
+    assert set(pd.read_parquet(tmp_path / "out" / "imagenet-c" / "own" / "rows.parquet")["data"]) == {
+        "my corruptions"}
+    capsys.readouterr()
+    (tmp_path / "gen" / MANIFEST_NAME).write_text("{ not json")
+    code = run_cli([*args, "--run-id", "bad"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read the dtn-bench corrupt manifest" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_table_csv(tmp_path, capsys):
+    ln = _synthetic_run(tmp_path / "r", "vit_s_ln", "layernorm", 0.0)
+    dtn = _synthetic_run(tmp_path / "r", "vit_s_dtn", "dtn", -0.05)
+    out = tmp_path / "combined"
+    code = run_cli(["table", "imagenet-c", str(ln), str(dtn), "--format", "csv", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    df = pd.read_csv(io.StringIO(printed), index_col=[0, 1])
+    assert list(df.index.names) == ["model", "data"]
+    assert df.loc[("vit_s_ln", "ImageNet-C"), "mCE"] == pytest.approx(60.0)
+    assert df.loc[("vit_s_ln", "ImageNet-C"), "published mCE"] == "not published"
+    assert df.loc[("vit_s: DTN - LN", "ImageNet-C"), "clean err"] == pytest.approx(-5.0)
+    assert "Weather / Fog" in df.columns and "rel. mCE" in df.columns
+    assert (out / "table.csv").read_text() == printed
+    assert (out / "table.md").is_file() and (out / "table.tex").is_file()
+    code = run_cli(["table", "imagenet-c", str(ln), "--format", "html"])
+    assert code == 2 and "choose md, tex or csv" in capsys.readouterr().err

@@ -438,6 +438,11 @@ def test_cli_inline_latency_only_job(invoke, tmp_path):
     pytest.param(["--tf32"], "--tf32 needs --device cuda", id="tf32-on-cpu"),
     pytest.param(["--compile-mode", "max-autotune"], "--compile-mode needs --compile", id="compile-mode"),
     pytest.param(["--resume"], "--resume needs the --run-id", id="resume"),
+    pytest.param(["--models", "vit_s_ln"], "use --models vit_s --norms layernorm", id="zoo-name-with-norm"),
+    pytest.param(["--device", "cpu:x"], "--device 'cpu:x' is not a device", id="device-string"),
+    pytest.param(["--seed", str(2**64)], "--seed must be in 0..2^63-1", id="seed-range"),
+    pytest.param(["--compile", "--compile-mode", "reduce-overhead"], "replays CUDA graphs", id="cudagraphs-on-cpu"),
+    pytest.param(["--batch-sizes", "1,,2"], "comma-separated positive integers", id="batch-empty-item"),
     pytest.param(["--dtn-kernel", "fused"], "--dtn-kernel 'fused': choose eager or triton", id="dtn-kernel"),
     pytest.param(["--dtn-kernel", "triton"], "--dtn-kernel triton needs --device cuda", id="dtn-kernel-cpu"),
     pytest.param(["--device", "cuda", "--dtn-kernel", "triton", "--train"], "drop --train", id="dtn-kernel-train"),
@@ -460,6 +465,7 @@ def test_default_preset_asks_for_a_gpu(invoke, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, _, err = invoke("profile", "--out", str(tmp_path))
     assert code == 2 and "--device cuda but no CUDA GPU is visible" in err
+    assert "use --preset cpu (or --device cpu)" in err
 
 
 def test_suite_and_presets_registered():
@@ -490,3 +496,40 @@ def test_cuda_measurement_uses_events_and_cuda_memory():
     name = torch.cuda.get_device_name()
     if measure.peak_tflops(name, "bf16", True) is not None:
         assert 0 < by[("mfu", "throughput")]["value"] < 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# report: published ViT-T numbers, what the peak-memory figures are
+def test_table1_shows_the_published_vit_t_flops_and_params():
+    common = dict(model_label="ViT-T", heads="3", dim="192", phase="static", batch_size=1, batch_used=1)
+    rows = pd.DataFrame([make_row("profile", "vit_t", norm, metric, value, **common)
+                         for norm in ("layernorm", "dtn") for metric, value in (("gmacs", 1.25), ("params_m", 5.72))])
+    t = report.table1(rows)
+    assert t.loc[("ViT-T", "layernorm", "3", "192"), "FLOPs paper (G)"] == 1.26
+    assert t.loc[("ViT-T", "layernorm", "3", "192"), "Params paper (M)"] == 5.7
+    assert t.loc[("ViT-T", "dtn", "3", "192"), "FLOPs paper (G)"] == "not published"  # no DTN ViT-T in the source
+
+
+@pytest.mark.parametrize("kind, heading, note", [
+    ("cpu_process_max_rss", "peak RSS (MiB, whole process)", "not the model's memory"),
+    ("cuda_max_memory_allocated", "peak GPU memory (MiB, max_memory_allocated)", "torch.cuda.max_memory_allocated"),
+])
+def test_memory_tables_say_what_the_peak_memory_is(kind, heading, note):
+    common = dict(model_label="ViT-S", heads="6", dim="384", mode="inference", device_name="test")
+    rows = pd.DataFrame([
+        make_row("profile", "vit_s", "layernorm", "latency_ms_p50", 5.0, phase="latency", batch_size=1, batch_used=1,
+                 **common),
+        make_row("profile", "vit_s", "layernorm", "peak_mem_mib", 900.0, phase="latency", batch_size=1, batch_used=1,
+                 mem_kind=kind, **common),
+        make_row("profile", "vit_s", "layernorm", "throughput_img_s", 12.0, phase="throughput", batch_size=8,
+                 batch_used=8, **common),
+        make_row("profile", "vit_s", "layernorm", "peak_mem_mib", 950.0, phase="throughput", batch_size=8,
+                 batch_used=8, mem_kind=kind, **common),
+    ])
+    lat, mem = report.latency_table(rows), report.memory_mfu_table(rows)
+    assert lat.loc[("vit_s", "layernorm"), heading] == 900.0
+    assert mem.loc[("vit_s", "layernorm", 8), heading] == 950.0
+    assert "peak mem (MiB)" not in list(lat.columns) + list(mem.columns)
+    text = report.render_report(rows, "md")
+    assert heading in text and note in text
+    assert ("peak GPU memory" if kind == "cpu_process_max_rss" else "peak RSS") not in text

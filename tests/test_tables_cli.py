@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
+import pandas as pd
+import pytest
 from cli_helpers import run_cli
+
+from dtn_bench.bench import report as norms_report
+from dtn_bench.bench import scaling
+from dtn_bench.lra import report as lra_report
+from dtn_bench.profile import report as profile_report
+from dtn_bench.results.io import read_rows
+from dtn_bench.results.tables import to_csv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +32,8 @@ def test_table_norms_from_the_committed_reference_run(tmp_path, capsys):
     assert code == 0, out
     md = (tmp_path / "t" / "table.md").read_text()
     assert "dtn_authors" in md and "DTN speed-up vs authors' algorithm" in md
-    assert md == (run / "table.md").read_text()  # the same rows render the same document
+    assert md == (run / "table.md").read_text()  # the same rows render the same tables
+    assert "**Normaliser comparison, DTN paper layout" in md.split("**Summary**")[1]
     assert (tmp_path / "t" / "norms.png").stat().st_size > 0
     code, out = _cli(capsys, ["table", "norms", str(run), "--format", "tex"])
     assert code == 0 and "\\begin{tabular}" in out
@@ -45,3 +57,208 @@ def test_table_of_the_wrong_suite_is_an_error(capsys):
     assert code == 2 and "no lra-listops rows" in out
     code, out = _cli(capsys, ["table", "norms", str(run), "--format", "html"])
     assert code == 2 and "--format" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CSV, comparable settings, the normaliser comparison, `table all`
+RESULTS = REPO / "results"
+RUNS = {
+    "profile": RESULTS / "profile" / "cpu-2core-xeon",
+    "listops": RESULTS / "lra-listops" / "cpu-2core-quick",
+    "norms": RESULTS / "bench-norms" / "cpu-2core-xeon",
+    "lra-scaling": RESULTS / "bench-lra-scaling" / "cpu-2core-xeon",
+}
+PAPER_COLUMNS = ["LN", "BN", "IN", "GN", "SN", "ScN", "PN", "DTN"]
+
+
+def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
+    code = run_cli(argv)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _copy_run(src: Path, dst: Path, config: dict | None = None, **changes) -> Path:
+    """A copy of a committed run (rows.csv, config.json) under another run id, with columns changed (a value, or a
+    function of the rows) and config fields overridden."""
+    df = pd.read_csv(src / "rows.csv")
+    for column, change in changes.items():
+        df[column] = change(df) if callable(change) else change
+    df["run_id"] = dst.name
+    dst.mkdir(parents=True)
+    df.to_csv(dst / "rows.csv", index=False)
+    (dst / "config.json").write_text(json.dumps({**json.loads((src / "config.json").read_text()), **(config or {})}))
+    return dst
+
+
+@pytest.mark.parametrize("suite, main_table, columns", [
+    ("profile", lambda df: profile_report.table1(df),
+     ["Model", "Norm", "H", "C", "FLOPs ours (G)", "FLOPs paper (G)", "Norm GMACs", "Norm GMACs dense",
+      "Params ours (M)", "Params paper (M)", "Top-1 paper (%)"]),
+    ("listops", lambda df: lra_report.paper_table(df, "last"),
+     ["model", "LN", "DTN", "DTN - LN", "LRA paper (LN)", "DTN paper (DTN)"]),
+    ("norms", lambda df: norms_report.comparison_table(df), ["model", "figure", *PAPER_COLUMNS]),
+    ("lra-scaling", lambda df: scaling.summary_table(df),
+     ["model / norm", *(f"step ms (median), length {n}" for n in (512, 1024, 2048, 4096)),
+      "log-log slope of step time", "log-log slope of alloc_mib", "slopes fitted over lengths"]),
+])
+def test_table_csv_is_the_paper_table_printed_and_written(suite, main_table, columns, tmp_path, capsys):
+    run = RUNS[suite]
+    code, out, err = _run(capsys, ["table", suite, str(run), "--format", "csv"])
+    assert code == 0, err
+    code, _, err = _run(capsys, ["table", suite, str(run), "--out", str(tmp_path)])
+    assert code == 0, err
+    written = (tmp_path / "table.csv").read_text()
+    assert out == written  # stdout is the CSV alone, exactly as written
+    assert list(pd.read_csv(tmp_path / "table.csv").columns)[:len(columns)] == columns
+    assert written == to_csv(main_table(read_rows(run)))  # the same table as the Markdown one, at full precision
+    assert {p.name for p in tmp_path.iterdir()} >= {"table.md", "table.tex", "table.csv"}
+
+
+def test_table_csv_shows_published_numbers_beside_ours(capsys):
+    code, out, _ = _run(capsys, ["table", "profile", str(RUNS["profile"]), "--format", "csv"])
+    assert code == 0
+    t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["Model", "Norm"])
+    assert t.loc[("ViT-S", "dtn"), "FLOPs paper (G)"] == "4.88"
+    assert t.loc[("ViT-T", "layernorm"), "FLOPs paper (G)"] == "1.26"  # the authors' README: ViT-T 1.26G, 5.7M
+    assert t.loc[("ViT-T", "layernorm"), "Params paper (M)"] == "5.7"
+    assert t.loc[("ViT-T", "dtn"), "Params paper (M)"] == "not published"
+    code, out, _ = _run(capsys, ["table", "listops", str(RUNS["listops"]), "--format", "csv"])
+    assert code == 0
+    t = pd.read_csv(io.StringIO(out), dtype=str).set_index("model")
+    assert t.loc["BigBird", "LRA paper (LN)"] == "36.05" and t.loc["BigBird", "DTN paper (DTN)"] == "not published"
+
+
+@pytest.mark.parametrize("suite, changes, config, expect", [
+    ("profile", {"autocast": "bf16"}, None, "table profile: the runs differ in autocast (none, bf16); render them "
+     "separately"),
+    ("profile", {"mode": "train"}, None, "differ in mode (inference, train)"),
+    ("profile", {"channels_last": True}, None, "differ in channels_last (False, True)"),
+    ("profile", {"dtype": "bfloat16"}, None, "differ in dtype (float32, bfloat16)"),
+    ("profile", {"compile_mode": "max-autotune"}, None, "differ in compile_mode (none, max-autotune)"),
+    ("profile", {"dtn_kernel": "triton"}, None, "differ in dtn_kernel (eager, triton)"),
+    ("profile", {"device_name": "NVIDIA H100 80GB HBM3"}, None, "differ in device_name (cpu: x86_64, NVIDIA H100"),
+    ("profile", {"threads": 2}, None, "differ in threads (1, 2)"),
+    ("listops", {"preset": "lra"}, None, "table listops: the runs differ in preset (quick, lra)"),
+    ("listops", {"step": lambda df: df["step"].where(df["checkpoint"] != "last", 400)}, None,
+     "differ in training steps (800, 400)"),
+    ("listops", {"seed": 1}, {"lr": 0.01}, "table listops: the runs differ in lr (0.001, 0.01)"),
+    ("norms", {"dim": lambda df: df["dim"].where(df["dim"].isna(), 432)}, None, "differ in dim (384, 432)"),
+    ("norms", {"batch": lambda df: df["batch"].where(df["model"] != "vit_s_ln", 16)}, None,
+     "differ in batch (32, 16)"),
+    ("norms", {"device": "cuda: NVIDIA H100"}, None, "differ in device (cpu: x86_64, cuda: NVIDIA H100)"),
+    ("lra-scaling", {"batch": 4}, None, "table lra-scaling: the runs differ in batch (2, 4)"),
+    ("lra-scaling", {"n_buckets": lambda df: df["n_buckets"] * 2}, None, "differ in n_buckets (8, 16)"),
+])
+def test_table_refuses_runs_measured_under_different_settings(suite, changes, config, expect, tmp_path, capsys):
+    run = RUNS[suite]
+    if suite == "profile" and "dtn_kernel" in changes:  # the committed run predates the column: give it one
+        run = _copy_run(run, tmp_path / "eager", dtn_kernel="eager")
+    other = _copy_run(RUNS[suite], tmp_path / "other", config, **changes)
+    code, out, err = _run(capsys, ["table", suite, str(run), str(other), "--out", str(tmp_path / "t")])
+    assert code == 2, out
+    assert expect in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "t").exists()
+    code, _, err = _run(capsys, ["table", "all", str(run), str(other), "--out", str(tmp_path / "all")])
+    assert code == 2 and expect.split(": ")[-1] in err
+    assert not (tmp_path / "all").exists()
+
+
+@pytest.mark.parametrize("suite", list(RUNS))
+def test_table_combines_repeated_runs_of_the_same_settings(suite, tmp_path, capsys):
+    seed = {"seed": lambda df: df["seed"].where(df["seed"] < 0, 1)} if suite == "listops" else {}
+    again = _copy_run(RUNS[suite], tmp_path / "again", **seed)
+    code, alone, err = _run(capsys, ["table", suite, str(RUNS[suite])])
+    assert code == 0, err
+    code, both, err = _run(capsys, ["table", suite, str(RUNS[suite]), str(again)])
+    assert code == 0, err
+    if suite == "listops":  # the copy is seed 1 with the same numbers: mean ± std (0.00) over two seeds
+        assert "33.90 ± 0.00" in both
+    else:
+        assert both == alone
+
+
+def test_table_listops_combines_seeds_and_profile_combines_models(tmp_path, capsys):
+    def seed_1(df):
+        return df["seed"].where(df["seed"] < 0, 1)
+
+    def better(df):
+        return df["value"].where(df["metric"] != "accuracy", df["value"] + 0.01)
+
+    other = _copy_run(RUNS["listops"], tmp_path / "seed1", seed=seed_1, value=better)
+    code, out, err = _run(capsys, ["table", "listops", str(RUNS["listops"]), str(other), "--format", "csv"])
+    assert code == 0, err
+    assert pd.read_csv(io.StringIO(out)).set_index("model").loc["Transformer", "LN"] == "34.40 ± 0.71"
+
+    def rename(df):
+        return df["model"].replace({"vit_s": "vit_b_star"})
+
+    b = _copy_run(RUNS["profile"], tmp_path / "vit_b", model=rename, model_label=lambda df: df["model_label"].replace(
+        {"ViT-S": "ViT-B*"}))
+    code, out, err = _run(capsys, ["table", "profile", str(RUNS["profile"]), str(b), "--format", "csv"])
+    assert code == 0, err
+    t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["Model", "Norm"])
+    assert t.loc[("ViT-B*", "dtn"), "FLOPs paper (G)"] == "18.13"
+    assert t.loc[("ViT-S", "dtn"), "FLOPs paper (G)"] == "4.88"
+
+
+def test_table_norms_paper_comparison(tmp_path, capsys):
+    run = RUNS["norms"]
+    code, out, err = _run(capsys, ["table", "norms", str(run), "--format", "csv"])
+    assert code == 0, err
+    t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["model", "figure"])
+    assert list(t.columns) == [*PAPER_COLUMNS, "dtn_var", "rmsnorm", "dtn_authors"]  # then the others measured
+    paper = t.xs("top-1 (%), paper", level="figure")
+    assert paper.loc["ViT-S", PAPER_COLUMNS].tolist() == "79.9 77.3 77.7 78.3 80.1 80.0 79.8 80.6".split()
+    assert paper.loc["ViT-S*", PAPER_COLUMNS].tolist() == "80.6 77.2 77.6 79.5 81.0 80.6 80.4 81.7".split()
+    assert set(paper[["dtn_var", "rmsnorm", "dtn_authors"]].to_numpy().ravel()) == {"not published"}
+    ours = t.xs("top-1 (%), ours", level="figure")
+    assert set(ours[["LN", "BN", "DTN", "rmsnorm"]].to_numpy().ravel()) == {"not measured"}
+    assert set(t[["PN", "SN"]].drop(index="top-1 (%), paper", level="figure").to_numpy().ravel()) == {"not provided"}
+    rows = pd.read_csv(run / "rows.csv")
+    fwd = rows[(rows["metric"] == "time_ms") & (rows["stat"] == "median") & (rows["pass"] == "fwd")].set_index("norm")
+    assert float(t.loc[("ViT-S", "fwd ms per layer, ours"), "DTN"]) == pytest.approx(fwd.loc["dtn", "value"])
+    assert float(t.loc[("ViT-S", "fwd time / LN time, ours"), "GN"]) == pytest.approx(
+        fwd.loc["groupnorm", "value"] / fwd.loc["layernorm", "value"])
+    assert t.loc[("ViT-S*", "fwd ms per layer, ours"), "DTN"] == "not measured"  # measured at ViT-S's layer shape
+    star = _copy_run(run, tmp_path / "star", dim=lambda df: df["dim"].where(df["dim"].isna(), 432),
+                     heads=lambda df: df["heads"].where(df["heads"].isna(), 9))
+    code, out, err = _run(capsys, ["table", "norms", str(star), "--format", "csv"])
+    assert code == 0, err
+    t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["model", "figure"])
+    assert float(t.loc[("ViT-S*", "fwd ms per layer, ours"), "DTN"]) == pytest.approx(fwd.loc["dtn", "value"])
+    assert t.loc[("ViT-S", "fwd ms per layer, ours"), "DTN"] == "not measured"
+    code, md, _ = _run(capsys, ["table", "norms", str(run)])
+    assert "Normaliser comparison" in md and "not provided: not implemented in this package" in md
+
+
+def test_table_all_renders_every_suite(tmp_path, capsys):
+    code, out, err = _run(capsys, ["table", "all", str(RESULTS), "--out", str(tmp_path / "all")])
+    assert code == 0, err
+    assert "bench-corrupt" in err  # rows of a suite without tables are named and left out
+    for suite, command, plot in (("profile", "profile", "latency.png"), ("bench-norms", "norms", "norms.png"),
+                                 ("bench-lra-scaling", "lra-scaling", "scaling.png"),
+                                 ("lra-listops", "listops", "curves.png"), ("imagenet-c", "imagenet-c", "ce_bars.png")):
+        assert f"## {suite}\n" in out
+        code, _, err = _run(capsys, ["table", command, str(RESULTS), "--out", str(tmp_path / command)])
+        assert code == 0, err
+        for name in ("table.md", "table.tex", "table.csv"):
+            assert (tmp_path / "all" / suite / name).read_text() == (tmp_path / command / name).read_text(), name
+        assert (tmp_path / "all" / suite / plot).read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "all" / "bench-corrupt").exists()
+    code, out, err = _run(capsys, ["table", "all", str(RUNS["profile"]), str(RUNS["norms"]), "--format", "csv"])
+    assert code == 0, err
+    blocks = dict(block.split("\n", 1) for block in out.split("\n\n"))  # "# <suite>" heading, then its CSV
+    blocks = {key: text.rstrip("\n") + "\n" for key, text in blocks.items()}
+    assert list(blocks) == ["# profile", "# bench-norms"]
+    for key, command in (("# profile", "profile"), ("# bench-norms", "norms")):
+        _, alone, _ = _run(capsys, ["table", command, str(RUNS[command]), "--format", "csv"])
+        assert blocks[key] == alone
+
+
+def test_table_all_without_rows_of_a_suite_with_tables_is_an_error(tmp_path, capsys):
+    code, _, err = _run(capsys, ["table", "all", str(RESULTS / "bench-corrupt"), "--out", str(tmp_path / "t")])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "table all: no rows of a suite with tables" in err and "bench-corrupt" in err
+    assert not (tmp_path / "t").exists()
+    code, _, err = _run(capsys, ["table", "all", str(RUNS["profile"]), "--format", "html"])
+    assert code == 2 and "choose md, tex or csv" in err

@@ -1,10 +1,26 @@
-"""Tables and plots of the norm benchmark, from its rows."""
+"""Tables and plots of the norm benchmark, from its rows.
+
+* :func:`layer_table`: time per layer of every normaliser measured, and its ratio to LayerNorm.
+* :func:`summary_table`: DTN's speed-up over the authors' algorithm, model throughput and the DTN / LN ratio.
+* :func:`comparison_table`: the DTN paper's normaliser comparison (ImageNet-1k top-1 of ViT-S and ViT-S* with LN, BN,
+  IN, GN, SN, ScN, PN, DTN) with the published accuracies beside our layer timings at each model's layer shape.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from dtn_bench.results.tables import pivot, render_document
+from dtn_bench.results.published import NORM_COMPARISON_TOP1, NOT_PUBLISHED
+from dtn_bench.results.tables import pivot, render, render_document
+
+PAPER_NORMS = (("LN", "layernorm"), ("BN", "batchnorm"), ("IN", "instancenorm"), ("GN", "groupnorm"), ("SN", "sn"),
+               ("ScN", "scalenorm"), ("PN", "powernorm"), ("DTN", "dtn"))
+"""The comparison's columns in the paper's order: (paper's name, this package's name; ``sn``: not expanded)."""
+PAPER_MODELS = (("ViT-S", "vit_s", 196, 384, 6), ("ViT-S*", "vit_s_star", 196, 432, 9))
+"""The comparison's rows: (label, published key, tokens, channels, heads of a normalised layer at 224 x 224)."""
+NOT_MEASURED = "not measured"
+NOT_PROVIDED = "not provided"
+COMPARISON_TITLE = "Normaliser comparison, DTN paper layout: published ImageNet-1k top-1 beside our layer cost"
 
 
 def layer_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -21,7 +37,8 @@ def layer_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The figures the issue targets: DTN speed-up over the authors' algorithm, model throughput and ratio."""
+    """The figures the issue targets: DTN speed-up over the authors' algorithm, model throughput and ratio (a figure
+    that several combined runs repeat: their mean, as in :func:`layer_table`)."""
     rows = []
     for _, r in df[df["metric"] == "speedup"].iterrows():
         rows.append({"figure": f"DTN speed-up vs authors' algorithm ({r['pass']}, batch {int(r['batch'])})",
@@ -32,13 +49,103 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     for _, r in df[(df["metric"] == "ratio")].iterrows():
         rows.append({"figure": f"{r['model']} / {r['versus']} throughput ({r['stat']})", "value": r["value"],
                      "unit": "x"})
-    return pd.DataFrame(rows).set_index("figure") if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).groupby(["figure", "unit"], sort=False)["value"].mean().reset_index("unit")[
+        ["value", "unit"]]
+
+
+def _median_ms(df: pd.DataFrame, tokens: int, dim: int, heads: int) -> dict[tuple[str, str], float]:
+    """Median layer time (ms) per ``(norm, pass)`` at one layer shape (mean over runs that repeat it)."""
+    t = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
+    if t.empty or not {"tokens", "dim", "heads", "pass"} <= set(t.columns):
+        return {}
+    at = t[(t["tokens"] == tokens) & (t["dim"] == dim) & (t["heads"] == heads)]
+    return {key: float(v) for key, v in at.groupby(["norm", "pass"], sort=False)["value"].mean().items()}
+
+
+def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The DTN paper's normaliser comparison with our measurements beside the published numbers.
+
+    Rows ``(model, figure)`` for ViT-S and ViT-S*: the published top-1 (%), ours (``not measured``: this tool does not
+    train on ImageNet), and from the rows the median forward and forward + backward time of one layer (ms) and their
+    ratio to LayerNorm's, at that model's layer shape (:data:`PAPER_MODELS`; any batch). Columns: the paper's
+    normalisers (:data:`PAPER_NORMS`), then every other normaliser the rows measured, by its name here.
+
+    Cells: ``not published`` where the paper has no number, ``not provided`` for a normaliser this package does not
+    implement (PowerNorm; SN, which the source does not expand), ``not measured`` where the rows hold no number.
+
+    Args:
+        df: bench-norms rows.
+
+    Returns:
+        The table (object dtype: numbers and those labels).
+    """
+    from dtn_bench.bench.norms import AUTHORS
+    from dtn_bench.norms import NORMS
+
+    implemented = set(NORMS.names()) | {AUTHORS}
+    layer = df[df["metric"] == "time_ms"]
+    paper_names = {name for _, name in PAPER_NORMS}
+    columns = list(PAPER_NORMS) + [(n, n) for n in dict.fromkeys(layer["norm"]) if n not in paper_names]
+    records, index = [], []
+    for label, key, tokens, dim, heads in PAPER_MODELS:
+        ms = _median_ms(df, tokens, dim, heads)
+        published = []
+        for _, name in columns:
+            entry = NORM_COMPARISON_TOP1.get((key, name))
+            published.append(NOT_PUBLISHED if entry is None or entry.value is None else float(entry.value))
+        records.append(published)
+        index.append((label, "top-1 (%), paper"))
+        records.append([NOT_MEASURED if name in implemented else NOT_PROVIDED for _, name in columns])
+        index.append((label, "top-1 (%), ours"))
+        for pass_, text in (("fwd", "fwd"), ("fwd_bwd", "fwd+bwd")):
+            times, ratios = [], []
+            base = ms.get(("layernorm", pass_))
+            for _, name in columns:
+                if name not in implemented:
+                    times.append(NOT_PROVIDED)
+                    ratios.append(NOT_PROVIDED)
+                    continue
+                value = ms.get((name, pass_))
+                times.append(NOT_MEASURED if value is None else value)
+                ratios.append(NOT_MEASURED if value is None or base is None else value / base)
+            records += [times, ratios]
+            index += [(label, f"{text} ms per layer, ours"), (label, f"{text} time / LN time, ours")]
+    table = pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["model", "figure"]),
+                         columns=[c for c, _ in columns], dtype=object)
+    return table
+
+
+def comparison_note(df: pd.DataFrame) -> str:
+    """What the comparison's columns and rows are, and the layer shape(s) the rows measured."""
+    t = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
+    shapes = []
+    if not t.empty and {"batch", "tokens", "dim", "heads"} <= set(t.columns):
+        for b, tk, d, h in t[["batch", "tokens", "dim", "heads"]].drop_duplicates().itertuples(index=False):
+            shapes.append(f"batch {int(b)} x {int(tk)} tokens x {int(d)} channels, {int(h)} heads")
+    models = "; ".join(f"{label}: {tokens} tokens x {dim} channels, {heads} heads"
+                       for label, _, tokens, dim, heads in PAPER_MODELS)
+    return ("Columns: the paper's normalisers (LN layernorm, BN batchnorm, IN instancenorm, GN groupnorm, SN not "
+            "expanded by the source, ScN scalenorm, PN PowerNorm), then the other normalisers measured here by their "
+            "names (dtn_authors: the authors' dense DTN algorithm). top-1 (%), paper: ImageNet-1k accuracy, "
+            f"{NORM_COMPARISON_TOP1[('vit_s', 'dtn')].source}; ours: not measured (this tool does not train on "
+            "ImageNet). ms per layer: median time of one normaliser layer from these rows (fwd: inference; fwd+bwd: "
+            "training pass), shown only where the rows' layer shape is the model's "
+            f"({models}; any batch); time / LN time: over LayerNorm's at that shape. Measured here: "
+            f"{'; '.join(shapes) if shapes else 'no layer timings'}. not provided: not implemented in this package; "
+            "not measured: no such row; not published: the paper has no number.")
 
 
 def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
-    """Both tables in one document (Markdown or LaTeX)."""
-    return render_document([("Normaliser time per layer (median)", layer_table(df)),
+    """The layer and summary tables and the paper-layout normaliser comparison in one document (Markdown or LaTeX;
+    the comparison's note goes below it in Markdown and into its caption in LaTeX)."""
+    text = render_document([("Normaliser time per layer (median)", layer_table(df)),
                             ("Summary", summary_table(df))], fmt)
+    note = comparison_note(df)
+    comparison = render(comparison_table(df), fmt, title=COMPARISON_TITLE, note=note,
+                        caption=f"{COMPARISON_TITLE}. {note}")
+    return text + "\n" + comparison
 
 
 def bar_plot(df: pd.DataFrame):

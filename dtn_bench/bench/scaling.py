@@ -325,6 +325,23 @@ def slope_table(df: pd.DataFrame) -> pd.DataFrame:
     return table[cols]
 
 
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = model / norm; the median step time (ms) at each length, then the log-log slopes and their lengths, each
+    column labelled with its quantity (the table ``dtn-bench table lra-scaling --format csv`` writes)."""
+    times = time_table(df)
+    if times.empty:
+        return pd.DataFrame()
+    out = times.rename(columns={c: f"step ms (median), length {c}" for c in times.columns})
+    slopes = slope_table(df)
+    if not slopes.empty:
+        slopes = slopes.rename(columns={"time slope": "log-log slope of step time",
+                                        "alloc slope": "log-log slope of alloc_mib",
+                                        "peak mem slope": "log-log slope of peak_mem_mib",
+                                        "lengths": "slopes fitted over lengths"})
+        out = out.join(slopes.reindex(out.index))
+    return out
+
+
 def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
     """The time, memory and slope tables in one document (Markdown or LaTeX)."""
     from dtn_bench.results.tables import render_document

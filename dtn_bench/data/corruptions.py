@@ -87,6 +87,12 @@ SIZE = 224
 JPEG_QUALITY = 85
 """Quality of the saved JPEGs (the release's ``quality=85, optimize=True``)."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".webp", ".tif", ".tiff")
+MANIFEST_NAME = "dtn-bench-corrupt.json"
+"""Written at the root of OUT by :func:`corrupt_folder` last, once every image is there: a folder without it is
+incomplete. ``imagenet-c --data-dir`` reads it to label the data as generated (not the released ImageNet-C)."""
+PARTIAL_NAME = ".dtn-bench-corrupt.partial.json"
+"""Written at the root of OUT when a job starts (source and seed), removed after the manifest: a re-run with the same
+source and seed continues that job."""
 """Source files the generator reads (case-insensitive); other non-hidden files are an error."""
 ALL_CORRUPTIONS: tuple[str, ...] = CORRUPTIONS + EXTRA_CORRUPTIONS
 
@@ -1054,6 +1060,9 @@ class CorruptSummary:
     seed: int
     device: str
     per_corruption_s: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0
+    """Files of an unfinished earlier job that were already there and kept (counted in ``files``)."""
+    manifest: Path | None = None
 
 
 def check_folder_args(src: str | Path, out: str | Path, batch_size: int,
@@ -1079,6 +1088,25 @@ def check_folder_args(src: str | Path, out: str | Path, batch_size: int,
     return dev, rels
 
 
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DTNBenchError(f"cannot read {path}: {type(e).__name__}: {e} (delete it to start {path.parent} afresh)"
+                            ) from None
+    if not isinstance(data, dict):
+        raise DTNBenchError(f"{path} does not hold a JSON object (delete it to start {path.parent} afresh)")
+    return data
+
+
+def _json_bytes(data: dict) -> bytes:
+    import json
+
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
 def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] | None = None,
                    severities: Sequence[int] = SEVERITIES, *, extra: bool = False, seed: int = 0,
                    device: str | torch.device = "cpu", batch_size: int = 32,
@@ -1090,6 +1118,13 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
     from its own generator seeded with :func:`image_seed` ``(seed, corruption, severity, relative path)``, so the
     bytes do not depend on the batch size, the order or the other images.
 
+    Completion and continuing: the manifest :data:`MANIFEST_NAME` (source, seed, corruptions, severities, counts,
+    dtn-bench version) is written at the root of OUT last, atomically, only when every file is there; a job starts by
+    removing an earlier manifest and writing the marker :data:`PARTIAL_NAME` (source and seed). If a job stops (an
+    unreadable image, a full disk, a kill), OUT has the marker and no manifest; running the same job again (same
+    source and seed) continues it: files already there are complete (atomic writes) and are kept. A new job over a
+    complete OUT (manifest, no marker) writes every file again, as a first job does.
+
     Args:
         src: folder ``SRC/<class>/<image>`` (e.g. ImageNet val).
         out: output root (the folder ``imagenet-c --data-dir`` reads).
@@ -1099,40 +1134,83 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
         seed: run seed.
         device: torch device of the corruption maths.
         batch_size: images per batch.
-        progress: called as ``progress(done, total)`` with counts of written files.
+        progress: called as ``progress(done, total)`` with counts of files written (or kept).
 
     Returns:
         A :class:`CorruptSummary`.
 
     Raises:
-        DTNBenchError: bad names, severities, source layout or unreadable images (one line).
+        DTNBenchError: bad names, severities, source layout, unreadable images (one line, naming the file and, once
+            files were written, how to continue), an unfinished job in OUT with another source or seed.
     """
+    from dtn_bench.results.env import dtn_bench_version
     from dtn_bench.results.writer import atomic_write_bytes
 
     names = resolve_corruptions(corruptions, extra)
     sevs = resolve_severities(severities)
     src, out = Path(src), Path(out)
     dev, rels = check_folder_args(src, out, batch_size, device)
-    total = len(rels) * len(names) * len(sevs)
-    done = 0
+    if out.exists() and not out.is_dir():
+        raise DTNBenchError(f"output {out} exists and is not a folder")
+    source = str(src.resolve())
+    marker, manifest_path = out / PARTIAL_NAME, out / MANIFEST_NAME
+    resuming = marker.is_file()
+    if resuming:
+        earlier = _read_json(marker)
+        if earlier.get("source") != source or earlier.get("seed") != int(seed):
+            raise DTNBenchError(f"{out} holds an unfinished dtn-bench corrupt job from {earlier.get('source')} with "
+                                f"--seed {earlier.get('seed')}: run that job again to finish it, or choose another "
+                                f"output folder (or delete {out})")
+    atomic_write_bytes(marker, _json_bytes({"source": source, "seed": int(seed)}))
+    manifest_path.unlink(missing_ok=True)
+
+    jobs = [(name, sev) for name in names for sev in sevs]
+    todo = {rel: [(n, s) for n, s in jobs if not (resuming and (out / n / str(s) / _output_name(rel)).is_file())]
+            for rel in rels}
+    total = len(rels) * len(jobs)
+    skipped = total - sum(len(v) for v in todo.values())
+    work = [rel for rel in rels if todo[rel]]
+    done = skipped
+    if progress is not None and skipped:
+        progress(done, total)
+
+    def stop(reason: str) -> DTNBenchError:
+        return DTNBenchError(f"{reason}; {out} is incomplete ({done:,} of {total:,} files, no {MANIFEST_NAME}): fix "
+                             f"or remove that file and run the same command again to continue (finished images are "
+                             f"kept)")
+
     per: dict[str, float] = dict.fromkeys(names, 0.0)
     t0 = time.perf_counter()
-    for start in range(0, len(rels), batch_size):
-        chunk = rels[start : start + batch_size]
-        batch = torch.stack([load_image(src / r) for r in chunk]).to(dev)
-        keys = [r.as_posix() for r in chunk]
-        for name in names:
-            for sev in sevs:
-                t1 = time.perf_counter()
-                gens = [torch.Generator().manual_seed(image_seed(seed, name, sev, k)) for k in keys]
-                result = corrupt_batch(batch, name, sev, gens).cpu()
-                per[name] += time.perf_counter() - t1
-                for rel, img in zip(chunk, result, strict=True):
-                    atomic_write_bytes(out / name / str(sev) / _output_name(rel), encode_jpeg(img))
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-    return CorruptSummary(out, len(rels), names, sevs, done, time.perf_counter() - t0, int(seed), str(dev), per)
+    for start in range(0, len(work), batch_size):
+        chunk = work[start : start + batch_size]
+        try:
+            batch = torch.stack([load_image(src / r) for r in chunk]).to(dev)
+        except DTNBenchError as e:
+            raise stop(str(e)) from None
+        for name, sev in jobs:
+            pick = [i for i, r in enumerate(chunk) if (name, sev) in todo[r]]
+            if not pick:
+                continue
+            t1 = time.perf_counter()
+            gens = [torch.Generator().manual_seed(image_seed(seed, name, sev, chunk[i].as_posix())) for i in pick]
+            result = corrupt_batch(batch[pick] if len(pick) < len(chunk) else batch, name, sev, gens).cpu()
+            per[name] += time.perf_counter() - t1
+            for i, img in zip(pick, result, strict=True):
+                target = out / name / str(sev) / _output_name(chunk[i])
+                try:
+                    atomic_write_bytes(target, encode_jpeg(img))
+                except OSError as e:
+                    raise stop(f"cannot write {target}: {e.strerror or type(e).__name__}") from None
+                done += 1
+            if progress is not None:
+                progress(done, total)
+    manifest = {"generator": "dtn-bench corrupt", "dtn_bench_version": dtn_bench_version(), "source": source,
+                "seed": int(seed), "corruptions": list(names), "severities": list(sevs), "images": len(rels),
+                "files": total, "jpeg_quality": JPEG_QUALITY, "size": SIZE, "device": str(dev)}
+    atomic_write_bytes(manifest_path, _json_bytes(manifest))
+    marker.unlink()
+    return CorruptSummary(out, len(rels), names, sevs, done, time.perf_counter() - t0, int(seed), str(dev), per,
+                          skipped=skipped, manifest=manifest_path)
 
 
 def _check_device(device: str | torch.device) -> torch.device:

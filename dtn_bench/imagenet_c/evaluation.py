@@ -12,7 +12,12 @@ unreadable image under ``--strict``) raises a flag in the next reduction, so eve
 
 A run is keyed on the model, the checkpoint's SHA-256 and every setting that can change a number
 (:meth:`ImageNetCConfig.run_key`): the default run id contains the key, and a resumed run whose config differs is
-refused, so results of different settings never mix.
+refused, so results of different settings never mix. Without a checkpoint the model is built under a fixed seed
+(``seed``; every rank and every process gets the same weights) and ``checkpoint_sha256`` says
+``random init (seed N)``, so random weights are keyed, labelled in rows and tables, and announced with a warning.
+
+The number of processes is recorded as ``world_size`` in ``config.json`` (the session that made the folder) and
+``env.json`` (the latest session); it is not part of the run key: the sharding is exact, so no number depends on it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,12 +42,24 @@ from dtn_bench.results.schema import make_row
 
 SUITE = "imagenet-c"
 DEMO_LABEL = "demo data - not ImageNet-C"
+RELEASED_LABEL = "ImageNet-C"
 CLEAN = "clean"
 RESUME_IGNORED = ("resume", "run_id", "debug", "batch_size", "workers", "strict", "checkpoint")
 """Config keys that may differ when a run is resumed (they do not change any number)."""
 PAIR_METRICS = ("top1_err", "top5_err", "n_images", "n_unreadable", "throughput_img_s")
 SUMMARY_METRICS = ("ce", "relative_ce", "mce", "relative_mce", "mean_corruption_err")
 COUNT_UNIT = "images"
+RANDOM_INIT = "random init"
+
+
+def random_init_label(seed: int) -> str:
+    """What ``checkpoint_sha256`` holds for a model without a checkpoint: ``random init (seed N)``."""
+    return f"{RANDOM_INIT} (seed {int(seed)})"
+
+
+def random_init_warning(seed: int) -> str:
+    """The warning of a run without a checkpoint (one line)."""
+    return f"no --checkpoint: randomly initialised weights (seed {int(seed)}); errors will be near chance"
 
 
 def default_workers() -> int:
@@ -57,7 +75,8 @@ class ImageNetCConfig:
         model: zoo model (``vit_s_dtn``) or timm model name.
         norm: registered normaliser put into the model (``--norm``).
         checkpoint: weights file; its SHA-256 keys the run.
-        checkpoint_sha256: filled in by :func:`plan`.
+        checkpoint_sha256: filled in by :func:`plan`: the file's SHA-256, or ``random init (seed N)`` without a
+            checkpoint (the weights are then built under ``torch.manual_seed(seed)``).
         num_classes: build the classifier with this many outputs (models trained on other label sets, tests).
         data_dir: the ImageNet-C folder.
         clean_dir: clean ImageNet val folder (``<val>/<wnid>/<image>``), evaluated as pair ``("clean", 0)``.
@@ -73,9 +92,10 @@ class ImageNetCConfig:
         amp: ``None`` or ``"bf16"`` (autocast).
         strict: an unreadable image is fatal instead of counted.
         allow_resize: resize images whose size is not the model's input size (changes results; off by default).
-        data_label: what the data is, shown in every row and table.
+        data_label: what the data is, shown in every row and table; ``None``: found by :func:`plan`
+            (:func:`~.data.data_label`: data made by ``dtn-bench corrupt`` says so, else ``ImageNet-C``).
         demo: the data was made by ``--demo``.
-        seed: seed of the demo data and demo model.
+        seed: seed of the demo data and demo model, and of the random weights when there is no checkpoint.
     """
 
     model: str
@@ -98,7 +118,7 @@ class ImageNetCConfig:
     amp: str | None = None
     strict: bool = False
     allow_resize: bool = False
-    data_label: str = "ImageNet-C"
+    data_label: str | None = None
     demo: bool = False
     seed: int = 0
 
@@ -106,6 +126,8 @@ class ImageNetCConfig:
         """One-line errors for settings that cannot work together."""
         if self.data_dir is None:
             raise DTNBenchError(f"no --data-dir given. {D.DOWNLOAD_HINT}")
+        if self.data_label is not None and (not self.data_label.strip() or "\n" in self.data_label):
+            raise DTNBenchError(f"--data-label {self.data_label!r}: give a non-empty one-line label")
         if self.clean_dir is not None and self.clean_error is not None:
             raise DTNBenchError("give either --clean-dir or --clean-error, not both")
         if self.subset is not None and self.subset_file is not None:
@@ -145,13 +167,15 @@ class ImageNetCConfig:
         if self.subset is not None:
             return f"subset {self.subset}/pair, class-stratified (seed {self.subset_seed})"
         if self.subset_file is not None:
-            return f"subset file {Path(self.subset_file).name}"
+            digest = f" sha256 {self.subset_file_sha256[:8]}" if self.subset_file_sha256 else ""
+            return f"subset file {Path(self.subset_file).name}{digest}"
         return "full"
 
     @property
     def data_name(self) -> str:
         """The data label with the subset, as shown in tables (e.g. ``ImageNet-C (subset 5000/pair, ...)``)."""
-        return self.data_label if self.subset_label == "full" else f"{self.data_label} ({self.subset_label})"
+        label = self.data_label or RELEASED_LABEL
+        return label if self.subset_label == "full" else f"{label} ({self.subset_label})"
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -179,6 +203,7 @@ class Plan:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images(self) -> int:
@@ -186,12 +211,18 @@ class Plan:
 
 
 def build_model(cfg: ImageNetCConfig, *, debug: bool = False) -> tuple[torch.nn.Module, dict | None]:
-    """The model of ``cfg`` in eval mode, with its checkpoint loaded (``(model, checkpoint info or None)``)."""
+    """The model of ``cfg`` in eval mode, with its checkpoint loaded (``(model, checkpoint info or None)``).
+
+    The model is always built under ``torch.manual_seed(cfg.seed)`` (the caller's random state is restored after), so
+    without a checkpoint every process - each torchrun rank, a resumed run - gets the same random weights.
+    """
     from dtn_bench.models import create
 
     kwargs = {} if cfg.num_classes is None else {"num_classes": cfg.num_classes}
     try:
-        model = create(cfg.model, norm=cfg.norm, **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = create(cfg.model, norm=cfg.norm, **kwargs)
     except TypeError as e:
         raise DTNBenchError(f"cannot build model {cfg.model}: {e}") from e
     info = None
@@ -257,6 +288,7 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
         A :class:`Plan` with the config, whose hashes are filled in.
     """
     cfg.validate()
+    label = cfg.data_label or D.data_label(cfg.data_dir)
     corruptions = D.resolve_corruptions(cfg.corruptions)
     severities = D.resolve_severities(cfg.severities)
     subset_entries = D.read_subset_file(cfg.subset_file) if cfg.subset_file else None
@@ -265,10 +297,10 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
 
     from dtn_bench.checkpoint import file_sha256
 
-    cfg = replace(cfg, corruptions=corruptions, severities=severities,
+    cfg = replace(cfg, corruptions=corruptions, severities=severities, data_label=label,
                   data_dir=str(Path(cfg.data_dir).resolve()),
                   clean_dir=str(Path(cfg.clean_dir).resolve()) if cfg.clean_dir else None,
-                  checkpoint_sha256=info["sha256"] if info else None,
+                  checkpoint_sha256=info["sha256"] if info else random_init_label(cfg.seed),
                   subset_file_sha256=file_sha256(cfg.subset_file) if cfg.subset_file else None)
     layout = D.scan_layout(cfg.data_dir, corruptions, severities, progress=progress)
     n_model = model_classes(model)
@@ -292,7 +324,8 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
                                 f"ImageNet-C is evaluated as released (no resize); --allow-resize resizes the images "
                                 f"to the model (this changes results)")
     norm = cfg.norm or _default_norm(cfg.model)
-    return Plan(cfg, model, norm, layout.classes, groups, size, mean, std)
+    notes = [] if info else [random_init_warning(cfg.seed)]
+    return Plan(cfg, model, norm, layout.classes, groups, size, mean, std, warnings=notes)
 
 
 def _default_norm(model: str) -> str:
@@ -329,7 +362,8 @@ def run(p: Plan, *, out: str | Path = "results", run_id: str | None = None, resu
         out: results root; the run folder is ``out/imagenet-c/<run id>``.
         run_id: run folder name; default :meth:`ImageNetCConfig.default_run_id`.
         resume: skip pairs whose rows the run folder already holds (its config must match).
-        on_event: called on rank 0 as ``on_event(kind, **info)`` with kinds ``start`` (pending, skipped, images),
+        on_event: called on rank 0 as ``on_event(kind, **info)`` with kinds ``warning`` (message; without
+            ``on_event`` it goes to :func:`warnings.warn`), ``start`` (pending, skipped, images),
             ``estimate`` (seconds, img_s, images), ``batch`` (images), ``pair`` (corruption, severity, top1_err,
             n_images, n_unreadable, unreadable) and ``done`` (seconds, images, img_s).
 
@@ -339,20 +373,28 @@ def run(p: Plan, *, out: str | Path = "results", run_id: str | None = None, resu
     cfg = p.config
     dist = init_distributed(cfg.device)
     try:
+        if dist.rank == 0:
+            for message in p.warnings:
+                if on_event is None:
+                    warnings.warn(message, stacklevel=2)
+                else:
+                    on_event("warning", message=message)
         return _run(p, dist, out, run_id or cfg.default_run_id(), resume, on_event or (lambda kind, **info: None))
     finally:
         dist.close()
 
 
 def _run(p: Plan, dist: DistContext, out, run_id: str, resume: bool, emit: Event) -> Path | None:
+    from dtn_bench.results.env import environment
     from dtn_bench.results.writer import RunWriter
 
     cfg = p.config
     writer, error = None, None
     if dist.rank == 0:
         try:
-            writer = RunWriter(out, SUITE, {**cfg.as_dict(), "world_size": None}, run_id=run_id, resume=resume,
-                               device=str(rank_device(cfg.device)), ignore_keys=RESUME_IGNORED + ("world_size",))
+            writer = RunWriter(out, SUITE, {**cfg.as_dict(), "world_size": dist.world}, run_id=run_id, resume=resume,
+                               device=str(rank_device(cfg.device)), ignore_keys=RESUME_IGNORED + ("world_size",),
+                               env={**environment(), "world_size": dist.world})
             done = writer.done_keys(["corruption", "severity"])
         except DTNBenchError as e:
             error, done = str(e), set()
@@ -363,7 +405,7 @@ def _run(p: Plan, dist: DistContext, out, run_id: str, resume: bool, emit: Event
         raise DTNBenchError(error)
     pending = [g for g in p.groups if (g.corruption, g.severity) not in done]
     common = dict(data=cfg.data_name, subset=cfg.subset_label, checkpoint_sha256=cfg.checkpoint_sha256 or "none",
-                  amp=cfg.amp or "fp32")
+                  amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
     if writer is not None and cfg.clean_error is not None and (CLEAN, 0) not in done:
         writer.append([make_row(SUITE, cfg.model, p.norm_label, "top1_err", cfg.clean_error, corruption=CLEAN,
                                 severity=0, source="given (--clean-error)", **common)])
@@ -440,7 +482,8 @@ def _evaluate_groups(p: Plan, groups: list[Group], dist: DistContext, emit: Even
         gidx = group_of[index]
         ok = status == D.OK
         if ok.any():
-            x = images.to(device, non_blocking=True)  # CPU decoding: pinned batch, asynchronous copy (GPU: already there)
+            # CPU decoding: pinned batch, asynchronous copy (GPU decoding: already there)
+            x = images.to(device, non_blocking=True)
             x = x[ok.to(device)].float().div_(255).sub_(mean).div_(std)
             with torch.inference_mode(), autocast:
                 logits = model(x).float().cpu()
@@ -538,7 +581,7 @@ def _append_summary(writer, cfg: ImageNetCConfig, norm: str, common: dict) -> No
     df = writer.rows()
     if df.empty or df["metric"].isin(SUMMARY_METRICS).any():
         return
-    s = summarize(df).get((cfg.model, norm, cfg.data_name))
+    s = next((v for k, v in summarize(df).items() if k[:3] == (cfg.model, norm, cfg.data_name)), None)
     if s is None:
         return
     rows = []

@@ -5,6 +5,8 @@
   suite measures no accuracy), plus the analytic GMACs of the norm layers.
 * :func:`overhead_table`: throughput of each normaliser over LayerNorm's, per model and batch.
 * :func:`throughput_table`, :func:`latency_table`: items/s per batch; latency p50/p90 and peak memory at batch 1.
+  Peak memory is labelled for what was measured (rows' ``mem_kind``): on a GPU the memory torch allocated, on the CPU
+  the whole process's peak resident set size (:data:`MEM_LABELS`, :func:`memory_note`).
 * :func:`protocol_table`: the measurement protocol the rows record.
 * :func:`throughput_plot` (throughput vs batch size) and :func:`latency_plot` (latency bars).
 """
@@ -102,25 +104,55 @@ def overhead_table(df: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+MEM_LABELS = {
+    "cuda_max_memory_allocated": "peak GPU memory (MiB, max_memory_allocated)",
+    "cpu_process_max_rss": "peak RSS (MiB, whole process)",
+}
+"""Column heading of ``peak_mem_mib`` per ``mem_kind`` (what the number is); rows without a kind: ``peak mem (MiB)``."""
+MEM_NOTES = {
+    "cuda_max_memory_allocated": "peak GPU memory: torch.cuda.max_memory_allocated after a reset of the peak "
+                                 "statistics (model, inputs and activations; not the allocator's cached blocks).",
+    "cpu_process_max_rss": "peak RSS (whole process): the peak resident set size of the whole measuring process "
+                           "(ru_maxrss): the model, inputs and activations, but mostly the Python interpreter, torch "
+                           "and its libraries; not the model's memory.",
+}
+
+
+def _label_memory(rows: pd.DataFrame) -> pd.DataFrame:
+    """``peak_mem_mib`` rows renamed to the heading of what they measured (:data:`MEM_LABELS`)."""
+    kinds = rows["mem_kind"] if "mem_kind" in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+    labels = kinds.map(MEM_LABELS).fillna("peak mem (MiB)")
+    return rows.assign(metric=rows["metric"].where(rows["metric"] != "peak_mem_mib", labels))
+
+
+def memory_note(df: pd.DataFrame) -> str | None:
+    """What the peak-memory figures of ``df`` are, one sentence per kind measured (``None`` without any)."""
+    mem = df[df["metric"] == "peak_mem_mib"]
+    if mem.empty or "mem_kind" not in mem.columns:
+        return None
+    notes = [MEM_NOTES[k] for k in pd.unique(mem["mem_kind"].dropna()) if k in MEM_NOTES]
+    return " ".join(notes) or None
+
+
 def latency_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Latency p50 / p90 (ms) and peak memory (MiB) at batch 1 per ``(model, norm)``."""
+    """Latency p50 / p90 (ms) and peak memory (MiB, headed by what it measured) at batch 1 per ``(model, norm)``."""
     lat = df[df["metric"].isin(["latency_ms_p50", "latency_ms_p90"])
              | ((df["metric"] == "peak_mem_mib") & (df.get("phase") == "latency"))]
     if lat.empty:
         return pd.DataFrame()
-    wide = pivot(lat, index=["model", "norm"], columns="metric", aggfunc="first")
-    names = {"latency_ms_p50": "p50 (ms)", "latency_ms_p90": "p90 (ms)", "peak_mem_mib": "peak mem (MiB)"}
-    return wide.rename(columns=names)
+    wide = pivot(_label_memory(lat), index=["model", "norm"], columns="metric", aggfunc="first")
+    return wide.rename(columns={"latency_ms_p50": "p50 (ms)", "latency_ms_p90": "p90 (ms)"})
 
 
 def memory_mfu_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Peak memory (MiB) and MFU per ``(model, norm)`` and batch actually run (MFU on GPUs only)."""
+    """Peak memory (MiB, headed by what it measured) and MFU per ``(model, norm)`` and batch actually run (MFU on
+    GPUs only)."""
     sub = df[((df["metric"] == "peak_mem_mib") & (df.get("phase") == "throughput")) | (df["metric"] == "mfu")]
     if sub.empty:
         return pd.DataFrame()
-    sub = sub.assign(batch=sub["batch_used"].astype(int))
+    sub = _label_memory(sub.assign(batch=sub["batch_used"].astype(int)))
     wide = pivot(sub, index=["model", "norm", "batch"], columns="metric", aggfunc="first")
-    return wide.rename(columns={"peak_mem_mib": "peak mem (MiB)", "mfu": "MFU"})
+    return wide.rename(columns={"mfu": "MFU"})
 
 
 PROTOCOL_COLUMNS = ("device_name", "mode", "warmup", "iters", "latency_iters", "dtype", "autocast", "channels_last",
@@ -173,8 +205,8 @@ def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
          ".3f"),
         ("Throughput overhead (items/s; ratio over LayerNorm at the same batch)", overhead_table(df), None, ".3f"),
         ("Throughput (items/s) by batch actually run", throughput_table(df), None, ".2f"),
-        ("Latency at batch 1 and peak memory", latency_table(df), None, ".3f"),
-        ("Peak memory and MFU by batch", memory_mfu_table(df), None, ".3f"),
+        ("Latency at batch 1 and peak memory", latency_table(df), memory_note(df), ".3f"),
+        ("Peak memory and MFU by batch", memory_mfu_table(df), memory_note(df), ".3f"),
         ("Protocol", protocol_table(df), None, ".2f"),
     ]
     parts = [render(table, fmt, title=title, note=note, floatfmt=ff) for title, table, note, ff in sections
