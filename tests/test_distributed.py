@@ -48,7 +48,7 @@ def test_sync_buffers_gives_every_rank_rank_0s_statistics(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", _RANK, str(r), str(store)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert results == [[[1.0, 1.0, 1.0], 10]] * 2

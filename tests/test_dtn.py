@@ -470,3 +470,27 @@ def test_bad_inputs_are_one_line_errors():
         with pytest.raises(DTNBenchError) as e:
             fn()
         assert text in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_1d_gradients_stay_finite_when_padding_outputs_get_gradient(dtype):
+    """A padding token's 1-D neighbourhood weight can be as small as the flush threshold: 1 / den^2 in its gradient
+    overflowed to inf (NaN in pos_proj's gradient). Padding now gets statistics 0 and no gradient; real tokens are
+    unaffected."""
+    torch.manual_seed(0)
+    m = DTN(32, 2, grid_size=None, num_prefix_tokens=1, window=64).to(dtype)
+    with torch.no_grad():
+        m.pos_proj.weight[:, 2] *= 0.3  # wider than the init: padding near real tokens gets tiny weights
+    x = torch.randn(3, 301, 32, dtype=dtype, requires_grad=True)
+    mask = torch.ones(3, 301, dtype=torch.bool)
+    mask[1, 150:] = False
+    mask[2, 17:] = False
+    y = m(x, mask)
+    (y * torch.randn_like(y)).sum().backward()  # every output, padding included, gets a gradient
+    for name, p in [("x", x), *m.named_parameters()]:
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+    # the real tokens' outputs do not depend on the padding's values
+    x2 = x.detach().clone()
+    x2[~mask] = 1e3
+    with torch.no_grad():
+        assert torch.equal(m(x2, mask)[mask], m(x.detach(), mask)[mask])

@@ -77,7 +77,7 @@ def test_kernel_matches_the_eager_layer_in_the_interpreter():
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == len(CASES)
-    for case, res in zip(CASES, results):
+    for case, res in zip(CASES, results, strict=True):
         C, H, grid, P, _, B, dtype, _ = case
         gh, gw = (grid, grid) if isinstance(grid, int) else grid
         assert res["dtype"] == f"torch.{dtype}" and res["shape"] == [B, P + gh * gw, C], (case, res)

@@ -36,14 +36,16 @@ def profile(
     = None,
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
     compile_mode: Annotated[str | None, typer.Option("--compile-mode", help="torch.compile mode (with --compile): "
-                                                     "default, reduce-overhead (CUDA only), max-autotune, max-autotune-no-cudagraphs.")] = None,
+                                                     "default, reduce-overhead (CUDA only), max-autotune, "
+                                                     "max-autotune-no-cudagraphs.")] = None,
     dtn_kernel: Annotated[str | None, typer.Option("--dtn-kernel", help="DTN inference kernel: eager (torch ops) or "
                                                    "triton (fused, CUDA inference only; equality-tested in Triton's "
                                                    "interpreter, compiled for sm_80/sm_90, never timed by us).")]
     = None,
     train: Annotated[bool | None, typer.Option("--train/--no-train", help="Time training steps (fwd + bwd + SGD) "
                                                "instead of inference.")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/profile.yaml: default (GPU), gpu-all (GPU), cpu, quick.")]
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/profile.yaml: default (GPU), "
+                                        "gpu-all (GPU), cpu, quick.")]
     = "default",
     warmup: Annotated[int | None, typer.Option("--warmup", help="Untimed iterations before timing.")] = None,
     iters: Annotated[int | None, typer.Option("--iters", help="Timed iterations of the throughput loop.")] = None,

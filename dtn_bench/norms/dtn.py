@@ -57,7 +57,7 @@ _GRID_CHUNK = 160_000
 # Inference scratch buffers, shared by every DTN layer (layers run one after another); keyed by role, shape, dtype and
 # device. Reusing them avoids faulting in fresh pages for every chunk of every layer.
 _WORKSPACE: dict[tuple, torch.Tensor] = {}
-# Inference kernel for unpooled 2-D grids: "eager" (torch ops, any device) or "triton" (dtn_triton, CUDA); see set_kernel.
+# Inference kernel for unpooled 2-D grids: "eager" (torch ops, any device) or "triton" (dtn_triton, CUDA): set_kernel.
 KERNELS = ("eager", "triton")
 _KERNEL = "eager"
 
@@ -103,6 +103,15 @@ def _flush_subnormal(p: torch.Tensor) -> torch.Tensor:
     and without this the layer ran 10-40x slower on x86."""
     floor = 1e-200 if p.dtype == torch.float64 else 1e-20
     return torch.where(p >= floor, p, torch.zeros((), dtype=p.dtype, device=p.device))
+
+
+def _inv_or_zero(den: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``1 / den`` for real target tokens (``real``, broadcast to ``den``), 0 for padding.
+
+    A real token's ``den`` includes its own weight ``exp(-shift)``, while a padding token's may be 0 or as small as the
+    flush threshold (1e-20, a real token far away): its ``1 / den^2`` in the gradient overflows to inf, and inf times
+    the padding's zero gradient is NaN in the kernel's gradient. Padding gets statistics 0 and no gradient at all."""
+    return den.masked_fill((den <= 0) | ~real, math.inf).reciprocal()
 
 
 def _as_grid(grid_size) -> tuple[int, int] | None:
@@ -611,12 +620,12 @@ class DTN(nn.Module):
                 raise DTNBenchError(f"DTN: mask shape {list(mask.shape)} does not match tokens [{B}, {L}]")
             m = mask.to(z.dtype).view(1, B, 1, L)
             zm = z * m
-        tiny = torch.finfo(z.dtype).tiny
         if L <= 4 * s:  # short: one GEMM with the whole [L, L] kernel costs no more than the three bands
             K = self._kernel_1d(s, reach, z.dtype, dense_length=L)
             num = (zm.reshape(H, B * d2, L) @ K).view(H, B, d2, L)
             den = m.view(1, B, L).expand(H, B, L) @ K  # [H, B, L]
-            return num * den.clamp_min(tiny).reciprocal().unsqueeze(2)  # (a product's backward is cheaper)
+            # (a product's backward is cheaper than a division's)
+            return num * _inv_or_zero(den, m.view(1, B, L) > 0).unsqueeze(2)
         zm = torch.cat([zm, m.expand(H, B, 1, L)], dim=2)  # [H, B, 2d + 1, L]
         zm = F.pad(zm, (s, nb * s - L + s))  # one empty block before, padding and one empty block after
         zm = zm.view(H, B, d2 + 1, nb + 2, s)
@@ -624,5 +633,4 @@ class DTN(nn.Module):
         K = self._kernel_1d(s, reach, z.dtype)  # [H, 3s, s]
         out = (z3.view(H, -1, 3 * s) @ K).view(H, B, d2 + 1, nb * s)[..., :L]
         num, den = out.split([d2, 1], dim=2)
-        # den >= exp(-shift) > 0 for real tokens; padding-only neighbourhoods give 0 / tiny = 0 (finite, unused)
-        return num * den.clamp_min(tiny).reciprocal()
+        return num * _inv_or_zero(den, m > 0)  # den >= exp(-shift) > 0 for real tokens

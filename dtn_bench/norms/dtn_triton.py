@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - triton ships with torch's Linux x86-64
     tl = None
 
 
-# Channels of a head per program of _grid_kernel (the statistics are per channel: chunks are independent), and its warps.
+# Channels of a head per program of _grid_kernel (statistics are per channel: chunks are independent), and its warps.
 # Chosen from the compiled kernel's register count (about 100 at 32 channels, 4 warps, sm_90), not from GPU timings.
 _CHANNEL_CHUNK = 32
 _NUM_WARPS = 4

@@ -139,8 +139,8 @@ def environment() -> dict[str, Any]:
         ``processor``, ``torch_version``, ``timm_version``, ``dtn_bench_version``, ``cuda_available``,
         ``cuda_version``, ``device`` (the GPU name when CUDA is available, else ``"cpu: <processor>"``),
         ``tf32_matmul`` and ``tf32_cudnn`` (whether CUDA may run fp32 matrix products / convolutions in TF32 at the
-        time of the call; ``None`` without CUDA) and ``git_sha``. The keys ``timestamp``, ``git_sha``, the three versions and ``device`` match the provenance
-        columns of the rows.
+        time of the call; ``None`` without CUDA) and ``git_sha``. The keys ``timestamp``, ``git_sha``, the three
+        versions and ``device`` match the provenance columns of the rows.
     """
     torch = _torch()
     cuda_available = False
