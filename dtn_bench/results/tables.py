@@ -289,9 +289,10 @@ def to_latex(df: pd.DataFrame, floatfmt: str = ".2f", caption: str | None = None
 
 
 def to_csv(df: pd.DataFrame) -> str:
-    """Renders a table as CSV at 12 significant digits, enough for any measured figure and without the float noise of
-    averaging (``33.900000000000006`` -> ``33.9``); the index is included unless it is an unnamed default index."""
-    out = df.map(lambda v: float(f"{v:.12g}") if isinstance(v, float) else v)
+    """Renders a table as CSV at 12 significant digits and 9 decimals, enough for any measured figure and without the
+    float noise of averaging and differencing (``33.900000000000006`` -> ``33.9``, ``7.1e-15`` -> ``0.0``); the index is
+    included unless it is an unnamed default index."""
+    out = df.map(lambda v: float(f"{round(v, 9) + 0.0:.12g}") if isinstance(v, float) else v)
     out.columns = [_label(c) for c in out.columns]
     return out.to_csv(index=_shows_index(df), lineterminator="\n")
 
