@@ -62,7 +62,7 @@ class SuiteTables:
         render: ``render(rows, "md" | "tex")`` -> the document.
         main: ``main(rows)`` -> the paper-style table written as CSV (its emptiness is an error).
         main_name: what ``main`` shows (for the error when the rows hold none).
-        csv: ``csv(rows)`` -> the CSV text, where the suite renders its own (default: ``main`` at full precision).
+        csv: ``csv(rows)`` -> the CSV text, where the suite renders its own (default: ``to_csv(main)``, 9 decimals).
         plots: file name -> ``plot(rows)`` returning a matplotlib figure.
         settings: ``(columns, within)`` pairs: each column must hold one value within each group of ``within``.
         check: a further check ``check(rows, runs)`` (raises :class:`DTNBenchError`), or ``None``.

@@ -273,7 +273,7 @@ def title(labels: list[str]) -> str:
 
 def render_table(df: pd.DataFrame, fmt: str, *, floatfmt: str = ".1f") -> str:
     """The paper-style table as Markdown (``md``), LaTeX (``tex``, booktabs, grouped column headers) or CSV (``csv``:
-    full precision, the published column beside ours, columns ``group / name``, the data label always a column)."""
+    9 decimals, the published column beside ours, columns ``group / name``, the data label always a column)."""
     from dtn_bench.results.tables import latex_escape, to_csv, to_latex, to_markdown
 
     if fmt == "csv":
