@@ -476,3 +476,20 @@ def test_bf16_autocast_path_trains_with_fp32_statistics(data, tmp_path):
         assert 0.0 <= acc <= 1.0 and math.isfinite(loss)
     weights = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)["model"]
     assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+
+
+def test_a_seed_measured_twice_counts_once():
+    """Two runs of the same seed (a repeat, another machine) are one sample: the mean of the two, no spread; distinct
+    seeds give mean ± std over the seeds."""
+    from dtn_bench.lra.report import accuracy_stats
+
+    def row(seed: int, acc: float) -> dict:
+        return {"model": "transformer", "norm": "dtn", "metric": "accuracy", "split": "test", "checkpoint": "last",
+                "seed": seed, "value": acc}
+
+    same = pd.DataFrame([row(0, 0.30), row(0, 0.32)])
+    s = accuracy_stats(same).loc[("transformer", "dtn")]
+    assert s["n"] == 1 and s["mean"] == pytest.approx(31.0) and math.isnan(s["std"])
+    seeds = pd.DataFrame([row(0, 0.30), row(0, 0.32), row(1, 0.35)])
+    s = accuracy_stats(seeds).loc[("transformer", "dtn")]
+    assert s["n"] == 2 and s["mean"] == pytest.approx(33.0) and s["std"] == pytest.approx(math.sqrt(8.0))

@@ -23,13 +23,19 @@ def _label(name: str, labels: dict[str, str]) -> str:
 
 
 def accuracy_stats(df: pd.DataFrame, checkpoint: str = "last", split: str = "test") -> pd.DataFrame:
-    """Mean, std and count over seeds of the accuracy (%) per ``(model, norm)`` for one checkpoint kind and split."""
+    """Mean, std and count over seeds of the accuracy (%) per ``(model, norm)`` for one checkpoint kind and split.
+
+    A seed measured by several runs (the same run repeated, or on another machine) counts once, with the mean of its
+    runs: the count and the spread are over distinct seeds."""
     if df.empty or "checkpoint" not in df.columns:
         return pd.DataFrame(columns=["mean", "std", "n"])
     sel = df[(df["metric"] == "accuracy") & (df["split"] == split) & (df["checkpoint"] == checkpoint)]
     if sel.empty:
         return pd.DataFrame(columns=["mean", "std", "n"])
-    g = sel.assign(pct=sel["value"] * 100).groupby(["model", "norm"], sort=False)["pct"]
+    sel = sel.assign(pct=sel["value"] * 100)
+    if "seed" in sel.columns:
+        sel = sel.groupby(["model", "norm", "seed"], sort=False, as_index=False)["pct"].mean()
+    g = sel.groupby(["model", "norm"], sort=False)["pct"]
     return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
 
 
