@@ -92,6 +92,21 @@ def world_size_from_env() -> int:
         raise DTNBenchError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
 
 
+def check_device(command: str, device: str | torch.device, hint: str = "") -> torch.device:
+    """``device`` as a torch device; a one-line error naming ``command`` when it is not a device string, or asks for a
+    CUDA GPU that is not visible (``hint``: what to do instead, appended)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DTNBenchError(f"{command}: --device {device!r} is not a device (cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DTNBenchError(f"{command}: --device {device} but no CUDA GPU is visible{hint}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DTNBenchError(f"{command}: --device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+    return dev
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
     if name == "auto":

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from dtn_bench.distributed import check_device
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
 
@@ -87,20 +88,6 @@ def tune_malloc() -> bool:
         return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
     except (OSError, AttributeError):
         return False
-
-
-def check_device(command: str, device: str, hint: str = "") -> None:
-    """A one-line error when ``device`` is not a torch device string, or asks for a CUDA GPU that is not visible
-    (``hint``: what to do instead, appended)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise DTNBenchError(f"{command}: --device {device!r} is not a device (cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DTNBenchError(f"{command}: --device {device} but no CUDA GPU is visible{hint}")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DTNBenchError(f"{command}: --device {device}: only {torch.cuda.device_count()} GPU(s) visible")
 
 
 def _sync(device: torch.device) -> None:

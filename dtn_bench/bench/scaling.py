@@ -101,13 +101,9 @@ class ScalingBenchConfig:
             ATTENTIONS.get(m)
         for n in self.norms:
             NORMS.get(n)
-        from dtn_bench.bench.norms import check_device
+        from dtn_bench.distributed import check_device
 
         check_device("bench lra-scaling", self.device)
-        try:
-            torch.device(self.device)
-        except RuntimeError:
-            raise DTNBenchError(f"bench lra-scaling: --device {self.device!r} is not a torch device") from None
 
     def as_dict(self) -> dict:
         return asdict(self)

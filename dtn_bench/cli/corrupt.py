@@ -113,7 +113,8 @@ class CorruptBenchConfig:
 
     def validate(self) -> None:
         """One-line :class:`DTNBenchError` for a bad field."""
-        from dtn_bench.data.corruptions import _check_device, resolve_corruptions, resolve_severities
+        from dtn_bench.data.corruptions import resolve_corruptions, resolve_severities
+        from dtn_bench.distributed import check_device
 
         resolve_corruptions(self.corruptions or None, self.extra)
         resolve_severities([self.severity])
@@ -122,7 +123,7 @@ class CorruptBenchConfig:
                 raise DTNBenchError(f"bench corrupt: --{name} must be > 0, got {getattr(self, name)}")
         if self.warmup < 0 or self.threads < 0:
             raise DTNBenchError("bench corrupt: --warmup and --threads must be >= 0")
-        _check_device(self.device)
+        check_device("bench corrupt", self.device)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -63,6 +63,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dtn_bench.distributed import check_device
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 from dtn_bench.registry import Registry, unknown_name_message
@@ -1078,7 +1079,7 @@ def check_folder_args(src: str | Path, out: str | Path, batch_size: int,
     """
     if batch_size <= 0:
         raise DTNBenchError(f"batch size must be > 0, got {batch_size}")
-    dev = _check_device(device)
+    dev = check_device("corrupt", device)
     src, out = Path(src), Path(out)
     rels = list_images(src)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
@@ -1213,16 +1214,6 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
                           skipped=skipped, manifest=manifest_path)
 
 
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise DTNBenchError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DTNBenchError(f"--device {device} but no CUDA GPU is visible")
-    return dev
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # speed benchmark (measurement only: rows out)
 
@@ -1245,7 +1236,7 @@ def benchmark(corruptions: Sequence[str], severity: int = 3, batch: int = 16, wa
 
     from dtn_bench.results.schema import make_row
 
-    dev = _check_device(device)
+    dev = check_device("bench corrupt", device)
     g = torch.Generator().manual_seed(seed)
     base = torch.rand(batch, 3, 28, 28, generator=g)
     images = (F.interpolate(base, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1) * 255)

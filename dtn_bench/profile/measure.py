@@ -121,7 +121,7 @@ class ProfileConfig:
 
     def validate(self) -> None:
         """One-line :class:`DTNBenchError` for a bad value or an incompatible combination."""
-        from dtn_bench.bench.norms import check_device
+        from dtn_bench.distributed import check_device
         from dtn_bench.profile import models as pm
 
         if not self.batch_sizes:
