@@ -281,35 +281,16 @@ def table_imagenet_c(
     runs: Annotated[list[Path], typer.Argument(help="Run folders, rows files, or folders of runs to combine.")],
     out: Annotated[Path | None, typer.Option("--out", help="Also write table.md, table.tex, table.csv, ce_bars.png "
                                              "and severity.png into this folder.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="What to print: md, tex or csv (the main table, full "
-                                     "precision, published values beside ours).")] = "md",
+    fmt: Annotated[str, typer.Option("--format", help="What to print: md, tex or csv (the main table, 9 "
+                                     "decimals, published values beside ours).")] = "md",
 ) -> None:
     """Combine ImageNet-C runs into the paper-style table (LN vs DTN with a DTN - LN row) and plots.
 
     Runs of different checkpoints (or autocast / resize settings) get their own rows, tagged like
     'vit_t_ln @3fa2c1'; a pair measured by several identical runs is averaged and counted once."""
-    from dtn_bench.imagenet_c.report import ce_bars, render_table, severity_lines
-    from dtn_bench.results.io import read_rows
+    from dtn_bench.cli.suite_tables import render_suite
 
-    if fmt not in ("md", "tex", "csv"):
-        raise DTNBenchError(f"--format {fmt!r}: choose md, tex or csv")
-    df = read_rows(runs)
-    df = df[df["suite"] == "imagenet-c"] if "suite" in df.columns else df
-    texts = {kind: render_table(df, kind) for kind in ("md", "tex", "csv")}
-    console.print(texts[fmt], markup=False, highlight=False, emoji=False, soft_wrap=True,
-                  end="" if fmt == "csv" else "\n")
-    if out is not None:
-        import io
-
-        from dtn_bench.results.writer import atomic_write_bytes, atomic_write_text
-
-        for kind, text in texts.items():
-            atomic_write_text(out / f"table.{kind}", text)
-        for name, fig in (("ce_bars.png", ce_bars(df)), ("severity.png", severity_lines(df))):
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
-            atomic_write_bytes(out / name, buf.getvalue())
-        err_console.print(f"written: {out}", soft_wrap=True, highlight=False)  # stdout: the table alone (csv pipes)
+    render_suite("imagenet-c", runs, out, fmt)
 
 
 @bench_app.command("imagenet-c-pipeline")

@@ -1,4 +1,5 @@
-"""``dtn-bench table listops|profile|norms|lra-scaling|all RUN...``: paper-style tables and plots from finished runs.
+"""``dtn-bench table listops|imagenet-c|profile|norms|lra-scaling|all RUN...``: paper-style tables and plots from
+finished runs.
 
 Each suite command reads the rows of one or more run folders (or rows files, or folders of runs), keeps its suite's
 rows, prints the Markdown, LaTeX or CSV document and, with ``--out``, writes ``table.md``, ``table.tex``,
@@ -10,8 +11,9 @@ robustness table for imagenet-c.
 Runs combine only when their rows agree on every measurement setting a table would otherwise average over (profile:
 mode, autocast, dtype, channels_last, compile_mode, dtn_kernel, device_name, threads; listops: the training
 settings, all but the seed; norms and lra-scaling: device and shapes); otherwise a one-line error names the setting
-and the values seen. ``table all`` renders every suite found in the rows, one document after the other (imagenet-c
-with the rendering of ``table imagenet-c``, which lives in ``dtn_bench.cli.imagenet_c``).
+and the values seen. ``table all`` renders every suite found in the rows, one document after the other. (The
+``table imagenet-c`` command is registered in ``dtn_bench.cli.imagenet_c`` and renders through :func:`render_suite`
+too.)
 
 Rendering only: nothing is measured. Everything is rendered before anything is written, so an error leaves no
 half-written folder.
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import typer
 from dtn_bench.cli.main import console, err_console
 from dtn_bench.cli.table import table_app
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.results.tables import setting_text
 
 RunsArg = Annotated[list[Path], typer.Argument(help="Run folders, rows files, or folders of runs to combine.")]
 OutDirOpt = Annotated[Path | None, typer.Option("--out", help="Also write table.md, table.tex, table.csv and the plots "
@@ -78,16 +80,6 @@ class SuiteTables:
     csv: Callable | None = None
 
 
-def _setting_text(value) -> str:
-    import numpy as np
-
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, numbers.Real) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def check_same_settings(df, command: str, columns, within=()) -> None:
     """Raises a one-line :class:`DTNBenchError` when rows of one group differ in a setting.
 
@@ -106,7 +98,7 @@ def check_same_settings(df, command: str, columns, within=()) -> None:
         if column not in df.columns:
             continue
         for group in groups:
-            values = list(dict.fromkeys(_setting_text(v) for v in group[column].dropna()))
+            values = list(dict.fromkeys(setting_text(v) for v in group[column].dropna()))
             if len(values) > 1:
                 raise DTNBenchError(f"{command}: the runs differ in {column} ({', '.join(values)}); render them "
                                     "separately")
@@ -239,7 +231,9 @@ def _read(runs: list[Path], fmt: str):
     return read_rows(runs)
 
 
-def _render(suite: str, runs: list[Path], out: Path | None, fmt: str) -> None:
+def render_suite(suite: str, runs: list[Path], out: Path | None, fmt: str) -> None:
+    """``dtn-bench table <suite>``: checks and renders the suite's rows of ``runs``, prints the ``fmt`` document and,
+    with ``out``, writes every document and plot there."""
     df = _read(runs, fmt)
     df = df[df["suite"] == suite] if "suite" in df.columns else df.iloc[:0]
     if df.empty:
@@ -262,7 +256,7 @@ def table_listops(runs: RunsArg, out: OutDirOpt = None, fmt: FormatOpt = "md") -
     the seeds of all runs given; the runs must share every other training setting), and the learning curves."""
     from dtn_bench.lra.config import SUITE
 
-    _render(SUITE, runs, out, fmt)
+    render_suite(SUITE, runs, out, fmt)
 
 
 @table_app.command("profile")
@@ -270,7 +264,7 @@ def table_profile(runs: RunsArg, out: OutDirOpt = None, fmt: FormatOpt = "md") -
     """Cost profile: the paper's Table 1 layout (measured FLOPs / params beside the published ones), DTN / LN
     overhead, throughput, latency, memory; throughput-vs-batch and latency plots. The runs must share mode,
     autocast, dtype, channels_last, compile_mode, dtn_kernel, device and threads."""
-    _render("profile", runs, out, fmt)
+    render_suite("profile", runs, out, fmt)
 
 
 @table_app.command("norms")
@@ -280,7 +274,7 @@ def table_norms(runs: RunsArg, out: OutDirOpt = None, fmt: FormatOpt = "md") -> 
     shapes."""
     from dtn_bench.bench.norms import SUITE
 
-    _render(SUITE, runs, out, fmt)
+    render_suite(SUITE, runs, out, fmt)
 
 
 @table_app.command("lra-scaling")
@@ -289,7 +283,7 @@ def table_lra_scaling(runs: RunsArg, out: OutDirOpt = None, fmt: FormatOpt = "md
     model shape."""
     from dtn_bench.bench.scaling import SUITE
 
-    _render(SUITE, runs, out, fmt)
+    render_suite(SUITE, runs, out, fmt)
 
 
 _HEADINGS = {"md": "## {}\n", "tex": "% ---- {} ----", "csv": "# {}"}

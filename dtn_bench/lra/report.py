@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from dtn_bench.results.published import LRA_LISTOPS, LRA_PAPER, NOT_PUBLISHED
-from dtn_bench.results.tables import render_document
+from dtn_bench.results.tables import render_document, setting_text
 
 MODEL_LABELS = {"transformer": "Transformer", "bigbird": "BigBird", "reformer": "Reformer"}
 NORM_LABELS = {"layernorm": "LN", "dtn": "DTN", "rmsnorm": "RMSNorm", "scalenorm": "ScaleNorm",
@@ -124,18 +124,11 @@ def _whole(value: float | str) -> int | str:
     return int(round(value)) if isinstance(value, float) and not math.isnan(value) else value
 
 
-def _setting(value) -> str:
-    """A setting as text; a whole float (``200.0``, as columns with gaps are read back) prints as ``200``."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _settings_note(df: pd.DataFrame) -> str:
     parts = []
     for col in ("preset", "data", "max_len"):
         if col in df.columns:
-            values = [_setting(v) for v in pd.unique(df[col].dropna())]
+            values = [setting_text(v) for v in pd.unique(df[col].dropna())]
             if values:
                 parts.append(f"{col} {', '.join(values)}")
     return "; ".join(parts)

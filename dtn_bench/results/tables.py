@@ -169,6 +169,16 @@ def _format_value(value: Any, floatfmt: str, missing: str) -> str:
     return str(value)
 
 
+def setting_text(value: Any) -> str:
+    """A run setting as text: a whole number prints without its ``.0`` (``200.0``, as a column with gaps is read
+    back, -> ``200``), a boolean as ``True`` / ``False``, anything else as ``str``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _format_key(value: Any, missing: str) -> str:
     """Like :func:`_format_value`, but a float key prints exactly (``2.0`` -> ``2``, ``0.1`` -> ``0.1``)."""
     if _is_number(value) and not isinstance(value, numbers.Integral) and not _is_missing(value):
