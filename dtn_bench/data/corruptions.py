@@ -88,13 +88,13 @@ SIZE = 224
 JPEG_QUALITY = 85
 """Quality of the saved JPEGs (the release's ``quality=85, optimize=True``)."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".webp", ".tif", ".tiff")
+"""Source files the generator reads (case-insensitive); other non-hidden files are an error."""
 MANIFEST_NAME = "dtn-bench-corrupt.json"
 """Written at the root of OUT by :func:`corrupt_folder` last, once every image is there: a folder without it is
 incomplete. ``imagenet-c --data-dir`` reads it to label the data as generated (not the released ImageNet-C)."""
 PARTIAL_NAME = ".dtn-bench-corrupt.partial.json"
 """Written at the root of OUT when a job starts (source and seed), removed after the manifest: a re-run with the same
 source and seed continues that job."""
-"""Source files the generator reads (case-insensitive); other non-hidden files are an error."""
 ALL_CORRUPTIONS: tuple[str, ...] = CORRUPTIONS + EXTRA_CORRUPTIONS
 
 CORRUPTION_FNS = Registry("corruption")
@@ -1089,16 +1089,17 @@ def check_folder_args(src: str | Path, out: str | Path, batch_size: int,
     return dev, rels
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path, what: str = "", hint: str = "") -> dict:
+    """The JSON object in ``path``; a one-line error (``what`` before the path, ``hint`` after the reason) when it
+    cannot be read or is not an object."""
     import json
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DTNBenchError(f"cannot read {path}: {type(e).__name__}: {e} (delete it to start {path.parent} afresh)"
-                            ) from None
+        raise DTNBenchError(f"cannot read {what}{path}: {type(e).__name__}: {e}{hint}") from None
     if not isinstance(data, dict):
-        raise DTNBenchError(f"{path} does not hold a JSON object (delete it to start {path.parent} afresh)")
+        raise DTNBenchError(f"{what}{path} does not hold a JSON object{hint}")
     return data
 
 
@@ -1157,7 +1158,7 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
     marker, manifest_path = out / PARTIAL_NAME, out / MANIFEST_NAME
     resuming = marker.is_file()
     if resuming:
-        earlier = _read_json(marker)
+        earlier = read_json_object(marker, hint=f" (delete it to start {out} afresh)")
         if earlier.get("source") != source or earlier.get("seed") != int(seed):
             raise DTNBenchError(f"{out} holds an unfinished dtn-bench corrupt job from {earlier.get('source')} with "
                                 f"--seed {earlier.get('seed')}: run that job again to finish it, or choose another "

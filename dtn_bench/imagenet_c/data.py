@@ -88,20 +88,10 @@ def read_corrupt_manifest(root: str | Path) -> dict | None:
     Raises:
         DTNBenchError: the manifest exists but is not a JSON object.
     """
-    import json
-
-    from dtn_bench.data.corruptions import MANIFEST_NAME
+    from dtn_bench.data.corruptions import MANIFEST_NAME, read_json_object
 
     path = Path(root) / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DTNBenchError(f"cannot read the dtn-bench corrupt manifest {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(manifest, dict):
-        raise DTNBenchError(f"the dtn-bench corrupt manifest {path} does not hold a JSON object")
-    return manifest
+    return read_json_object(path, "the dtn-bench corrupt manifest ") if path.is_file() else None
 
 
 def data_label(root: str | Path | None) -> str:

@@ -33,6 +33,7 @@ from dtn_bench.metrics import (
     relative_ce,
     relative_mce,
 )
+from dtn_bench.results.tables import is_missing
 
 SHORT = {
     "gaussian_noise": "Gauss.", "shot_noise": "Shot", "impulse_noise": "Impulse", "defocus_blur": "Defocus",
@@ -106,12 +107,8 @@ def _pair_rows(df: pd.DataFrame) -> pd.DataFrame:
     for col in VARIANT_COLUMNS:
         values = sel[col] if col in sel.columns else pd.Series(None, index=sel.index, dtype=object)
         default = VARIANT_DEFAULTS[col]  # rows written before the column existed
-        sel = sel.assign(**{f"_{col}": values.map(lambda v, d=default: d if _missing(v) else str(v))})
+        sel = sel.assign(**{f"_{col}": values.map(lambda v, d=default: d if is_missing(v) else str(v))})
     return _tag_variants(sel)
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v) or v is pd.NA
 
 
 def _tag_variants(rows: pd.DataFrame) -> pd.DataFrame:

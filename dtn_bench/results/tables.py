@@ -142,12 +142,13 @@ def add_published(
     for key in out.index:
         entry = _lookup(published, key)
         value = getattr(entry, "value", entry)
-        cells.append(missing if _is_missing(value) else float(value))
+        cells.append(missing if is_missing(value) else float(value))
     out[column] = pd.Series(cells, index=out.index, dtype=object)
     return out
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, ``pd.NA``, ``pd.NaT`` or a float NaN: a cell with no value."""
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
@@ -158,7 +159,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _format_value(value: Any, floatfmt: str, missing: str) -> str:
-    if _is_missing(value):
+    if is_missing(value):
         return missing
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
@@ -181,7 +182,7 @@ def setting_text(value: Any) -> str:
 
 def _format_key(value: Any, missing: str) -> str:
     """Like :func:`_format_value`, but a float key prints exactly (``2.0`` -> ``2``, ``0.1`` -> ``0.1``)."""
-    if _is_number(value) and not isinstance(value, numbers.Integral) and not _is_missing(value):
+    if _is_number(value) and not isinstance(value, numbers.Integral) and not is_missing(value):
         number = float(value)
         return str(int(number)) if number.is_integer() else repr(number)
     return _format_value(value, "", missing)
@@ -216,7 +217,7 @@ def _layout(df: pd.DataFrame, floatfmt: str, missing: str) -> tuple[list[str], l
         rows.append(cells)
     right = [False] * nlevels
     for j in range(df.shape[1]):
-        present = [v for v in df.iloc[:, j].tolist() if not _is_missing(v)]
+        present = [v for v in df.iloc[:, j].tolist() if not is_missing(v)]
         right.append(bool(present) and all(_is_number(v) for v in present))
     return headers, rows, right
 
