@@ -6,6 +6,12 @@
 authors' ViT checkpoints (github wqshao126/DTN, ``vit_norm_mix.py``) onto the zoo: their parameter names already
 match timm's, and the qkv biases their ViT lacks are filled with zeros, which computes exactly what their model did.
 A checkpoint that does not fit is a one-line error naming the first missing/unexpected keys and shape mismatches.
+
+EMA weights: a file saved by timm's ``CheckpointSaver`` (the authors' ``train.py``) holds ``state_dict`` and
+``state_dict_ema`` (older timm and DeiT files: ``model`` and ``model_ema``); the authors' reported accuracies are those
+of the EMA weights. As timm's own ``load_checkpoint(use_ema=True)`` does, the EMA set is taken when the file has one
+(``ema=False``, the CLI's ``--no-ema``, takes the raw one), and :func:`load_checkpoint` says which set it loaded
+(``weights``: ``ema`` or ``raw``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,37 +28,78 @@ from torch import nn
 from dtn_bench.errors import DTNBenchError
 
 NESTING_KEYS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
+EMA_KEYS = ("state_dict_ema", "model_ema")
+"""Where a checkpoint keeps its EMA weights, in the order timm's ``load_checkpoint`` looks (``CheckpointSaver``: the
+first; DeiT / older timm: the second)."""
 
 
-def read_state_dict(path: str | Path, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file and return its flat, unwrapped state dict (``module.`` prefixes removed)."""
-    p = Path(path)
+@dataclass(frozen=True)
+class StateDict:
+    """The weights read from a checkpoint file.
+
+    Attributes:
+        tensors: the flat state dict (``module.`` prefixes removed).
+        weights: ``ema`` (the file's EMA set) or ``raw``.
+        key: where in the file they were (``state_dict_ema``, ``state_dict``, ...; ``""`` for a flat file).
+        has_ema: the file holds an EMA set (whether or not it was taken).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    weights: str
+    key: str
+    has_ema: bool
+
+
+def _read_file(p: Path):
     if not p.is_file():
         raise DTNBenchError(f"checkpoint {p} does not exist or is not a file")
     try:
         if p.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
-            obj = load_file(str(p))
-        else:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = torch.load(str(p), map_location="cpu", weights_only=True)
+            return load_file(str(p))
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any reader failure is the user's file
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DTNBenchError(f"cannot read checkpoint {p}: {reason[:200]}") from e
-    sd = unwrap(obj, prefer_ema=prefer_ema, where=str(p))
+
+
+def _strip_module(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
-def unwrap(obj, *, prefer_ema: bool = False, where: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The tensor mapping inside a checkpoint object (nested under one of :data:`NESTING_KEYS`)."""
-    order = ("model_ema", "state_dict_ema", "model", "state_dict", "module") if prefer_ema else NESTING_KEYS
+def read_weights(path: str | Path, *, ema: bool = True) -> StateDict:
+    """Read a checkpoint file: its EMA weights when it has them and ``ema`` is true, else its raw weights."""
+    p = Path(path)
+    obj = _read_file(p)
+    ema_key = next((k for k in EMA_KEYS if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)
+                    and obj[k]), None)
+    if ema_key is not None and ema:
+        tensors = unwrap(obj[ema_key], where=f"{p} ({ema_key})")
+        return StateDict(_strip_module(tensors), "ema", ema_key, True)
+    raw = {k: v for k, v in obj.items() if k not in EMA_KEYS} if ema_key is not None else obj
+    key = next((k for k in NESTING_KEYS if isinstance(raw, Mapping) and isinstance(raw.get(k), Mapping)), "")
+    if ema_key is not None and not key:
+        raise DTNBenchError(f"checkpoint {p} holds EMA weights ({ema_key}) but no raw state dict (looked under "
+                            f"{', '.join(k for k in NESTING_KEYS if k not in EMA_KEYS)}); drop --no-ema")
+    return StateDict(_strip_module(unwrap(raw, where=str(p))), "raw", key, ema_key is not None)
+
+
+def read_state_dict(path: str | Path, *, ema: bool = True) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file and return its flat, unwrapped state dict (``module.`` prefixes removed): the EMA
+    weights when the file has them (unless ``ema`` is false), else the raw ones (see :func:`read_weights`)."""
+    return read_weights(path, ema=ema).tensors
+
+
+def unwrap(obj, *, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensor mapping inside a checkpoint object (nested under one of :data:`NESTING_KEYS`, in that order)."""
     for _ in range(4):
         if not isinstance(obj, Mapping):
             break
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj)
-        for key in order:
+        for key in NESTING_KEYS:
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
@@ -93,23 +141,43 @@ def check_fit(sd: Mapping[str, torch.Tensor], model: nn.Module, *, where: str, d
     raise DTNBenchError(f"checkpoint {where} does not fit {type(model).__name__}: {'; '.join(parts)}{hint}")
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, *, prefer_ema: bool = False, debug: bool = False) -> dict:
-    """Load ``path`` into ``model`` (strict) and return ``{"path", "sha256", "tensors"}``.
+def load_checkpoint(model: nn.Module, path: str | Path, *, ema: bool = True, debug: bool = False) -> dict:
+    """Load ``path`` into ``model`` (strict) and return what was loaded.
 
     Args:
         model: the model to fill.
         path: checkpoint file (.pth/.pt/.bin/.ckpt/.safetensors).
-        prefer_ema: take ``model_ema`` / ``state_dict_ema`` when the file holds both plain and EMA weights.
+        ema: take the EMA weights (``state_dict_ema`` / ``model_ema``) when the file has them, as timm does;
+            ``False`` takes the raw ones.
         debug: list every mismatching key in the error.
+
+    Returns:
+        ``{"path", "sha256", "tensors", "weights" ("ema" | "raw"), "key" (where in the file), "has_ema",
+        "message"}``; ``message`` is the one line to show (which set was loaded, and a note when ``ema=False``
+        was asked of a file without EMA weights).
 
     Raises:
         DTNBenchError: unreadable file, no state dict inside, or keys/shapes that do not fit.
     """
-    sd = read_state_dict(path, prefer_ema=prefer_ema)
-    sd = map_authors_vit(sd, model)
-    check_fit(sd, model, where=str(path), debug=debug)
+    read = read_weights(path, ema=ema)
+    sd = map_authors_vit(read.tensors, model)
+    where = f"{path} (EMA weights, {read.key})" if read.weights == "ema" else str(path)
+    try:
+        check_fit(sd, model, where=where, debug=debug)
+    except DTNBenchError as e:
+        if read.weights == "ema":
+            raise DTNBenchError(f"{e}; --no-ema loads the raw weights instead") from None
+        raise
     model.load_state_dict(sd, strict=True)
-    return {"path": str(path), "sha256": file_sha256(path), "tensors": len(sd)}
+    if read.weights == "ema":
+        message = f"checkpoint {path}: loaded the EMA weights ({read.key}); --no-ema loads the raw ones"
+    elif read.has_ema:
+        message = f"checkpoint {path}: loaded the raw weights ({read.key}, --no-ema); the file also holds EMA weights"
+    else:
+        note = "; note: it holds no EMA weights, so --no-ema changes nothing" if not ema else ""
+        message = f"checkpoint {path}: loaded its weights ({read.key or 'a flat state dict'}, raw){note}"
+    return {"path": str(path), "sha256": file_sha256(path), "tensors": len(sd), "weights": read.weights,
+            "key": read.key, "has_ema": read.has_ema, "message": message}
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

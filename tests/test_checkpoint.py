@@ -99,23 +99,76 @@ def test_nested_checkpoints(tmp_path, source, target, wrap):
     assert torch.equal(outputs(target), out)
 
 
-def test_model_and_ema_default_and_prefer_ema(tmp_path, source):
-    _, sd, out = source
-    ema_model = make("vit_t_dtn", 7)
-    ema_sd, ema_out = plain(ema_model.state_dict()), outputs(ema_model)
-    assert not torch.allclose(out, ema_out)
-    path = tmp_path / "both.pth"
-    torch.save({"model": sd, "model_ema": ema_sd, "epoch": 10}, path)
+def saver_checkpoint(raw: dict, ema: dict | None) -> dict:
+    """A file in the layout of timm's ``CheckpointSaver`` (the authors' train.py): every key it writes."""
+    out = {"epoch": 299, "arch": "vit_t_dtn", "state_dict": raw, "optimizer": {"state": {}, "param_groups": []},
+           "version": 2, "args": argparse.Namespace(model="vit_t_dtn", model_ema=ema is not None), "metric": 72.1}
+    if ema is not None:
+        out["state_dict_ema"] = ema
+    return out
 
-    plain_target = make("vit_t_dtn", 3)
-    load_checkpoint(plain_target, path)
-    assert_same_state(plain(plain_target.state_dict()), sd)
-    assert torch.equal(outputs(plain_target), out)
+
+@pytest.fixture(scope="module")
+def ema_source():
+    model = make("vit_t_dtn", 7)
+    return plain(model.state_dict()), outputs(model)
+
+
+@pytest.mark.parametrize("layout", ["saver", "deit"])
+def test_ema_weights_by_default_and_raw_with_no_ema(tmp_path, source, ema_source, layout):
+    _, sd, out = source
+    ema_sd, ema_out = ema_source
+    assert not torch.allclose(out, ema_out)
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save(saver_checkpoint(sd, ema_sd) if layout == "saver" else {"model": sd, "model_ema": ema_sd}, path)
+    key = "state_dict_ema" if layout == "saver" else "model_ema"
 
     ema_target = make("vit_t_dtn", 3)
-    load_checkpoint(ema_target, path, prefer_ema=True)
+    info = load_checkpoint(ema_target, path)  # the EMA weights, as timm's load_checkpoint(use_ema=True) takes them
     assert_same_state(plain(ema_target.state_dict()), ema_sd)
     assert torch.equal(outputs(ema_target), ema_out)
+    assert (info["weights"], info["key"], info["has_ema"]) == ("ema", key, True)
+    assert "loaded the EMA weights" in info["message"] and key in info["message"]
+
+    raw_target = make("vit_t_dtn", 3)
+    info = load_checkpoint(raw_target, path, ema=False)
+    assert_same_state(plain(raw_target.state_dict()), sd)
+    assert torch.equal(outputs(raw_target), out)
+    assert (info["weights"], info["has_ema"]) == ("raw", True)
+    assert "raw weights" in info["message"]
+
+
+def test_no_ema_on_a_file_without_ema_is_a_note(tmp_path, source, target):
+    _, sd, out = source
+    path = tmp_path / "raw.pth"
+    torch.save(saver_checkpoint(sd, None), path)
+    info = load_checkpoint(target, path, ema=False)
+    assert torch.equal(outputs(target), out)
+    assert (info["weights"], info["has_ema"]) == ("raw", False)
+    assert "holds no EMA weights, so --no-ema changes nothing" in info["message"]
+    assert "\n" not in info["message"]
+    assert load_checkpoint(target, path)["weights"] == "raw"
+
+
+def test_ema_weights_that_do_not_fit_are_one_line(tmp_path, source):
+    _, sd, _ = source
+    ema_ln = plain(make("vit_t_ln", 0).state_dict())
+    path = tmp_path / "mixed.pth"
+    torch.save(saver_checkpoint(sd, ema_ln), path)
+    with pytest.raises(DTNBenchError) as e:
+        load_checkpoint(make("vit_t_dtn", 2), path)
+    msg = str(e.value)
+    assert "\n" not in msg and "EMA weights, state_dict_ema" in msg and "--no-ema loads the raw weights" in msg
+    target = make("vit_t_dtn", 2)
+    assert load_checkpoint(target, path, ema=False)["weights"] == "raw"  # the raw ones fit
+
+
+def test_only_ema_weights_and_no_ema_is_one_line(tmp_path, source):
+    _, sd, _ = source
+    path = tmp_path / "ema-only.pth"
+    torch.save({"state_dict_ema": sd, "epoch": 1}, path)
+    with pytest.raises(DTNBenchError, match="holds EMA weights .* but no raw state dict"):
+        load_checkpoint(make("vit_t_dtn", 2), path, ema=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -427,22 +427,87 @@ def test_cli_non_image_files(src, tmp_path, capsys):
     assert "class folders" in err
 
 
-def test_bench_corrupt_writes_rows(tmp_path, capsys):
+def _bench_rows(tmp_path, run_id: str) -> pd.DataFrame:
+    return pd.read_csv(tmp_path / "bench-corrupt" / run_id / "rows.csv")
+
+
+def test_bench_corrupt_writes_rows(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(C, "load_peer", lambda: (None, "not installed"))
+    threads = torch.get_num_threads()
     rc = run_cli(["bench", "corrupt", "--preset", "quick", "--batch", "1", "--out", str(tmp_path), "--run-id",
                   "t1"])
-    assert rc == 0, capsys.readouterr().err
-    df = pd.read_csv(tmp_path / "bench-corrupt" / "t1" / "rows.csv")
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert torch.get_num_threads() == threads  # the process-wide setting is restored
+    df = _bench_rows(tmp_path, "t1")
     med = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
     per, total = med[med["corruption"] != "pass"], med[med["corruption"] == "pass"]["value"].item()
     assert list(per["corruption"]) == list(CORRUPTIONS) and (per["value"] > 0).all()
     cpu = df[df["metric"] == "cpu_time_ms"]
     assert list(cpu["corruption"]) == list(CORRUPTIONS) and (cpu["value"] > 0).all()
     assert total == pytest.approx(per["value"].sum())
-    speedup = df[df["metric"] == "speedup"]["value"].item()
-    assert speedup == pytest.approx(C.IMAGECORRUPTIONS_MS / total)
+    assert set(df["impl"]) == {"dtn-bench"} and set(df["threads"]) == {1}  # default: 1 thread, recorded
+    assert "speedup" not in set(df["metric"])  # no peer timed, no ratio
+    assert "imagecorruptions not installed: no peer timing, no speed ratio" in out
     assert (tmp_path / "bench-corrupt" / "t1" / "table.md").exists()
     err = _one_line_error(capsys, ["bench", "corrupt", "--corruptions", "snoww", "--out", str(tmp_path)])
     assert "did you mean: snow" in err
+    err = _one_line_error(capsys, ["bench", "corrupt", "--peer-batch", "0", "--out", str(tmp_path)])
+    assert "--peer-batch must be > 0" in err
+
+
+def test_load_peer_says_why_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "PEER", "dtn_bench_no_such_peer")
+    assert C.load_peer() == (None, "not installed")
+    (tmp_path / "dtn_bench_broken_peer.py").write_text("import dtn_bench_no_such_module_either\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(C, "PEER", "dtn_bench_broken_peer")  # imports, then fails inside (as 1.1.2 on pkg_resources)
+    module, why = C.load_peer()
+    assert module is None
+    assert why == "does not import (ModuleNotFoundError: No module named 'dtn_bench_no_such_module_either')"
+
+
+class _FakePeer:
+    """Stands in for imagecorruptions: ``corrupt(image, corruption_name=, severity=)`` on one HWC uint8 image."""
+
+    def __init__(self, fails: tuple[str, ...] = ()):
+        self.fails, self.calls = fails, []
+
+    def corrupt(self, image, corruption_name, severity):
+        assert image.shape == (224, 224, 3) and image.dtype == np.uint8
+        self.calls.append((corruption_name, severity))
+        if corruption_name in self.fails:
+            raise TypeError("gaussian() got an unexpected keyword argument 'multichannel'")
+        return 255 - np.sqrt(image.astype(np.float64) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fails", [(), ("fog",)])
+def test_bench_corrupt_times_the_peer_in_the_same_run(tmp_path, capsys, monkeypatch, fails):
+    peer = _FakePeer(fails)
+    monkeypatch.setattr(C, "load_peer", lambda: (peer, "1.1.2"))
+    names = ["contrast", "fog", "brightness"]
+    rc = run_cli(["bench", "corrupt", "--preset", "quick", "--batch", "3", "--peer-batch", "2", "--iters", "2",
+                  "--corruptions", ",".join(names), "--out", str(tmp_path), "--run-id", "p"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    # 2 images x 2 timed runs (no warm-up in the quick preset) at severity 3; a failure stops that corruption
+    assert peer.calls == [(n, 3) for n in names for _ in range(1 if n in fails else 2 * 2)]
+    df = _bench_rows(tmp_path, "p")
+    med = df[(df["metric"] == "time_ms") & (df["stat"] == "median")].set_index(["impl", "corruption"])["value"]
+    ran = [n for n in names if n not in fails]
+    assert sorted(med["imagecorruptions"].index) == sorted(ran + ([] if fails else ["pass"]))
+    assert set(df[df["impl"] == "imagecorruptions"]["batch_size"]) == {2}
+    speedup = df[df["metric"] == "speedup"]
+    assert len(speedup) == 1
+    want = sum(med["imagecorruptions"][n] for n in ran) / sum(med["dtn-bench"][n] for n in ran)
+    assert speedup["value"].item() == pytest.approx(want)
+    versus = speedup["versus"].item()
+    assert "imagecorruptions 1.1.2 timed in this run on 2 of the same images" in versus
+    assert ("the 2 of 3 corruptions it ran (fog failed)" in versus) if fails else ("all 3 corruptions" in versus)
+    if fails:
+        assert "imagecorruptions 1.1.2 failed on fog: TypeError: gaussian() got an unexpected keyword" in out
+    table = (tmp_path / "bench-corrupt" / "p" / "table.md").read_text()
+    assert "imagecorruptions time median (ms)" in table and "speedup" in table
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -580,3 +580,80 @@ def test_table_csv(tmp_path, capsys):
     assert (out / "table.md").is_file() and (out / "table.tex").is_file()
     code = run_cli(["table", "imagenet-c", str(ln), "--format", "html"])
     assert code == 2 and "choose md, tex or csv" in capsys.readouterr().err
+
+
+def test_ema_weights_are_evaluated_recorded_and_keyed(five, capsys):
+    """A CheckpointSaver file (state_dict + state_dict_ema): the EMA weights are evaluated by default and the rows,
+    config and run key say so; --no-ema evaluates the raw ones in another run folder."""
+    import argparse
+
+    from dtn_bench.models import create
+
+    base, data = five
+    torch.manual_seed(1)
+    raw = create("vit_t_ln", num_classes=5).state_dict()
+    torch.manual_seed(2)
+    ema = create("vit_t_ln", num_classes=5).state_dict()
+    ckpt = base / "saver.pth.tar"
+    torch.save({"epoch": 3, "arch": "vit_t_ln", "state_dict": raw, "optimizer": {}, "version": 2,
+                "args": argparse.Namespace(model_ema=True), "state_dict_ema": ema, "metric": 1.0}, ckpt)
+    args = ["imagenet-c", "--model", "vit_t_ln", "--num-classes", "5", "--data-dir", str(data), "--corruptions",
+            "fog", "--severities", "1", "--workers", "0", "--checkpoint", str(ckpt), "--out", str(base / "ema")]
+    runs = {}
+    for flag, weights in (([], "ema"), (["--no-ema"], "raw")):
+        code = run_cli([*args, *flag])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        said = "loaded the EMA weights (state_dict_ema)" if weights == "ema" else "loaded the raw weights (state_dict"
+        assert said in captured.err
+        (run,) = [p for p in (base / "ema" / "imagenet-c").iterdir() if p not in runs.values()]
+        rows = pd.read_parquet(run / "rows.parquet")
+        assert set(rows["weights"]) == {weights}
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["weights"] == weights and cfg["ema"] == (weights == "ema")
+        runs[weights] = run
+    assert runs["ema"] != runs["raw"]  # the weight set keys the run
+
+    from dtn_bench.imagenet_c.evaluation import build_model
+
+    for weights, sd in (("ema", ema), ("raw", raw)):
+        cfg = icev.ImageNetCConfig(model="vit_t_ln", num_classes=5, checkpoint=str(ckpt), ema=weights == "ema")
+        model, info = build_model(cfg)
+        assert info["weights"] == weights
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
+
+
+def test_a_partial_copy_with_a_subset_file_runs_a_1000_class_model(tmp_path, capsys):
+    """Only the listed images of two real ImageNet classes (as a copy of RobustBench's 5,000 would be): accepted for
+    a 1000-class model with --subset-file, labels by the ImageNet-1k class index; a listed image that is absent is
+    named."""
+    from dtn_bench.imagenet_c.evaluation import imagenet_wnids
+
+    wnids = ("n01440764", "n01484850")  # class 0 and class 2 of ImageNet-1k
+    data = make_layout(tmp_path / "data", corruptions=("fog",), severities=(1, 2), classes=wnids, per=1)
+    listed = sorted(f"{w}/{p.name}" for w in wnids for p in (data / "fog" / "1" / w).iterdir())
+    subset = tmp_path / "5000.txt"
+    subset.write_text("\n".join(listed) + "\n")
+    args = ["imagenet-c", "--model", "vit_t_ln", "--data-dir", str(data), "--corruptions", "fog", "--severities",
+            "1,2", "--workers", "0", "--out", str(tmp_path / "out"), "--run-id", "p"]
+    code = run_cli([*args, "--subset-file", str(subset)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = pd.read_parquet(tmp_path / "out" / "imagenet-c" / "p" / "rows.parquet")
+    assert rows.loc[rows["metric"] == "n_images", "value"].tolist() == [2.0, 2.0]
+    layout = D.scan_layout(data, ("fog",), (1, 2), classes=imagenet_wnids())
+    assert layout.label(listed[0]) == 0 and layout.label(listed[1]) == 2 and len(layout.classes) == 1000
+    # without the subset list a partial copy is refused as before
+    code = run_cli([*args, "--run-id", "q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "lacks 998 of the 1000 ImageNet-1k classes" in err
+    # an image of the list missing in one pair is named
+    (data / "fog" / "2" / listed[1]).unlink()
+    code = run_cli([*args, "--run-id", "r", "--subset-file", str(subset)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"not found in fog/2: {listed[1]}" in err and "Traceback" not in err
+    # a class folder that is no ImageNet class is named
+    (data / "fog" / "1" / "n99999999").mkdir()
+    code = run_cli([*args, "--run-id", "s", "--subset-file", str(subset)])
+    err = capsys.readouterr().err
+    assert code == 2 and "n99999999 is not one of the model's 1000 classes" in err

@@ -183,6 +183,30 @@ def test_loader_shapes_labels_and_ids(small_data):
             assert not loaded.ids[row, n:].any()  # padded with <pad> = 0
 
 
+def test_generated_files_are_written_as_the_official_csv_writer_writes(small_data, tmp_path):
+    """CRLF line endings, tab delimiter, header Source<TAB>Target: the bytes Python's csv.writer (the official
+    generator's writer) produces for the same rows; the loader reads the file and an LF copy alike."""
+    import csv
+    import io
+
+    for name in FILES:
+        raw = (small_data / name).read_bytes()
+        lines = raw.split(b"\r\n")
+        assert lines[-1] == b"" and all(b"\n" not in line and b"\r" not in line for line in lines)
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter="\t")
+        writer.writerow(["Source", "Target"])
+        writer.writerows(read_rows(small_data / name))
+        assert raw == text.getvalue().encode()
+    lf = tmp_path / "lf"
+    lf.mkdir()
+    for name in FILES:
+        (lf / name).write_bytes((small_data / name).read_bytes().replace(b"\r\n", b"\n"))
+    for split in listops.SPLITS:
+        a, b = listops.load_split(small_data, split, 200), listops.load_split(lf, split, 200)
+        assert np.array_equal(a.ids, b.ids) and np.array_equal(a.labels, b.labels) and len(a) > 0
+
+
 GOOD = "( ( ( [MAX 2 ) 9 ) ] )\t9\n"
 
 

@@ -103,6 +103,19 @@ def test_lra_schedule_known_values():
     assert max(lra_lr(t, 0.05, 1000) for t in range(5000)) == pytest.approx(lra_lr(999, 0.05, 1000))
 
 
+def test_lra_schedule_from_the_official_step_counter():
+    """Official: t is the optimiser's step counter from 0: lr(0) = 0, the peak 1.5811e-3 at update 1000, the last of
+    5000 updates (t = 4999) 7.0718e-4."""
+    assert lra_lr(0, 0.05, 1000, origin=0) == 0.0
+    assert lra_lr(1000, 0.05, 1000, origin=0) == pytest.approx(1.5811e-3, rel=1e-4)
+    assert lra_lr(4999, 0.05, 1000, origin=0) == pytest.approx(7.0718e-4, rel=1e-4)
+    assert lra_lr(999, 0.05, 1000, origin=0) == lra_lr(998, 0.05, 1000)  # origin 1 is the same curve one step ahead
+    assert linear_lr(0, 1e-3, 10, 110, origin=0) == 0.0 and linear_lr(10, 1e-3, 10, 110, origin=0) == 1e-3
+    cfg = ListOpsConfig(lr_step_origin=0)
+    assert cfg.lr_at(0) == 0.0 and cfg.lr_at(4999) == pytest.approx(7.0718e-4, rel=1e-4)
+    assert ListOpsConfig().lr_at(0) == pytest.approx(0.05e-3 / math.sqrt(1000))  # the default keeps t = step + 1
+
+
 def test_linear_schedule_known_values():
     assert linear_lr(0, 1e-3, 10, 110) == pytest.approx(1e-4)
     assert linear_lr(9, 1e-3, 10, 110) == pytest.approx(1e-3)
@@ -120,6 +133,71 @@ def test_batch_order_is_a_seeded_permutation_per_epoch():
     assert lt.BatchOrder(10, 3, seed=6)(0).tolist() != lt.BatchOrder(10, 3, seed=5)(0).tolist()
 
 
+def test_buffer_shuffle_is_a_bounded_shuffle():
+    rng = np.random.default_rng(0)
+    order = np.arange(500)
+    for size in (1, 7, 64, 500, 10_000):
+        out = lt.buffer_shuffle(order, size, rng)
+        assert sorted(out.tolist()) == order.tolist()  # a permutation
+        where = np.empty(500, dtype=int)
+        where[out] = np.arange(500)
+        # an element enters the buffer after output p - size and cannot leave before it
+        assert (where >= order - (min(size, 500) - 1)).all()
+        if size == 1:
+            assert out.tolist() == order.tolist()
+        else:
+            assert out.tolist() != order.tolist()
+    # small buffers keep the file order roughly: the mean displacement grows with the buffer
+    shift = {size: np.abs(lt.buffer_shuffle(order, size, np.random.default_rng(1)) - order).mean()
+             for size in (8, 64, 500)}
+    assert shift[8] < shift[64] < shift[500]
+
+
+def test_batch_order_with_lra_shuffle_buffers():
+    buffered = lt.BatchOrder(100, 8, seed=3, buffers=(40, 10))
+    epoch0 = buffered.epoch_order(0)
+    assert sorted(epoch0.tolist()) == list(range(100))
+    assert buffered.epoch_order(1).tolist() != epoch0.tolist()  # reshuffled every epoch
+    assert np.array_equal(np.concatenate([buffered(s) for s in range(12)]), epoch0[:96])
+    assert [lt.BatchOrder(100, 8, 3, (40, 10))(s).tolist() for s in (13, 0)] == [buffered(s).tolist() for s in (13, 0)]
+    assert buffered(0).tolist() != lt.BatchOrder(100, 8, 3)(0).tolist()
+    assert ListOpsConfig().shuffle_buffers() is None
+    assert ListOpsConfig(shuffle="buffer").shuffle_buffers() == (10_000, 1_024)
+
+
+def test_lra_presets_set_every_official_choice():
+    """``lra`` and ``lra-paper`` are the official code (every field of OFFICIAL); the other presets keep the
+    defaults, i.e. the earlier behaviour."""
+    from dtn_bench.lra.config import LATER_FIELDS, OFFICIAL
+    from dtn_bench.suites import load_preset
+
+    def preset(name: str) -> ListOpsConfig:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in load_preset("lra-listops", name).items()}
+        return ListOpsConfig(**fields, preset=name)
+
+    lra, paper = preset("lra"), preset("lra-paper")
+    lra.validate()
+    for key, value in OFFICIAL.items():
+        assert getattr(lra, key) == value, key
+    assert (lra.batch, lra.steps, lra.lr, lra.warmup, lra.weight_decay, lra.beta2, lra.adam_eps) == (
+        32, 5000, 0.05, 1000, 0.1, 0.98, 1e-9)
+    assert replace(paper, depth=4, mlp_dim=1024, preset="lra") == lra and (paper.depth, paper.mlp_dim) == (6, 2048)
+    for name in ("quick", "small"):
+        cfg = preset(name)
+        assert all(getattr(cfg, k) == getattr(ListOpsConfig, k) for k in LATER_FIELDS), name
+        assert cfg.precision == "auto" and not cfg.lra_quirks
+    # the models the lra preset builds (shortened)
+    small = replace(lra, max_len=100, dim=16, heads=2, depth=2, mlp_dim=32, bigbird_block=8)
+    for model, dropout in (("transformer", 0.1), ("bigbird", 0.0), ("reformer", 0.0)):
+        net = lt.build_model(small, model, "layernorm")
+        blk = net.blocks[1]
+        assert blk.attn.dropout == dropout and blk.mlp[1].approximate == "tanh" and blk.norm1.eps == 1e-6
+        assert net.init == "lra" and net.embed.padding_idx is None
+    assert lt.build_model(small, "bigbird", "dtn").blocks[0].attn.random == "lra"
+    assert lt.build_model(small, "reformer", "dtn").blocks[0].attn.lra_quirks
+    assert replace(small, sparse_attn_dropout=True).attention_dropout("bigbird") == 0.1
+
+
 def test_config_validation_errors():
     with pytest.raises(DTNBenchError, match="did you mean: bigbird"):
         ListOpsConfig(**{**TINY, "models": ("bigbrid",)}).validate()
@@ -127,6 +205,15 @@ def test_config_validation_errors():
         ListOpsConfig(**{**TINY, "batch": 7, "world_size": 2}).validate()
     with pytest.raises(DTNBenchError, match="schedule"):
         ListOpsConfig(**{**TINY, "schedule": "cosine"}).validate()
+    for field, value, match in (("shuffle", "random", "--shuffle must be full or buffer, got 'random'"),
+                                ("gelu", "fast", "--gelu must be exact or tanh"),
+                                ("init", "xavier", "--init must be torch or lra"),
+                                ("bigbird_random", "numpy", "--bigbird-random must be torch or lra"),
+                                ("lr_step_origin", 2, "lr-step-origin must be 0"),
+                                ("ln_eps", 0.0, "ln-eps must be a positive"),
+                                ("shuffle_buffer", (1024, 0), "shuffle-buffer must be")):
+        with pytest.raises(DTNBenchError, match=match):
+            ListOpsConfig(**{**TINY, field: value}).validate()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -151,6 +238,33 @@ def test_train_run_learns_rows_and_checkpoints(data, tmp_path):
     assert len(rows[rows.checkpoint == "curve"]) == 9
     ck = torch.load(tmp_path / "ck" / "best.pt", weights_only=True)
     assert ck["step"] == result.best_step and ck["val_acc"] == max(p["val_acc"] for p in result.curve)
+
+
+def test_train_run_follows_the_shuffle_buffer_order(data, tmp_path):
+    cfg = ListOpsConfig(**{**TINY, "steps": 3, "eval_every": 3, "shuffle": "buffer", "shuffle_buffer": (64, 16)})
+    result = lt.train_run(cfg, data, "transformer", "layernorm", 0, tmp_path / "ck")
+    buffered = lt.BatchOrder(len(data.train), 8, 0, (64, 16))
+    full = lt.BatchOrder(len(data.train), 8, 0)
+    assert result.tokens == sum(int(data.train.lengths[buffered(s)].sum()) for s in range(3))
+    assert result.tokens != sum(int(data.train.lengths[full(s)].sum()) for s in range(3))
+
+
+def test_resume_accepts_a_checkpoint_from_before_the_official_choices(data, tmp_path):
+    """A checkpoint written before the LATER_FIELDS existed computed their defaults: it resumes under the defaults
+    and is refused under another value."""
+    from dtn_bench.lra.config import LATER_FIELDS
+
+    cfg = ListOpsConfig(**{**TINY, "steps": 2})
+    lt.train_run(cfg, data, "transformer", "layernorm", 0, tmp_path / "ck")
+    ck = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)
+    ck["settings"] = {k: v for k, v in ck["settings"].items() if k not in LATER_FIELDS}
+    torch.save(ck, tmp_path / "ck" / "last.pt")
+    with pytest.raises(DTNBenchError, match="different config.*gelu"):
+        lt.train_run(replace(cfg, steps=4, gelu="tanh"), data, "transformer", "layernorm", 0, tmp_path / "ck")
+    with pytest.raises(DTNBenchError, match="different config.*steps"):
+        lt.train_run(replace(cfg, steps=4), data, "transformer", "layernorm", 0, tmp_path / "ck")
+    resumed = lt.train_run(cfg, data, "transformer", "layernorm", 0, tmp_path / "ck")
+    assert resumed.resumed_from == 2
 
 
 def test_best_checkpoint_is_evaluated_separately(data, tmp_path, monkeypatch):
@@ -347,6 +461,10 @@ def test_cli_generates_data_into_the_cache(tmp_path, capsys):
         (["--resume", "nope"], "no run folder"),
         (["--seeds", "a,b"], "--seeds"),
         (["--steps", "0"], "steps must be >= 1"),
+        (["--shuffle", "random"], "--shuffle must be full or buffer, got 'random'"),
+        (["--shuffle-buffer", "10k"], "--shuffle-buffer '10k': expected comma-separated sizes"),
+        (["--init", "xavier"], "--init must be torch or lra"),
+        (["--lr-step-origin", "2"], "lr-step-origin must be 0"),
     ],
 )
 def test_cli_bad_input(args, message, data_dir, tmp_path, capsys):
@@ -356,6 +474,66 @@ def test_cli_bad_input(args, message, data_dir, tmp_path, capsys):
     assert message in r_out
     assert "Traceback" not in r_out
     assert not list((tmp_path / "res").glob("lra-listops/*/rows.csv"))
+
+
+def test_cli_lra_preset_runs_the_official_setup_shortened(data_dir, tmp_path, capsys):
+    """The lra preset, every official choice on, shortened to 2 steps at length 100: the three models with LN and DTN
+    train, config.json records every choice and the settings table shows the official values."""
+    from dtn_bench.lra.config import OFFICIAL
+
+    out = tmp_path / "res"
+    code, text = _cli(capsys, ["lra", "listops", "--preset", "lra", "--data-dir", str(data_dir), "--max-len", "100",
+                               "--dim", "16", "--heads", "2", "--depth", "1", "--mlp-dim", "32", "--bigbird-block",
+                               "8", "--batch", "8", "--steps", "2", "--eval-every", "1", "--device", "cpu",
+                               "--shuffle-buffer", "64,16", "--out", str(out), "--run-id", "lra"])
+    assert code == 0, text
+    run = out / "lra-listops" / "lra"
+    config = json.loads((run / "config.json").read_text())
+    overridden = {"shuffle_buffer": [64, 16], "eval_every": 1, "bigbird_block": 8, "max_len": 100}
+    for key, value in {**OFFICIAL, **overridden}.items():
+        assert config[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert "official LRA" in text and "lra_quirks" in text and "shuffle_buffer" in text
+    df = pd.read_parquet(run / "rows.parquet")
+    assert len(df[(df.metric == "accuracy") & (df.split == "test") & (df.checkpoint == "last")]) == 6
+    ck = torch.load(run / "checkpoints" / "reformer-dtn-seed0" / "last.pt", weights_only=True)
+    assert [p["step"] for p in ck["curve"]] == [1, 2] and ck["curve"][0]["lr"] == 0.0  # lr(0) = 0
+    assert "embed.weight" in ck["model"] and ck["model"]["embed.weight"][0].abs().sum() > 0
+
+
+def test_cli_help_names_every_reformer_quirk(capsys, monkeypatch):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out = _cli(capsys, ["lra", "listops", "--help"])
+    assert code == 0
+    text = re.sub(r"[\s│]+", " ", out)
+    start = text.index("--lra-quirks")
+    quirks = text[start : text.index("--bigbird-block", start)]
+    for quirk in ("keys not length-normalised", "multiplied (not divided) by sqrt(d_head)", "no self-mask",
+                  "no padding mask", "one rotation set (seed 0", "shared by every head and layer",
+                  "zero filler up to a multiple of n_buckets", "hashed to bucket 0", "attended",
+                  "look-back across hash rounds", "no output projection",
+                  "reshaping [B, H, T, d] to [B, T, H*d] without a transpose"):
+        assert quirk in quirks, quirk
+
+
+def test_table_listops_compares_the_official_choices(data_dir, tmp_path, capsys):
+    """A run recorded before the official choices existed (its config.json lacks them) combines with a run of the
+    defaults, not with one that sets another value."""
+    from dtn_bench.lra.config import LATER_FIELDS
+
+    res = tmp_path / "res"
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm", "--steps",
+             "2", "--out", str(res)]
+    for run_id, extra in (("old", ["--seeds", "0"]), ("new", ["--seeds", "1"]), ("tanh", ["--gelu", "tanh"])):
+        code, out = _cli(capsys, ["lra", "listops", *flags, *extra, "--run-id", run_id])
+        assert code == 0, out
+    old = res / "lra-listops" / "old" / "config.json"
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k not in LATER_FIELDS}))
+    code, out = _cli(capsys, ["table", "listops", str(old.parent), str(res / "lra-listops" / "new")])
+    assert code == 0, out
+    code, out = _cli(capsys, ["table", "listops", str(old.parent), str(res / "lra-listops" / "tanh")])
+    assert code == 2 and "the runs differ in gelu (exact, tanh)" in out, out
 
 
 def test_cli_resume_with_another_number_of_processes(data_dir, tmp_path, capsys, monkeypatch):

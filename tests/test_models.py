@@ -271,3 +271,46 @@ def test_count_gmacs_vit_s_ln_matches_reference():
     gmacs = count_gmacs(model)
     assert abs(gmacs - 4.6) / 4.6 < 0.02, gmacs
     assert model.training  # the counter restores the mode it found
+
+
+def vit_closed_form_gmacs(dim: int, depth: int, mlp: int, *, patch: int = 16, img: int = 224,
+                          classes: int = 1000) -> float:
+    """GMACs of a timm ViT with a class token, written out layer by layer (no code under test)."""
+    patches = (img // patch) ** 2
+    tokens = patches + 1
+    embed = patches * dim * 3 * patch * patch
+    qkv, proj = tokens * dim * 3 * dim, tokens * dim * dim
+    attention = 2 * tokens * tokens * dim  # q @ k^T and attn @ v over all heads
+    mlp_macs = 2 * tokens * dim * mlp
+    return (embed + depth * (qkv + attention + proj + mlp_macs) + dim * classes) / 1e9
+
+
+@pytest.mark.parametrize("name, dim, mlp, expect", [
+    ("vit_small_patch16_224", 384, 1536, 4.598882304),
+    ("deit_small_patch16_224", 384, 1536, 4.598882304),
+    ("vit_tiny_patch16_224", 192, 768, 1.2536832),
+])
+def test_count_gmacs_timm_vits_equal_the_closed_form(name, dim, mlp, expect):
+    # torch 2.14 dispatches fused attention on the CPU to _scaled_dot_product_flash_attention_for_cpu, which torch's
+    # own counter records as 0 (ViT-S 4.224 GMACs); the closed form counts the attention products
+    gmacs = count_gmacs(timm.create_model(name))
+    assert gmacs == pytest.approx(vit_closed_form_gmacs(dim, 12, mlp), abs=1e-9)
+    assert gmacs == pytest.approx(expect, abs=1e-4)
+
+
+def test_attention_counts_are_the_same_for_every_sdpa_kernel():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from dtn_bench.models.info import flop_counter
+
+    q, k, v = (torch.randn(2, 3, 50, 8, requires_grad=True) for _ in range(3))
+    closed = 2 * 2 * 3 * 50 * 50 * (8 + 8)  # FLOPs: q @ k^T and attn @ v
+    with flop_counter() as fused:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    with sdpa_kernel(SDPBackend.MATH), flop_counter() as math:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert fused.get_total_flops() == math.get_total_flops() == closed
+    with flop_counter() as bwd:
+        out.sum().backward()
+    # torch's SDPA backward formula: the scores recomputed, then dV, dP, dQ, dK (5 products of 2*3*50*50*8 MACs)
+    assert bwd.get_total_flops() == 2 * 5 * 2 * 3 * 50 * 50 * 8

@@ -219,6 +219,29 @@ def test_select_patterns():
         pm.select(["swim_t"])
 
 
+def test_zoo_names_bring_their_norm():
+    # one model vocabulary: the names of `imagenet-c --model` / `list models` work in --models
+    assert pm.expand(["vit_s_dtn", "vit_s_ln", "deit_s"]) == ["vit_s_ln", "vit_s_dtn", "deit_s"]
+    assert pm.select(["vit_s_ln", "vit_s_dtn"]) == ["vit_s"]
+    assert pm.pairs(["vit_s_ln", "vit_s_dtn"], ("rmsnorm",)) == [("vit_s", "layernorm"), ("vit_s", "dtn")]
+    assert pm.pairs(["vit_t_star_dtn", "vit_t"], ("layernorm",)) == [
+        ("vit_t", "layernorm"), ("vit_t_star", "dtn")]
+    assert pm.pairs(["vit_s", "vit_s_dtn"], ("layernorm", "dtn")) == [("vit_s", "layernorm"), ("vit_s", "dtn")]
+    jobs = measure.plan(cpu_config(models=("vit_t_dtn", "vit_t_ln"), norms=("layernorm",), batch_sizes=(1,)))
+    assert [(j.model, j.norm) for j in jobs] == [("vit_t", "layernorm"), ("vit_t", "dtn")]
+
+
+def test_cli_profile_takes_zoo_names(invoke, tmp_path):
+    code, out, err = invoke("profile", "--preset", "quick", "--models", "vit_t_ln,vit_t_dtn", "--batch-sizes", "1",
+                            "--no-isolate", "--warmup", "0", "--iters", "1", "--latency-iters", "1", "--out",
+                            str(tmp_path), "--run-id", "zoo")
+    assert code == 0, err
+    run = tmp_path / "profile" / "zoo"
+    df = pd.read_parquet(run / "rows.parquet")
+    assert set(zip(df["model"], df["norm"], strict=True)) == {("vit_t", "layernorm"), ("vit_t", "dtn")}
+    assert json.loads((run / "config.json").read_text())["models"] == ["vit_t_ln", "vit_t_dtn"]
+
+
 def test_plan_latency_and_static_jobs():
     jobs = measure.plan(cpu_config(norms=("layernorm", "dtn"), batch_sizes=(64, 1, 64)))
     assert [(j.norm, j.batch, j.throughput, j.latency, j.static) for j in jobs] == [
@@ -438,7 +461,7 @@ def test_cli_inline_latency_only_job(invoke, tmp_path):
     pytest.param(["--tf32"], "--tf32 needs --device cuda", id="tf32-on-cpu"),
     pytest.param(["--compile-mode", "max-autotune"], "--compile-mode needs --compile", id="compile-mode"),
     pytest.param(["--resume"], "--resume needs the --run-id", id="resume"),
-    pytest.param(["--models", "vit_s_ln"], "use --models vit_s --norms layernorm", id="zoo-name-with-norm"),
+    pytest.param(["--models", "vit_s_lm"], "did you mean: vit_s_ln", id="zoo-name-typo"),
     pytest.param(["--device", "cpu:x"], "--device 'cpu:x' is not a device", id="device-string"),
     pytest.param(["--seed", str(2**64)], "--seed must be in 0..2^63-1", id="seed-range"),
     pytest.param(["--compile", "--compile-mode", "reduce-overhead"], "replays CUDA graphs", id="cudagraphs-on-cpu"),
@@ -533,3 +556,20 @@ def test_memory_tables_say_what_the_peak_memory_is(kind, heading, note):
     text = report.render_report(rows, "md")
     assert heading in text and note in text
     assert ("peak GPU memory" if kind == "cpu_process_max_rss" else "peak RSS") not in text
+
+
+@pytest.mark.parametrize("name", pm.PROFILE_MODELS.names())
+def test_gmacs_do_not_depend_on_the_attention_kernel(name):
+    # the default dispatch (fused kernels) and the math backend (attention as plain matrix products, which every
+    # torch version counts) give one figure for every profiled model
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from dtn_bench.models.info import count_input_gmacs
+
+    entry = pm.get(name)
+    model = entry.build("layernorm")
+    x = entry.example(1)
+    fused = count_input_gmacs(model, x)
+    with sdpa_kernel(SDPBackend.MATH):
+        math = count_input_gmacs(model, x)
+    assert fused == pytest.approx(math, rel=1e-12) and fused > 0

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dtn_bench.cli.main import STATE, OutOpt, RunIdOpt, _csv, app, bench_app, console, err_console
+from dtn_bench.cli.main import STATE, EmaOpt, OutOpt, RunIdOpt, _csv, app, bench_app, console, err_console
 from dtn_bench.cli.table import table_app
 from dtn_bench.errors import DTNBenchError
 
@@ -103,6 +103,8 @@ class _Progress:
     def __call__(self, kind: str, **info) -> None:
         if kind == "warning":
             err_console.print(f"warning: {info['message']}", markup=False, highlight=False, soft_wrap=True)
+        elif kind == "note":
+            err_console.print(info["message"], markup=False, highlight=False, soft_wrap=True)
         elif kind == "start":
             if self.task is not None:
                 self.bar.remove_task(self.task)
@@ -187,6 +189,7 @@ def imagenet_c(
     data_dir: DataOpt = None,
     norm: NormOpt = None,
     checkpoint: CkptOpt = None,
+    ema: EmaOpt = True,
     num_classes: ClassesOpt = None,
     clean_dir: Annotated[Path | None, typer.Option("--clean-dir", help="Clean ImageNet val (<val>/<wnid>/<image>) "
                                                    "for the clean error (resized 256 / cropped 224 like ImageNet-C)."
@@ -264,7 +267,8 @@ def imagenet_c(
                              progress=progress.generate if hook else None, **settings)
         else:
             result = ic.evaluate(model, data_dir, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
-                                 on_event=hook, checkpoint=checkpoint, num_classes=num_classes, clean_dir=clean_dir,
+                                 on_event=hook, checkpoint=checkpoint, ema=ema, num_classes=num_classes,
+                                 clean_dir=clean_dir,
                                  clean_error=_clean_error(clean_error), data_label=label,
                                  seed=seed if checkpoint is None else 0, **settings)  # seed: random weights only
     if result.path is not None:

@@ -106,17 +106,23 @@ def list_(
     console.print(table)
 
 
+EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="With --checkpoint: load its EMA weights when it has "
+                                      "them (state_dict_ema / model_ema, as timm does; the authors' accuracies are "
+                                      "the EMA weights'), or its raw ones. Recorded as `weights: ema|raw`.")]
+
+
 @app.command()
 def info(
     model: Annotated[str, typer.Argument(help="Zoo model (vit_s_dtn) or any timm model name.")],
     norm: NormOpt = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Load these weights.")] = None,
+    ema: EmaOpt = True,
     macs: Annotated[bool, typer.Option("--macs/--no-macs", help="Count MACs with torch's flop counter.")] = True,
 ) -> None:
     """Parameters, MACs and which normaliser sits where in MODEL."""
     from dtn_bench.models.info import describe
 
-    d = describe(model, norm=norm, checkpoint=checkpoint, macs=macs, debug=STATE["debug"])
+    d = describe(model, norm=norm, checkpoint=checkpoint, ema=ema, macs=macs, debug=STATE["debug"])
     table = Table(title=f"{model}" + (f" with {norm}" if norm else ""))
     table.add_column("property")
     table.add_column("value")
@@ -124,7 +130,10 @@ def info(
     if d.get("gmacs") is not None:
         table.add_row("GMACs (224x224, torch flop counter / 2)", f"{d['gmacs']:.3f}")
     if d.get("checkpoint"):
-        table.add_row("checkpoint", f"{d['checkpoint']['path']} (sha256 {d['checkpoint']['sha256'][:12]})")
+        ck = d["checkpoint"]
+        table.add_row("checkpoint", f"{ck['path']} (sha256 {ck['sha256'][:12]})")
+        table.add_row("weights", f"{ck['weights']} ({ck['key'] or 'flat state dict'})")
+        err_console.print(ck["message"], markup=False, highlight=False, soft_wrap=True)
     console.print(table)
     where = Table(title="Normalisers")
     for col in ("layers", "normaliser", "details"):
@@ -402,13 +411,49 @@ def lra_listops(
     mlp_dim: MlpDimOpt = None,
     pooling: Annotated[str | None, typer.Option(help="cls or mean.")] = None,
     dropout: Annotated[float | None, typer.Option(help="Dropout (embedding, residual, MLP).")] = None,
-    lra_quirks: Annotated[bool | None, typer.Option("--lra-quirks/--no-lra-quirks",
-                                                    help="Reformer: reproduce the LRA code's quirks.")] = None,
+    attn_dropout: Annotated[float | None, typer.Option("--attn-dropout", help="Attention-probability dropout.")]
+    = None,
+    sparse_attn_dropout: Annotated[bool | None, typer.Option(
+        "--sparse-attn-dropout/--no-sparse-attn-dropout", help="Apply --attn-dropout in BigBird and the Reformer too "
+        "(the official code has attention dropout only in the Transformer; lra presets: off).")] = None,
+    lra_quirks: Annotated[bool | None, typer.Option("--lra-quirks/--no-lra-quirks", help=(
+        "Reformer: the official LRA layer exactly: keys not length-normalised and logits multiplied (not divided) by "
+        "sqrt(d_head); no self-mask; no padding mask; one rotation set (seed 0; torch's random values, not JAX's) "
+        "shared by every head and layer; the "
+        "zero filler up to a multiple of n_buckets (a whole chunk when the length is one) hashed to bucket 0 (sorted "
+        "after its real tokens, before bucket 1) and attended; look-back across hash rounds; no output projection "
+        "and the heads merged by "
+        "reshaping [B, H, T, d] to [B, T, H*d] without a transpose. Off: the corrected layer (lra presets: on).")
+    )] = None,
+    bigbird_block: Annotated[int | None, typer.Option("--bigbird-block", help="BigBird block length in tokens "
+                                                      "(LRA: 64).")] = None,
+    bigbird_random: Annotated[str | None, typer.Option("--bigbird-random", help=(
+        "BigBird's random blocks: torch (torch generator, blocks in the first 1024 tokens outside the window) or lra "
+        "(the official rule and numpy draws: query blocks n-3 and n-2 draw from a shorter range; lra presets)."))]
+    = None,
+    gelu: Annotated[str | None, typer.Option(help="MLP GELU: exact (erf) or tanh (jax.nn.gelu's approximation, "
+                                             "lra presets).")] = None,
+    ln_eps: Annotated[float | None, typer.Option("--ln-eps", help="LayerNorm epsilon (1e-5; lra presets: 1e-6 as in "
+                                                 "flax); other normalisers keep their own.")] = None,
+    init: Annotated[str | None, typer.Option(help=(
+        "Initialisation: torch (PyTorch defaults, frozen zero padding embedding) or lra (xavier-uniform Q/K/V/O and "
+        "MLP, MLP biases N(0, 1e-6), lecun-normal head with zero bias, trained padding embedding; lra presets)."))]
+    = None,
+    lr_step_origin: Annotated[int | None, typer.Option("--lr-step-origin", help=(
+        "The schedule's t is step + this (step from 0): 1 (first update non-zero) or 0 (official: lr(0) = 0; lra "
+        "presets)."))] = None,
+    shuffle: Annotated[str | None, typer.Option(help="Training order per epoch: full (a permutation) or buffer "
+                                                "(LRA's shuffle buffers, see --shuffle-buffer; lra presets).")]
+    = None,
+    shuffle_buffer: Annotated[str | None, typer.Option("--shuffle-buffer", help=(
+        "Buffer sizes of --shuffle buffer, applied in turn (10000,1024: the official CSV reader's row buffer, then "
+        "shuffle(1024)).") )] = None,
     train_samples: Annotated[int | None, typer.Option("--train-samples", help="Generated data: training samples.")]
     = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16.")]
-    = "auto",
+    precision: Annotated[str | None, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16 "
+                                                  "(default: the preset's; lra presets: fp32, as the official "
+                                                  "code).")] = None,
     procs: Annotated[int | None, typer.Option("--procs", help="Expected number of processes (checked against "
                                               "torchrun's WORLD_SIZE); launch several with torchrun "
                                               "--nproc_per_node N -m dtn_bench lra listops ...")] = None,
@@ -433,10 +478,16 @@ def lra_listops(
                      batch=batch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
                      clip_grad=clip_grad, eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth,
                      mlp_dim=mlp_dim, pooling=pooling, dropout=dropout, lra_quirks=lra_quirks,
-                     gen_train=train_samples, seeds=None if seeds is None else _parse_ints(seeds, "--seeds", "0,1,2"),
+                     attn_dropout=attn_dropout, sparse_attn_dropout=sparse_attn_dropout, bigbird_random=bigbird_random,
+                     bigbird_block=bigbird_block,
+                     gelu=gelu, ln_eps=ln_eps, init=init, lr_step_origin=lr_step_origin, shuffle=shuffle,
+                     shuffle_buffer=None if shuffle_buffer is None else _parse_ints(shuffle_buffer, "--shuffle-buffer",
+                                                                                    "10000,1024", "sizes"),
+                     precision=precision, gen_train=train_samples,
+                     seeds=None if seeds is None else _parse_ints(seeds, "--seeds", "0,1,2"),
                      data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()))
-    cfg = _preset_config(lc.SUITE, preset, lc.ListOpsConfig, overrides, device=device, precision=precision,
-                         world_size=world, preset=preset)
+    cfg = _preset_config(lc.SUITE, preset, lc.ListOpsConfig, overrides, device=device, world_size=world,
+                         preset=preset)
     if cfg.data_dir is not None:
         from dtn_bench.data.listops import SPLITS, split_path
 
@@ -478,12 +529,21 @@ def _lra_listops(cfg, ctx, out: Path, run_id: str | None, resume: bool, malloc_t
 
     main_rank = ctx.is_main
     if main_rank:
-        settings = Table(title=f"lra listops, preset {cfg.preset} ({ctx.world} process(es) on {ctx.device})")
+        from dtn_bench.lra.config import OFFICIAL
+
+        settings = Table(title=f"lra listops, preset {cfg.preset} ({ctx.world} process(es) on {ctx.device})",
+                         caption="official LRA: the official code's value where the suite offers another; * this run "
+                         "differs from it")
         settings.add_column("setting")
         settings.add_column("value")
-        for key, value in cfg.as_dict().items():
-            settings.add_row(key, str(value))
-        settings.add_row("malloc_tuned", str(malloc_tuned))
+        settings.add_column("official LRA")
+        values = cfg.as_dict()
+        for key, value in values.items():
+            official = ""
+            if key in OFFICIAL:
+                official = str(OFFICIAL[key]) + (" *" if OFFICIAL[key] != value else "")
+            settings.add_row(key, str(value), official)
+        settings.add_row("malloc_tuned", str(malloc_tuned), "")
         console.print(settings)
     with Progress(TextColumn("[bold]ListOps data"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True, disable=not main_rank) as bar:

@@ -25,7 +25,9 @@ def _parse_batch_sizes(text: str) -> tuple[int, ...]:
 @app.command("profile")
 def profile(
     models: Annotated[str | None, typer.Option("--models", help="Comma-separated model names or patterns "
-                                               "(vit_*, deit_s, pvt_v2_b2, swin_t, lra_*).")] = None,
+                                               "(vit_*, deit_s, pvt_v2_b2, swin_t, lra_*), each run with every "
+                                               "--norms; zoo names (vit_s_ln, vit_s_dtn) bring their own norm.")]
+    = None,
     norms: Annotated[str | None, typer.Option("--norms", help="Comma-separated normalisers (layernorm,dtn).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cuda or cpu.")] = None,
     batch_sizes: Annotated[str | None, typer.Option("--batch-sizes", help="Comma-separated batch sizes (1,64,256).")]
@@ -88,7 +90,7 @@ def profile(
         if cuda_only:
             raise DTNBenchError(f"profile: {' and '.join(cuda_only)} {'needs' if len(cuda_only) == 1 else 'need'} "
                                   f"--device cuda (got --device {cfg.device})")
-    cfg = replace(cfg, models=tuple(pm.select(cfg.models)), norms=tuple(dict.fromkeys(cfg.norms)))
+    cfg = replace(cfg, models=tuple(pm.expand(cfg.models)), norms=tuple(dict.fromkeys(cfg.norms)))
     _run(cfg, out, run_id, resume)
 
 

@@ -110,8 +110,9 @@ def _config_text(value) -> str:
 
 def _check_listops(df, runs: list[Path]) -> None:
     """ListOps: the same training length in the rows, and the same training settings in the runs' ``config.json``
-    (every field but :data:`LISTOPS_NOT_TRAINING`; fields some configs lack are not compared)."""
-    from dtn_bench.lra.config import SUITE
+    (every field but :data:`LISTOPS_NOT_TRAINING`; a field added after a run was recorded counts as its default,
+    other fields some configs lack are not compared)."""
+    from dtn_bench.lra.config import SUITE, with_defaults
     from dtn_bench.results.io import _rows_files, read_rows
 
     if "checkpoint" in df.columns and "step" in df.columns:
@@ -134,7 +135,7 @@ def _check_listops(df, runs: list[Path]) -> None:
                 raise DTNBenchError(f"{config_file}: cannot read the run's config ({e})") from None
             if not isinstance(config, dict):
                 raise DTNBenchError(f"{config_file}: the run's config is not a JSON object")
-            configs.append(config)
+            configs.append(with_defaults(config))
     common = [k for k in dict.fromkeys(k for c in configs for k in c)
               if k not in LISTOPS_NOT_TRAINING and all(k in c for c in configs)]
     for key in common:

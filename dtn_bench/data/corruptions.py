@@ -20,19 +20,16 @@ non-JPEG source ``x.png`` is written as ``x.jpg`` (the content is always JPEG).
 Deviations from the released code (numbers with these corruptions are not bit-comparable to the released data;
 the released data were made without a seed, so nothing is bit-exact anyway):
 
-* ``frost``: the recipe blends a random crop of one of the authors' frost photographs, which are not
-  redistributable. Here the texture is procedural (:func:`frost_texture`): a plasma fractal (cloudy ice) plus
-  needle crystals (sparse bright seeds drawn as crosses of line kernels at random angles), tinted icy blue, mean
-  about 0.47 x 255. Same blend ``clip(c0 * x + c1 * frost)`` and weights as the table.
+* ``frost``: the recipe blends a random 224 crop of one of five frost photographs, which are not redistributable.
+  Here the texture's structure is procedural (:func:`frost_texture`: a plasma fractal for cloudy ice plus needle
+  crystals, crosses of line kernels at random angles), and its statistics are the photographs': each image picks one
+  of the five as the recipe does and gets that photograph's per-channel mean and contrast (:data:`FROST_PHOTO_STATS`,
+  measured on 224 crops of the photographs; mean over the five RGB 143.7 / 164.8 / 176.8, std within a crop 13-36).
+  Same blend ``clip(c0 * x + c1 * frost)`` and weights as the table.
 * ``motion_blur`` and ``snow``: ImageMagick's ``MotionBlurImage`` is replaced by the same line kernel computed
   here: width ``w = 2 * ceil(radius) + 1``, weights ``k_i ∝ exp(-i^2 / (2 sigma^2))`` for ``i = 0..w-1``
-  (one-sided), taps at ``(round(i cos a), round(i sin a))``, edge pixels repeated; applied with an FFT and rounded
+  (one-sided), taps at ``(round(i cos a), round(i sin a))``, edge pixels repeated; applied with an FFT and truncated
   to 8 bits as ImageMagick's 8-bit output is.
-* ``glass_blur``: the recipe's sweep of ~50k *sequential* random swaps per image cannot be vectorised; here each
-  iteration is a parallel local scramble: every pixel of the swept region (rows and columns ``d + 1 .. 224 - d``)
-  takes the value of the pixel at a random offset ``(dy, dx) ~ U{-d..d-1}^2`` (the recipe's offset
-  distribution). It is a resampling, not a permutation (a pixel may repeat), and pixels do not travel along chains
-  of swaps.
 * ``shot_noise`` and all other random draws use torch's generators (not NumPy's), so values differ from any NumPy
   run while the distributions are the recipe's (Poisson counts by exact CDF inversion).
 * ``elastic_transform``: OpenCV's ``warpAffine`` quantises coordinates to 1/32 pixel; here sampling is exact
@@ -45,7 +42,9 @@ the released data were made without a seed, so nothing is bit-exact anyway):
 
 Everything else follows the recipe's formulas (noted per function); the 8 deterministic corruptions (brightness,
 contrast, pixelate, jpeg_compression, saturate, defocus_blur, gaussian_blur, zoom_blur) agree with a plain
-NumPy/PIL implementation of the recipe within one grey level before the JPEG save.
+NumPy/PIL implementation of the recipe within one grey level before the JPEG save. ``glass_blur`` runs the recipe's
+serial sweep of dependent pixel moves (~50k per iteration) as it executes in NumPy, compiled with numba
+(:mod:`dtn_bench.data._glass`).
 """
 
 from __future__ import annotations
@@ -351,10 +350,17 @@ def motion_kernel(radius: float, sigma: float, angle_deg: float) -> np.ndarray:
     return kern
 
 
+_FFT_SLACK = 1e-3
+"""Added before truncating an FFT result of 0..255 values: float32 FFT round-off is below 1e-4 grey levels, so an
+exact integer (a flat region) that comes out as ``k - 1e-5`` still truncates to ``k``."""
+
+
 def _motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: Sequence[float]) -> torch.Tensor:
-    """Per-image line-kernel motion blur of ``x [N, C, H, W]`` (edge pixels repeated); see :func:`motion_kernel`."""
+    """Per-image line-kernel motion blur of 0..255 ``x [N, C, H, W]`` (edge pixels repeated; see
+    :func:`motion_kernel`), truncated to 8 bits as the recipe's ImageMagick output is (a measured comparison with
+    ImageMagick found rounding here 0.5 grey level brighter on average)."""
     kern = torch.from_numpy(np.stack([motion_kernel(radius, sigma, a) for a in angles]))
-    return _fft_correlate(x, kern, "nearest")
+    return torch.floor(_fft_correlate(x, kern, "nearest").add_(_FFT_SLACK)).clamp_(0, 255)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -483,46 +489,58 @@ def gaussian_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
     return _gaussian(x, c).clamp_(0, 1) * 255
 
 
+@lru_cache(maxsize=1)
+def _glass_sweep() -> Callable:
+    """The compiled sweep of :mod:`dtn_bench.data._glass` (imports numba on first use; its machine code is cached
+    on disk, so only the first call on a machine compiles, about a second)."""
+    from dtn_bench.data._glass import glass_sweep
+
+    return glass_sweep
+
+
+def glass_codes(gens: Gens, h: int, w: int, d: int, iterations: int) -> torch.Tensor:
+    """The random shifts of :func:`glass_blur`, drawn at once from each image's generator: int8
+    ``[N, iterations, h - 2d, w - 2d]`` (swept pixels in sweep order), codes ``k ~ U{0, .., 4 d^2 - 1}`` that stand
+    for ``dx = k mod 2d - d``, ``dy = k div 2d - d``: two independent ``U{-d, .., d - 1}``, the distribution of the
+    recipe's ``np.random.randint(-d, d, 2)``, from one draw."""
+    out = torch.empty(len(gens), iterations, max(h - 2 * d, 0), max(w - 2 * d, 0), dtype=torch.int8)
+    for i, g in enumerate(gens):
+        out[i] = torch.randint(0, 4 * d * d, out.shape[1:], generator=g, dtype=torch.int8)
+    return out
+
+
 @_register("glass_blur", ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)), stochastic=True)
 def glass_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
-    """Gaussian(sigma), truncate to uint8, ``iterations`` local scrambles within ``d`` pixels, Gaussian(sigma).
+    """Gaussian(sigma), truncate to uint8, ``iterations`` serial sweeps of local pixel moves within ``d``,
+    Gaussian(sigma); ``clip * 255``.
 
-    Deviation: each scramble is parallel (see the module docstring): the pixels ``(h, w)`` with
-    ``d < h, w <= 224 - d`` take the value at ``(h + dy, w + dx)``, ``dy, dx ~ U{-d, .., d - 1}`` i.i.d.
+    The sweep is the recipe's: rows ``h`` from ``224 - d`` down to ``d + 1``, and within a row columns ``w`` likewise,
+    draw ``(dx, dy) ~ U{-d, .., d - 1}^2`` and execute ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` with
+    ``(h', w') = (h + dy, w + dx)``. On NumPy views of an ``[H, W, 3]`` array that statement copies pixel ``(h', w')``
+    to ``(h, w)`` and leaves ``(h', w')`` as it was (the second assignment reads the view that the first has just
+    overwritten), so that is what runs here: one move at a time, each reading the image as the earlier moves left
+    it, so pixels travel along chains (compiled loop, :func:`_glass_sweep`; shifts from :func:`glass_codes`).
     """
     sigma, d, iters = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))[severity - 1]
-    n, c, h, w = x.shape
+    h, w = x.shape[-2:]
     y = torch.floor(_gaussian(x, sigma).clamp_(0, 1) * 255)  # np.uint8(gaussian(x) * 255)
-    # swept pixels: rows and columns d + 1 .. size - d (0-based), as the recipe's range(size - d, d, -1)
-    rows = torch.arange(h, device=x.device, dtype=x.dtype)
-    cols = torch.arange(w, device=x.device, dtype=x.dtype)
-    in_r = ((rows > d) & (rows <= h - d)).to(x.dtype).view(1, h, 1)
-    in_c = ((cols > d) & (cols <= w - d)).to(x.dtype).view(1, 1, w)
-    mask = in_r * in_c
-    grid = torch.empty(n, h, w, 2, device=x.device, dtype=x.dtype)
-    for _ in range(iters):
-        # one uniform per pixel gives both offsets: k = floor(u (2d)^2), dy = k // 2d - d, dx = k % 2d - d
-        k = torch.floor(_draw(gens, "rand", (h, w), x.device, 0.0, float((2 * d) ** 2)))
-        dy = torch.div(k, 2 * d, rounding_mode="floor")
-        dx = (k - dy * (2 * d) - d) * mask
-        dy = (dy - d) * mask
-        # nearest sampling at integer pixel coordinates (exact: align_corners=True maps them to pixel centres)
-        torch.add(cols.view(1, 1, w), dx, out=grid[..., 0]).mul_(2 / (w - 1)).sub_(1)
-        torch.add(rows.view(1, h, 1), dy, out=grid[..., 1]).mul_(2 / (h - 1)).sub_(1)
-        y = F.grid_sample(y, grid, mode="nearest", padding_mode="border", align_corners=True)
+    codes = glass_codes(gens, h, w, d, iters).numpy()
+    img = y.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    _glass_sweep()(img, codes, d)
+    y = torch.from_numpy(img).to(x.device).permute(0, 3, 1, 2).to(x.dtype, memory_format=torch.contiguous_format)
     return _gaussian(y / 255, sigma).clamp_(0, 1) * 255
 
 
 @_register("motion_blur", ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)), stochastic=True)
 def motion_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
-    """Line-kernel motion blur (radius, sigma) at an angle ``~ U(-45, 45)`` degrees per image, 8-bit output.
+    """Line-kernel motion blur (radius, sigma) at an angle ``~ U(-45, 45)`` degrees per image, 8-bit (truncated)
+    output.
 
     Deviation: the kernel of :func:`motion_kernel` instead of ImageMagick (see the module docstring).
     """
     radius, sigma = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))[severity - 1]
     angles = _scalars(gens, -45, 45)
-    y = _motion_blur(x * 255, radius, sigma, angles)
-    return torch.round(y).clamp_(0, 255)
+    return _motion_blur(x * 255, radius, sigma, angles)
 
 
 @_register("zoom_blur", tuple(tuple(zoom_factors(s).round(2).tolist()) for s in SEVERITIES), stochastic=False)
@@ -565,25 +583,44 @@ def snow(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
     layer = _clipped_zoom(layer, zoom)
     layer = torch.where(layer < thr, torch.zeros_like(layer), layer)
     layer = torch.floor(layer.clamp(0, 1) * 255)  # uint8 grey image
-    layer = torch.round(_motion_blur(layer, radius, sigma, angles)).clamp_(0, 255) / 255
+    layer = _motion_blur(layer, radius, sigma, angles) / 255
     gray = _rgb_to_gray(x)
     x = blend * x + (1 - blend) * torch.maximum(x, gray * 1.5 + 0.5)
     return (x + layer + torch.flip(layer, dims=(-2, -1))).clamp_(0, 1) * 255
 
 
-FROST_TINT = (0.86, 0.93, 1.0)
-"""RGB tint of the procedural frost texture (icy blue-white)."""
+FROST_PHOTO_STATS: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
+    ((76.98, 147.73, 164.15), (23.83, 14.36, 13.45)),  # frost1.png
+    ((197.89, 202.25, 211.47), (19.49, 20.09, 20.87)),  # frost2.png
+    ((197.89, 202.25, 211.47), (19.49, 20.09, 20.87)),  # frost3.png (the same statistics as frost2)
+    ((144.86, 159.68, 172.58), (26.14, 26.21, 27.49)),  # frost4.jpg
+    ((100.83, 112.22, 124.10), (36.34, 35.89, 35.11)),  # frost5.jpg
+)
+"""Per frost photograph of the recipe (``np.random.randint(5)`` picks one of the first five; frost6 is never used):
+``(mean RGB, std RGB)`` of a 224 x 224 crop at a uniformly random position, as the recipe crops (the expected
+per-channel crop mean and the root-mean-square per-channel standard deviation within a crop, 0..255, decoded as
+``cv2.imread`` does). Measured on the photographs of hendrycks/robustness (``ImageNet-C/create_c``); the numbers are
+facts about them, the photographs are not part of this package. Their average, the recipe's mean frost colour, is
+RGB 143.7 / 164.8 / 176.8."""
 
 
 def frost_texture(gens: Gens, size: int = SIZE, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Procedural frost, ``[N, 3, size, size]`` uint8-valued floats (the documented stand-in for the photographs).
+    """Procedural frost, ``[N, 3, size, size]`` uint8-valued floats (the documented stand-in for the photographs),
+    with the statistics of the photograph the recipe would have picked.
 
-    ``T = 255 * tint * clip(0.25 + 0.45 P + 1.1 C, 0, 1)`` rounded, where ``P`` is a plasma fractal (decay 1.6,
-    cloudy ice) and ``C`` are crystals: seeds where ``U < 0.006``, each drawn as a cross of two needles (the line
-    kernels of :func:`motion_kernel`, radius 6, sigma 4, both ways along angles ``a ~ U(0, 180)`` and
-    ``a + U(50, 130)``), scaled by ``1 / max``, then ``sqrt``. Mean about 0.47 x 255.
+    Per image: a photograph ``k ~ U{0..4}`` of :data:`FROST_PHOTO_STATS` (mean ``mu_k``, std ``s_k`` per channel);
+    a structure ``V = 0.45 P + 1.1 C``, ``P`` a plasma fractal (decay 1.6, cloudy ice) and ``C`` crystals: seeds
+    where ``U < 0.006``, each drawn as a cross of two needles (the line kernels of :func:`motion_kernel`, radius 6,
+    sigma 4, both ways along angles ``a ~ U(0, 180)`` and ``a + U(50, 130)``), scaled by ``1 / max``, then ``sqrt``;
+    ``Z = (V - mean V) / std V``; texture ``round(clip(mu_k + o + g s_k Z, 0, 255))`` with the offset ``o`` and gain
+    ``g`` (per channel) refined from ``0`` and ``1`` in a few fixed-point steps so that the clipped texture has mean
+    ``mu_k`` and std ``s_k`` (:func:`_frost_level_scale`; to a fraction of a grey level). The structure is
+    procedural (a stated deviation); the mean colour and contrast, and how they vary between images, are the
+    photographs'.
     """
     dev = torch.device(device)
+    n = len(gens)
+    pick = [int(torch.randint(len(FROST_PHOTO_STATS), (), generator=g)) for g in gens]
     plasma = plasma_fractal(gens, 256, 1.6, dev)[:, None, :size, :size]
     seeds = (_draw(gens, "rand", (1, size, size), dev) < 0.006).float()
     a1 = _scalars(gens, 0, 180)
@@ -593,9 +630,46 @@ def frost_texture(gens: Gens, size: int = SIZE, device: torch.device | str = "cp
     crystals = _fft_correlate(seeds, torch.from_numpy(kern), "nearest")
     crystals = torch.where(crystals > 1e-6, crystals, 0.0)  # FFT round-off (and denormals) to exact zeros
     crystals = (crystals / crystals.amax(dim=(1, 2, 3), keepdim=True).clamp_(min=1e-12)).sqrt()
-    value = (0.25 + 0.45 * plasma + 1.1 * crystals).clamp_(0, 1)
-    tint = torch.tensor(FROST_TINT, device=dev).view(1, 3, 1, 1)
-    return torch.round(255 * tint * value)
+    v = 0.45 * plasma + 1.1 * crystals
+    out = torch.empty(n, 3, size, size, device=dev)
+    # one image at a time: a reduction's summation order (and so its last bits) must not depend on the batch
+    for i, k in enumerate(pick):
+        std, mean = torch.std_mean(v[i], dim=(1, 2), keepdim=True)
+        z = (v[i] - mean) / std.clamp_(min=1e-6)
+        level, scale = _frost_level_scale(z, *FROST_PHOTO_STATS[k])
+        torch.round(torch.addcmul(torch.tensor(level, device=dev, dtype=z.dtype).view(3, 1, 1),
+                                  torch.tensor(scale, device=dev, dtype=z.dtype).view(3, 1, 1), z).clamp_(0, 255),
+                    out=out[i])
+    return out
+
+
+def _frost_level_scale(z: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                       bins: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel ``(a, b)`` such that ``clip(a + b z, 0, 255)`` has the given mean and std (population).
+
+    Without clipping ``a = mean, b = std`` (``z`` is standardised); clipping moves both, so five fixed-point steps
+    ``b *= std / std_now``, ``a += mean - mean_now`` steer them back. The moments come from a histogram of ``z``
+    holding each bin's count, sum and sum of squares: exact for the bins that do not straddle a clipping point,
+    which are few (``bins`` of them over the range of ``z``).
+    """
+    flat = z.reshape(-1).double().cpu()
+    lo, hi = flat.min().item(), flat.max().item()
+    width = max(hi - lo, 1e-9) / bins
+    idx = ((flat - lo) / width).long().clamp_(0, bins - 1)
+    count, s1, s2 = (torch.bincount(idx, weights=w, minlength=bins).numpy() for w in (None, flat, flat * flat))
+    centre = lo + (np.arange(bins) + 0.5) * width
+    total = count.sum()
+    target_m, target_s = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    a, b = target_m.copy(), target_s.copy()
+    for _ in range(5):
+        y = a[:, None] + b[:, None] * centre[None, :]  # [3, bins] value at each bin's centre
+        mid, top = (y > 0) & (y < 255), y >= 255
+        m1 = (255 * (count * top) + mid * (a[:, None] * count + b[:, None] * s1)).sum(1) / total
+        m2 = (255**2 * (count * top) + mid * (a[:, None] ** 2 * count + 2 * (a * b)[:, None] * s1
+                                              + b[:, None] ** 2 * s2)).sum(1) / total
+        b = b * target_s / np.sqrt(np.maximum(m2 - m1 * m1, 1e-12))
+        a = a + target_m - m1
+    return a, b
 
 
 @_register("frost", ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)), stochastic=True)
@@ -1218,57 +1292,151 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
 # ---------------------------------------------------------------------------------------------------------------
 # speed benchmark (measurement only: rows out)
 
-IMAGECORRUPTIONS_MS = 236.0
-"""Reference: ``imagecorruptions`` (fixed master), one 224 image, one pass over the 15, 2-core CPU (ms)."""
+PEER = "imagecorruptions"
+"""The peer that :func:`benchmark` times beside ours when it imports (the optional extra ``dtn-bench[peer]``)."""
+
+
+def load_peer() -> tuple[object | None, str]:
+    """The ``imagecorruptions`` module and its version, or ``(None, why not)`` when it does not import."""
+    import importlib
+    import importlib.metadata
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its pkg_resources import warns on every setuptools that still has it
+            module = importlib.import_module(PEER)
+    except Exception as e:  # any failure to import means "no peer", said in one line
+        reason = "not installed" if isinstance(e, ModuleNotFoundError) and e.name == PEER else \
+            f"does not import ({type(e).__name__}: {e})"
+        return None, reason
+    try:
+        version = importlib.metadata.version(PEER)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown version"
+    return module, version
+
+
+def prepare_compiled() -> None:
+    """Loads (or, the first time on a machine, compiles) the compiled glass-blur sweep, so that no timing pays
+    for it."""
+    _glass_sweep()(np.zeros((1, 4, 4, 3), dtype=np.uint8), np.zeros((1, 1, 2, 2), dtype=np.int8), 1)
+
+
+def _timed(fn: Callable[[int], None], warmup: int, iters: int, per: int, dev: torch.device) -> tuple[list, list]:
+    """Wall and process-CPU milliseconds per image of ``fn(i)`` (which handles ``per`` images) for ``iters`` runs
+    after ``warmup`` untimed ones."""
+    wall, cpu = [], []
+    for i in range(warmup + iters):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(i)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if i >= warmup:
+            wall.append((time.perf_counter() - t0) * 1e3 / per)
+            cpu.append((time.process_time() - c0) * 1e3 / per)
+    return wall, cpu
 
 
 def benchmark(corruptions: Sequence[str], severity: int = 3, batch: int = 16, warmup: int = 1, iters: int = 3,
-              device: str | torch.device = "cpu", seed: int = 0, suite: str = "bench-corrupt"):
-    """Times each corruption on a batch of synthetic 224 images; yields ``(label, rows)``.
+              device: str | torch.device = "cpu", seed: int = 0, suite: str = "bench-corrupt", peer: bool = True,
+              peer_batch: int = 4, notes: list[str] | None = None):
+    """Times each corruption on a batch of synthetic 224 images, and the peer on the same images; yields
+    ``(label, rows)``.
 
-    Per corruption, per image (the batch time divided by ``batch``; synchronised on CUDA; generator set-up
-    included): ``time_ms`` with ``stat`` ``median`` and ``min`` over ``iters`` runs after ``warmup``, and
-    ``cpu_time_ms`` (process CPU time, median; on a shared machine wall time above CPU time / threads means the
-    process waited for a core). Then the pass over all ``corruptions`` (``corruption = "pass"``): ``time_ms`` as
-    the sums of the medians and of the minima, ``throughput_img_s`` = source images per second through the whole
-    set (``1000 / median pass``), and ``speedup`` over :data:`IMAGECORRUPTIONS_MS` (only when the set is the 15).
+    Ours (``impl = "dtn-bench"``), per corruption, per image (the batch time divided by ``batch``; synchronised on
+    CUDA; generator set-up included): ``time_ms`` with ``stat`` ``median`` and ``min`` over ``iters`` runs after
+    ``warmup``, and ``cpu_time_ms`` (process CPU time, median; on a shared machine wall time above CPU time /
+    threads means the process waited for a core). Then the pass over all ``corruptions`` (``corruption = "pass"``):
+    ``time_ms`` as the sums of the medians and of the minima, ``throughput_img_s`` = source images per second through
+    the whole set (``1000 / median pass``). Every row records ``threads`` (torch's intra-op threads).
+
+    The peer (``impl = "imagecorruptions"``, when ``peer`` and :func:`load_peer` finds it): right after ours, each
+    corruption on the first ``peer_batch`` of the same images (HWC uint8, one ``corrupt()`` call per image, NumPy's
+    global seed set per call), the same rows. A corruption the peer fails on gets no rows and a line in ``notes``.
+    Then, if the peer ran at least one: its pass rows (only when it ran every corruption) and ``speedup`` (``impl =
+    "dtn-bench"``) = the peer's summed medians over our summed medians, over the corruptions both ran; ``versus``
+    says what was compared. Without the peer there is no ``speedup`` row, and ``notes`` says why.
     """
     import statistics
 
     from dtn_bench.results.schema import make_row
 
     dev = check_device("bench corrupt", device)
+    notes = [] if notes is None else notes
     g = torch.Generator().manual_seed(seed)
     base = torch.rand(batch, 3, 28, 28, generator=g)
     images = (F.interpolate(base, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1) * 255)
     images = (images + 20 * torch.rand(images.shape, generator=g)).clamp(0, 255).to(torch.uint8).to(dev)
     common = dict(severity=severity, batch_size=batch, device_kind=dev.type, threads=torch.get_num_threads())
-    total = {"median": 0.0, "min": 0.0}
+    module, version = load_peer() if peer else (None, "not asked for (--no-peer)")
+    if module is None:
+        notes.append(f"{PEER} {version}: no peer timing, no speed ratio")
+    else:
+        import sys
+
+        if "cv2" in sys.modules:  # the peer's OpenCV calls get the same thread count as ours
+            sys.modules["cv2"].setNumThreads(torch.get_num_threads())
+        peer_images = [im.permute(1, 2, 0).cpu().numpy().copy() for im in images[: max(1, min(peer_batch, batch))]]
+        peer_common = dict(common, batch_size=len(peer_images))
+    if "glass_blur" in corruptions:
+        prepare_compiled()
+
+    def stat_rows(impl: str, name: str, wall: list, cpu: list, settings: dict) -> list[dict]:
+        rows = [make_row(suite, "-", "-", "time_ms", v, corruption=name, stat=k, impl=impl, **settings)
+                for k, v in (("median", statistics.median(wall)), ("min", min(wall)))]
+        rows.append(make_row(suite, "-", "-", "cpu_time_ms", statistics.median(cpu), unit="ms", corruption=name,
+                             stat="median", impl=impl, **settings))
+        return rows
+
+    ours: dict[str, tuple[float, float]] = {}
+    theirs: dict[str, tuple[float, float]] = {}
     for name in corruptions:
-        wall, cpu = [], []
-        for i in range(warmup + iters):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0, c0 = time.perf_counter(), time.process_time()
+
+        def run_ours(i: int, name: str = name) -> None:
             gens = [torch.Generator().manual_seed(seed + 1000 * i + j) for j in range(batch)]
             corrupt_batch(images, name, severity, gens)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if i >= warmup:
-                wall.append((time.perf_counter() - t0) * 1e3 / batch)
-                cpu.append((time.process_time() - c0) * 1e3 / batch)
-        stats = {"median": statistics.median(wall), "min": min(wall)}
-        for k, v in stats.items():
-            total[k] += v
-        rows = [make_row(suite, "-", "-", "time_ms", v, corruption=name, stat=k, **common) for k, v in stats.items()]
-        rows.append(make_row(suite, "-", "-", "cpu_time_ms", statistics.median(cpu), unit="ms", corruption=name,
-                             stat="median", **common))
+
+        wall, cpu = _timed(run_ours, warmup, iters, batch, dev)
+        ours[name] = (statistics.median(wall), min(wall))
+        rows = stat_rows("dtn-bench", name, wall, cpu, common)
+        if module is not None:
+
+            def run_peer(i: int, name: str = name) -> None:
+                for j, im in enumerate(peer_images):
+                    np.random.seed((seed + 1000 * i + j) % 2**32)
+                    module.corrupt(im, corruption_name=name, severity=severity)
+
+            try:
+                wall, cpu = _timed(run_peer, warmup, iters, len(peer_images), torch.device("cpu"))
+            except Exception as e:  # the peer's failure is reported, not ours
+                notes.append(f"{PEER} {version} failed on {name}: {type(e).__name__}: {str(e).splitlines()[0]}"[:240])
+            else:
+                theirs[name] = (statistics.median(wall), min(wall))
+                rows += stat_rows(PEER, name, wall, cpu, peer_common)
         yield name, rows
-    rows = [make_row(suite, "-", "-", "time_ms", v, corruption="pass", stat=k, **common) for k, v in total.items()]
+
+    total = {"median": sum(v[0] for v in ours.values()), "min": sum(v[1] for v in ours.values())}
+    rows = [make_row(suite, "-", "-", "time_ms", v, corruption="pass", stat=k, impl="dtn-bench", **common)
+            for k, v in total.items()]
     rows.append(make_row(suite, "-", "-", "throughput_img_s", 1e3 / total["median"], corruption="pass",
-                         stat="median", **common))
-    if tuple(corruptions) == CORRUPTIONS:
-        rows.append(make_row(suite, "-", "-", "speedup", IMAGECORRUPTIONS_MS / total["median"], corruption="pass",
-                             stat="median", versus="imagecorruptions ~236 ms (reference figure, not measured here)",
-                             **common))
+                         stat="median", impl="dtn-bench", **common))
+    if theirs:
+        both = [n for n in corruptions if n in theirs]
+        failed = [n for n in corruptions if n not in theirs]
+        if not failed:
+            peer_total = {"median": sum(v[0] for v in theirs.values()), "min": sum(v[1] for v in theirs.values())}
+            rows += [make_row(suite, "-", "-", "time_ms", v, corruption="pass", stat=k, impl=PEER, **peer_common)
+                     for k, v in peer_total.items()]
+            rows.append(make_row(suite, "-", "-", "throughput_img_s", 1e3 / peer_total["median"], corruption="pass",
+                                 stat="median", impl=PEER, **peer_common))
+        scope = (f"all {len(both)} corruptions" if not failed else
+                 f"the {len(both)} of {len(corruptions)} corruptions it ran ({', '.join(failed)} failed)")
+        versus = (f"{PEER} {version} timed in this run on {len(peer_images)} of the same images, {scope}, "
+                  f"{common['threads']} thread(s)")
+        ratio = sum(theirs[n][0] for n in both) / sum(ours[n][0] for n in both)
+        rows.append(make_row(suite, "-", "-", "speedup", ratio, corruption="pass", stat="median", impl="dtn-bench",
+                             versus=versus, **common))
     yield "pass", rows

@@ -1,7 +1,8 @@
 """Long-Range Arena ListOps: a seeded generator, the tokeniser, a validating loader and a token cache.
 
 Data format (as in the LRA release, ``lra_release/listops-1000/``): three tab-separated files ``basic_train.tsv``,
-``basic_val.tsv`` and ``basic_test.tsv`` with the header ``Source<TAB>Target``. Source is the fully bracketed binary
+``basic_val.tsv`` and ``basic_test.tsv`` with the header ``Source<TAB>Target``, lines ending in CRLF as the official
+generator's ``csv.writer`` writes them (the loader accepts LF and CRLF). Source is the fully bracketed binary
 rendering of a tree: ``MAX(2, 9)`` is ``( ( ( [MAX 2 ) 9 ) ] )``. Target is the value of the tree, a digit 0-9.
 
 Generator (the official LRA specification, made reproducible):
@@ -82,9 +83,13 @@ ID_DTYPE = np.uint8
 TOKENIZER_VERSION = 1
 """Bump when tokenisation or the cached array layout changes (invalidates token caches)."""
 GENERATOR_VERSION = 1
-"""Bump when the generator's output for given arguments changes (invalidates generated-data caches)."""
+"""Bump when the samples generated for given arguments change (invalidates generated-data caches). Not bumped for the
+switch from LF to CRLF line endings: samples, tokens and the cache key (so the rows' ``data`` label) are unchanged, and
+a cache folder made before (LF files) is read alike."""
 
 HEADER = "Source\tTarget"
+EOL = "\r\n"
+"""Line ending of generated files: CRLF, as the official generator's ``csv.writer`` writes (the loader reads LF too)."""
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 POLICIES: tuple[str, ...] = ("error", "truncate")
 SHARD_SIZE = 1000
@@ -382,8 +387,8 @@ class _SplitFiles:
             for split, path in self.paths.items():
                 fd, name = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
                 self._tmp[split] = name
-                self.handles[split] = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-                self.handles[split].write(HEADER + "\n")
+                self.handles[split] = os.fdopen(fd, "w", encoding="utf-8", newline="")
+                self.handles[split].write(HEADER + EOL)
         except BaseException:
             self.discard()
             raise
@@ -521,7 +526,7 @@ def generate(
                         seen.add(digest)
                         stale = 0
                         split = SPLITS[next(i for i, bound in enumerate(bounds) if done < bound)]
-                        files.handles[split].write(f"{source}\t{target}\n")
+                        files.handles[split].write(f"{source}\t{target}{EOL}")
                         labels[split][target] += 1
                         lengths[split].append(length)
                         done += 1

@@ -166,17 +166,20 @@ def _check_root(root: Path, what: str) -> None:
 
 
 def scan_layout(root: str | Path, corruptions: Sequence[str], severities: Sequence[int], *,
-                progress: Callable[[int, int], None] | None = None) -> Layout:
+                progress: Callable[[int, int], None] | None = None, classes: Sequence[str] | None = None) -> Layout:
     """Check the released layout under ``root`` for the wanted pairs and list their images.
 
     Every wanted ``<corruption>/<severity>`` folder must exist and hold the same set of non-empty wnid folders
-    (their union is the class set); class folders hold only images.
+    (their union is the class set); class folders hold only images. With ``classes`` given (a partial copy, e.g. only
+    the images of a subset list, evaluated by a model whose classes are known) the class set is ``classes`` and the
+    class folders present need only be among them: what a subset needs is checked by :func:`apply_subset_file`.
 
     Args:
         root: the ImageNet-C folder.
         corruptions: corruption names (already validated).
         severities: severities 1..5.
         progress: called with (pairs scanned, pairs total).
+        classes: the class set of a partial copy (ImageNet-1k's wnids for a 1000-class model), or ``None``.
 
     Raises:
         DTNBenchError: one line listing what is missing (corruption, severity and class folders), naming a non-image
@@ -216,22 +219,31 @@ def scan_layout(root: str | Path, corruptions: Sequence[str], severities: Sequen
         found[(c, s)] = {w: _list_images(folder / w, f"{c}/{s}") for w in wnids}
         if progress is not None:
             progress(done, len(pairs))
-    classes = sorted({w for per in found.values() for w, names in per.items() if names})
-    for (c, s), per in found.items():
-        for w in classes:
-            if not per.get(w):
-                missing.append(f"{c}/{s}/{w}" + (" (empty)" if w in per else ""))
+    if classes is None:
+        classes = sorted({w for per in found.values() for w, names in per.items() if names})
+        for (c, s), per in found.items():
+            for w in classes:
+                if not per.get(w):
+                    missing.append(f"{c}/{s}/{w}" + (" (empty)" if w in per else ""))
+    else:
+        known = set(classes)
+        for (c, s), per in found.items():
+            unknown = [w for w in per if w not in known]
+            if unknown:
+                raise DTNBenchError(f"class folder {root / c / str(s) / unknown[0]} is not one of the model's "
+                                    f"{len(classes)} classes ({len(unknown)} such folder(s) in {c}/{s})")
     if missing:
         raise DTNBenchError(f"ImageNet-C layout under {root} is incomplete: missing {len(missing)} folder(s): "
                             f"{_more(missing)}")
     layout = Layout(root, tuple(classes))
     for key, per in found.items():
-        layout.files[key] = [f"{w}/{n}" for w in classes for n in per[w]]
+        layout.files[key] = [f"{w}/{n}" for w in classes for n in per.get(w, ())]
     return layout
 
 
-def scan_clean(root: str | Path, classes: Sequence[str]) -> list[str]:
-    """``wnid/name`` paths of a clean ImageNet val folder (``<val>/<wnid>/<image>``) with exactly ``classes``."""
+def scan_clean(root: str | Path, classes: Sequence[str], *, partial: bool = False) -> list[str]:
+    """``wnid/name`` paths of a clean ImageNet val folder (``<val>/<wnid>/<image>``) with exactly ``classes`` (with
+    ``partial``, a subset's copy: any of them, none empty)."""
     root = Path(root)
     _check_root(root, "--clean-dir")
     wnids, loose = _subfolders(root)
@@ -239,7 +251,7 @@ def scan_clean(root: str | Path, classes: Sequence[str]) -> list[str]:
     if images:
         raise DTNBenchError(f"wrong layout: images directly in --clean-dir {root} (e.g. {images[0]}); expected "
                             f"<val>/<wnid>/<image> (torchvision ImageFolder layout)")
-    missing = [w for w in classes if w not in wnids]
+    missing = [] if partial else [w for w in classes if w not in wnids]
     extra = [w for w in wnids if w not in set(classes)]
     if missing or extra:
         parts = ([f"missing {len(missing)} class folder(s): {_more(missing)}"] if missing else []) + (
@@ -247,6 +259,8 @@ def scan_clean(root: str | Path, classes: Sequence[str]) -> list[str]:
         raise DTNBenchError(f"--clean-dir {root}: {'; '.join(parts)}")
     out = []
     for w in classes:
+        if partial and w not in wnids:
+            continue
         names = _list_images(root / w, "--clean-dir")
         if not names:
             raise DTNBenchError(f"--clean-dir {root}: class folder {w} is empty")

@@ -44,7 +44,7 @@ SUITE = "imagenet-c"
 DEMO_LABEL = "demo data - not ImageNet-C"
 RELEASED_LABEL = "ImageNet-C"
 CLEAN = "clean"
-RESUME_IGNORED = ("resume", "run_id", "debug", "batch_size", "workers", "strict", "checkpoint")
+RESUME_IGNORED = ("resume", "run_id", "debug", "batch_size", "workers", "strict", "checkpoint", "ema")
 """Config keys that may differ when a run is resumed (they do not change any number)."""
 PAIR_METRICS = ("top1_err", "top5_err", "n_images", "n_unreadable", "throughput_img_s")
 SUMMARY_METRICS = ("ce", "relative_ce", "mce", "relative_mce", "mean_corruption_err")
@@ -77,6 +77,10 @@ class ImageNetCConfig:
         checkpoint: weights file; its SHA-256 keys the run.
         checkpoint_sha256: filled in by :func:`plan`: the file's SHA-256, or ``random init (seed N)`` without a
             checkpoint (the weights are then built under ``torch.manual_seed(seed)``).
+        ema: take the checkpoint's EMA weights when it has them (timm's ``CheckpointSaver`` files; the authors'
+            accuracies are the EMA weights'); ``False`` (``--no-ema``) takes the raw ones.
+        weights: filled in by :func:`plan`: which set was loaded, ``ema`` or ``raw`` (``none`` without a
+            checkpoint); it keys the run (``ema`` does not: asking for EMA of a file without any loads the same).
         num_classes: build the classifier with this many outputs (models trained on other label sets, tests).
         data_dir: the ImageNet-C folder.
         clean_dir: clean ImageNet val folder (``<val>/<wnid>/<image>``), evaluated as pair ``("clean", 0)``.
@@ -102,6 +106,8 @@ class ImageNetCConfig:
     norm: str | None = None
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
+    ema: bool = True
+    weights: str | None = None
     num_classes: int | None = None
     data_dir: str | None = None
     clean_dir: str | None = None
@@ -204,6 +210,7 @@ class Plan:
     std: tuple[float, ...]
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def images(self) -> int:
@@ -229,7 +236,7 @@ def build_model(cfg: ImageNetCConfig, *, debug: bool = False) -> tuple[torch.nn.
     if cfg.checkpoint is not None:
         from dtn_bench.checkpoint import load_checkpoint
 
-        info = load_checkpoint(model, cfg.checkpoint, debug=debug)
+        info = load_checkpoint(model, cfg.checkpoint, ema=cfg.ema, debug=debug)
     return model.eval(), info
 
 
@@ -256,12 +263,17 @@ def model_input(model: torch.nn.Module) -> tuple[tuple[int, int], tuple[float, .
     return size, tuple(dc["mean"]), tuple(dc["std"])
 
 
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in class-index order (timm's ``ImageNetInfo``)."""
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
+
+
 def check_classes(data_classes: tuple[str, ...], n_model: int, model_name: str, root: Path) -> None:
     """The data's wnids against the model: same count; with 1,000 outputs, exactly the ImageNet-1k wnids."""
     if n_model == 1000:
-        from timm.data import ImageNetInfo
-
-        imagenet = ImageNetInfo().label_names()
+        imagenet = imagenet_wnids()
         unknown = [w for w in data_classes if w not in set(imagenet)]
         if unknown:
             raise DTNBenchError(f"class folders under {root} are not ImageNet-1k wnids (e.g. {', '.join(unknown[:3])})"
@@ -301,14 +313,18 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
                   data_dir=str(Path(cfg.data_dir).resolve()),
                   clean_dir=str(Path(cfg.clean_dir).resolve()) if cfg.clean_dir else None,
                   checkpoint_sha256=info["sha256"] if info else random_init_label(cfg.seed),
+                  weights=info["weights"] if info else "none",
                   subset_file_sha256=file_sha256(cfg.subset_file) if cfg.subset_file else None)
-    layout = D.scan_layout(cfg.data_dir, corruptions, severities, progress=progress)
     n_model = model_classes(model)
+    # a 1000-class model with a subset list: the copy may hold only the listed images (RobustBench's 5,000)
+    partial = subset_entries is not None and n_model == 1000
+    layout = D.scan_layout(cfg.data_dir, corruptions, severities, progress=progress,
+                           classes=imagenet_wnids() if partial else None)
     check_classes(layout.classes, n_model, cfg.model, layout.root)
     size, mean, std = model_input(model)
     groups: list[Group] = []
     if cfg.clean_dir:
-        paths = D.scan_clean(cfg.clean_dir, layout.classes)
+        paths = D.scan_clean(cfg.clean_dir, layout.classes, partial=partial)
         groups.append(Group(CLEAN, 0, _subset(cfg, paths, subset_entries, f"--clean-dir {cfg.clean_dir}"),
                             Path(cfg.clean_dir), clean=True))
     for c in corruptions:
@@ -324,8 +340,9 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
                                 f"ImageNet-C is evaluated as released (no resize); --allow-resize resizes the images "
                                 f"to the model (this changes results)")
     norm = cfg.norm or _default_norm(cfg.model)
-    notes = [] if info else [random_init_warning(cfg.seed)]
-    return Plan(cfg, model, norm, layout.classes, groups, size, mean, std, warnings=notes)
+    warns = [] if info else [random_init_warning(cfg.seed)]
+    return Plan(cfg, model, norm, layout.classes, groups, size, mean, std, warnings=warns,
+                notes=[info["message"]] if info else [])
 
 
 def _default_norm(model: str) -> str:
@@ -363,7 +380,8 @@ def run(p: Plan, *, out: str | Path = "results", run_id: str | None = None, resu
         run_id: run folder name; default :meth:`ImageNetCConfig.default_run_id`.
         resume: skip pairs whose rows the run folder already holds (its config must match).
         on_event: called on rank 0 as ``on_event(kind, **info)`` with kinds ``warning`` (message; without
-            ``on_event`` it goes to :func:`warnings.warn`), ``start`` (pending, skipped, images),
+            ``on_event`` it goes to :func:`warnings.warn`), ``note`` (message: which checkpoint weights were
+            loaded), ``start`` (pending, skipped, images),
             ``estimate`` (seconds, img_s, images), ``batch`` (images), ``pair`` (corruption, severity, top1_err,
             n_images, n_unreadable, unreadable) and ``done`` (seconds, images, img_s).
 
@@ -379,6 +397,9 @@ def run(p: Plan, *, out: str | Path = "results", run_id: str | None = None, resu
                     warnings.warn(message, stacklevel=2)
                 else:
                     on_event("warning", message=message)
+            if on_event is not None:
+                for message in p.notes:
+                    on_event("note", message=message)
         return _run(p, dist, out, run_id or cfg.default_run_id(), resume, on_event or (lambda kind, **info: None))
     finally:
         dist.close()
@@ -405,7 +426,7 @@ def _run(p: Plan, dist: DistContext, out, run_id: str, resume: bool, emit: Event
         raise DTNBenchError(error)
     pending = [g for g in p.groups if (g.corruption, g.severity) not in done]
     common = dict(data=cfg.data_name, subset=cfg.subset_label, checkpoint_sha256=cfg.checkpoint_sha256 or "none",
-                  amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
+                  weights=cfg.weights or "none", amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
     if writer is not None and cfg.clean_error is not None and (CLEAN, 0) not in done:
         writer.append([make_row(SUITE, cfg.model, p.norm_label, "top1_err", cfg.clean_error, corruption=CLEAN,
                                 severity=0, source="given (--clean-error)", **common)])

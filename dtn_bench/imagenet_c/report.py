@@ -6,9 +6,10 @@ row for each architecture evaluated with both. CE needs all 5 severities of its 
 need all 15 corruptions (relative ones also a clean error); anything missing shows as an em dash.
 
 Combining runs: rows of one (model, norm, data) are combined only when they come from the same weights and settings
-(:data:`VARIANT_COLUMNS`: checkpoint SHA-256 - or ``random init (seed N)`` -, autocast, resizing). Each other variant
-gets its own row, named with a tag: ``vit_t_ln @3fa2c1`` (the checkpoint's first 6 hex digits; only when the
-checkpoints differ), ``[random init (seed 0)]`` (always), ``[bf16]`` / ``[resized]`` (when those differ). Runs of
+(:data:`VARIANT_COLUMNS`: checkpoint SHA-256 - or ``random init (seed N)`` -, EMA or raw weights, autocast, resizing).
+Each other variant gets its own row, named with a tag: ``vit_t_ln @3fa2c1`` (the checkpoint's first 6 hex digits; only
+when the checkpoints differ), ``[random init (seed 0)]`` (always), ``[EMA]`` / ``[raw]``, ``[bf16]`` / ``[resized]``
+(when those differ). Runs of
 one variant that cover different pairs fill one row together; a pair measured more than once (the same run read
 twice, a repeated run) is averaged and its images are counted once.
 """
@@ -42,9 +43,9 @@ SHORT = {
     "pixelate": "Pixel", "jpeg_compression": "JPEG", "speckle_noise": "Speckle", "gaussian_blur": "G. blur",
     "spatter": "Spatter", "saturate": "Saturate",
 }
-VARIANT_COLUMNS = ("checkpoint_sha256", "amp", "allow_resize")
+VARIANT_COLUMNS = ("checkpoint_sha256", "weights", "amp", "allow_resize")
 """Row columns that tell results of different weights or settings apart; rows that differ in one never mix."""
-VARIANT_DEFAULTS = {"checkpoint_sha256": "none", "amp": "fp32", "allow_resize": "False"}
+VARIANT_DEFAULTS = {"checkpoint_sha256": "none", "weights": "raw", "amp": "fp32", "allow_resize": "False"}
 """What a missing value of a variant column means (rows of earlier versions; the settings' defaults)."""
 PAIR_ROW_METRICS = ("top1_err", "top5_err", "n_images", "n_unreadable")
 NOTE = ("Percent. CE and mCE: AlexNet-normalised (Hendrycks & Dietterich 2019); relative mCE: mean form with AlexNet "
@@ -55,6 +56,7 @@ NOTE = ("Percent. CE and mCE: AlexNet-normalised (Hendrycks & Dietterich 2019); 
 TAG_NOTES = (
     (" @", "@xxxxxx: the first hex digits of the checkpoint's SHA-256 (runs of different checkpoints never mix)."),
     ("[random init", "[random init (seed N)]: no checkpoint, randomly initialised weights (errors near chance)."),
+    ("[EMA]", "[EMA] / [raw]: the checkpoint's EMA weights (the default when it has them) or its raw ones (--no-ema)."),
 )
 
 
@@ -115,29 +117,32 @@ def _tag_variants(rows: pd.DataFrame) -> pd.DataFrame:
     """Adds ``variant``: the tag telling apart rows of one (model, norm, data) that differ in :data:`VARIANT_COLUMNS`.
 
     The checkpoint shows as ``@<6 hex>`` (more digits if 6 do not tell the checkpoints apart) when the group holds
-    several checkpoints, a random init always as ``[random init (seed N)]``; autocast (``[bf16]``) and resizing
-    (``[resized]``) show when they differ.
+    several checkpoints, a random init always as ``[random init (seed N)]``; the weight set (``[EMA]`` / ``[raw]``),
+    autocast (``[bf16]``) and resizing (``[resized]``) show when they differ.
     """
     keys = [f"_{c}" for c in VARIANT_COLUMNS]
     tags = pd.Series("", index=rows.index, dtype=object)
     for _, part in rows.groupby(["model", "norm", "data"], sort=False):
         variants = list(part[keys].drop_duplicates().itertuples(index=False, name=None))
-        ckpts, amps, resizes = ({v[i] for v in variants} for i in range(3))
+        ckpts, sets, amps, resizes = ({v[i] for v in variants} for i in range(4))
         hashes = {c for c in ckpts if c != "none" and not c.startswith("random init")}
         digits = 6
         while len({c[:digits] for c in hashes}) < len(hashes):
             digits += 2
-        for ckpt, amp, resize in variants:
+        for variant in variants:
+            ckpt, weights, amp, resize = variant
             parts = []
             if ckpt.startswith("random init"):
                 parts.append(f"[{ckpt}]")
             elif len(ckpts) > 1:
                 parts.append(f"@{ckpt[:digits]}" if ckpt in hashes else "[no checkpoint recorded]")
+            if len(sets) > 1 and weights != "none":
+                parts.append("[EMA]" if weights == "ema" else f"[{weights}]")
             if len(amps) > 1:
                 parts.append(f"[{amp or 'fp32'}]")
             if len(resizes) > 1:
                 parts.append("[resized]" if resize == "True" else "[not resized]")
-            same = (part[keys[0]] == ckpt) & (part[keys[1]] == amp) & (part[keys[2]] == resize)
+            same = (part[keys] == pd.Series(variant, index=keys)).all(axis=1)
             tags[part.index[same.to_numpy()]] = " ".join(parts)
     return rows.assign(variant=tags)
 

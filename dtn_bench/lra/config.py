@@ -15,25 +15,31 @@ SUITE = "lra-listops"
 MODELS = ("transformer", "bigbird", "reformer")
 SCHEDULES = ("lra", "linear")
 PRECISIONS = ("auto", "fp32", "bf16")
+SHUFFLES = ("full", "buffer")
+GELUS = ("exact", "tanh")
+INITS = ("torch", "lra")
+BIGBIRD_RANDOM = ("torch", "lra")
 
 
-def lra_lr(step: int, base: float, warmup: int) -> float:
+def lra_lr(step: int, base: float, warmup: int, origin: int = 1) -> float:
     """The official LRA schedule, ``base * min(1, t / warmup) / sqrt(max(t, warmup))``, for the ``t``-th update.
 
-    ``t = step + 1`` counts updates from 1 (``step`` is 0-based), so the first update does not have a zero rate.
-    With the LRA values (``base`` 0.05, ``warmup`` 1000) the peak is ``0.05 / sqrt(1000) = 1.58e-3`` at ``t = 1000``.
+    ``t = step + origin`` with ``step`` 0-based. ``origin`` 0 is the official code (the optimiser's step counter
+    starts at 0: the first update has rate 0, the last of 5000 has ``t = 4999``); ``origin`` 1 counts updates from 1,
+    so the first update does not have a zero rate. With the LRA values (``base`` 0.05, ``warmup`` 1000) the peak is
+    ``0.05 / sqrt(1000) = 1.58e-3`` at ``t = 1000``.
     """
-    t = step + 1
+    t = step + origin
     w = max(warmup, 1)
     return base * min(1.0, t / w) / math.sqrt(max(t, w))
 
 
-def linear_lr(step: int, peak: float, warmup: int, total: int) -> float:
+def linear_lr(step: int, peak: float, warmup: int, total: int, origin: int = 1) -> float:
     """Linear warm-up to ``peak`` over ``warmup`` updates, then linear decay to 0 at update ``total``.
 
-    ``lr(t) = peak * min(t / warmup, (total - t) / (total - warmup))`` with ``t = step + 1``, clipped at 0.
+    ``lr(t) = peak * min(t / warmup, (total - t) / (total - warmup))`` with ``t = step + origin``, clipped at 0.
     """
-    t = step + 1
+    t = step + origin
     up = t / warmup if warmup > 0 else 1.0
     down = (total - t) / (total - warmup) if total > warmup else 1.0
     return peak * max(0.0, min(1.0, up, down))
@@ -53,6 +59,31 @@ class ListOpsConfig:
     is the peak); ``clip_grad`` > 0 clips the global gradient norm. ``batch`` is the global batch (split over
     processes). Every ``eval_every`` steps: validation accuracy and loss (on the first ``val_limit`` validation
     samples when set) and the ``last`` checkpoint; the ``best`` checkpoint keeps the best validation accuracy.
+
+    Choices where the official LRA code (google-research/long-range-arena) differs from what this suite did before;
+    each default keeps the earlier behaviour, the ``lra`` and ``lra-paper`` presets set the official value
+    (:data:`OFFICIAL`):
+
+    - ``lr_step_origin``: the schedule's ``t`` is ``step + lr_step_origin`` (``step`` 0-based). 1: the first update
+      has a non-zero rate; 0 (official): the optimiser's step counter, ``lr(0) = 0``.
+    - ``eval_every`` / ``val_limit``: official 50 and ``None`` (the full validation set).
+    - ``precision``: ``auto`` (bf16 autocast on GPUs, fp32 on the CPU), ``fp32`` (official) or ``bf16``.
+    - ``shuffle``: ``full`` (a fresh seeded permutation per epoch) or ``buffer`` (official: tf.data-style shuffle
+      buffers applied one after the other over the file order, reshuffled every epoch); ``shuffle_buffer`` lists
+      their sizes, official ``(10000, 1024)``: the CSV reader's default row buffer, then ``shuffle(1024)``.
+    - ``gelu``: ``exact`` (erf) or ``tanh`` (official ``jax.nn.gelu``, the tanh approximation).
+    - ``ln_eps``: epsilon of the LayerNorm slots (1e-5 torch, official 1e-6); other normalisers keep their own.
+    - ``init``: ``torch`` (PyTorch's defaults for the linear layers, a frozen zero padding embedding) or ``lra``
+      (official: Q/K/V/O and MLP kernels xavier-uniform, MLP biases N(0, 1e-6), classifier head lecun-normal with zero
+      biases, and the padding row an ordinary trained N(0, 1) embedding row).
+    - ``bigbird_random``: BigBird's random blocks, ``torch`` (from a torch generator seeded with the layer, drawn from
+      the blocks inside the first 1024 tokens outside the row's window) or ``lra`` (official: the candidates of
+      ``get_block_rand_mask``, whose query blocks n-3 and n-2 draw from a shorter range, drawn with numpy's legacy
+      generator seeded with the layer: the official blocks exactly).
+    - ``sparse_attn_dropout``: apply ``attn_dropout`` in BigBird and the Reformer too (True) or only in the
+      Transformer's dense attention (False, official: the sparse and LSH paths have no attention dropout).
+    - ``lra_quirks``: the Reformer layer of the official code (see
+      :class:`~dtn_bench.sequence.attention.LSHAttention`); False is the corrected layer.
     """
 
     models: tuple[str, ...] = MODELS
@@ -80,9 +111,14 @@ class ListOpsConfig:
     dropout: float = 0.1
     attn_dropout: float = 0.1
     bigbird_block: int = 64
+    bigbird_random: str = "torch"
     n_hashes: int = 1
     n_buckets: int = 10
     lra_quirks: bool = False
+    sparse_attn_dropout: bool = True
+    gelu: str = "exact"
+    ln_eps: float = 1e-5
+    init: str = "torch"
     # optimisation
     batch: int = 32
     steps: int = 5_000
@@ -94,6 +130,9 @@ class ListOpsConfig:
     beta2: float = 0.98
     adam_eps: float = 1e-9
     clip_grad: float = 0.0
+    lr_step_origin: int = 1
+    shuffle: str = "full"
+    shuffle_buffer: tuple[int, ...] = (10_000, 1_024)
     # evaluation
     eval_every: int = 500
     eval_batch: int = 64
@@ -153,6 +192,18 @@ class ListOpsConfig:
         if self.data_dir is None and self.gen_train < self.batch:
             raise DTNBenchError(f"lra listops: {self.gen_train} training samples are fewer than a batch "
                                 f"({self.batch})")
+        for flag, value, allowed in (("shuffle", self.shuffle, SHUFFLES), ("gelu", self.gelu, GELUS),
+                                     ("init", self.init, INITS), ("bigbird-random", self.bigbird_random,
+                                                                  BIGBIRD_RANDOM)):
+            if value not in allowed:
+                raise DTNBenchError(f"lra listops: --{flag} must be {' or '.join(allowed)}, got {value!r}")
+        if self.lr_step_origin not in (0, 1):
+            raise DTNBenchError(f"lra listops: lr-step-origin must be 0 (official) or 1, got {self.lr_step_origin}")
+        if not (self.ln_eps > 0 and math.isfinite(self.ln_eps)):
+            raise DTNBenchError(f"lra listops: ln-eps must be a positive number, got {self.ln_eps}")
+        if not self.shuffle_buffer or any(int(b) < 1 for b in self.shuffle_buffer):
+            raise DTNBenchError("lra listops: shuffle-buffer must be one or more sizes >= 1, got "
+                                f"{','.join(map(str, self.shuffle_buffer)) or 'nothing'}")
 
     def generator_args(self) -> dict[str, int]:
         """Arguments of :func:`dtn_bench.data.listops.generate` for the generated data."""
@@ -163,16 +214,25 @@ class ListOpsConfig:
     def attention_kwargs(self, model: str) -> dict:
         """Constructor arguments of the attention ``model``."""
         if model == "bigbird":
-            return {"block": self.bigbird_block}
+            return {"block": self.bigbird_block, "random": self.bigbird_random}
         if model == "reformer":
             return {"n_hashes": self.n_hashes, "n_buckets": self.n_buckets, "lra_quirks": self.lra_quirks}
         return {}
 
+    def attention_dropout(self, model: str) -> float:
+        """Attention-probability dropout of ``model``: ``attn_dropout``, or 0 for BigBird and the Reformer when
+        ``sparse_attn_dropout`` is off (the official code has none there)."""
+        return self.attn_dropout if model == "transformer" or self.sparse_attn_dropout else 0.0
+
+    def shuffle_buffers(self) -> tuple[int, ...] | None:
+        """The shuffle-buffer sizes of the training order, or ``None`` for a full permutation per epoch."""
+        return tuple(int(b) for b in self.shuffle_buffer) if self.shuffle == "buffer" else None
+
     def lr_at(self, step: int) -> float:
         """Learning rate of the 0-based update ``step``."""
         if self.schedule == "lra":
-            return lra_lr(step, self.lr, self.warmup)
-        return linear_lr(step, self.lr, self.warmup, self.steps)
+            return lra_lr(step, self.lr, self.warmup, self.lr_step_origin)
+        return linear_lr(step, self.lr, self.warmup, self.steps, self.lr_step_origin)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -183,3 +243,26 @@ class ListOpsConfig:
         for k in ("models", "norms", "seeds"):
             d.pop(k)
         return d
+
+
+OFFICIAL: dict[str, object] = {
+    "lr_step_origin": 0, "eval_every": 50, "val_limit": None, "precision": "fp32", "shuffle": "buffer",
+    "shuffle_buffer": (10_000, 1_024), "gelu": "tanh", "ln_eps": 1e-6, "init": "lra", "bigbird_random": "lra",
+    "sparse_attn_dropout": False, "lra_quirks": True,
+}
+"""The official LRA code's value of every choice where it differs from the suite's earlier behaviour (the
+dataclass defaults); the ``lra`` presets set them, the settings table shows them beside a run's values."""
+
+
+LATER_FIELDS: tuple[str, ...] = ("lr_step_origin", "shuffle", "shuffle_buffer", "gelu", "ln_eps", "init",
+                                 "bigbird_random", "sparse_attn_dropout")
+"""Fields added after runs had been recorded; their defaults are the behaviour of those runs."""
+
+
+def with_defaults(settings: dict) -> dict:
+    """``settings`` (a run's ``config.json`` or a checkpoint's settings) with each of :data:`LATER_FIELDS` it lacks
+    set to its default (JSON form): a run recorded before a field existed computed exactly that default."""
+    import json
+
+    defaults = json.loads(json.dumps({k: getattr(ListOpsConfig, k) for k in LATER_FIELDS}))
+    return {**{k: v for k, v in defaults.items() if k not in settings}, **settings}

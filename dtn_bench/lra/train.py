@@ -3,8 +3,9 @@
 One *run* trains one ``(model, norm, seed)`` for ``steps`` updates and is fully determined by the config:
 
 * parameters are initialised from ``torch.manual_seed(seed)``; dropout draws from torch's global generator seeded
-  from ``(seed, rank)``; the global batch of update ``t`` is a fixed function of ``(seed, t)`` (a seeded permutation
-  per epoch, the last partial batch of an epoch dropped), split into equal contiguous parts over the processes;
+  from ``(seed, rank)``; the global batch of update ``t`` is a fixed function of ``(seed, t)`` (a seeded order per
+  epoch: a permutation, or LRA's shuffle buffers; the last partial batch of an epoch dropped), split into equal
+  contiguous parts over the processes;
 * every ``eval_every`` updates (and after the last) the validation split is evaluated and ``last.pt`` is written
   (model, optimiser, step, RNG states, curve, best-so-far); ``best.pt`` holds the weights with the best validation
   accuracy (the earliest on ties). Both are written atomically.
@@ -41,7 +42,7 @@ from torch import nn
 
 from dtn_bench.distributed import DistContext
 from dtn_bench.errors import DTNBenchError
-from dtn_bench.lra.config import SUITE, ListOpsConfig
+from dtn_bench.lra.config import SUITE, ListOpsConfig, with_defaults
 from dtn_bench.results.schema import make_row
 from dtn_bench.results.writer import atomic_write_bytes
 
@@ -97,19 +98,56 @@ def prepare_data(cfg: ListOpsConfig, ctx: DistContext | None = None, *, cache_ro
     return data
 
 
-class BatchOrder:
-    """The global batch of every update: epoch ``e`` is ``permutation(N)`` drawn from ``default_rng([seed, e])``,
-    cut into ``N // batch`` batches (the remainder of an epoch is not used)."""
+def buffer_shuffle(order: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``order`` passed through a shuffle buffer of ``size`` elements, as ``tf.data.Dataset.shuffle`` does.
 
-    def __init__(self, n: int, batch: int, seed: int):
+    The buffer starts with the first ``size`` elements; each output is a uniformly chosen element of the buffer,
+    whose place is taken by the next input element while there is one (afterwards the buffer shrinks). An element
+    thus leaves at most ``size - 1`` places before its input position; ``size >= len(order)`` is a full shuffle.
+    """
+    n = len(order)
+    size = max(1, min(int(size), n))
+    buf = order[:size].tolist()
+    rest = order[size:].tolist()
+    picks = rng.random(n)
+    out = np.empty(n, dtype=order.dtype)
+    for i in range(n):
+        j = int(picks[i] * len(buf))
+        out[i] = buf[j]
+        if i < len(rest):
+            buf[j] = rest[i]
+        else:
+            buf[j] = buf[-1]
+            buf.pop()
+    return out
+
+
+class BatchOrder:
+    """The global batch of every update. Epoch ``e`` draws from ``default_rng([seed, e])``: a ``permutation(N)``
+    (``buffers`` None), or the file order ``0 .. N - 1`` passed through shuffle buffers of the sizes ``buffers``, one
+    after the other (:func:`buffer_shuffle`; LRA's input pipeline). The epoch is cut into ``N // batch`` batches (the
+    remainder of an epoch is not used)."""
+
+    def __init__(self, n: int, batch: int, seed: int, buffers: tuple[int, ...] | None = None):
         self.n, self.batch, self.seed = n, batch, seed
+        self.buffers = None if buffers is None else tuple(buffers)
         self.per_epoch = n // batch
         self._epoch, self._perm = -1, None
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The order of the ``N`` samples in ``epoch``."""
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.buffers is None:
+            return rng.permutation(self.n)
+        order = np.arange(self.n)
+        for size in self.buffers:
+            order = buffer_shuffle(order, size, rng)
+        return order
 
     def __call__(self, step: int) -> np.ndarray:
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self._epoch:
-            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._epoch, self._perm = epoch, self.epoch_order(epoch)
         return self._perm[k * self.batch : (k + 1) * self.batch]
 
 
@@ -122,7 +160,8 @@ def build_model(cfg: ListOpsConfig, model: str, norm: str) -> nn.Module:
 
     return LRAEncoder(VOCAB_SIZE, 10, dim=cfg.dim, heads=cfg.heads, depth=cfg.depth, mlp_dim=cfg.mlp_dim,
                       max_len=cfg.max_len, attention=model, norm=norm, pooling=cfg.pooling, positions=cfg.positions,
-                      dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, attention_kwargs=cfg.attention_kwargs(model))
+                      dropout=cfg.dropout, attn_dropout=cfg.attention_dropout(model),
+                      attention_kwargs=cfg.attention_kwargs(model), gelu=cfg.gelu, ln_eps=cfg.ln_eps, init=cfg.init)
 
 
 def autocast_dtype(cfg: ListOpsConfig, device: torch.device) -> torch.dtype | None:
@@ -275,7 +314,7 @@ def train_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str,
     resumed_from = 0
     if last_path.is_file():
         ck = _load(last_path)
-        diff = _settings_difference(ck.get("settings", {}), settings)
+        diff = _settings_difference(with_defaults(ck.get("settings", {})), settings)
         if ck.get("version") != CHECKPOINT_VERSION or diff:
             raise DTNBenchError(f"checkpoint {last_path} was written by a different config ({diff or 'version'}); "
                                 "start a new run instead of --resume")
@@ -296,7 +335,7 @@ def train_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str,
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
                                       find_unused_parameters=True)
     amp = autocast_dtype(cfg, dev)
-    order = BatchOrder(len(data.train), cfg.batch, seed)
+    order = BatchOrder(len(data.train), cfg.batch, seed, cfg.shuffle_buffers())
     local = cfg.batch // ctx.world
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

@@ -215,20 +215,20 @@ class Job:
 
 
 def plan(cfg: ProfileConfig) -> list[Job]:
-    """The jobs of a run, model by model, norm by norm, batch sizes in the given order (duplicates dropped)."""
+    """The jobs of a run, model by model, norm by norm (:func:`~dtn_bench.profile.models.pairs`), batch sizes in the
+    given order (duplicates dropped)."""
     from dtn_bench.profile import models as pm
 
     batches = list(dict.fromkeys(cfg.batch_sizes))
     jobs = []
-    for model in pm.select(cfg.models):
-        for norm in dict.fromkeys(cfg.norms):
-            first = True
-            if 1 not in batches:
-                jobs.append(Job(model, norm, 1, throughput=False, latency=True, static=True))
-                first = False
-            for b in batches:
-                jobs.append(Job(model, norm, b, throughput=True, latency=b == 1, static=first))
-                first = False
+    for model, norm in pm.pairs(cfg.models, cfg.norms):
+        first = True
+        if 1 not in batches:
+            jobs.append(Job(model, norm, 1, throughput=False, latency=True, static=True))
+            first = False
+        for b in batches:
+            jobs.append(Job(model, norm, b, throughput=True, latency=b == 1, static=first))
+            first = False
     return jobs
 
 

@@ -96,27 +96,67 @@ def get(name: str) -> ProfiledModel:
     return PROFILE_MODELS.get(name).meta["entry"]
 
 
-def select(patterns) -> list[str]:
-    """Profiled model names matching ``patterns`` (exact names, shell patterns ``vit_*`` or substrings), in
-    registry order, each once. A pattern that matches nothing is an error naming the closest models."""
+def zoo_pair(name: str) -> tuple[str, str] | None:
+    """``(profiled model, norm)`` for a zoo model name (``vit_s_ln`` -> ``("vit_s", "layernorm")``), else ``None``.
+
+    The zoo names are the ones ``imagenet-c --model`` and ``dtn-bench list models`` use: one model vocabulary.
+    """
+    from dtn_bench.models import MODELS
+
+    if name in PROFILE_MODELS or name not in MODELS:
+        return None
+    meta = MODELS.get(name).meta
+    return (meta["arch"], meta["norm"]) if meta.get("arch") in PROFILE_MODELS else None
+
+
+def expand(patterns) -> list[str]:
+    """``--models`` entries matched against the registry: exact profiled names, zoo names with their normaliser
+    (``vit_s_dtn``, kept as given), shell patterns (``vit_*``) or substrings, in registry order, each once. A pattern
+    that matches nothing is an error naming the closest models."""
+    from dtn_bench.models import MODELS
+
     names = PROFILE_MODELS.names()
-    chosen: set[str] = set()
+    order = {n: i for i, n in enumerate(names)}
+    chosen: dict[str, tuple[int, int]] = {}
     for pattern in patterns:
+        pair = zoo_pair(pattern)
         if pattern in PROFILE_MODELS:
-            chosen.add(pattern)
+            chosen.setdefault(pattern, (order[pattern], 0))
+            continue
+        if pair is not None:
+            chosen.setdefault(pattern, (order[pair[0]], 1 + MODELS.names().index(pattern)))
             continue
         hits = [n for n in names if matches(n, pattern)]
         if not hits:
-            base, _, suffix = pattern.rpartition("_")
-            if base in PROFILE_MODELS and suffix in ("ln", "dtn"):  # a zoo model name (vit_s_ln): model x norm here
-                norm = "layernorm" if suffix == "ln" else "dtn"
-                raise DTNBenchError(f"profile: models are given without their normaliser here: use --models {base} "
-                                    f"--norms {norm} (not {pattern})")
-            raise DTNBenchError(unknown_name_message("profile model pattern", pattern, names))
-        chosen.update(hits)
+            known = names + [n for n in MODELS.names() if zoo_pair(n)]
+            raise DTNBenchError(unknown_name_message("profile model pattern", pattern, known))
+        for n in hits:
+            chosen.setdefault(n, (order[n], 0))
     if not chosen:
         raise DTNBenchError("profile: no models given")
-    return [n for n in names if n in chosen]
+    return sorted(chosen, key=chosen.__getitem__)
+
+
+def select(patterns) -> list[str]:
+    """The profiled models that ``patterns`` name (see :func:`expand`; ``vit_s_ln`` names ``vit_s``), registry order."""
+    return list(dict.fromkeys(zoo_pair(n)[0] if zoo_pair(n) else n for n in expand(patterns)))
+
+
+def pairs(patterns, norms) -> list[tuple[str, str]]:
+    """The ``(model, norm)`` configurations of a run: every pattern's models x ``norms``, except zoo names, which
+    bring their own normaliser (``--models vit_s_ln,vit_s_dtn``); model by model, then in ``norms`` order (a zoo
+    name's normaliser after those), each once."""
+    norm_order = list(dict.fromkeys(norms))
+    found: list[tuple[str, str]] = []
+    for name in expand(patterns):
+        pair = zoo_pair(name)
+        found += [pair] if pair else [(name, n) for n in norm_order]
+    for _, n in found:
+        if n not in norm_order:
+            norm_order.append(n)
+    order = {n: i for i, n in enumerate(PROFILE_MODELS.names())}
+    unique = list(dict.fromkeys(found))
+    return sorted(unique, key=lambda mn: (order[mn[0]], norm_order.index(mn[1])))
 
 
 def check_norm(norm: str) -> None:

@@ -2,13 +2,15 @@
 
 All three share one interface, ``forward(x [B, T, C], mask [B, T] bool or None) -> [B, T, C]`` with ``mask`` True for
 real tokens, and LRA's projections: query/key/value/output linear maps without bias. Padded keys never receive
-attention from a real query, so the outputs of real tokens do not depend on the values at padded positions.
+attention from a real query, so the outputs of real tokens do not depend on the values at padded positions (except in
+the Reformer with ``lra_quirks``, the official layer, which has no padding mask).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,9 +100,22 @@ class BigBirdAttention(nn.Module):
     The two global query blocks use full attention (``[B, H, 2 * block, T]`` scores). Memory therefore grows linearly
     with ``T``; no ``[T, T]`` tensor is formed.
 
-    The random blocks come from a ``torch.Generator`` seeded with ``layer_index``: identical for every example, in
-    training and evaluation, and a deterministic function of ``(layer_index, n)``. They are kept as a non-persistent
-    buffer, rebuilt when the number of blocks changes (LRA pads every batch to the same length, so it never does).
+    The random blocks are identical for every example, in training and evaluation, and a deterministic function of
+    ``(layer_index, n)``; they are kept as a non-persistent buffer, rebuilt when the number of blocks changes (LRA pads
+    every batch to the same length, so it never does). Two ways of drawing them (``random``):
+
+    - ``"torch"``: a ``torch.Generator`` seeded with ``layer_index``; row ``i`` draws from the blocks inside the first
+      ``random_within`` tokens that it does not already see (above).
+    - ``"lra"``: the official LRA rule, drawn with numpy's legacy generator (``RandomState(layer_index)``, one
+      ``permutation`` per head and row in that order, the first ``num_random`` kept), which gives the official blocks
+      exactly. With ``last = min(n * block, random_within) // block - 1`` (``n - 1`` when that span is at most two
+      blocks) and blocks clipped to ``1 .. n - 2``, row ``i`` draws from: ``3 .. last`` (``i = 1``), ``4 .. last``
+      (``i = 2``), ``1 .. last - 4`` (``i = n - 3``), ``1 .. last - 3`` (``i = n - 2``), and otherwise ``1 .. last`` if
+      ``i - 2 > last``, ``1 .. i - 2`` if ``i + 1 = last``, else ``1 .. i - 2`` and ``i + 2 .. last``. For LRA's 2048
+      padded tokens (32 blocks of 64, ``last`` 15) the rows of query blocks 29 and 30 therefore draw from blocks
+      1..11 and 1..12 instead of 1..15. A row with fewer than ``num_random`` candidates (sequences of a few blocks,
+      where the official code fails or repeats its one candidate) is filled up with duplicates of its own block,
+      masked as in ``"torch"``.
 
     Args:
         dim: channels ``C``.
@@ -111,10 +126,11 @@ class BigBirdAttention(nn.Module):
         layer_index: seed of the random pattern (the layer's depth in the encoder).
         random_within: random blocks are drawn from the blocks inside the first ``random_within`` tokens (LRA: 1024).
         dropout: dropout on the attention probabilities (training only).
+        random: how the random blocks are drawn, ``"torch"`` or ``"lra"`` (the official rule, see above).
     """
 
     def __init__(self, dim: int, heads: int, block: int = 64, window: int = 3, num_random: int = 3,
-                 layer_index: int = 0, random_within: int = 1024, dropout: float = 0.0):
+                 layer_index: int = 0, random_within: int = 1024, dropout: float = 0.0, random: str = "torch"):
         super().__init__()
         self.head_dim = _check_heads("BigBirdAttention", dim, heads)
         if block < 1:
@@ -125,9 +141,14 @@ class BigBirdAttention(nn.Module):
             raise DTNBenchError(f"BigBirdAttention: num_random must be >= 0, got {num_random}")
         if random_within < 0:
             raise DTNBenchError(f"BigBirdAttention: random_within must be >= 0, got {random_within}")
+        if random not in ("torch", "lra"):
+            raise DTNBenchError(f"BigBirdAttention: random must be 'torch' or 'lra', got {random!r}")
+        if random == "lra" and window != 3:
+            raise DTNBenchError(f"BigBirdAttention: random='lra' is the official rule for a window of 3 blocks, got "
+                                f"window={window}")
         self.dim, self.heads, self.block, self.window = dim, heads, int(block), int(window)
         self.num_random, self.layer_index, self.random_within = int(num_random), int(layer_index), int(random_within)
-        self.dropout = float(dropout)
+        self.dropout, self.random = float(dropout), random
         self.q = nn.Linear(dim, dim, bias=False)
         self.k = nn.Linear(dim, dim, bias=False)
         self.v = nn.Linear(dim, dim, bias=False)
@@ -137,15 +158,51 @@ class BigBirdAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.dim}, heads={self.heads}, block={self.block}, window={self.window}, "
-                f"num_random={self.num_random}, layer_index={self.layer_index}, random_within={self.random_within}")
+                f"num_random={self.num_random}, layer_index={self.layer_index}, random_within={self.random_within}, "
+                f"random={self.random}")
 
     # pattern --------------------------------------------------------------------------------------------------------
     def _window_blocks(self, i: int, n: int) -> list[int]:
         half = self.window // 2
         return [min(max(j, 0), n - 1) for j in range(i - half, i + half + 1)]
 
+    def _lra_candidates(self, i: int, n: int, last: int) -> list[int]:
+        """The official candidate blocks of query block ``i`` (see the class docstring)."""
+
+        def span(lo: int, hi: int) -> list[int]:
+            return list(range(max(lo, 1), min(hi, n - 2) + 1))
+
+        if i == 1:
+            return span(3, last)
+        if i == 2:
+            return span(4, last)
+        if i == n - 3:
+            return span(1, last - 4)
+        if i == n - 2:
+            return span(1, last - 3)
+        if i - 2 > last:
+            return span(1, last)
+        if i + 1 == last:
+            return span(1, i - 2)
+        return span(1, i - 2) + span(i + 2, last)
+
+    def _draw_random_lra(self, n: int) -> torch.Tensor:
+        rng = np.random.RandomState(self.layer_index)
+        within = min(n * self.block, self.random_within)
+        last = within // self.block - 1 if within > 2 * self.block else n - 1
+        out = torch.zeros(self.heads, max(n - 2, 0), self.num_random, dtype=torch.long)
+        for h in range(self.heads):
+            for r, i in enumerate(range(1, n - 1)):
+                cand = np.asarray(self._lra_candidates(i, n, last), dtype=np.int64)
+                pick = rng.permutation(cand)[: self.num_random].tolist()
+                pick += [i] * (self.num_random - len(pick))  # too few candidates: duplicates, masked in forward
+                out[h, r] = torch.tensor(pick, dtype=torch.long)
+        return out
+
     def _draw_random(self, n: int) -> torch.Tensor:
         """Random key blocks ``[H, n - 2, num_random]`` for the non-global rows of an ``n``-block sequence."""
+        if self.random == "lra":
+            return self._draw_random_lra(n)
         gen = torch.Generator().manual_seed(self.layer_index)
         n_cand = min(n, self.random_within // self.block)
         out = torch.zeros(self.heads, max(n - 2, 0), self.num_random, dtype=torch.long)
@@ -257,19 +314,30 @@ class LSHAttention(nn.Module):
     rounds is counted once per round in the combined softmax. Memory is ``O(n_hashes * T * 2L)``: linear in ``T`` for a
     fixed chunk length (buckets growing with ``T``, the Reformer setting), ``T^2 / 5`` scores with LRA's 10 buckets.
 
-    ``lra_quirks=True`` reproduces the LRA implementation: (a) logits multiplied by ``sqrt(d)`` instead of divided;
-    (b) no self-mask (a token attends to itself like to any other key); (c) no padding mask inside LSH (padded tokens
-    are hashed, sorted and attended like real ones; only the filler appended to make whole chunks stays masked);
-    (d) no output projection (``W_o`` is absent; the heads are only concatenated).
+    ``lra_quirks=True`` is the layer of the official LRA code (``reformer_attention.py``), reproduced exactly except
+    for the values of the random rotations (torch's generator, not JAX's):
+
+    (a) keys are not length-normalised (``k = qk``) and the logits are multiplied by ``sqrt(d)`` instead of divided;
+    (b) no self-mask: a token attends to itself like to any other key;
+    (c) no padding mask: padded tokens are hashed, sorted and attended like real ones;
+    (d) one rotation tensor ``[d, n_hashes, n_buckets / 2]`` (seed 0) shared by every head and every layer;
+    (e) the sequence always gets ``n_buckets - T % n_buckets`` zero vectors appended (a whole chunk when ``T`` is a
+        multiple; LRA's ``chunk_len`` is 10 = ``n_buckets``): a zero vector hashes to bucket 0, so this filler sorts
+        after the real tokens of bucket 0, before bucket 1, and is attended (logit 0, value 0);
+    (f) the sorted rounds form one sequence of ``n_hashes * n_buckets`` chunks: the first chunk of a round looks back
+        to the last chunk of the previous round (of the last round for round 0);
+    (g) no output projection (``W_o`` is absent), and the heads are merged by reshaping ``[B, H, T_pad, d]`` to
+        ``[B, T_pad, H * d]`` without a transpose, then keeping the first ``T`` rows: an output row holds one head's
+        outputs at ``H`` consecutive positions (filler included), the CLS row head 0's at positions ``0 .. H - 1``.
 
     Args:
         dim: channels ``C``.
         heads: attention heads; ``dim`` must be divisible by it.
         n_hashes: hash rounds (LRA: 1).
         n_buckets: buckets per round, even (LRA: 10).
-        layer_index: seed of the random rotations.
-        lra_quirks: reproduce the LRA implementation's quirks listed above.
-        dropout: dropout on the attention probabilities (training only).
+        layer_index: seed of the random rotations (unused with ``lra_quirks``: one set for all layers).
+        lra_quirks: reproduce the official layer, quirks (a)-(g) above.
+        dropout: dropout on the attention probabilities (training only; the official layer has none).
     """
 
     def __init__(self, dim: int, heads: int, n_hashes: int = 1, n_buckets: int = 10, layer_index: int = 0,
@@ -285,9 +353,10 @@ class LSHAttention(nn.Module):
         self.qk = nn.Linear(dim, dim, bias=False)
         self.v = nn.Linear(dim, dim, bias=False)
         self.o = None if self.lra_quirks else nn.Linear(dim, dim, bias=False)
-        gen = torch.Generator().manual_seed(self.layer_index)
-        rot = torch.randn(heads, self.head_dim, self.n_hashes, self.n_buckets // 2, generator=gen)
-        self.register_buffer("rotations", rot, persistent=False)
+        gen = torch.Generator().manual_seed(0 if self.lra_quirks else self.layer_index)
+        sets = 1 if self.lra_quirks else heads
+        rot = torch.randn(sets, self.head_dim, self.n_hashes, self.n_buckets // 2, generator=gen)
+        self.register_buffer("rotations", rot.expand(heads, -1, -1, -1).contiguous(), persistent=False)
 
     def extra_repr(self) -> str:
         return (f"{self.dim}, heads={self.heads}, n_hashes={self.n_hashes}, n_buckets={self.n_buckets}, "
@@ -308,25 +377,32 @@ class LSHAttention(nn.Module):
         B, T, _ = x.shape
         return self._hash(self.qk(x).view(B, T, self.heads, self.head_dim).transpose(1, 2), mask)
 
+    def padded_length(self, length: int) -> int:
+        """Tokens after the filler: a multiple of ``n_buckets`` (always at least one filler token with
+        ``lra_quirks``)."""
+        K = self.n_buckets
+        return length + K - length % K if self.lra_quirks else math.ceil(length / K) * K
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attend ``x [B, T, C]``; ``mask [B, T]`` (True = real token) hides padded keys (unless ``lra_quirks``)."""
         _check_input("LSHAttention", x, self.dim, mask)
         B, T, C = x.shape
         H, d, R, K = self.heads, self.head_dim, self.n_hashes, self.n_buckets
+        quirks = self.lra_quirks
         qk = self.qk(x).view(B, T, H, d).transpose(1, 2)  # [B, H, T, d]
         v = self.v(x).view(B, T, H, d).transpose(1, 2)
         buckets = self._hash(qk, mask)  # [B, H, R, T]
-        if self.lra_quirks or mask is None:
+        if quirks or mask is None:
             keep = torch.ones(B, T, dtype=torch.bool, device=x.device)
         else:
             keep = _key_mask(mask, B, T, x.device)
-        L = math.ceil(T / K)
-        Tp = L * K
-        if Tp > T:  # filler after the last token: sorts last (bucket K), never attended
+        Tp = self.padded_length(T)
+        L = Tp // K
+        if Tp > T:  # filler after the last token: sorts last (bucket K), never attended; quirks: bucket 0, attended
             qk = F.pad(qk, (0, 0, 0, Tp - T))
             v = F.pad(v, (0, 0, 0, Tp - T))
-            buckets = F.pad(buckets, (0, Tp - T), value=K)
-            keep = F.pad(keep, (0, Tp - T), value=False)
+            buckets = F.pad(buckets, (0, Tp - T), value=0 if quirks else K)
+            keep = F.pad(keep, (0, Tp - T), value=quirks)
         pos = torch.arange(Tp, device=x.device)
         order = torch.argsort(buckets * Tp + pos, dim=-1, stable=True)  # [B, H, R, Tp]: sorted slot -> position
         undo = torch.argsort(order, dim=-1)
@@ -335,10 +411,14 @@ class LSHAttention(nn.Module):
             return t.unsqueeze(2).expand(B, H, R, Tp, d).gather(3, order.unsqueeze(-1).expand(B, H, R, Tp, d))
 
         def look_back(t: torch.Tensor) -> torch.Tensor:  # chunks [B, H, R, K, L, ...] -> [B, H, R, K, 2L, ...]
-            return torch.cat([t, t.roll(1, dims=3)], dim=4)
+            if quirks:  # one sequence of R * K chunks: round r's first chunk sees round r - 1's last
+                prev = t.flatten(2, 3).roll(1, dims=2).reshape(t.shape)
+            else:
+                prev = t.roll(1, dims=3)
+            return torch.cat([t, prev], dim=4)
 
         sq = sort(qk)
-        sk = F.normalize(sq, dim=-1)
+        sk = sq if quirks else F.normalize(sq, dim=-1)
         sv = sort(v)
         s_keep = keep.view(B, 1, 1, Tp).expand(B, H, R, Tp).gather(3, order)
         q_c = sq.view(B, H, R, K, L, d)
@@ -351,10 +431,10 @@ class LSHAttention(nn.Module):
         logits = torch.matmul(q_c, k_c.transpose(-1, -2))  # [B, H, R, K, L, 2L]
         if logits.dtype == torch.float16:  # Reformer's -1e5 / -1e9 logits lie outside float16's range
             logits = logits.float()
-        logits = logits * math.sqrt(d) if self.lra_quirks else logits * (d**-0.5)
-        if not self.lra_quirks:
+        logits = logits * math.sqrt(d) if quirks else logits * (d**-0.5)
+        if not quirks:
             logits = logits.masked_fill(qpos.unsqueeze(-1) == kpos.unsqueeze(-2), _SELF_LOGIT)
-        logits = logits.masked_fill(~kkeep.unsqueeze(-2), _MASKED_LOGIT)
+            logits = logits.masked_fill(~kkeep.unsqueeze(-2), _MASKED_LOGIT)
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
         probs = F.dropout(torch.exp(logits - lse), self.dropout if self.training else 0.0, self.training)
         out = torch.matmul(probs.to(v_c.dtype), v_c).view(B, H, R, Tp, d)
@@ -365,5 +445,7 @@ class LSHAttention(nn.Module):
             out = (out * weights.unsqueeze(-1).to(out.dtype)).sum(dim=2)
         else:
             out = out.squeeze(2)
+        if quirks:  # the official head merge: a plain reshape of [B, H, Tp, d], no transpose
+            return out.reshape(B, Tp, C)[:, :T]
         out = out[:, :, :T].transpose(1, 2).reshape(B, T, C)
-        return out if self.o is None else self.o(out)
+        return self.o(out)

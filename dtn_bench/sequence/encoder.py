@@ -12,7 +12,8 @@ from dtn_bench.norms import build_norm
 from dtn_bench.registry import Registry
 from dtn_bench.sequence.attention import BigBirdAttention, FullAttention, LSHAttention
 
-__all__ = ["ATTENTIONS", "LRAEncoder", "EncoderBlock", "build_attention", "count_parameters", "sinusoidal_positions"]
+__all__ = ["ATTENTIONS", "LRAEncoder", "EncoderBlock", "build_attention", "count_parameters", "lecun_normal_",
+           "sinusoidal_positions"]
 
 ATTENTIONS = Registry("attention")
 
@@ -64,9 +65,32 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return pe.float()
 
 
+def lecun_normal_(weight: torch.Tensor) -> torch.Tensor:
+    """LeCun normal in place on a ``[out, in]`` weight, as JAX/Flax define it: a normal truncated at two standard
+    deviations, scaled so that the variance is ``1 / fan_in`` (std ``sqrt(1 / fan_in) / 0.8796``)."""
+    std = math.sqrt(1.0 / weight.shape[1]) / 0.87962566103423978
+    return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of parameters of ``model`` (only those with ``requires_grad`` unless ``trainable_only`` is False)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+GELUS = {"exact": "none", "tanh": "tanh"}
+"""``gelu`` option -> ``nn.GELU(approximate=...)``: the erf form, or the tanh approximation (``jax.nn.gelu``, LRA)."""
+INITS = ("torch", "lra")
+
+
+def _norm(norm: str, dim: int, heads: int, ln_eps: float | None) -> nn.Module:
+    """A norm slot: ``ln_eps`` (when given) is the epsilon of a LayerNorm; other normalisers keep their own."""
+    extra = {"eps": ln_eps} if norm == "layernorm" and ln_eps is not None else {}
+    return build_norm(norm, dim, num_heads=heads, grid_size=None, **extra)
+
+
+def _check_choice(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise DTNBenchError(f"LRAEncoder: {name} must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
 
 
 class EncoderBlock(nn.Module):
@@ -84,19 +108,22 @@ class EncoderBlock(nn.Module):
         dropout: residual / MLP dropout.
         attn_dropout: attention-probability dropout.
         attention_kwargs: extra constructor arguments of the attention.
+        gelu: ``exact`` (erf) or ``tanh`` (the approximation LRA's ``jax.nn.gelu`` computes).
+        ln_eps: epsilon of the norms when ``norm`` is ``layernorm`` (``None``: its default, 1e-5).
     """
 
     def __init__(self, dim: int, heads: int, mlp_dim: int, attention: str = "transformer", norm: str = "layernorm",
                  layer_index: int = 0, dropout: float = 0.1, attn_dropout: float = 0.1,
-                 attention_kwargs: dict | None = None):
+                 attention_kwargs: dict | None = None, gelu: str = "exact", ln_eps: float | None = None):
         super().__init__()
-        self.norm1 = build_norm(norm, dim, num_heads=heads, grid_size=None)
+        _check_choice("gelu", gelu, GELUS)
+        self.norm1 = _norm(norm, dim, heads, ln_eps)
         self.attn = build_attention(attention, dim, heads, layer_index=layer_index, dropout=attn_dropout,
                                     **(attention_kwargs or {}))
         self.drop = nn.Dropout(dropout)
-        self.norm2 = build_norm(norm, dim, num_heads=heads, grid_size=None)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
-                                 nn.Dropout(dropout))
+        self.norm2 = _norm(norm, dim, heads, ln_eps)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(approximate=GELUS[gelu]), nn.Dropout(dropout),
+                                 nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x, mask), mask))
@@ -108,17 +135,22 @@ class LRAEncoder(nn.Module):
 
     ``h_0 = Drop(E[tokens] (+ CLS prepended) + P)``, ``h_l = Block_l(h_{l-1}, m)`` (pre-norm, see
     :class:`EncoderBlock`), ``z = Norm_f(h_L, m)``, ``logits = W_2 ReLU(W_1 pool(z) + b_1) + b_2`` with ``pool`` the
-    CLS token or the mean over real tokens, ``E`` a token embedding (id 0 = padding, a zero vector), ``P`` fixed
-    sinusoidal or learned positions (the CLS token takes position 0) and ``m [B, T]`` the padding mask (True = real
-    token, True for CLS).
+    CLS token or the mean over real tokens, ``E`` a token embedding (id 0 = padding: a frozen zero vector, or a trained
+    row with ``init="lra"``), ``P`` fixed sinusoidal or learned positions (the CLS token takes position 0) and
+    ``m [B, T]`` the padding mask (True = real token, True for CLS).
 
     Norm slots: ``norm1``, ``norm2`` of every block and the final norm, all the registered ``norm`` built with
-    ``build_norm(norm, dim, num_heads=heads, grid_size=None)`` (1-D DTN for ``dtn``) and called with the mask.
+    ``build_norm(norm, dim, num_heads=heads, grid_size=None)`` (1-D DTN for ``dtn``; ``eps=ln_eps`` for ``layernorm``
+    only) and called with the mask.
 
-    Initialisation follows LRA: embeddings ``N(0, 1)``, the CLS vector zeros, learned positions ``N(0, 0.02)``;
-    linear layers keep PyTorch's defaults. Defaults are the official JAX ListOps config (dim 512, 8 heads, 4 layers,
-    MLP 1024, dropout 0.1, max length 2000); the PyTorch de-facto config is ``dim=64, heads=2, depth=2, mlp_dim=128,
-    pooling="mean", positions="learned"``.
+    Initialisation (``init``): embeddings ``N(0, 1)``, the CLS vector zeros and learned positions ``N(0, 0.02)``
+    always (as in LRA); then ``torch`` keeps PyTorch's defaults for the linear layers and a frozen zero padding row
+    (``padding_idx=0``), while ``lra`` is the official code's: attention projections and MLP weights xavier-uniform,
+    MLP biases ``N(0, 1e-6)``, the classifier head lecun-normal (truncated normal, variance ``1 / fan_in``) with zero
+    biases, and the padding row an ordinary trained embedding row. Normalisers keep their own initialisation.
+    Defaults are the official JAX ListOps config's sizes (dim 512, 8 heads, 4 layers, MLP 1024, dropout 0.1, max
+    length 2000); the PyTorch de-facto config is ``dim=64, heads=2, depth=2, mlp_dim=128, pooling="mean",
+    positions="learned"``.
 
     Args:
         vocab_size: token ids ``0 .. vocab_size - 1`` (0 = padding).
@@ -135,13 +167,19 @@ class LRAEncoder(nn.Module):
         dropout: embedding, residual and MLP dropout.
         attn_dropout: attention-probability dropout.
         attention_kwargs: extra constructor arguments of the attention (``block``, ``n_buckets``, ``lra_quirks``...).
+        gelu: the MLPs' GELU, ``exact`` or ``tanh`` (LRA).
+        ln_eps: epsilon of the norm slots when ``norm`` is ``layernorm`` (``None``: 1e-5; LRA: 1e-6).
+        init: ``torch`` or ``lra`` (see above).
     """
 
     def __init__(self, vocab_size: int, num_classes: int = 10, *, dim: int = 512, heads: int = 8, depth: int = 4,
                  mlp_dim: int = 1024, max_len: int = 2000, attention: str = "transformer", norm: str = "layernorm",
                  pooling: str = "cls", positions: str = "sinusoidal", dropout: float = 0.1, attn_dropout: float = 0.1,
-                 attention_kwargs: dict | None = None):
+                 attention_kwargs: dict | None = None, gelu: str = "exact", ln_eps: float | None = None,
+                 init: str = "torch"):
         super().__init__()
+        _check_choice("gelu", gelu, GELUS)
+        _check_choice("init", init, INITS)
         if pooling not in ("cls", "mean"):
             raise DTNBenchError(f"LRAEncoder: pooling must be 'cls' or 'mean', got {pooling!r}")
         if positions not in ("sinusoidal", "learned"):
@@ -152,7 +190,8 @@ class LRAEncoder(nn.Module):
         ATTENTIONS.get(attention)  # one-line error with near matches before anything is built
         self.vocab_size, self.num_classes, self.dim, self.max_len = vocab_size, num_classes, dim, max_len
         self.attention, self.norm, self.pooling, self.positions = attention, norm, pooling, positions
-        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.init = init
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0 if init == "torch" else None)
         n_pos = max_len + (1 if pooling == "cls" else 0)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pooling == "cls" else None
         if positions == "learned":
@@ -163,20 +202,33 @@ class LRAEncoder(nn.Module):
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, heads, mlp_dim, attention, norm, layer_index=i, dropout=dropout,
-                         attn_dropout=attn_dropout, attention_kwargs=attention_kwargs)
+                         attn_dropout=attn_dropout, attention_kwargs=attention_kwargs, gelu=gelu, ln_eps=ln_eps)
             for i in range(depth)
         )
-        self.norm_f = build_norm(norm, dim, num_heads=heads, grid_size=None)
+        self.norm_f = _norm(norm, dim, heads, ln_eps)
         self.head = nn.Sequential(nn.Linear(dim, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, num_classes))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """LRA's initialisation of the embeddings (see the class docstring)."""
+        """The initialisation of ``init`` (see the class docstring)."""
         nn.init.normal_(self.embed.weight, std=1.0)
-        self.embed.weight[0].zero_()
+        if self.init == "torch":
+            self.embed.weight[0].zero_()
         if self.pos_embed is not None:
             nn.init.normal_(self.pos_embed, std=0.02)
+        if self.init == "lra":
+            for blk in self.blocks:
+                for layer in [m for m in blk.attn.modules() if isinstance(m, nn.Linear)]:
+                    nn.init.xavier_uniform_(layer.weight)
+                    if layer.bias is not None:
+                        nn.init.normal_(layer.bias, std=1e-6)
+                for layer in [m for m in blk.mlp if isinstance(m, nn.Linear)]:
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.normal_(layer.bias, std=1e-6)
+            for layer in [m for m in self.head if isinstance(m, nn.Linear)]:
+                lecun_normal_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward_features(self, tokens: torch.Tensor, mask: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
