@@ -1,66 +1,94 @@
-"""Suites: registered benchmarks with their description, metrics and presets.
+"""Suites: the registry of :class:`~dtn_bench.runner.Suite` objects, and their presets.
 
-Presets are YAML files in the repository's ``suites/`` folder (installed as ``dtn_bench._suites``), one file per
-suite, one mapping per preset. A run's config is the preset with the CLI flags merged over it.
+Each suite is defined in its own module (:data:`SUITE_MODULES`) and registered there with :func:`register`; a suite
+outside the package (a test's toy suite) registers the same way. Presets are YAML files in the repository's
+``suites/`` folder (installed as ``dtn_bench._suites``), one file per suite, one mapping per preset. A run's config
+is the preset with the CLI flags merged over it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import resources
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.registry import Registry, unknown_name_message
 
-SUITES = Registry("suite")
+SUITE_MODULES: dict[str, str] = {
+    "bench-norms": "dtn_bench.bench.norms",
+    "bench-lra-scaling": "dtn_bench.bench.scaling",
+    "profile": "dtn_bench.profile.suite",
+    "lra-listops": "dtn_bench.lra.suite",
+    "imagenet-c": "dtn_bench.imagenet_c.suite",
+    "bench-corrupt": "dtn_bench.bench.corrupt",
+}
+"""Where each built-in suite is defined (imported on first use, so ``--help`` stays instant)."""
 
 
-@dataclass(frozen=True)
-class SuiteInfo:
-    """What a suite measures."""
+class SuiteRegistry(Registry):
+    """The registry of :class:`~dtn_bench.runner.Suite` objects; the built-in suites' modules load on first look-up."""
 
-    name: str
-    description: str
-    metrics: tuple[str, ...]
-    higher_is_better: dict
+    def __init__(self) -> None:
+        super().__init__("suite")
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            from importlib import import_module
+
+            for module in SUITE_MODULES.values():
+                import_module(module)
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return super().__contains__(name)
+
+    def __iter__(self):
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def names(self) -> list[str]:
+        self._load()
+        return super().names()
+
+    def get(self, name: str):
+        self._load()
+        return super().get(name)
+
+    def list(self, pattern: str | None = None):
+        self._load()
+        return super().list(pattern)
 
 
-def _info(name: str, description: str, metrics: dict[str, bool]) -> SuiteInfo:
-    info = SuiteInfo(name, description, tuple(metrics), dict(metrics))
-    SUITES.register(name, description, info=info)(lambda: info)
-    return info
+SUITES = SuiteRegistry()
 
 
-BENCH_NORMS = _info("bench-norms", "time of each normaliser (fwd, fwd+bwd) at one shape, DTN vs the authors' "
-                    "algorithm, and vit_s_ln vs vit_s_dtn throughput",
-                    {"time_ms": False, "speedup": True, "throughput_img_s": True, "ratio": True})
-BENCH_LRA_SCALING = _info("bench-lra-scaling", "time and tensor allocations of one LRA encoder training step vs "
-                          "sequence length (transformer, bigbird, reformer x LN, DTN) and their log-log slopes",
-                          {"time_ms": False, "alloc_mib": False, "peak_mem_mib": False, "loglog_slope_time": False,
-                           "loglog_slope_alloc": False, "loglog_slope_peak_mem": False})
-PROFILE = _info("profile", "per model x normaliser: params, GMACs (+ the norms' analytic GMACs), throughput, "
-                "latency p50/p90 at batch 1, peak memory, MFU on GPUs; one process per configuration",
-                {"params_m": False, "gmacs": False, "norm_gmacs": False, "norm_gmacs_dense": False,
-                 "throughput_img_s": True, "throughput_seq_s": True, "latency_ms_p50": False, "latency_ms_p90": False,
-                 "peak_mem_mib": False, "mfu": True})
-LRA_LISTOPS = _info("lra-listops", "Long-Range Arena ListOps: train and test Transformer, BigBird and Reformer with "
-                    "each normaliser (accuracy, loss, learning curves, tokens/s, memory)",
-                    {"accuracy": True, "loss": False, "tokens_s": True, "train_time_s": False, "params": False,
-                     "peak_mem_mib": False, "peak_rss_mib": False})
-IMAGENET_C = _info("imagenet-c", "ImageNet-C robustness: top-1 error per corruption and severity, CE, mCE and "
-                   "relative mCE (AlexNet-normalised), and the evaluation pipeline's images/s",
-                   {"top1_err": False, "top5_err": False, "ce": False, "relative_ce": False, "mce": False,
-                    "relative_mce": False, "mean_corruption_err": False, "throughput_img_s": True, "ratio": True})
-BENCH_CORRUPT = _info("bench-corrupt", "ImageNet-C corruption generator speed: ms per 224 image for each corruption "
-                      "and one 15-corruption pass, images/s, and imagecorruptions timed beside it when installed",
-                      {"time_ms": False, "cpu_time_ms": False, "throughput_img_s": True, "speedup": True})
+def register(suite):
+    """Register a :class:`~dtn_bench.runner.Suite` (its ``name``, ``description``); returns it."""
+    SUITES.register(suite.name, suite.description, suite=suite)(lambda: suite)
+    return suite
+
+
+def get_suite(name: str):
+    """The registered :class:`~dtn_bench.runner.Suite` ``name`` (one-line error with the closest names)."""
+    return SUITES.get(name).meta["suite"]
+
+
+def all_suites() -> list:
+    """Every registered suite, in registration order."""
+    return [e.meta["suite"] for e in SUITES]
 
 
 def load_presets(suite: str) -> dict[str, dict]:
     """All presets of ``suite`` (``{}`` when it has no preset file)."""
     import yaml
 
-    SUITES.get(suite)
+    if suite not in SUITE_MODULES:
+        SUITES.get(suite)
     try:
         text = resources.files("dtn_bench._suites").joinpath(f"{suite}.yaml").read_text()
     except (FileNotFoundError, ModuleNotFoundError):

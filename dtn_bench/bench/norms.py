@@ -12,23 +12,27 @@ Measurement only: rows out, nothing printed (``dtn_bench.cli`` renders).
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
 from dtn_bench.distributed import check_device
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
+from dtn_bench.runner import ConsoleTable, PresetConfig, Report, Suite, run_suite
+from dtn_bench.suites import register
+from dtn_bench.timing import keep_freed_memory, time_ms
 
 SUITE = "bench-norms"
 AUTHORS = "dtn_authors"
 
 
 @dataclass(frozen=True)
-class NormBenchConfig:
+class NormBenchConfig(PresetConfig):
     """Settings of one norm benchmark run (preset ``default`` = ViT-S layer shape)."""
+
+    SUITE = SUITE
 
     batch: int = 64
     grid: tuple[int, int] = (14, 14)
@@ -64,49 +68,15 @@ class NormBenchConfig:
         if self.authors and self.grid[0] != self.grid[1]:
             raise DTNBenchError("bench norms: the authors' algorithm needs a square --grid (or --no-authors)")
         check_device("bench norms", self.device)
+        norm_names(self)  # unknown norm names fail before any work
+        from dtn_bench.models import MODELS
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def tune_malloc() -> bool:
-    """Make glibc keep freed memory (no mmap for large blocks, no trimming), as jemalloc/tcmalloc do.
-
-    With glibc's defaults every large temporary is returned to the kernel when freed and faulted in afresh on the
-    next allocation; on virtual machines those page faults dominate CPU timings and make them erratic. This affects
-    every model measured in the process alike and is recorded in the rows (``malloc_tuned``). Returns whether it
-    took effect (False off glibc)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_max = -1, -4
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
+        for m in self.models:
+            MODELS.get(m)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
-
-def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: torch.device) -> list[float]:
-    """Wall times in ms of ``iters`` calls after ``warmup`` calls (synchronised on CUDA)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    out = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+tune_malloc = keep_freed_memory  # the name earlier versions used
 
 
 def _build(name: str, cfg: NormBenchConfig, device: torch.device) -> torch.nn.Module:
@@ -235,3 +205,40 @@ def run(cfg: NormBenchConfig) -> Iterator[tuple[str, list[dict]]]:
 def steps(cfg: NormBenchConfig) -> int:
     """How many ``(label, rows)`` items :func:`run` yields at most (for a progress bar)."""
     return len(norm_names(cfg)) + 1 + len(cfg.models) + 1
+
+
+NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", "mode", "malloc_tuned")
+"""Row columns that must agree within each ``model`` before runs combine (the layer rows, each whole model)."""
+
+
+def _console(df) -> list[ConsoleTable]:
+    from dtn_bench.bench.report import summary_table
+
+    st = summary_table(df)
+    if st.empty:
+        return []
+    return [ConsoleTable("Summary", ("figure", "value"),
+                         tuple((str(name), f"{r['value']:.2f} {r['unit']}") for name, r in st.iterrows()),
+                         (False, True))]
+
+
+def _report() -> Report:
+    from dtn_bench.bench import report
+
+    return Report(report.render_report, report.comparison_table, "normaliser comparison",
+                  {"norms.png": report.bar_plot}, settings=((NORMS_SETTINGS, ("model",)),), console=_console)
+
+
+NORMS_SUITE = register(Suite(
+    SUITE, "time of each normaliser (fwd, fwd+bwd) at one shape, DTN vs the authors' algorithm, and vit_s_ln vs "
+    "vit_s_dtn throughput", {"time_ms": False, "speedup": True, "throughput_img_s": True, "ratio": True},
+    NormBenchConfig, lambda cfg, ctx: run(cfg), _report(), command="norms", steps=lambda cfg: steps(cfg),
+    table_help="Normaliser comparison (bench norms): time per layer of every normaliser, DTN vs the authors' "
+    "algorithm, and the paper's normaliser comparison (published top-1 beside our layer cost). The runs must share "
+    "device and shapes."))
+
+
+def benchmark(preset: str = "default", *, out: str = "results", run_id: str | None = None, **settings):
+    """Run ``bench norms`` from Python: the preset with ``settings`` over it; returns the :class:`RunResult`."""
+    cfg = NormBenchConfig.from_preset(preset, **settings)
+    return run_suite(NORMS_SUITE, cfg, out=out, run_id=run_id)

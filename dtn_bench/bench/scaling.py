@@ -40,13 +40,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
+from dtn_bench.runner import ConsoleTable, PresetConfig, Report, Suite, run_suite
+from dtn_bench.suites import register
 
 SUITE = "bench-lra-scaling"
 VOCAB = 18
@@ -56,8 +58,10 @@ MODELS = ("transformer", "bigbird", "reformer")
 
 
 @dataclass(frozen=True)
-class ScalingBenchConfig:
+class ScalingBenchConfig(PresetConfig):
     """Settings of one LRA scaling run (preset ``default`` = the PyTorch de-facto LRA size at 512..4096 tokens)."""
+
+    SUITE = SUITE
 
     lengths: tuple[int, ...] = (512, 1024, 2048, 4096)
     models: tuple[str, ...] = MODELS
@@ -104,9 +108,6 @@ class ScalingBenchConfig:
         from dtn_bench.distributed import check_device
 
         check_device("bench lra-scaling", self.device)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def reformer_buckets(length: int, bucket_size: int) -> int:
@@ -201,7 +202,7 @@ def build_model(model: str, norm: str, length: int, cfg: ScalingBenchConfig) -> 
 
 def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, malloc_tuned: bool = False) -> list[dict]:
     """Rows of one ``(model, norm, length)``: median/min step time, ``alloc_mib`` (and ``peak_mem_mib`` on CUDA)."""
-    from dtn_bench.bench.norms import time_ms
+    from dtn_bench.timing import time_ms
 
     device = torch.device(cfg.device)
     net = build_model(model, norm, length, cfg).to(device).train()
@@ -253,11 +254,11 @@ def slope_rows(rows: list[dict], model: str, norm: str, cfg: ScalingBenchConfig)
 
 def run(cfg: ScalingBenchConfig) -> Iterator[tuple[str, list[dict]]]:
     """Run the benchmark; yields ``(label, rows)`` as each measurement finishes (for append-as-you-go)."""
-    from dtn_bench.bench.norms import tune_malloc
+    from dtn_bench.timing import keep_freed_memory as tune_malloc
 
     cfg.validate()
     # glibc returns large freed blocks (the long sequences' activations) to the kernel and faults them in afresh on
-    # every step, which inflates CPU times at long lengths only (see bench.norms.tune_malloc); recorded in the rows
+    # every step, which inflates CPU times at long lengths only (dtn_bench.timing.keep_freed_memory); recorded in rows
     tuned = tune_malloc() if cfg.tune_malloc and torch.device(cfg.device).type == "cpu" else False
     for model in cfg.models:
         for norm in cfg.norms:
@@ -376,3 +377,37 @@ def loglog_plot(df: pd.DataFrame):
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+SCALING_SETTINGS = ("device", "batch", "dim", "heads", "depth", "mlp_dim", "malloc_tuned")
+"""Row columns that must agree before runs combine (and ``n_buckets`` per model and length, slope ranges per pair)."""
+
+
+def _console(df: pd.DataFrame) -> list[ConsoleTable]:
+    st = slope_table(df)
+    if st.empty:
+        return []
+    cells = tuple((str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r)) for name, r in
+                  st.iterrows())
+    return [ConsoleTable("Log-log slopes (1: linear, 2: quadratic)", ("model / norm", *map(str, st.columns)), cells,
+                         (False,) + (True,) * len(st.columns))]
+
+
+SCALING_SUITE = register(Suite(
+    SUITE, "time and tensor allocations of one LRA encoder training step vs sequence length (transformer, bigbird, "
+    "reformer x LN, DTN) and their log-log slopes",
+    {"time_ms": False, "alloc_mib": False, "peak_mem_mib": False, "loglog_slope_time": False,
+     "loglog_slope_alloc": False, "loglog_slope_peak_mem": False},
+    ScalingBenchConfig, lambda cfg, ctx: run(cfg),
+    Report(render_report, summary_table, "training-step times (time_ms, median)", {"scaling.png": loglog_plot},
+           settings=((SCALING_SETTINGS, ()), (("n_buckets",), ("model", "length")),
+                     (("length_min", "length_max"), ("model", "norm", "metric"))), console=_console),
+    command="lra-scaling", steps=lambda cfg: steps(cfg),
+    table_help="LRA length scaling: time and memory per length and the log-log slopes. The runs must share device "
+    "and model shape."))
+
+
+def benchmark(preset: str = "default", *, out: str = "results", run_id: str | None = None, **settings):
+    """Run ``bench lra-scaling`` from Python: the preset with ``settings`` over it; returns the ``RunResult``."""
+    cfg = ScalingBenchConfig.from_preset(preset, **settings)
+    return run_suite(SCALING_SUITE, cfg, out=out, run_id=run_id)

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from dtn_bench.cli.main import STATE, EmaOpt, OutOpt, RunIdOpt, _csv, app, bench_app, console, err_console
-from dtn_bench.cli.table import table_app
 from dtn_bench.errors import DTNBenchError
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Zoo model (vit_t_dtn) or timm model name.")]
@@ -278,23 +277,6 @@ def imagenet_c(
 def _data_label(result) -> str:
     data = result.rows["data"].dropna().unique() if "data" in result.rows.columns else []
     return "; ".join(map(str, data)) or "ImageNet-C"
-
-
-@table_app.command("imagenet-c")
-def table_imagenet_c(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders, rows files, or folders of runs to combine.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Also write table.md, table.tex, table.csv, ce_bars.png "
-                                             "and severity.png into this folder.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="What to print: md, tex or csv (the main table, 9 "
-                                     "decimals, published values beside ours).")] = "md",
-) -> None:
-    """Combine ImageNet-C runs into the paper-style table (LN vs DTN with a DTN - LN row) and plots.
-
-    Runs of different checkpoints (or autocast / resize settings) get their own rows, tagged like
-    'vit_t_ln @3fa2c1'; a pair measured by several identical runs is averaged and counted once."""
-    from dtn_bench.cli.suite_tables import render_suite
-
-    render_suite("imagenet-c", runs, out, fmt)
 
 
 @bench_app.command("imagenet-c-pipeline")

@@ -189,16 +189,59 @@ def bench_norms(
     vit_s_dtn inference throughput. Writes rows, table.md/.tex and a bar plot."""
     from dtn_bench.bench import norms as nb
 
-    overrides = dict(batch=batch, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
-                     grid=None if grid is None else _parse_grid(grid), norms=_csv(norms), models=_csv(models))
-    cfg = _preset_config(nb.SUITE, preset, nb.NormBenchConfig, overrides, authors=authors, threads=threads,
-                         device=device, seed=seed, preset=preset, tune_malloc=tune_malloc)
-    nb.norm_names(cfg)  # unknown norm names fail before any work
-    from dtn_bench.models import MODELS
+    cfg = nb.NormBenchConfig.from_preset(
+        preset, batch=batch, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
+        grid=None if grid is None else _parse_grid(grid), norms=_csv(norms), models=_csv(models), authors=authors,
+        threads=threads, device=device, seed=seed, tune_malloc=tune_malloc)
+    run_with_progress(nb.SUITE, cfg, out, run_id)
 
-    for m in cfg.models:
-        MODELS.get(m)
-    _run_suite(nb.SUITE, cfg, nb.run(cfg), nb.steps(cfg), out, run_id, render=_render_norm_bench)
+
+def print_tables(tables) -> None:
+    """Print a suite's :class:`~dtn_bench.runner.ConsoleTable` s."""
+    for t in tables:
+        table = Table(title=t.title)
+        for i, col in enumerate(t.columns):
+            table.add_column(col, justify="right" if t.right and t.right[i] else "left")
+        for r in t.rows:
+            table.add_row(*r)
+        console.print(table)
+
+
+def run_with_progress(suite_name: str, cfg, out: Path, run_id: str | None, resume: bool = False) -> None:
+    """Run a suite through :func:`dtn_bench.runner.run_suite` under a progress bar, then print its summaries, the
+    configurations it skipped and the run folder."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from dtn_bench.runner import run_suite
+    from dtn_bench.suites import get_suite
+
+    suite = get_suite(suite_name)
+    skipped: list[str] = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(suite.name, total=suite.steps(cfg) if suite.steps else None)
+
+        def on_event(kind: str, **info) -> None:
+            if kind == "step":
+                progress.update(task, advance=1, description=f"{suite.name}: {info['label']}")
+                if not info["rows"] and info["label"].endswith("skipped"):
+                    skipped.append(info["label"])
+
+        result = run_suite(suite, cfg, out=out, run_id=run_id, resume=resume, on_event=on_event)
+    if result.rows is None or result.rows.empty:
+        err_console.print("[yellow]warning:[/yellow] no configuration produced rows; no tables written")
+    elif suite.report.console is not None:
+        print_tables(suite.report.console(result.rows))
+    for label in skipped:
+        err_console.print(f"[yellow]warning:[/yellow] {label}", highlight=False, soft_wrap=True)
+    console.print(f"results: {result.path}")
 
 
 def _preset_config(suite: str, preset_name: str, cls, overrides: dict, **fixed):
@@ -225,18 +268,21 @@ def _write_report(writer, render_report, plot, plot_name: str):
     return df
 
 
-def _render_norm_bench(writer) -> None:
-    from dtn_bench.bench.report import bar_plot, render_report, summary_table
+def _run_suite(suite: str, cfg, items, total: int, out: Path, run_id: str | None, render) -> None:
+    """Append rows as they come, with a progress bar, then render tables and plots from the rows."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    df = _write_report(writer, render_report, bar_plot, "norms.png")
-    st = summary_table(df)
-    if not st.empty:
-        table = Table(title="Summary")
-        table.add_column("figure")
-        table.add_column("value", justify="right")
-        for fig_name, r in st.iterrows():
-            table.add_row(str(fig_name), f"{r['value']:.2f} {r['unit']}")
-        console.print(table)
+    from dtn_bench.results.writer import RunWriter
+
+    writer = RunWriter(out, suite, cfg.as_dict(), run_id=run_id, device=getattr(cfg, "device", None))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(suite, total=total)
+        for label, rows in items:
+            writer.append(rows)
+            progress.update(task, advance=1, description=f"{suite}: {label}")
+    render(writer)
+    console.print(f"results: {writer.path}")
 
 
 def _parse_ints(text: str, flag: str, example: str, what: str = "integers") -> tuple[int, ...]:
@@ -288,40 +334,12 @@ def bench_lra_scaling(
     attention x normaliser, with log-log slopes. Writes rows, table.md/.tex and scaling.png."""
     from dtn_bench.bench import scaling as sb
 
-    overrides = dict(batch=batch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
-                     bucket_size=bucket_size,
-                     lengths=None if lengths is None else _parse_ints(lengths, "--lengths", "512,1024",
-                                                                      "positive integers"),
-                     models=_csv(models), norms=_csv(norms))
-    cfg = _preset_config(sb.SUITE, preset, sb.ScalingBenchConfig, overrides, device=device, seed=seed, preset=preset,
-                         tune_malloc=tune_malloc)
-    _run_suite(sb.SUITE, cfg, sb.run(cfg), sb.steps(cfg), out, run_id, render=_render_scaling_bench)
-
-
-def _render_scaling_bench(writer) -> None:
-    from dtn_bench.bench.scaling import loglog_plot, render_report, slope_table
-
-    df = _write_report(writer, render_report, loglog_plot, "scaling.png")
-    st = slope_table(df)
-    if not st.empty:
-        _print_frame(st, "Log-log slopes (1: linear, 2: quadratic)", "model / norm")
-
-
-def _run_suite(suite: str, cfg, items, total: int, out: Path, run_id: str | None, render) -> None:
-    """Append rows as they come, with a progress bar, then render tables and plots from the rows."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from dtn_bench.results.writer import RunWriter
-
-    writer = RunWriter(out, suite, cfg.as_dict(), run_id=run_id, device=getattr(cfg, "device", None))
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True) as progress:
-        task = progress.add_task(suite, total=total)
-        for label, rows in items:
-            writer.append(rows)
-            progress.update(task, advance=1, description=f"{suite}: {label}")
-    render(writer)
-    console.print(f"results: {writer.path}")
+    cfg = sb.ScalingBenchConfig.from_preset(
+        preset, batch=batch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
+        bucket_size=bucket_size, lengths=None if lengths is None else _parse_ints(lengths, "--lengths", "512,1024",
+                                                                                   "positive integers"),
+        models=_csv(models), norms=_csv(norms), device=device, seed=seed, tune_malloc=tune_malloc)
+    run_with_progress(sb.SUITE, cfg, out, run_id)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -497,7 +515,7 @@ def lra_listops(
         _check_resumable(out / lc.SUITE / resume, world)
     ctx = init_distributed(cfg.device)
     try:
-        from dtn_bench.bench.norms import tune_malloc as keep_freed_memory
+        from dtn_bench.timing import keep_freed_memory
 
         tuned = keep_freed_memory() if tune_malloc and ctx.device.type == "cpu" else False
         _lra_listops(cfg, ctx, out, resume or run_id, resume is not None, tuned)
@@ -624,7 +642,7 @@ def _render_listops(writer) -> None:
 from dtn_bench.cli import corrupt as _corrupt  # noqa: E402,F401
 from dtn_bench.cli import imagenet_c as _imagenet_c  # noqa: E402,F401
 from dtn_bench.cli import profile as _profile  # noqa: E402,F401
-from dtn_bench.cli import suite_tables as _suite_tables  # noqa: E402,F401
+from dtn_bench.cli import suite_tables as _suite_tables  # noqa: E402,F401  (table all; suites' tables on demand)
 
 
 # ------------------------------------------------------------------------------------------------------------------

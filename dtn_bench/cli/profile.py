@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from dtn_bench.cli import main as cli_main
-from dtn_bench.cli.main import OutOpt, RunIdOpt, _csv, _parse_ints, _preset_config, app
+from dtn_bench.cli.main import OutOpt, RunIdOpt, _csv, _parse_ints, app, run_with_progress
 from dtn_bench.errors import DTNBenchError
 
 
@@ -82,7 +80,7 @@ def profile(
                      warmup=warmup, iters=iters, latency_iters=latency_iters, tf32=tf32,
                      cudnn_benchmark=cudnn_benchmark, isolate=isolate, oom_halving=oom_halving, threads=threads,
                      seed=seed)
-    cfg = _preset_config(measure.SUITE, preset, measure.ProfileConfig, overrides, preset=preset)
+    cfg = measure.ProfileConfig.from_preset(preset, **overrides)
     if compile_mode is not None and not cfg.compile:
         raise DTNBenchError("profile: --compile-mode needs --compile")
     if not cfg.on_cuda:
@@ -91,68 +89,4 @@ def profile(
             raise DTNBenchError(f"profile: {' and '.join(cuda_only)} {'needs' if len(cuda_only) == 1 else 'need'} "
                                   f"--device cuda (got --device {cfg.device})")
     cfg = replace(cfg, models=tuple(pm.expand(cfg.models)), norms=tuple(dict.fromkeys(cfg.norms)))
-    _run(cfg, out, run_id, resume)
-
-
-def _run(cfg, out: Path, run_id: str | None, resume: bool) -> None:
-    """Append rows job by job under a progress bar, then render tables, plots and the summary."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from dtn_bench.profile import measure
-    from dtn_bench.results.writer import RunWriter
-
-    jobs = measure.plan(cfg)
-    writer = RunWriter(out, measure.SUITE, cfg.as_dict(), run_id=run_id, resume=resume, device=cfg.device)
-    done = writer.done_keys(["model", "norm", "phase", "batch_size"]) if resume else None
-    skipped: list[str] = []
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=cli_main.err_console, transient=True) as progress:
-        task = progress.add_task(f"profile: {jobs[0].label}", total=len(jobs))
-        for i, (label, rows) in enumerate(measure.run(cfg, done=done)):
-            writer.append(rows)
-            if not rows and label.endswith("skipped"):
-                skipped.append(label)
-            nxt = f"profile: {jobs[i + 1].label}" if i + 1 < len(jobs) else "profile: tables"
-            progress.update(task, advance=1, description=nxt)
-    _render(writer)
-    for label in skipped:
-        cli_main.err_console.print(f"[yellow]warning:[/yellow] {label}", highlight=False, soft_wrap=True)
-    cli_main.console.print(f"results: {writer.path}")
-
-
-def _render(writer) -> None:
-    from dtn_bench.profile.report import latency_plot, render_report, summary_table, throughput_plot
-
-    df = writer.rows()
-    if df.empty:
-        cli_main.err_console.print("[yellow]warning:[/yellow] no configuration produced rows; no tables written")
-        return
-    writer.write_text("table.md", render_report(df, "md"))
-    writer.write_text("table.tex", render_report(df, "tex"))
-    writer.savefig(throughput_plot(df), "throughput.png")
-    writer.savefig(latency_plot(df), "latency.png")
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-    st = summary_table(df)
-    table = Table(title="Profile summary")
-    table.add_column("model")
-    table.add_column("norm")
-    for col in st.columns:
-        table.add_column(str(col), justify="right")
-    for (model, norm), r in st.iterrows():
-        cells = []
-        for v in r:
-            if isinstance(v, float):
-                cells.append("—" if v != v else f"{v:.3f}" if abs(v) < 100 else f"{v:,.1f}")
-            else:
-                cells.append("—" if v is None else str(v))
-        table.add_row(str(model), str(norm), *cells)
-    cli_main.console.print(table)
+    run_with_progress(measure.SUITE, cfg, out, run_id, resume)

@@ -21,11 +21,7 @@ from dtn_bench.distributed import init_distributed
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.imagenet_c.evaluation import SUITE, Plan, _evaluate_groups, _null, rank_device
 from dtn_bench.results.schema import make_row
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from dtn_bench.timing import sync
 
 
 def model_only(p: Plan, batches: int) -> float:
@@ -44,11 +40,11 @@ def model_only(p: Plan, batches: int) -> float:
             model(x8.float().div_(255).sub_(mean).div_(std)).float()
 
     step()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(batches):
         step()
-    _sync(device)
+    sync(device)
     return batches * cfg.batch_size / (time.perf_counter() - t0)
 
 

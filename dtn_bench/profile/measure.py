@@ -49,6 +49,8 @@ import torch
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.norms.dtn import KERNELS, set_kernel
 from dtn_bench.results.schema import make_row
+from dtn_bench.runner import PresetConfig
+from dtn_bench.timing import keep_freed_memory, peak_mem_mib, reset_peak, sync, time_ms
 
 SUITE = "profile"
 AUTOCAST = ("bf16", "fp16", "none")
@@ -93,8 +95,10 @@ def peak_tflops(device_name: str, autocast: str, tf32: bool) -> tuple[str, str, 
 
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ProfileConfig:
+class ProfileConfig(PresetConfig):
     """Settings of one profile run (presets in ``suites/profile.yaml``; CLI flags override them)."""
+
+    SUITE = SUITE
 
     models: tuple[str, ...] = ("vit_*",)
     norms: tuple[str, ...] = ("layernorm", "dtn")
@@ -169,9 +173,6 @@ class ProfileConfig:
         hint = "; on a machine without a GPU use --preset cpu (or --device cpu)" if self.preset in GPU_PRESETS else ""
         check_device("profile", self.device, hint)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
     @property
     def on_cuda(self) -> bool:
         return self.device.startswith("cuda")
@@ -238,27 +239,6 @@ def steps(cfg: ProfileConfig) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_mem_mib(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (rss / 2**20 if sys.platform == "darwin" else rss / 2**10), "cpu_process_max_rss"
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def _percentiles(times_ms: list[float]) -> tuple[float, float]:
     import numpy as np
 
@@ -305,13 +285,12 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
     """
     import timm
 
-    from dtn_bench.bench.norms import time_ms, tune_malloc
     from dtn_bench.profile import models as pm
     from dtn_bench.results.env import device_name
 
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
-    tuned = tune_malloc() if cfg.tune_malloc and not cuda else False
+    tuned = keep_freed_memory() if cfg.tune_malloc and not cuda else False
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cuda:
@@ -387,10 +366,10 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
 
     if job.latency:
         step = make_step(1)
-        _reset_peak(device)
+        reset_peak(device)
         for _ in range(warm):
             step()
-        _sync(device)
+        sync(device)
         if cuda:  # one pair of CUDA events per iteration: device time, no host sync inside the loop
             starts = [torch.cuda.Event(enable_timing=True) for _ in range(cfg.latency_iters)]
             ends = [torch.cuda.Event(enable_timing=True) for _ in range(cfg.latency_iters)]
@@ -405,25 +384,25 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
             times = time_ms(step, 0, cfg.latency_iters, device)
             timer = "perf_counter"
         p50, p90 = _percentiles(times)
-        mem, mem_kind = _peak_mem_mib(device)
+        mem, mem_kind = peak_mem_mib(device)
         rows.append(row("latency_ms_p50", p50, "latency", 1, timer=timer))
         rows.append(row("latency_ms_p90", p90, "latency", 1, timer=timer))
         rows.append(row("peak_mem_mib", mem, "latency", 1, mem_kind=mem_kind))
 
     if job.throughput:
         step = make_step(batch)
-        _reset_peak(device)
+        reset_peak(device)
         for _ in range(warm):
             step()
-        _sync(device)  # one synchronise before and one after the timed iterations
+        sync(device)  # one synchronise before and one after the timed iterations
         t0 = time.perf_counter()
         for _ in range(cfg.iters):
             step()
-        _sync(device)
+        sync(device)
         seconds = time.perf_counter() - t0
         tp = batch * cfg.iters / seconds
         metric = THROUGHPUT_METRIC[entry.input]
-        mem, mem_kind = _peak_mem_mib(device)
+        mem, mem_kind = peak_mem_mib(device)
         rows.append(row(metric, tp, "throughput", batch, unit=THROUGHPUT_UNIT[metric], timer="perf_counter"))
         rows.append(row("peak_mem_mib", mem, "throughput", batch, mem_kind=mem_kind))
         peak = peak_tflops(dev_name, cfg.amp, cfg.tf32) if cuda else None

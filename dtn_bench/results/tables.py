@@ -349,3 +349,27 @@ def render(
     if kind == "csv":
         return to_csv(df)
     raise DTNBenchError(f"unknown table format {fmt!r}: choose md, tex or csv")
+
+
+def check_same_settings(df, command: str, columns, within=()) -> None:
+    """Raises a one-line :class:`DTNBenchError` when rows of one group differ in a setting.
+
+    Args:
+        df: rows.
+        command: the error's prefix, e.g. ``"table profile"``.
+        columns: setting columns; a missing column and missing values are not compared.
+        within: columns whose groups are checked separately (rows with a missing key are not checked).
+
+    Raises:
+        DTNBenchError: ``"<command>: the runs differ in <column> (<values>); render them separately"``.
+    """
+    keys = [c for c in within if c in df.columns]
+    groups = [g for _, g in df.groupby(keys, sort=False)] if keys else [df]
+    for column in columns:
+        if column not in df.columns:
+            continue
+        for group in groups:
+            values = list(dict.fromkeys(setting_text(v) for v in group[column].dropna()))
+            if len(values) > 1:
+                raise DTNBenchError(f"{command}: the runs differ in {column} ({', '.join(values)}); render them "
+                                    "separately")

@@ -1,0 +1,322 @@
+"""One suite shape and one runner.
+
+A :class:`Suite` is a registered object: its name, what it measures (metrics with higher-is-better), a frozen config
+class with ``from_preset(name, **flags)``, a measurement-only ``run(cfg, ctx)`` that yields ``(label, rows)`` as each
+unit of work finishes, the row columns that mark a finished unit (its resume key) and a :class:`Report` (documents,
+plots, console summaries and the settings that must agree before runs combine).
+
+:func:`run_suite` runs any suite: it owns the :class:`~dtn_bench.results.writer.RunWriter` (rows appended as they
+come, so a killed run keeps what it finished), resume (finished units are given to the suite in ``ctx.done``),
+rank-0 writing under torchrun (every rank runs the suite; only rank 0 writes) and the final render from the rows.
+Rows hold measurements; derived figures (mCE, ratios, slopes) are computed by the report at render time.
+
+Data flow: flags -> ``Config.from_preset`` -> ``run_suite`` -> ``suite.run`` -> rows -> writer -> ``suite.report``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dtn_bench.errors import DTNBenchError
+
+Rows = list[dict]
+Event = Callable[..., None]
+
+
+class PresetConfig:
+    """Mixin for a suite's frozen config dataclass: one precedence, dataclass defaults < preset < flags given.
+
+    A subclass sets ``SUITE`` (the preset file ``suites/<SUITE>.yaml``) and may define ``validate()``.
+    """
+
+    SUITE: str = ""
+
+    @classmethod
+    def from_preset(cls, name: str | None, **flags: Any):
+        """The preset ``name`` (``None``: the dataclass defaults) with the flags that were given (not ``None``) over
+        it, validated. Lists become tuples; an unknown field (in the preset or the flags) is a one-line error."""
+        from dtn_bench.suites import load_preset
+
+        values: dict[str, Any] = dict(load_preset(cls.SUITE, name)) if name is not None else {}
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DTNBenchError(f"suites/{cls.SUITE}.yaml preset {name!r}: unknown fields {unknown}")
+        if "preset" in known and name is not None:
+            values["preset"] = name
+        given = {k: v for k, v in flags.items() if v is not None}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise DTNBenchError(f"{cls.SUITE}: unknown settings {unknown}")
+        values.update(given)
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        validate = getattr(cfg, "validate", None)
+        if validate is not None:
+            validate()
+        return cfg
+
+    def as_dict(self) -> dict[str, Any]:
+        """The config as a plain dict (what ``config.json`` holds)."""
+        from dataclasses import asdict
+
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class ConsoleTable:
+    """A summary table for the console, already formatted: a title, column names and rows of cell strings."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    right: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    """How a suite's rows become documents, plots and console summaries (rendering only, nothing measured).
+
+    Attributes:
+        render: ``render(rows, "md" | "tex")`` -> the document.
+        main: ``main(rows)`` -> the suite's paper-style table (the CSV document; its emptiness is an error in
+            ``dtn-bench table``).
+        main_name: what ``main`` shows (for that error).
+        plots: file name -> ``plot(rows)`` returning a matplotlib figure.
+        settings: ``(columns, within)`` pairs: each column must hold one value within each group of ``within``
+            before runs combine.
+        check: a further check ``check(rows, runs)`` before runs combine (raises :class:`DTNBenchError`).
+        csv: ``csv(rows)`` -> the CSV text where the suite writes its own (default: ``main`` at 9 decimals).
+        console: ``console(rows)`` -> the :class:`ConsoleTable` s printed after a run.
+        run_documents: the documents a run folder gets (``dtn-bench table --out`` writes all three).
+    """
+
+    render: Callable[[Any, str], str]
+    main: Callable[[Any], Any]
+    main_name: str
+    plots: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    settings: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+    check: Callable[[Any, list[Path]], None] | None = None
+    csv: Callable[[Any], str] | None = None
+    console: Callable[[Any], list[ConsoleTable]] | None = None
+    run_documents: tuple[str, ...] = ("table.md", "table.tex")
+
+    def check_combinable(self, df, runs: Iterable[Path], command: str) -> None:
+        """One-line error when the rows of the runs differ in a setting that must agree."""
+        from dtn_bench.results.tables import check_same_settings
+
+        for columns, within in self.settings:
+            check_same_settings(df, command, columns, within)
+        if self.check is not None:
+            self.check(df, list(runs))
+
+    def documents(self, df, names: Iterable[str] = ("table.md", "table.tex", "table.csv")) -> dict[str, str]:
+        """``{file name: text}`` of the documents ``names`` rendered from ``df``."""
+        from dtn_bench.results.tables import to_csv
+
+        out: dict[str, str] = {}
+        for name in names:
+            if name == "table.csv":
+                out[name] = self.csv(df) if self.csv is not None else to_csv(self.main(df))
+            else:
+                out[name] = self.render(df, name.rsplit(".", 1)[1])
+        return out
+
+    def figures(self, df) -> dict[str, bytes]:
+        """``{file name: PNG bytes}`` of every plot (figures closed after)."""
+        from dtn_bench.plots import _plt
+
+        plt = _plt()
+        out = {}
+        for name, plot in self.plots.items():
+            fig = plot(df)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
+            plt.close(fig)
+            out[name] = buf.getvalue()
+        return out
+
+
+@dataclass
+class RunContext:
+    """What a running suite gets from the runner.
+
+    Attributes:
+        done: resume keys (tuples of the suite's ``resume_key`` columns) already in the run folder.
+        emit: ``emit(kind, **info)``: progress and notes for the caller (``note``, ``warning``, ...).
+        rank: this process's rank (0 without torchrun); world: the number of processes.
+        run_dir: the run folder on rank 0 (``None`` elsewhere): for files a suite keeps beside its rows
+            (checkpoints).
+        rows: the rows already in the run folder (rank 0; empty elsewhere).
+    """
+
+    done: set[tuple] = field(default_factory=set)
+    emit: Event = lambda kind, **info: None  # noqa: E731
+    rank: int = 0
+    world: int = 1
+    run_dir: Path | None = None
+    rows: Any = None
+
+    def is_done(self, *key: Any) -> bool:
+        """Whether the unit with this resume key is finished (values as the rows hold them)."""
+        return tuple(key) in self.done
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A registered benchmark.
+
+    Attributes:
+        name: the suite name (rows' ``suite`` column, the run folder's parent).
+        description: one line, for ``dtn-bench list suites``.
+        metrics: metric -> higher is better.
+        config: the frozen config class (a :class:`PresetConfig`).
+        run: ``run(cfg, ctx)`` -> iterable of ``(label, rows)``; measurement only.
+        report: the :class:`Report`.
+        command: the ``dtn-bench table <command>`` name.
+        resume_key: the row columns that mark a finished unit (``()``: the suite does not resume).
+        steps: ``steps(cfg)`` -> how many items ``run`` yields (for a progress bar), or ``None``.
+        resume_ignored: config keys that may differ when a run is resumed.
+        env: ``env(cfg, world)`` -> extra entries for ``env.json`` and the config (e.g. the world size), or ``None``.
+        device: ``device(cfg, rank)`` -> the device the rows' provenance names, or ``None`` (``cfg.device``).
+        table_help: the help of ``dtn-bench table <command>``.
+    """
+
+    name: str
+    description: str
+    metrics: Mapping[str, bool]
+    config: type
+    run: Callable[[Any, RunContext], Iterable[tuple[str, Rows]]]
+    report: Report
+    command: str = ""
+    resume_key: tuple[str, ...] = ()
+    steps: Callable[[Any], int] | None = None
+    resume_ignored: tuple[str, ...] = ()
+    env: Callable[[Any, int], dict] | None = None
+    device: Callable[[Any, int], str] | None = None
+    table_help: str = ""
+
+    @property
+    def higher_is_better(self) -> dict[str, bool]:
+        """Metric -> whether a higher value is better."""
+        return dict(self.metrics)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run_suite` returns: the run folder (``None`` on ranks other than 0) and its rows."""
+
+    path: Path | None
+    rows: Any
+
+
+def _writer(suite: Suite, cfg, out, run_id, resume, world: int):
+    from dtn_bench.results.env import environment
+    from dtn_bench.results.writer import DEFAULT_IGNORED_CONFIG_KEYS, RunWriter
+
+    config = cfg.as_dict()
+    env = None
+    extra = suite.env(cfg, world) if suite.env is not None else {}
+    if extra:
+        config = {**config, **extra}
+        env = {**environment(), **extra}
+    device = suite.device(cfg, 0) if suite.device is not None else getattr(cfg, "device", None)
+    ignored = tuple(DEFAULT_IGNORED_CONFIG_KEYS) + suite.resume_ignored + tuple(extra)
+    return RunWriter(out, suite.name, config, run_id=run_id, resume=resume, device=device, ignore_keys=ignored,
+                     env=env)
+
+
+def run_suite(name: str | Suite, cfg, *, out: str | Path = "results", run_id: str | None = None,
+              resume: bool = False, on_event: Event | None = None, render: bool = True) -> RunResult:
+    """Run a registered suite and write its run folder ``out/<suite>/<run id>``.
+
+    Args:
+        name: the suite (name or object).
+        cfg: its config (``Suite.config`` instance).
+        out: the results root.
+        run_id: the run folder name (default: a fresh timestamped one, or what the config chooses when it has a
+            ``default_run_id()``).
+        resume: continue the run folder ``run_id``: finished units are skipped by the suite.
+        on_event: ``on_event(kind, **info)`` on rank 0: ``start`` (total, skipped), ``step`` (label, rows),
+            ``rendered`` (path), and whatever the suite emits (``note``, ``warning``, ...).
+        render: write the report (documents and plots) at the end.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Raises:
+        DTNBenchError: bad settings or a run folder that cannot be resumed (before any work); whatever the suite
+            raises.
+    """
+    from dtn_bench.distributed import world_size_from_env
+    from dtn_bench.suites import get_suite
+
+    suite = name if isinstance(name, Suite) else get_suite(name)
+    emit = on_event or (lambda kind, **info: None)
+    world = world_size_from_env()
+    if world > 1:
+        return _run_distributed(suite, cfg, out, run_id, resume, emit, render)
+    if run_id is None and hasattr(cfg, "default_run_id"):
+        run_id = cfg.default_run_id()
+    writer = _writer(suite, cfg, out, run_id, resume, 1)
+    done = writer.done_keys(suite.resume_key) if resume and suite.resume_key else set()
+    ctx = RunContext(done=set(done), emit=emit, run_dir=writer.path, rows=writer.rows())
+    emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
+    for label, rows in suite.run(cfg, ctx):
+        writer.append(rows)
+        emit("step", label=label, rows=len(rows))
+    if render:
+        write_report(suite, writer)
+        emit("rendered", path=writer.path)
+    return RunResult(writer.path, writer.rows())
+
+
+def _run_distributed(suite: Suite, cfg, out, run_id, resume, emit: Event, render: bool) -> RunResult:
+    """torchrun: every rank runs the suite on its shard; rank 0 alone writes (errors and done keys broadcast)."""
+    from dtn_bench.distributed import init_distributed
+
+    device = getattr(cfg, "device", "auto")
+    dist = init_distributed(device)
+    try:
+        if run_id is None and hasattr(cfg, "default_run_id"):
+            run_id = cfg.default_run_id()
+        writer, error, done = None, None, set()
+        if dist.rank == 0:
+            try:
+                writer = _writer(suite, cfg, out, run_id, resume, dist.world)
+                done = writer.done_keys(suite.resume_key) if resume and suite.resume_key else set()
+            except DTNBenchError as e:
+                error = str(e)
+        error, done = dist.broadcast((error, set(done)))
+        if error:
+            raise DTNBenchError(error)
+        quiet: Event = lambda kind, **info: None  # noqa: E731
+        ctx = RunContext(done=done, emit=emit if dist.rank == 0 else quiet, rank=dist.rank, world=dist.world,
+                         run_dir=writer.path if writer else None, rows=writer.rows() if writer else None)
+        ctx.emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
+        for label, rows in suite.run(cfg, ctx):
+            if writer is not None:
+                writer.append(rows)
+                emit("step", label=label, rows=len(rows))
+        if writer is None:
+            return RunResult(None, None)
+        if render:
+            write_report(suite, writer)
+            emit("rendered", path=writer.path)
+        return RunResult(writer.path, writer.rows())
+    finally:
+        dist.close()
+
+
+def write_report(suite: Suite, writer) -> None:
+    """The run folder's documents and plots, rendered from its rows (nothing when it has none)."""
+    df = writer.rows()
+    if df.empty:
+        return
+    for name, text in suite.report.documents(df, suite.report.run_documents).items():
+        writer.write_text(name, text)
+    for name, png in suite.report.figures(df).items():
+        writer.write_bytes(name, png)

@@ -1,0 +1,79 @@
+"""Timing and memory primitives shared by every benchmark (one home: profile, bench norms, lra-scaling, pipeline).
+
+- :func:`sync` waits for a CUDA device's queue (nothing to do on the CPU): the only sync points of a timing.
+- :func:`time_ms` times ``iters`` calls after ``warmup`` calls, synchronising before the first and after each.
+- :func:`peak_mem_mib` / :func:`reset_peak` read and reset the peak memory: ``torch.cuda.max_memory_allocated`` on a
+  GPU, the whole process's maximum resident set size on the CPU (which cannot be reset: labelled as such).
+- :func:`keep_freed_memory` makes glibc keep freed memory in the process (as jemalloc and tcmalloc do).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: torch.device | str) -> list[float]:
+    """Wall times in ms of ``iters`` calls of ``fn`` after ``warmup`` untimed calls (synchronised on CUDA)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def peak_mem_mib(device: torch.device | str) -> tuple[float, str]:
+    """``(peak MiB, what it is)``: ``cuda_max_memory_allocated`` on a GPU, ``cpu_process_max_rss`` on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (rss / 2**20 if sys.platform == "darwin" else rss / 2**10), "cpu_process_max_rss"
+
+
+def reset_peak(device: torch.device | str) -> None:
+    """Start a new peak-memory window on a GPU (synchronise, empty the cache, reset the counters)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory (no mmap for large blocks, no trimming), as jemalloc/tcmalloc do.
+
+    With glibc's defaults every large temporary is returned to the kernel when freed and faulted in afresh on the
+    next allocation; on virtual machines those page faults dominate CPU timings and make them erratic. This affects
+    every model measured in the process alike and is recorded in the rows (``malloc_tuned``). Returns whether it
+    took effect (False off glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False

@@ -1,0 +1,150 @@
+"""The one suite shape: every suite registered as a Suite, the committed reference runs re-render byte-identically
+from their rows, and a new (toy) suite needs one module and one registration to run, resume and render."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cli_helpers import run_cli
+
+from dtn_bench.errors import DTNBenchError
+from dtn_bench.results.io import read_rows
+from dtn_bench.results.schema import make_row
+from dtn_bench.runner import ConsoleTable, PresetConfig, Report, Suite, run_suite
+from dtn_bench.suites import SUITES, all_suites, get_suite, register
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+RUNS = sorted(p.parent for p in RESULTS.glob("*/*/rows.parquet"))
+
+
+@pytest.mark.parametrize("name", SUITES.names())
+def test_every_suite_is_a_registered_suite_object(name):
+    suite = get_suite(name)
+    assert isinstance(suite, Suite) and suite.name == name and suite.description
+    assert suite.metrics and all(isinstance(v, bool) for v in suite.metrics.values())
+    if suite.report is not None:
+        assert suite.command and suite.table_help
+
+
+TABLES = ("table.md", "table.tex", "table.csv")
+RENDERED = [r for r in RUNS if any((r / n).is_file() for n in TABLES)
+            and get_suite(read_rows(r)["suite"].iloc[0]).report is not None]
+
+
+def test_the_reference_runs_are_found():
+    assert {r.parent.name for r in RENDERED} >= {"bench-norms", "bench-lra-scaling", "profile", "lra-listops",
+                                                 "imagenet-c"}
+
+
+@pytest.mark.parametrize("run", RENDERED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_runs_re_render_byte_identically(run):
+    rows = read_rows(run)
+    suite = get_suite(rows["suite"].iloc[0])
+    names = [n for n in TABLES if (run / n).is_file()]
+    assert names
+    for name, text in suite.report.documents(rows, names).items():
+        assert text == (run / name).read_text(), f"{run / name} does not re-render from its rows"
+
+
+def test_combined_imagenet_c_demo_re_renders():
+    combined = RESULTS / "imagenet-c" / "demo-combined"
+    rows = read_rows([RESULTS / "imagenet-c" / "demo-vit_t_ln", RESULTS / "imagenet-c" / "demo-vit_t_dtn"])
+    docs = get_suite("imagenet-c").report.documents(rows, TABLES)
+    for name, text in docs.items():
+        assert text == (combined / name).read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a toy suite: this module and one registration
+@dataclass(frozen=True)
+class ToyConfig(PresetConfig):
+    """Squares of 1..n (a suite with no preset file: from_preset(None) uses the dataclass defaults)."""
+
+    SUITE = "toy"
+    n: int = 3
+    offset: float = 0.0
+
+    def validate(self) -> None:
+        if self.n <= 0:
+            raise DTNBenchError(f"toy: --n must be > 0, got {self.n}")
+
+
+def toy_run(cfg: ToyConfig, ctx):
+    for i in range(1, cfg.n + 1):
+        if ctx.is_done(str(i)):
+            continue
+        yield f"item {i}", [make_row("toy", "m", "none", "square", i * i + cfg.offset, unit="1", item=str(i))]
+
+
+def toy_render(df: pd.DataFrame, fmt: str) -> str:
+    main = toy_main(df)
+    return ("# toy\n" if fmt == "md" else "% toy\n") + main.to_string() + "\n"
+
+
+def toy_main(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["metric"] == "square"][["item", "value"]].reset_index(drop=True)
+
+
+TOY = Suite("toy", "squares, for the tests", {"square": True}, ToyConfig, toy_run,
+            Report(toy_render, toy_main, "squares", settings=((("offset",), ()),),
+                   console=lambda df: [ConsoleTable("toy", ("n",), ((str(len(df)),),))]),
+            command="toy", resume_key=("item",), steps=lambda cfg: cfg.n, table_help="Toy table.")
+
+
+@pytest.fixture
+def toy():
+    register(TOY)
+    yield TOY
+    SUITES._entries.pop("toy", None)
+
+
+def test_a_toy_suite_runs_resumes_and_renders(toy, tmp_path, capsys):
+    cfg = ToyConfig.from_preset(None, n=3)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_one(kind, **info):
+        if kind == "step":
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_suite("toy", cfg, out=tmp_path, run_id="r", on_event=kill_after_one)
+    assert list(read_rows(tmp_path / "toy" / "r")["value"]) == [1.0]  # what finished is kept
+    events = []
+    result = run_suite(toy, cfg, out=tmp_path, run_id="r", resume=True,
+                       on_event=lambda kind, **info: events.append((kind, info)))
+    assert result.path == tmp_path / "toy" / "r"
+    assert list(result.rows["value"]) == [1.0, 4.0, 9.0]  # item 1 not measured again
+    assert events[0] == ("start", {"total": 3, "skipped": 1})
+    assert [i["label"] for k, i in events if k == "step"] == ["item 2", "item 3"] and events[-1][0] == "rendered"
+    assert (result.path / "table.md").read_text().startswith("# toy")
+    with pytest.raises(DTNBenchError, match="different config"):
+        run_suite(toy, ToyConfig.from_preset(None, n=4), out=tmp_path, run_id="r", resume=True)
+    # the generic table command knows it
+    code = run_cli(["table", "toy", str(result.path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith("# toy")
+    assert "toy" in [s.name for s in all_suites()]
+
+
+def test_toy_preset_precedence_and_bad_values(toy):
+    assert ToyConfig.from_preset(None).n == 3  # dataclass default
+    assert ToyConfig.from_preset(None, n=5, offset=None).offset == 0.0  # a flag not given (None) does not override
+    with pytest.raises(DTNBenchError, match="toy: --n must be > 0"):
+        ToyConfig.from_preset(None, n=0)
+    with pytest.raises(DTNBenchError, match="unknown settings"):
+        ToyConfig.from_preset(None, m=1)
+
+
+def test_bench_norms_preset_precedence():
+    from dtn_bench.bench.norms import NormBenchConfig
+
+    cfg = NormBenchConfig.from_preset("quick")
+    assert cfg.preset == "quick"
+    assert NormBenchConfig.from_preset("quick", batch=3).batch == 3
+    assert NormBenchConfig.from_preset("quick", device=None).device == "cpu"
