@@ -75,6 +75,13 @@ class ConsoleTable:
     rows: tuple[tuple[str, ...], ...]
     right: tuple[bool, ...] = ()
 
+    @classmethod
+    def from_frame(cls, df, title: str, index_label: str) -> ConsoleTable:
+        """A wide frame (index + columns): the index left-aligned, the columns right-aligned, floats with 2 decimals."""
+        cells = tuple((str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r)) for name, r in
+                      df.iterrows())
+        return cls(title, (index_label, *map(str, df.columns)), cells, (False,) + (True,) * len(df.columns))
+
 
 @dataclass(frozen=True)
 class Report:
@@ -148,17 +155,12 @@ class RunContext:
         done: resume keys (tuples of the suite's ``resume_key`` columns) already in the run folder.
         emit: ``emit(kind, **info)``: progress and notes for the caller (``note``, ``warning``, ...).
         rank: this process's rank (0 without torchrun); world: the number of processes.
-        run_dir: the run folder on rank 0 (``None`` elsewhere): for files a suite keeps beside its rows
-            (checkpoints).
-        rows: the rows already in the run folder (rank 0; empty elsewhere).
     """
 
     done: set[tuple] = field(default_factory=set)
     emit: Event = lambda kind, **info: None  # noqa: E731
     rank: int = 0
     world: int = 1
-    run_dir: Path | None = None
-    rows: Any = None
 
     def is_done(self, *key: Any) -> bool:
         """Whether the unit with this resume key is finished (values as the rows hold them)."""
@@ -263,7 +265,7 @@ def run_suite(name: str | Suite, cfg, *, out: str | Path = "results", run_id: st
         run_id = cfg.default_run_id()
     writer = _writer(suite, cfg, out, run_id, resume, 1)
     done = writer.done_keys(suite.resume_key) if resume and suite.resume_key else set()
-    ctx = RunContext(done=set(done), emit=emit, run_dir=writer.path, rows=writer.rows())
+    ctx = RunContext(done=set(done), emit=emit)
     emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
     for label, rows in suite.run(cfg, ctx):
         writer.append(rows)
@@ -294,8 +296,7 @@ def _run_distributed(suite: Suite, cfg, out, run_id, resume, emit: Event, render
         if error:
             raise DTNBenchError(error)
         quiet: Event = lambda kind, **info: None  # noqa: E731
-        ctx = RunContext(done=done, emit=emit if dist.rank == 0 else quiet, rank=dist.rank, world=dist.world,
-                         run_dir=writer.path if writer else None, rows=writer.rows() if writer else None)
+        ctx = RunContext(done=done, emit=emit if dist.rank == 0 else quiet, rank=dist.rank, world=dist.world)
         ctx.emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
         for label, rows in suite.run(cfg, ctx):
             if writer is not None:

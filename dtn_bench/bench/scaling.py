@@ -387,10 +387,7 @@ def _console(df: pd.DataFrame) -> list[ConsoleTable]:
     st = slope_table(df)
     if st.empty:
         return []
-    cells = tuple((str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r)) for name, r in
-                  st.iterrows())
-    return [ConsoleTable("Log-log slopes (1: linear, 2: quadratic)", ("model / norm", *map(str, st.columns)), cells,
-                         (False,) + (True,) * len(st.columns))]
+    return [ConsoleTable.from_frame(st, "Log-log slopes (1: linear, 2: quadratic)", "model / norm")]
 
 
 SCALING_SUITE = register(Suite(

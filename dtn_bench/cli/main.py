@@ -297,13 +297,9 @@ def _parse_ints(text: str, flag: str, example: str, what: str = "integers") -> t
 
 def _print_frame(df, title: str, index_label: str) -> None:
     """A wide table (index + columns) on the console; floats with 2 decimals."""
-    table = Table(title=title)
-    table.add_column(index_label)
-    for col in df.columns:
-        table.add_column(str(col), justify="right")
-    for name, r in df.iterrows():
-        table.add_row(str(name), *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
-    console.print(table)
+    from dtn_bench.runner import ConsoleTable
+
+    print_tables([ConsoleTable.from_frame(df, title, index_label)])
 
 
 @bench_app.command("lra-scaling")
