@@ -153,14 +153,21 @@ class RunContext:
 
     Attributes:
         done: resume keys (tuples of the suite's ``resume_key`` columns) already in the run folder.
-        emit: ``emit(kind, **info)``: progress and notes for the caller (``note``, ``warning``, ...).
+        emit: ``emit(kind, **info)``: progress and notes for the caller (``note``, ``warning``, ...); a no-op on
+            ranks other than 0.
         rank: this process's rank (0 without torchrun); world: the number of processes.
+        dist: the :class:`~dtn_bench.distributed.DistContext` (device, collectives) when the suite asked for one
+            (``Suite.distributed``), else ``None``.
+        run_dir: the run folder (the same path on every rank; only rank 0 writes rows into it), for what a suite
+            keeps beside its rows (training checkpoints, per-image bits).
     """
 
     done: set[tuple] = field(default_factory=set)
     emit: Event = lambda kind, **info: None  # noqa: E731
     rank: int = 0
     world: int = 1
+    dist: Any = None
+    run_dir: Path | None = None
 
     def is_done(self, *key: Any) -> bool:
         """Whether the unit with this resume key is finished (values as the rows hold them)."""
@@ -185,6 +192,8 @@ class Suite:
         env: ``env(cfg, world)`` -> extra entries for ``env.json`` and the config (e.g. the world size), or ``None``.
         device: ``device(cfg, rank)`` -> the device the rows' provenance names, or ``None`` (``cfg.device``).
         table_help: the help of ``dtn-bench table <command>``.
+        distributed: the runner opens the process context (``init_distributed(cfg.device)``) and hands it to the
+            suite as ``ctx.dist``; without torchrun a suite that does not ask for it runs without one.
     """
 
     name: str
@@ -200,6 +209,7 @@ class Suite:
     env: Callable[[Any, int], dict] | None = None
     device: Callable[[Any, int], str] | None = None
     table_help: str = ""
+    distributed: bool = False
 
     @property
     def higher_is_better(self) -> dict[str, bool]:
@@ -259,57 +269,49 @@ def run_suite(name: str | Suite, cfg, *, out: str | Path = "results", run_id: st
     suite = name if isinstance(name, Suite) else get_suite(name)
     emit = on_event or (lambda kind, **info: None)
     world = world_size_from_env()
-    if world > 1:
-        return _run_distributed(suite, cfg, out, run_id, resume, emit, render)
+    dist = None
+    if world > 1 or suite.distributed:
+        from dtn_bench.distributed import init_distributed
+
+        dist = init_distributed(getattr(cfg, "device", "auto"))
+    try:
+        return _run(suite, cfg, out, run_id, resume, emit, render, dist)
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def _run(suite: Suite, cfg, out, run_id, resume, emit: Event, render: bool, dist) -> RunResult:
+    """Every rank runs the suite (on its shard); rank 0 alone writes (its errors and done keys are broadcast)."""
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    share = dist.broadcast if dist is not None and dist.world > 1 else (lambda obj: obj)
     if run_id is None and hasattr(cfg, "default_run_id"):
         run_id = cfg.default_run_id()
-    writer = _writer(suite, cfg, out, run_id, resume, 1)
-    done = writer.done_keys(suite.resume_key) if resume and suite.resume_key else set()
-    ctx = RunContext(done=set(done), emit=emit)
-    emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
+    writer, error, done, run_dir = None, None, set(), None
+    if rank == 0:
+        try:
+            writer = _writer(suite, cfg, out, run_id, resume, world)
+            done = writer.done_keys(suite.resume_key) if resume and suite.resume_key else set()
+            run_dir = writer.path
+        except DTNBenchError as e:
+            error = str(e)
+    error, done, run_dir = share((error, set(done), run_dir))
+    if error:
+        raise DTNBenchError(error)
+    quiet: Event = lambda kind, **info: None  # noqa: E731
+    ctx = RunContext(done=done, emit=emit if rank == 0 else quiet, rank=rank, world=world, dist=dist,
+                     run_dir=run_dir)
+    ctx.emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
     for label, rows in suite.run(cfg, ctx):
-        writer.append(rows)
-        emit("step", label=label, rows=len(rows))
+        if writer is not None:
+            writer.append(rows)
+            emit("step", label=label, rows=len(rows))
+    if writer is None:
+        return RunResult(None, None)
     if render:
         write_report(suite, writer)
         emit("rendered", path=writer.path)
     return RunResult(writer.path, writer.rows())
-
-
-def _run_distributed(suite: Suite, cfg, out, run_id, resume, emit: Event, render: bool) -> RunResult:
-    """torchrun: every rank runs the suite on its shard; rank 0 alone writes (errors and done keys broadcast)."""
-    from dtn_bench.distributed import init_distributed
-
-    device = getattr(cfg, "device", "auto")
-    dist = init_distributed(device)
-    try:
-        if run_id is None and hasattr(cfg, "default_run_id"):
-            run_id = cfg.default_run_id()
-        writer, error, done = None, None, set()
-        if dist.rank == 0:
-            try:
-                writer = _writer(suite, cfg, out, run_id, resume, dist.world)
-                done = writer.done_keys(suite.resume_key) if resume and suite.resume_key else set()
-            except DTNBenchError as e:
-                error = str(e)
-        error, done = dist.broadcast((error, set(done)))
-        if error:
-            raise DTNBenchError(error)
-        quiet: Event = lambda kind, **info: None  # noqa: E731
-        ctx = RunContext(done=done, emit=emit if dist.rank == 0 else quiet, rank=dist.rank, world=dist.world)
-        ctx.emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
-        for label, rows in suite.run(cfg, ctx):
-            if writer is not None:
-                writer.append(rows)
-                emit("step", label=label, rows=len(rows))
-        if writer is None:
-            return RunResult(None, None)
-        if render:
-            write_report(suite, writer)
-            emit("rendered", path=writer.path)
-        return RunResult(writer.path, writer.rows())
-    finally:
-        dist.close()
 
 
 def write_report(suite: Suite, writer) -> None:

@@ -9,6 +9,7 @@ import re
 import pytest
 import timm
 import torch
+from cli_helpers import assert_one_line_message
 from safetensors.torch import save_file
 
 import dtn_bench  # noqa: F401  (registers the zoo with timm)
@@ -157,8 +158,7 @@ def test_ema_weights_that_do_not_fit_are_one_line(tmp_path, source):
     torch.save(saver_checkpoint(sd, ema_ln), path)
     with pytest.raises(DTNBenchError) as e:
         load_checkpoint(make("vit_t_dtn", 2), path)
-    msg = str(e.value)
-    assert "\n" not in msg and "EMA weights, state_dict_ema" in msg and "--no-ema loads the raw weights" in msg
+    assert_one_line_message(e.value, "EMA weights, state_dict_ema", "--no-ema loads the raw weights")
     target = make("vit_t_dtn", 2)
     assert load_checkpoint(target, path, ema=False)["weights"] == "raw"  # the raw ones fit
 
@@ -167,8 +167,9 @@ def test_only_ema_weights_and_no_ema_is_one_line(tmp_path, source):
     _, sd, _ = source
     path = tmp_path / "ema-only.pth"
     torch.save({"state_dict_ema": sd, "epoch": 1}, path)
-    with pytest.raises(DTNBenchError, match="holds EMA weights .* but no raw state dict"):
+    with pytest.raises(DTNBenchError, match="holds EMA weights .* but no raw state dict") as e:
         load_checkpoint(make("vit_t_dtn", 2), path, ema=False)
+    assert_one_line_message(e.value)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -215,18 +216,12 @@ def test_ln_checkpoint_into_dtn_model(ln_checkpoint, target):
     before = plain(target.state_dict())
     with pytest.raises(DTNBenchError) as ei:
         load_checkpoint(target, ln_checkpoint)
-    msg = str(ei.value)
-    assert "\n" not in msg
-    assert "missing" in msg
-    assert "pos_proj" in msg
-    assert str(ln_checkpoint) in msg
-    assert "--debug" in msg
+    msg = assert_one_line_message(ei.value, "missing", "pos_proj", str(ln_checkpoint), "--debug")
     assert_same_state(plain(target.state_dict()), before)  # nothing was loaded
 
     with pytest.raises(DTNBenchError) as ei_debug:
         load_checkpoint(target, ln_checkpoint, debug=True)
-    full = str(ei_debug.value)
-    assert "\n" not in full
+    full = assert_one_line_message(ei_debug.value)
     assert len(listed_keys(full)) > len(listed_keys(msg))
     assert len(listed_keys(full)) == 80  # 20 DTN layers x (mean/var gates, pos_proj weight and bias)
 
@@ -236,9 +231,7 @@ def test_vit_s_checkpoint_into_vit_t(tmp_path):
     torch.save(timm.create_model("vit_s_ln").state_dict(), path)
     with pytest.raises(DTNBenchError) as ei:
         load_checkpoint(make("vit_t_ln", 0), path)
-    msg = str(ei.value)
-    assert "shape mismatch" in msg
-    assert "\n" not in msg
+    assert_one_line_message(ei.value, "shape mismatch")
 
 
 def test_unreadable_checkpoint(tmp_path, target):
@@ -247,23 +240,26 @@ def test_unreadable_checkpoint(tmp_path, target):
                                    dtype=torch.uint8).numpy().tobytes())
     with pytest.raises(DTNBenchError, match="cannot read checkpoint") as ei:
         load_checkpoint(target, path)
-    assert "\n" not in str(ei.value)
+    assert_one_line_message(ei.value)
 
 
 def test_unreadable_safetensors(tmp_path, target):
     path = tmp_path / "garbage.safetensors"
     path.write_bytes(b"\x00\x01not a safetensors file" * 10)
-    with pytest.raises(DTNBenchError, match="cannot read checkpoint"):
+    with pytest.raises(DTNBenchError, match="cannot read checkpoint") as ei:
         load_checkpoint(target, path)
+    assert_one_line_message(ei.value)
 
 
 def test_missing_checkpoint(tmp_path, target):
-    with pytest.raises(DTNBenchError, match="does not exist"):
+    with pytest.raises(DTNBenchError, match="does not exist") as ei:
         load_checkpoint(target, tmp_path / "nope.pth")
+    assert_one_line_message(ei.value)
 
 
 def test_checkpoint_without_state_dict(tmp_path, target):
     path = tmp_path / "list.pth"
     torch.save([torch.zeros(3), torch.ones(2)], path)
-    with pytest.raises(DTNBenchError, match="no state dict"):
+    with pytest.raises(DTNBenchError, match="no state dict") as ei:
         load_checkpoint(target, path)
+    assert_one_line_message(ei.value)

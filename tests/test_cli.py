@@ -12,38 +12,14 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from cli_helpers import run_cli
-from rich.console import Console
+from cli_helpers import assert_one_line_error, run_cli
 
 import dtn_bench
-from dtn_bench.cli import main as cli
+from dtn_bench.cli import app as cli
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.norms import NORMS
 
-ALL_NORMS = ["layernorm", "dtn", "dtn_var", "batchnorm", "instancenorm", "groupnorm", "scalenorm", "rmsnorm"]
 RUN_FILES = ["rows.csv", "rows.parquet", "config.json", "env.json", "table.md", "table.tex", "norms.png"]
-
-
-@pytest.fixture
-def wide_console(monkeypatch):
-    """A wide stdout console so that table cells are not wrapped, whatever the terminal size."""
-    monkeypatch.setattr(cli, "console", Console(width=250))
-
-
-@pytest.fixture
-def invoke(capsys, wide_console):
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = run_cli(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
-
-
-def assert_one_line_error(err: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    assert "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -51,7 +27,7 @@ def assert_one_line_error(err: str) -> None:
 def test_list_norms(invoke):
     code, out, err = invoke("list", "norms")
     assert code == 0, err
-    for name in ALL_NORMS:
+    for name in NORMS.names():
         assert name in out
     assert "powernorm" not in out
 
@@ -80,16 +56,12 @@ def test_list_suites(invoke):
 
 def test_list_unknown_kind(invoke):
     code, out, err = invoke("list", "modls")
-    assert code == 2
-    assert_one_line_error(err)
-    assert "did you mean: models" in err
+    assert_one_line_error(code, err, "did you mean: models")
 
 
 def test_list_no_match(invoke):
     code, _, err = invoke("list", "norms", "zzz")
-    assert code == 2
-    assert_one_line_error(err)
-    assert "zzz" in err
+    assert_one_line_error(code, err, "zzz")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -110,10 +82,7 @@ def test_info_layout_and_params(invoke):
 
 def test_info_unknown_model(invoke):
     code, _, err = invoke("info", "vit_s_dnt", "--no-macs")
-    assert code == 2
-    assert_one_line_error(err)
-    assert "did you mean" in err
-    assert "vit_s_dtn" in err
+    assert_one_line_error(code, err, "did you mean", "vit_s_dtn")
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +103,7 @@ def test_info_with_checkpoint(invoke, tmp_path):
 
 def test_info_checkpoint_that_does_not_fit(invoke, ln_checkpoint):
     code, _, err = invoke("info", "vit_t_dtn", "--no-macs", "--checkpoint", str(ln_checkpoint))
-    assert code == 2
-    assert_one_line_error(err)
-    assert "missing" in err
-    assert "--debug" in err
+    assert_one_line_error(code, err, "missing", "--debug")
 
 
 def test_info_checkpoint_debug_raises(ln_checkpoint, wide_console):
@@ -249,9 +215,7 @@ def test_bench_norms_bad_input(invoke, monkeypatch, tmp_path, args, expect):
     out = tmp_path / "results"
     preset = [] if "--preset" in args else ["--preset", "quick"]
     code, _, err = invoke("bench", "norms", *preset, *args, "--out", str(out))
-    assert code == 2
-    assert_one_line_error(err)
-    assert expect in err
+    assert_one_line_error(code, err, expect)
     assert list(out.glob("bench-norms/*/rows.csv")) == []
     assert not (out / "bench-norms").exists()
 
@@ -282,9 +246,7 @@ def test_subprocess_version_help_and_error():
         assert command in out
 
     (out, err), rc = res["error"]
-    assert rc == 2
-    assert_one_line_error(err)
-    assert "did you mean" in err
+    assert_one_line_error(rc, err, "did you mean")
     assert out == ""
 
 
@@ -307,10 +269,11 @@ def test_typer_turns_ctrl_c_into_130():
     assert tiny(args=["stop"], standalone_mode=False) == 130
 
 
-def test_ctrl_c_exits_130_with_a_message(monkeypatch, capsys):
+def test_ctrl_c_exits_130_with_a_message(monkeypatch, invoke):
     monkeypatch.setattr(cli, "app", lambda **kwargs: 130)
-    assert run_cli(["lra", "listops"]) == 130
-    assert "interrupted; rows finished so far are saved" in capsys.readouterr().err
+    code, _, err = invoke("lra", "listops")
+    assert code == 130
+    assert "interrupted; rows finished so far are saved" in err
 
 
 @pytest.mark.parametrize("argv, expect", [
@@ -322,6 +285,5 @@ def test_ctrl_c_exits_130_with_a_message(monkeypatch, capsys):
 ])
 def test_usage_errors_are_one_line_with_exit_code_2(invoke, argv, expect):
     code, out, err = invoke(*argv)
-    assert code == 2, err
-    assert_one_line_error(err)
-    assert expect in err and "--debug for the traceback" not in err
+    assert_one_line_error(code, err, expect)
+    assert "--debug for the traceback" not in err

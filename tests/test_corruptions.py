@@ -554,3 +554,70 @@ def test_rerun_over_a_complete_folder_rewrites_it(src, tmp_path):
     again = C.corrupt_folder(src, out, ["brightness"], [1], seed=0)
     assert again.skipped == 0 and again.files == 4 and target.stat().st_mtime_ns != 0
     assert (out / C.MANIFEST_NAME).is_file() and not (out / C.PARTIAL_NAME).exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# corruption and severity resolution: one implementation, two call sites with their own (pinned) behaviour
+
+_C15 = CORRUPTIONS
+_C19 = CORRUPTIONS + EXTRA_CORRUPTIONS
+
+
+@pytest.mark.parametrize("args, kwargs, generator, evaluation", [
+    ((None,), {}, _C15, _C15),
+    (([],), {}, _C15, _C15),
+    ((["fog", "contrast", "fog"],), {}, ("fog", "contrast"), ("fog", "contrast")),
+    ((None,), {"extra": True}, _C19, _C19),
+    ((["saturate", "fog", "gaussian_noise"],), {"extra": True},
+     ("saturate", "fog", "gaussian_noise", "speckle_noise", "gaussian_blur", "spatter"),  # given order, extras after
+     ("gaussian_noise", "fog", "speckle_noise", "gaussian_blur", "spatter", "saturate")),  # canonical order
+    ((("spatter",),), {}, ("spatter",), ("spatter",)),
+    ((["zoom_blurr"],), {}, "unknown corruption 'zoom_blurr' (did you mean: zoom_blur, motion_blur, defocus_blur?)",
+     "unknown corruption 'zoom_blurr' (did you mean zoom_blur?)"),
+    ((["fog", "snoww"],), {"extra": True}, "unknown corruption 'snoww' (did you mean: snow?)",
+     "unknown corruption 'snoww' (did you mean snow?)"),
+    ((["xyz"],), {}, "unknown corruption 'xyz' (known: " + ", ".join(sorted(_C19)[:12]) + ")",
+     "unknown corruption 'xyz' (known: " + ", ".join(_C19) + ")"),
+])
+def test_resolve_corruptions_at_both_call_sites(args, kwargs, generator, evaluation):
+    """``dtn_bench.data.corruptions`` (corrupt, bench corrupt) keeps the given order and names up to 3 near
+    matches; ``dtn_bench.imagenet_c.data`` (imagenet-c) sorts into the canonical order and names the closest."""
+    from dtn_bench.imagenet_c import data as D
+
+    for fn, want in ((C.resolve_corruptions, generator), (D.resolve_corruptions, evaluation)):
+        if isinstance(want, str):
+            with pytest.raises(DTNBenchError) as e:
+                fn(*args, **kwargs)
+            assert str(e.value) == want
+        else:
+            assert fn(*args, **kwargs) == want
+
+
+@pytest.mark.parametrize("values, generator, evaluation", [
+    (None, TypeError, (1, 2, 3, 4, 5)),
+    ([], "no severity given: choose from 1..5", (1, 2, 3, 4, 5)),
+    ([3, 1, 3], (3, 1), (1, 3)),
+    ([5, 1, 1], (5, 1), (1, 5)),
+    (["2", " 4", "2"], (2, 4), "severity 2 is not one of 1, 2, 3, 4, 5"),
+    (["3"], (3,), "severity 3 is not one of 1, 2, 3, 4, 5"),
+    ([6], "severity 6 is out of range: ImageNet-C severities are 1..5", "severity 6 is not one of 1, 2, 3, 4, 5"),
+    ([0, 9], "severity 0 is out of range: ImageNet-C severities are 1..5", "severity 0 is not one of 1, 2, 3, 4, 5"),
+    (["x"], "severity 'x' is not an integer 1..5", "severity x is not one of 1, 2, 3, 4, 5"),
+    ([2.0], "severity 2.0 is not an integer 1..5", (2,)),
+    ([2.5], "severity 2.5 is not an integer 1..5", "severity 2.5 is not one of 1, 2, 3, 4, 5"),
+])
+def test_resolve_severities_at_both_call_sites(values, generator, evaluation):
+    """The generator's resolver parses text, keeps the order and needs one severity; the evaluation's takes the
+    values as given, sorts them and defaults to all five."""
+    from dtn_bench.imagenet_c import data as D
+
+    for fn, want in ((C.resolve_severities, generator), (D.resolve_severities, evaluation)):
+        if want is TypeError:
+            with pytest.raises(TypeError):
+                fn(values)
+        elif isinstance(want, str):
+            with pytest.raises(DTNBenchError) as e:
+                fn(values)
+            assert str(e.value) == want
+        else:
+            assert fn(values) == want

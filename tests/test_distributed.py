@@ -43,6 +43,7 @@ _RANK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sync_buffers_gives_every_rank_rank_0s_statistics(tmp_path):
     store = tmp_path / "store"
     procs = [subprocess.Popen([sys.executable, "-c", _RANK, str(r), str(store)], stdout=subprocess.PIPE,

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import run_cli
+from cli_helpers import assert_one_line_error, run_cli
 from PIL import Image
 
 from dtn_bench.errors import DTNBenchError
@@ -31,6 +31,12 @@ CORR = ("gaussian_noise", "fog")
 SEVS = (1, 2)
 PER_CLASS = 3
 BAD = "fog/2/n00000002/ILSVRC2012_val_broken.JPEG"
+LABEL = ["ImageNet-C"]  # stderr: the data label comes before any error found once the data is named
+
+
+def loaded(ckpt: Path) -> list[str]:
+    """stderr before an error found once the checkpoint has loaded: the data label, the checkpoint line."""
+    return [*LABEL, f"checkpoint {ckpt}: loaded its weights (a flat state dict, raw)"]
 
 
 def make_layout(root: Path, corruptions=CORR, severities=SEVS, classes=CLASSES, per=PER_CLASS, size=224,
@@ -113,13 +119,11 @@ def test_unreadable_named_in_summary(world, capsys):
     assert "estimate from warm-up" in captured.err  # 3 batches of 4 images: the estimate comes after batch 3
 
 
-def test_strict_makes_unreadable_fatal(world, capsys):
-    code = run_cli([*world["args"], "--workers", "0", "--strict", "--corruptions", "fog", "--severities", "2",
-                    "--out", str(world["base"] / "strict")])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "unreadable image" in err and "ILSVRC2012_val_broken.JPEG" in err and "--strict" in err
-    assert "Traceback" not in err
+def test_strict_makes_unreadable_fatal(world, invoke):
+    code, _, err = invoke(*world["args"], "--workers", "0", "--strict", "--corruptions", "fog", "--severities", "2",
+                          "--out", str(world["base"] / "strict"))
+    assert_one_line_error(code, err, "unreadable image", "ILSVRC2012_val_broken.JPEG", "--strict",
+                          preceded_by=loaded(world["ckpt"]))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -151,21 +155,17 @@ def _break_size(root: Path) -> str:
 
 
 @pytest.mark.parametrize("breaker", [_break_missing, _break_nonimage, _break_flat, _break_size])
-def test_bad_layout_is_one_line_error(tmp_path, capsys, breaker):
+def test_bad_layout_is_one_line_error(tmp_path, invoke, breaker):
     root = _fresh(tmp_path)
     if breaker is _break_size:
         import shutil
 
         shutil.rmtree(root / "fog")
     expected = breaker(root)
-    code = run_cli(["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir", str(root),
-                    "--corruptions", "gaussian_noise,fog", "--severities", "1,2", "--workers", "0",
-                    "--out", str(tmp_path / "res")])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert expected in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 2 and lines[0] == "ImageNet-C" and "Traceback" not in err  # the data label, the error
+    code, _, err = invoke("imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir", str(root),
+                          "--corruptions", "gaussian_noise,fog", "--severities", "1,2", "--workers", "0",
+                          "--out", str(tmp_path / "res"))
+    assert_one_line_error(code, err, expected, preceded_by=LABEL)
     assert not (tmp_path / "res").exists()  # checked before any work: no run folder
 
 
@@ -177,35 +177,31 @@ def test_bad_layout_is_one_line_error(tmp_path, capsys, breaker):
     (["--num-classes", "3", "--clean-error", "23.9"], "--clean-error '23.9'"),
     (["--num-classes", "3", "--subset", "2", "--subset-file", "x.txt"], "either --subset or --subset-file"),
 ])
-def test_bad_settings(tmp_path, capsys, extra, expected):
+def test_bad_settings(tmp_path, invoke, extra, expected):
     root = _fresh(tmp_path)
     args = ["imagenet-c", "--model", "vit_t_ln", "--data-dir", str(root), "--severities", "1,2",
             "--workers", "0", "--out", str(tmp_path / "res")]
     if "--corruptions" not in extra:
         args += ["--corruptions", "gaussian_noise,fog"]
-    code = run_cli(args + extra)
-    err = capsys.readouterr().err
-    assert code == 2 and expected in err and "Traceback" not in err
+    code, _, err = invoke(*args, *extra)
+    assert_one_line_error(code, err, expected, preceded_by=LABEL)
 
 
-def test_checkpoint_that_does_not_fit(tmp_path, capsys):
+def test_checkpoint_that_does_not_fit(tmp_path, invoke):
     root = _fresh(tmp_path)
     bad = tmp_path / "other.pth"
     torch.save({"model": {"head.weight": torch.zeros(7, 192), "head.bias": torch.zeros(7)}}, bad)
-    code = run_cli(["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--checkpoint", str(bad),
-                    "--data-dir", str(root), "--corruptions", "gaussian_noise,fog", "--severities", "1,2"])
-    err = capsys.readouterr().err
-    assert code == 2 and "does not fit" in err and "Traceback" not in err
+    code, _, err = invoke("imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--checkpoint", str(bad),
+                          "--data-dir", str(root), "--corruptions", "gaussian_noise,fog", "--severities", "1,2")
+    assert_one_line_error(code, err, "does not fit", preceded_by=LABEL)
 
 
-def test_layout_given_a_corruption_folder_and_no_data_dir(tmp_path, capsys):
+def test_layout_given_a_corruption_folder_and_no_data_dir(tmp_path, invoke):
     root = _fresh(tmp_path)
-    code = run_cli(["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir", str(root / "fog")])
-    err = capsys.readouterr().err
-    assert code == 2 and "looks like one corruption folder" in err
-    code = run_cli(["imagenet-c", "--model", "vit_t_ln"])
-    err = capsys.readouterr().err
-    assert code == 2 and "zenodo.org/record/2235448" in err and "--demo" in err
+    code, _, err = invoke("imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir", str(root / "fog"))
+    assert_one_line_error(code, err, "looks like one corruption folder", preceded_by=LABEL)
+    code, _, err = invoke("imagenet-c", "--model", "vit_t_ln")
+    assert_one_line_error(code, err, "zenodo.org/record/2235448", "--demo")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -243,7 +239,7 @@ def test_subset_run_is_labelled(world):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def test_resume_skips_finished_pairs_and_refuses_other_settings(world, capsys):
+def test_resume_skips_finished_pairs_and_refuses_other_settings(world, invoke):
     from dtn_bench.imagenet_c import evaluate
 
     out = world["base"] / "resume"
@@ -271,13 +267,13 @@ def test_resume_skips_finished_pairs_and_refuses_other_settings(world, capsys):
     single = {k: v for k, v in _pairs(pd.read_parquet(world["run"] / "rows.parquet")).items() if k != ("clean", 0)}
     assert resumed == single  # same numbers as the uninterrupted run, each pair once
     # a different setting (here a subset) in the same run folder is refused
-    code = run_cli([*world["args"], "--subset", "1", "--resume", "--out", str(out), "--run-id", run.name])
-    err = capsys.readouterr().err
-    assert code == 2 and "different config" in err and "subset" in err
-    code = run_cli([*world["args"], "--out", str(out), "--run-id", run.name])
-    assert code == 2 and "already holds results" in capsys.readouterr().err
+    code, _, err = invoke(*world["args"], "--subset", "1", "--resume", "--out", str(out), "--run-id", run.name)
+    assert_one_line_error(code, err, "different config", "subset", preceded_by=loaded(world["ckpt"]))
+    code, _, err = invoke(*world["args"], "--out", str(out), "--run-id", run.name)
+    assert_one_line_error(code, err, "already holds results", preceded_by=loaded(world["ckpt"]))
 
 
+@pytest.mark.slow
 def test_torchrun_gloo_two_processes_match_single_process(world):
     run_id = "dist"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dtn_bench",
@@ -460,6 +456,7 @@ print(h.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_random_weights_are_the_same_in_every_process():
     digests = [subprocess.run([sys.executable, "-c", _DIGEST, seed], capture_output=True, text=True, check=True,
                               timeout=300).stdout.strip() for seed in ("0", "0", "1")]
@@ -518,21 +515,21 @@ def test_summary_of_a_complete_run_prints_top5_and_mean_accuracy(tmp_path, capsy
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def test_extra_adds_to_the_listed_corruptions(world, capsys):
+def test_extra_adds_to_the_listed_corruptions(world, invoke):
     from dtn_bench.imagenet_c import make_config
     from dtn_bench.metrics import EXTRA_CORRUPTIONS
 
     cfg = make_config("vit_t_ln", world["data"], corruptions=["fog"], extra=True, device="cpu")
     assert cfg.corruptions == ("fog", *EXTRA_CORRUPTIONS)
-    code = run_cli([*world["args"], "--corruptions", "fog", "--extra", "--workers", "0",
-                    "--out", str(world["base"] / "extra")])
-    err = capsys.readouterr().err
-    assert code == 2 and "speckle_noise (all severities)" in err and "spatter (all severities)" in err
+    code, _, err = invoke(*world["args"], "--corruptions", "fog", "--extra", "--workers", "0",
+                          "--out", str(world["base"] / "extra"))
+    assert_one_line_error(code, err, "speckle_noise (all severities)", "spatter (all severities)",
+                          preceded_by=LABEL)
     assert not (world["base"] / "extra").exists()
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def test_data_made_by_corrupt_is_labelled_as_generated(tmp_path, capsys):
+def test_data_made_by_corrupt_is_labelled_as_generated(tmp_path, invoke):
     from dtn_bench.data.corruptions import MANIFEST_NAME, corrupt_folder
     from dtn_bench.imagenet_c.report import ce_bars, severity_lines
 
@@ -541,35 +538,31 @@ def test_data_made_by_corrupt_is_labelled_as_generated(tmp_path, capsys):
     assert (tmp_path / "gen" / MANIFEST_NAME).is_file()
     args = ["imagenet-c", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir", str(tmp_path / "gen"),
             "--corruptions", "fog", "--severities", "1", "--workers", "0", "--out", str(tmp_path / "out")]
-    code = run_cli([*args, "--run-id", "g"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
+    code, out, err = invoke(*args, "--run-id", "g")
+    assert code == 0, err
     label = "generated by dtn-bench corrupt (seed 4) - not the released ImageNet-C"
-    assert captured.err.splitlines()[0] == label and f"[{label}]" in captured.out
+    assert err.splitlines()[0] == label and f"[{label}]" in out
     run = tmp_path / "out" / "imagenet-c" / "g"
     rows = pd.read_parquet(run / "rows.parquet")
     assert set(rows["data"]) == {label}
     assert label in (run / "table.md").read_text() and label in (run / "table.tex").read_text()
     assert label in ce_bars(rows).axes[0].get_title() and label in severity_lines(rows)._suptitle.get_text()
-    code = run_cli([*args, "--run-id", "own", "--data-label", "my corruptions"])
-    assert code == 0
+    code, _, err = invoke(*args, "--run-id", "own", "--data-label", "my corruptions")
+    assert code == 0, err
     assert set(pd.read_parquet(tmp_path / "out" / "imagenet-c" / "own" / "rows.parquet")["data"]) == {
         "my corruptions"}
-    capsys.readouterr()
     (tmp_path / "gen" / MANIFEST_NAME).write_text("{ not json")
-    code = run_cli([*args, "--run-id", "bad"])
-    err = capsys.readouterr().err
-    assert code == 2 and "cannot read the dtn-bench corrupt manifest" in err and len(err.strip().splitlines()) == 1
+    code, _, err = invoke(*args, "--run-id", "bad")
+    assert_one_line_error(code, err, "cannot read the dtn-bench corrupt manifest")
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def test_table_csv(tmp_path, capsys):
+def test_table_csv(tmp_path, invoke):
     ln = _synthetic_run(tmp_path / "r", "vit_s_ln", "layernorm", 0.0)
     dtn = _synthetic_run(tmp_path / "r", "vit_s_dtn", "dtn", -0.05)
     out = tmp_path / "combined"
-    code = run_cli(["table", "imagenet-c", str(ln), str(dtn), "--format", "csv", "--out", str(out)])
-    printed = capsys.readouterr().out
-    assert code == 0
+    code, printed, err = invoke("table", "imagenet-c", str(ln), str(dtn), "--format", "csv", "--out", str(out))
+    assert code == 0, err
     df = pd.read_csv(io.StringIO(printed), index_col=[0, 1])
     assert list(df.index.names) == ["model", "data"]
     assert df.loc[("vit_s_ln", "ImageNet-C"), "mCE"] == pytest.approx(60.0)
@@ -578,8 +571,8 @@ def test_table_csv(tmp_path, capsys):
     assert "Weather / Fog" in df.columns and "rel. mCE" in df.columns
     assert (out / "table.csv").read_text() == printed
     assert (out / "table.md").is_file() and (out / "table.tex").is_file()
-    code = run_cli(["table", "imagenet-c", str(ln), "--format", "html"])
-    assert code == 2 and "choose md, tex or csv" in capsys.readouterr().err
+    code, _, err = invoke("table", "imagenet-c", str(ln), "--format", "html")
+    assert_one_line_error(code, err, "choose md, tex or csv")
 
 
 def test_ema_weights_are_evaluated_recorded_and_keyed(five, capsys):
@@ -623,7 +616,7 @@ def test_ema_weights_are_evaluated_recorded_and_keyed(five, capsys):
         assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
 
 
-def test_a_partial_copy_with_a_subset_file_runs_a_1000_class_model(tmp_path, capsys):
+def test_a_partial_copy_with_a_subset_file_runs_a_1000_class_model(tmp_path, invoke):
     """Only the listed images of two real ImageNet classes (as a copy of RobustBench's 5,000 would be): accepted for
     a 1000-class model with --subset-file, labels by the ImageNet-1k class index; a listed image that is absent is
     named."""
@@ -636,24 +629,20 @@ def test_a_partial_copy_with_a_subset_file_runs_a_1000_class_model(tmp_path, cap
     subset.write_text("\n".join(listed) + "\n")
     args = ["imagenet-c", "--model", "vit_t_ln", "--data-dir", str(data), "--corruptions", "fog", "--severities",
             "1,2", "--workers", "0", "--out", str(tmp_path / "out"), "--run-id", "p"]
-    code = run_cli([*args, "--subset-file", str(subset)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
+    code, _, err = invoke(*args, "--subset-file", str(subset))
+    assert code == 0, err
     rows = pd.read_parquet(tmp_path / "out" / "imagenet-c" / "p" / "rows.parquet")
     assert rows.loc[rows["metric"] == "n_images", "value"].tolist() == [2.0, 2.0]
     layout = D.scan_layout(data, ("fog",), (1, 2), classes=imagenet_wnids())
     assert layout.label(listed[0]) == 0 and layout.label(listed[1]) == 2 and len(layout.classes) == 1000
     # without the subset list a partial copy is refused as before
-    code = run_cli([*args, "--run-id", "q"])
-    err = capsys.readouterr().err
-    assert code == 2 and "lacks 998 of the 1000 ImageNet-1k classes" in err
+    code, _, err = invoke(*args, "--run-id", "q")
+    assert_one_line_error(code, err, "lacks 998 of the 1000 ImageNet-1k classes", preceded_by=LABEL)
     # an image of the list missing in one pair is named
     (data / "fog" / "2" / listed[1]).unlink()
-    code = run_cli([*args, "--run-id", "r", "--subset-file", str(subset)])
-    err = capsys.readouterr().err
-    assert code == 2 and f"not found in fog/2: {listed[1]}" in err and "Traceback" not in err
+    code, _, err = invoke(*args, "--run-id", "r", "--subset-file", str(subset))
+    assert_one_line_error(code, err, f"not found in fog/2: {listed[1]}", preceded_by=LABEL)
     # a class folder that is no ImageNet class is named
     (data / "fog" / "1" / "n99999999").mkdir()
-    code = run_cli([*args, "--run-id", "s", "--subset-file", str(subset)])
-    err = capsys.readouterr().err
-    assert code == 2 and "n99999999 is not one of the model's 1000 classes" in err
+    code, _, err = invoke(*args, "--run-id", "s", "--subset-file", str(subset))
+    assert_one_line_error(code, err, "n99999999 is not one of the model's 1000 classes", preceded_by=LABEL)

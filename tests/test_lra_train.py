@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import run_cli
+from cli_helpers import assert_one_line_error
 
 from dtn_bench.data.listops import generate
 from dtn_bench.errors import DTNBenchError
@@ -81,12 +81,6 @@ def data_dir(tmp_path_factory) -> Path:
 def data(data_dir, tmp_path_factory) -> lt.ListOpsData:
     cfg = ListOpsConfig(**TINY, data_dir=str(data_dir))
     return lt.prepare_data(cfg, cache_root=tmp_path_factory.mktemp("cache"))
-
-
-def _cli(capsys, argv: list[str]) -> tuple[int, str]:
-    code = run_cli(argv)
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
 
 
 @pytest.fixture(autouse=True)
@@ -381,7 +375,7 @@ def test_paper_table_with_seeds_and_published_numbers():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def test_cli_runs_tables_curves_and_resume(data_dir, tmp_path, capsys):
+def test_cli_runs_tables_curves_and_resume(data_dir, tmp_path, invoke):
     out = tmp_path / "res"
     flags = [
         *TINY_FLAGS,
@@ -394,8 +388,8 @@ def test_cli_runs_tables_curves_and_resume(data_dir, tmp_path, capsys):
         "--out",
         str(out),
     ]
-    r_code, r_out = _cli(capsys, ["lra", "listops", *flags, "--run-id", "r1"])
-    assert r_code == 0, r_out
+    code, _, err = invoke("lra", "listops", *flags, "--run-id", "r1")
+    assert code == 0, err
     run = out / "lra-listops" / "r1"
     for name in ("rows.csv", "rows.parquet", "config.json", "table.md", "table.tex", "curves.png"):
         assert (run / name).is_file(), name
@@ -408,42 +402,19 @@ def test_cli_runs_tables_curves_and_resume(data_dir, tmp_path, capsys):
     assert len(list((run / "checkpoints").iterdir())) == 4
     assert json.loads((run / "env.json").read_text())["malloc_tuned"] in (True, False)  # False off glibc
 
-    again_code, again_out = _cli(
-        capsys, ["lra", "listops", *flags, "--resume", "r1"]
-    )  # everything finished: nothing retrained
-    assert again_code == 0, again_out
+    code, _, err = invoke("lra", "listops", *flags, "--resume", "r1")  # everything finished: nothing retrained
+    assert code == 0, err
     assert len(pd.read_parquet(run / "rows.parquet")) == len(df)
 
-    changed_code, changed_out = _cli(
-        capsys, ["lra", "listops", *[f if f != "4" else "6" for f in flags], "--resume", "r1"]
-    )
-    assert changed_code == 2 and "different config" in changed_out and "steps" in changed_out
+    code, _, err = invoke("lra", "listops", *[f if f != "4" else "6" for f in flags], "--resume", "r1")
+    assert_one_line_error(code, err, "different config", "steps")
 
 
-def test_cli_generates_data_into_the_cache(tmp_path, capsys):
-    r_code, r_out = _cli(
-        capsys,
-        [
-            "lra",
-            "listops",
-            *TINY_FLAGS,
-            "--max-len",
-            "200",
-            "--steps",
-            "2",
-            "--train-samples",
-            "64",
-            "--models",
-            "transformer",
-            "--norms",
-            "layernorm",
-            "--out",
-            str(tmp_path / "res"),
-            "--run-id",
-            "g",
-        ],
-    )
-    assert r_code == 0, r_out
+def test_cli_generates_data_into_the_cache(tmp_path, invoke):
+    code, _, err = invoke("lra", "listops", *TINY_FLAGS, "--max-len", "200", "--steps", "2", "--train-samples", "64",
+                          "--models", "transformer", "--norms", "layernorm", "--out", str(tmp_path / "res"),
+                          "--run-id", "g")
+    assert code == 0, err
     assert list((tmp_path / "cache").glob("listops-*/basic_train.tsv"))
 
 
@@ -467,32 +438,31 @@ def test_cli_generates_data_into_the_cache(tmp_path, capsys):
         (["--lr-step-origin", "2"], "lr-step-origin must be 0"),
     ],
 )
-def test_cli_bad_input(args, message, data_dir, tmp_path, capsys):
+def test_cli_bad_input(args, message, data_dir, tmp_path, invoke):
     flags = [*TINY_FLAGS, "--data-dir", str(data_dir)]
-    r_code, r_out = _cli(capsys, ["lra", "listops", *flags, *args, "--out", str(tmp_path / "res")])
-    assert r_code == 2, r_out
-    assert message in r_out
-    assert "Traceback" not in r_out
+    code, out, err = invoke("lra", "listops", *flags, *args, "--out", str(tmp_path / "res"))
+    assert_one_line_error(code, err, message)
+    assert "Traceback" not in out
     assert not list((tmp_path / "res").glob("lra-listops/*/rows.csv"))
 
 
-def test_cli_lra_preset_runs_the_official_setup_shortened(data_dir, tmp_path, capsys):
+def test_cli_lra_preset_runs_the_official_setup_shortened(data_dir, tmp_path, invoke):
     """The lra preset, every official choice on, shortened to 2 steps at length 100: the three models with LN and DTN
     train, config.json records every choice and the settings table shows the official values."""
     from dtn_bench.lra.config import OFFICIAL
 
     out = tmp_path / "res"
-    code, text = _cli(capsys, ["lra", "listops", "--preset", "lra", "--data-dir", str(data_dir), "--max-len", "100",
-                               "--dim", "16", "--heads", "2", "--depth", "1", "--mlp-dim", "32", "--bigbird-block",
-                               "8", "--batch", "8", "--steps", "2", "--eval-every", "1", "--device", "cpu",
-                               "--shuffle-buffer", "64,16", "--out", str(out), "--run-id", "lra"])
-    assert code == 0, text
+    code, printed, err = invoke("lra", "listops", "--preset", "lra", "--data-dir", str(data_dir), "--max-len", "100",
+                                "--dim", "16", "--heads", "2", "--depth", "1", "--mlp-dim", "32", "--bigbird-block",
+                                "8", "--batch", "8", "--steps", "2", "--eval-every", "1", "--device", "cpu",
+                                "--shuffle-buffer", "64,16", "--out", str(out), "--run-id", "lra")
+    assert code == 0, err
     run = out / "lra-listops" / "lra"
     config = json.loads((run / "config.json").read_text())
     overridden = {"shuffle_buffer": [64, 16], "eval_every": 1, "bigbird_block": 8, "max_len": 100}
     for key, value in {**OFFICIAL, **overridden}.items():
         assert config[key] == (list(value) if isinstance(value, tuple) else value), key
-    assert "official LRA" in text and "lra_quirks" in text and "shuffle_buffer" in text
+    assert "official LRA" in printed and "lra_quirks" in printed and "shuffle_buffer" in printed
     df = pd.read_parquet(run / "rows.parquet")
     assert len(df[(df.metric == "accuracy") & (df.split == "test") & (df.checkpoint == "last")]) == 6
     ck = torch.load(run / "checkpoints" / "reformer-dtn-seed0" / "last.pt", weights_only=True)
@@ -500,11 +470,11 @@ def test_cli_lra_preset_runs_the_official_setup_shortened(data_dir, tmp_path, ca
     assert "embed.weight" in ck["model"] and ck["model"]["embed.weight"][0].abs().sum() > 0
 
 
-def test_cli_help_names_every_reformer_quirk(capsys, monkeypatch):
+def test_cli_help_names_every_reformer_quirk(invoke, monkeypatch):
     import re
 
     monkeypatch.setenv("COLUMNS", "200")
-    code, out = _cli(capsys, ["lra", "listops", "--help"])
+    code, out, _ = invoke("lra", "listops", "--help")
     assert code == 0
     text = re.sub(r"[\s│]+", " ", out)
     start = text.index("--lra-quirks")
@@ -517,7 +487,7 @@ def test_cli_help_names_every_reformer_quirk(capsys, monkeypatch):
         assert quirk in quirks, quirk
 
 
-def test_table_listops_compares_the_official_choices(data_dir, tmp_path, capsys):
+def test_table_listops_compares_the_official_choices(data_dir, tmp_path, invoke):
     """A run recorded before the official choices existed (its config.json lacks them) combines with a run of the
     defaults, not with one that sets another value."""
     from dtn_bench.lra.config import LATER_FIELDS
@@ -526,27 +496,27 @@ def test_table_listops_compares_the_official_choices(data_dir, tmp_path, capsys)
     flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm", "--steps",
              "2", "--out", str(res)]
     for run_id, extra in (("old", ["--seeds", "0"]), ("new", ["--seeds", "1"]), ("tanh", ["--gelu", "tanh"])):
-        code, out = _cli(capsys, ["lra", "listops", *flags, *extra, "--run-id", run_id])
-        assert code == 0, out
+        code, _, err = invoke("lra", "listops", *flags, *extra, "--run-id", run_id)
+        assert code == 0, err
     old = res / "lra-listops" / "old" / "config.json"
     old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k not in LATER_FIELDS}))
-    code, out = _cli(capsys, ["table", "listops", str(old.parent), str(res / "lra-listops" / "new")])
-    assert code == 0, out
-    code, out = _cli(capsys, ["table", "listops", str(old.parent), str(res / "lra-listops" / "tanh")])
-    assert code == 2 and "the runs differ in gelu (exact, tanh)" in out, out
+    code, _, err = invoke("table", "listops", str(old.parent), str(res / "lra-listops" / "new"))
+    assert code == 0, err
+    code, _, err = invoke("table", "listops", str(old.parent), str(res / "lra-listops" / "tanh"))
+    assert_one_line_error(code, err, "the runs differ in gelu (exact, tanh)")
 
 
-def test_cli_resume_with_another_number_of_processes(data_dir, tmp_path, capsys, monkeypatch):
+def test_cli_resume_with_another_number_of_processes(data_dir, tmp_path, invoke, monkeypatch):
     flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm", "--steps",
              "2", "--out", str(tmp_path / "res")]
-    code, out = _cli(capsys, ["lra", "listops", *flags, "--run-id", "w1"])
-    assert code == 0, out
+    code, _, err = invoke("lra", "listops", *flags, "--run-id", "w1")
+    assert code == 0, err
     monkeypatch.setenv("WORLD_SIZE", "2")
-    code, out = _cli(capsys, ["lra", "listops", *flags, "--resume", "w1"])
-    assert code == 2 and "made with 1 process(es), this job has 2" in out, out
+    code, _, err = invoke("lra", "listops", *flags, "--resume", "w1")
+    assert_one_line_error(code, err, "made with 1 process(es), this job has 2")
 
 
-def test_cli_malformed_tsv_names_file_and_line(data_dir, tmp_path, capsys):
+def test_cli_malformed_tsv_names_file_and_line(data_dir, tmp_path, invoke):
     bad = tmp_path / "bad"
     bad.mkdir()
     for split in ("train", "val", "test"):
@@ -554,10 +524,8 @@ def test_cli_malformed_tsv_names_file_and_line(data_dir, tmp_path, capsys):
     lines = (bad / "basic_val.tsv").read_text().splitlines()
     lines[3] = lines[3].rsplit("\t", 1)[0] + "\t12"
     (bad / "basic_val.tsv").write_text("\n".join(lines) + "\n")
-    r_code, r_out = _cli(
-        capsys, ["lra", "listops", *TINY_FLAGS, "--data-dir", str(bad), "--out", str(tmp_path / "res")]
-    )
-    assert r_code == 2 and "basic_val.tsv line 4" in r_out, r_out
+    code, _, err = invoke("lra", "listops", *TINY_FLAGS, "--data-dir", str(bad), "--out", str(tmp_path / "res"))
+    assert_one_line_error(code, err, "basic_val.tsv line 4")
     assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("rows.csv"))
 
 
@@ -570,7 +538,8 @@ def test_curves_plot_has_one_panel_per_model(data, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def test_ddp_gloo_two_processes_match_one_process(data_dir, tmp_path, capsys):
+@pytest.mark.slow
+def test_ddp_gloo_two_processes_match_one_process(data_dir, tmp_path, invoke):
     """torchrun with 2 CPU processes (gloo): each takes half of every batch; gradients are averaged, so the weights
     and test metrics equal the single-process run's up to float rounding."""
     common = [
@@ -586,8 +555,8 @@ def test_ddp_gloo_two_processes_match_one_process(data_dir, tmp_path, capsys):
         "--out",
         str(tmp_path / "res"),
     ]
-    single_code, single_out = _cli(capsys, ["lra", "listops", *common, "--run-id", "one"])
-    assert single_code == 0, single_out
+    code, _, err = invoke("lra", "listops", *common, "--run-id", "one")
+    assert code == 0, err
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
@@ -626,21 +595,21 @@ def test_ddp_gloo_two_processes_match_one_process(data_dir, tmp_path, capsys):
         torch.testing.assert_close(w2["model"][k], v, rtol=1e-4, atol=1e-5)
 
 
-def test_table_listops_combines_runs_of_several_seeds(data_dir, tmp_path, capsys):
+def test_table_listops_combines_runs_of_several_seeds(data_dir, tmp_path, invoke):
     res = tmp_path / "res"
     flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm,dtn",
              "--steps", "2", "--out", str(res)]
     for seed in (0, 1):
-        code, out = _cli(capsys, ["lra", "listops", *flags, "--seeds", str(seed), "--run-id", f"s{seed}"])
-        assert code == 0, out
-    code, out = _cli(capsys, ["table", "listops", str(res / "lra-listops" / "s0"), str(res / "lra-listops" / "s1"),
-                              "--out", str(tmp_path / "combined")])
-    assert code == 0, out
+        code, _, err = invoke("lra", "listops", *flags, "--seeds", str(seed), "--run-id", f"s{seed}")
+        assert code == 0, err
+    code, _, err = invoke("table", "listops", str(res / "lra-listops" / "s0"), str(res / "lra-listops" / "s1"),
+                          "--out", str(tmp_path / "combined"))
+    assert code == 0, err
     md = (tmp_path / "combined" / "table.md").read_text()
     assert "±" in md and "DTN - LN" in md and "36.37" in md
     assert (tmp_path / "combined" / "curves.png").stat().st_size > 0
-    code, out = _cli(capsys, ["table", "listops", str(tmp_path / "nothing-here")])
-    assert code == 2 and "nothing-here" in out
+    code, _, err = invoke("table", "listops", str(tmp_path / "nothing-here"))
+    assert_one_line_error(code, err, "nothing-here")
 
 
 def test_bf16_autocast_path_trains_with_fp32_statistics(data, tmp_path):

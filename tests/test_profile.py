@@ -9,10 +9,8 @@ import math
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import run_cli
-from rich.console import Console
+from cli_helpers import assert_one_line_error, run_cli
 
-from dtn_bench.cli import main as cli
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.norms import DTN, build_norm
 from dtn_bench.profile import measure, report
@@ -32,18 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def invoke(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(width=250))
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = run_cli(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -477,18 +463,14 @@ def test_bad_input_is_one_line(invoke, monkeypatch, tmp_path, args, expect):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     preset = [] if "--preset" in args else ["--preset", "quick"]
     code, _, err = invoke("profile", *preset, *args, "--out", str(tmp_path / "results"))
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
-    assert expect in err
+    assert_one_line_error(code, err, expect)
     assert not (tmp_path / "results").exists()
 
 
 def test_default_preset_asks_for_a_gpu(invoke, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, _, err = invoke("profile", "--out", str(tmp_path))
-    assert code == 2 and "--device cuda but no CUDA GPU is visible" in err
-    assert "use --preset cpu (or --device cpu)" in err
+    assert_one_line_error(code, err, "--device cuda but no CUDA GPU is visible", "use --preset cpu (or --device cpu)")
 
 
 def test_suite_and_presets_registered():

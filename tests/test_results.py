@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_helpers import assert_one_line_message
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results import (
@@ -102,11 +103,13 @@ def test_order_columns_identity_settings_provenance():
 def test_validate_rows_names_missing_column_and_bad_value():
     rows = pd.DataFrame([make_row("cost", "vit_s", "dtn", "gmacs", 1.0)])
     validate_rows(rows)
-    with pytest.raises(DTNBenchError, match="identity column 'unit'.*"):
+    with pytest.raises(DTNBenchError, match="identity column 'unit'.*") as e:
         validate_rows(rows.drop(columns=["unit", "norm"]).assign(norm="dtn"))
+    assert_one_line_message(e.value)
     bad = pd.DataFrame({c: ["x", "y"] for c in IDENTITY_COLUMNS}).assign(value=[1.0, "oops"])
-    with pytest.raises(DTNBenchError, match=r"in here\.csv: value 'oops' of metric 'y' \(row 1\)"):
+    with pytest.raises(DTNBenchError, match=r"in here\.csv: value 'oops' of metric 'y' \(row 1\)") as e:
         validate_rows(bad, "here.csv")
+    assert_one_line_message(e.value)
 
 
 # ------------------------------------------------------------------------------------------------------ environment
@@ -236,8 +239,9 @@ def test_failed_write_never_leaves_partial_file(tmp_path, monkeypatch):
 
 def test_existing_run_without_resume_is_refused(tmp_path):
     _writer(tmp_path).append(_rows("dtn", [1]))
-    with pytest.raises(DTNBenchError, match=r"already holds results.*--resume"):
+    with pytest.raises(DTNBenchError, match=r"already holds results.*--resume") as e:
         _writer(tmp_path)
+    assert_one_line_message(e.value)
 
 
 def test_resume_with_same_config_keeps_rows(tmp_path):
@@ -253,7 +257,7 @@ def test_resume_with_different_config_names_key(tmp_path):
     _writer(tmp_path).append(_rows("dtn", [1]))
     with pytest.raises(DTNBenchError, match=r"different config: key batch_size differs \(8 vs 16\)") as info:
         _writer(tmp_path, config={**CONFIG, "batch_size": 16}, resume=True)
-    assert str(tmp_path / "cost" / "run1") in str(info.value)
+    assert_one_line_message(info.value, str(tmp_path / "cost" / "run1"))
     with pytest.raises(DTNBenchError, match=r"key models\[1\] differs \(\"vit_t\" vs \"vit_b\"\)"):
         _writer(tmp_path, config={**CONFIG, "models": ["vit_s", "vit_b"]}, resume=True)
     with pytest.raises(DTNBenchError, match=r"key seed differs \(<missing> vs 0\)"):
@@ -316,20 +320,24 @@ def test_read_rows_on_folder_of_two_runs(tmp_path):
 
 def test_read_rows_errors_name_the_path(tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(DTNBenchError, match=f"{missing}.* does not exist"):
+    with pytest.raises(DTNBenchError, match=f"{missing}.* does not exist") as e:
         read_rows(missing)
+    assert_one_line_message(e.value)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DTNBenchError, match="no rows.parquet or rows.csv found under"):
+    with pytest.raises(DTNBenchError, match="no rows.parquet or rows.csv found under") as e:
         read_rows(tmp_path / "empty")
+    assert_one_line_message(e.value)
     corrupt = tmp_path / "bad" / "rows.parquet"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"not parquet")
-    with pytest.raises(DTNBenchError, match=f"cannot read results file {corrupt}"):
+    with pytest.raises(DTNBenchError, match=f"cannot read results file {corrupt}") as e:
         read_rows(corrupt.parent)
+    assert_one_line_message(e.value)
     no_unit = tmp_path / "nounit.csv"
     no_unit.write_text("suite,model,norm,metric,value\ncost,vit_s,dtn,gmacs,1.0\n")
-    with pytest.raises(DTNBenchError, match=f"in {no_unit} are missing the identity column 'unit'"):
+    with pytest.raises(DTNBenchError, match=f"in {no_unit} are missing the identity column 'unit'") as e:
         read_rows(no_unit)
+    assert_one_line_message(e.value)
 
 
 # ----------------------------------------------------------------------------------------------------------- tables

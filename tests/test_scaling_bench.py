@@ -9,10 +9,8 @@ import pandas as pd
 import pytest
 import torch
 from cli_helpers import run_cli
-from rich.console import Console
 
 from dtn_bench.bench import scaling as sb
-from dtn_bench.cli import main as cli
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.suites import SUITES, load_preset
 
@@ -141,9 +139,8 @@ def test_config_validate_rejects_non_int_lengths():
         pytest.param(["--preset", "quik"], "did you mean: quick", id="preset"),
     ],
 )
-def test_bad_input(monkeypatch, capsys, tmp_path, args, expect):
+def test_bad_input(monkeypatch, capsys, wide_console, tmp_path, args, expect):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(cli, "console", Console(width=250))
     out = tmp_path / "results"
     preset = [] if "--preset" in args else ["--preset", "quick"]
     code = run_cli(["bench", "lra-scaling", *preset, *args, "--out", str(out)])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import assert_one_line_error
 
 from dtn_bench.bench import report as norms_report
 from dtn_bench.bench import scaling
@@ -20,43 +20,36 @@ from dtn_bench.results.tables import to_csv
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cli(capsys, argv: list[str]) -> tuple[int, str]:
-    code = run_cli(argv)
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
-
-
-def test_table_norms_from_the_committed_reference_run(tmp_path, capsys):
+def test_table_norms_from_the_committed_reference_run(tmp_path, invoke):
     run = REPO / "results" / "bench-norms" / "cpu-2core-xeon"
-    code, out = _cli(capsys, ["table", "norms", str(run), "--out", str(tmp_path / "t")])
-    assert code == 0, out
+    code, _, err = invoke("table", "norms", str(run), "--out", str(tmp_path / "t"))
+    assert code == 0, err
     md = (tmp_path / "t" / "table.md").read_text()
     assert "dtn_authors" in md and "DTN speed-up vs authors' algorithm" in md
     assert md == (run / "table.md").read_text()  # the same rows render the same tables
     assert "**Normaliser comparison, DTN paper layout" in md.split("**Summary**")[1]
     assert (tmp_path / "t" / "norms.png").stat().st_size > 0
-    code, out = _cli(capsys, ["table", "norms", str(run), "--format", "tex"])
-    assert code == 0 and "\\begin{tabular}" in out
+    code, out, err = invoke("table", "norms", str(run), "--format", "tex")
+    assert code == 0 and "\\begin{tabular}" in out, err
 
 
-def test_table_lra_scaling_renders_slopes(tmp_path, capsys):
+def test_table_lra_scaling_renders_slopes(tmp_path, invoke):
     res = tmp_path / "res"
-    code, out = _cli(capsys, ["bench", "lra-scaling", "--preset", "quick", "--lengths", "64,128", "--models",
-                              "transformer", "--norms", "layernorm", "--out", str(res), "--run-id", "s"])
-    assert code == 0, out
-    code, out = _cli(capsys, ["table", "lra-scaling", str(res / "bench-lra-scaling" / "s"), "--out",
-                              str(tmp_path / "t")])
-    assert code == 0, out
+    code, _, err = invoke("bench", "lra-scaling", "--preset", "quick", "--lengths", "64,128", "--models",
+                          "transformer", "--norms", "layernorm", "--out", str(res), "--run-id", "s")
+    assert code == 0, err
+    code, _, err = invoke("table", "lra-scaling", str(res / "bench-lra-scaling" / "s"), "--out", str(tmp_path / "t"))
+    assert code == 0, err
     assert (tmp_path / "t" / "table.md").read_text() == (res / "bench-lra-scaling" / "s" / "table.md").read_text()
     assert (tmp_path / "t" / "scaling.png").is_file()
 
 
-def test_table_of_the_wrong_suite_is_an_error(capsys):
+def test_table_of_the_wrong_suite_is_an_error(invoke):
     run = REPO / "results" / "bench-norms" / "cpu-2core-xeon"
-    code, out = _cli(capsys, ["table", "listops", str(run)])
-    assert code == 2 and "no lra-listops rows" in out
-    code, out = _cli(capsys, ["table", "norms", str(run), "--format", "html"])
-    assert code == 2 and "--format" in out
+    code, _, err = invoke("table", "listops", str(run))
+    assert_one_line_error(code, err, "no lra-listops rows")
+    code, _, err = invoke("table", "norms", str(run), "--format", "html")
+    assert_one_line_error(code, err, "--format")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -69,12 +62,6 @@ RUNS = {
     "lra-scaling": RESULTS / "bench-lra-scaling" / "cpu-2core-xeon",
 }
 PAPER_COLUMNS = ["LN", "BN", "IN", "GN", "SN", "ScN", "PN", "DTN"]
-
-
-def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    code = run_cli(argv)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def _copy_run(src: Path, dst: Path, config: dict | None = None, **changes) -> Path:
@@ -101,11 +88,11 @@ def _copy_run(src: Path, dst: Path, config: dict | None = None, **changes) -> Pa
      ["model / norm", *(f"step ms (median), length {n}" for n in (512, 1024, 2048, 4096)),
       "log-log slope of step time", "log-log slope of alloc_mib", "slopes fitted over lengths"]),
 ])
-def test_table_csv_is_the_paper_table_printed_and_written(suite, main_table, columns, tmp_path, capsys):
+def test_table_csv_is_the_paper_table_printed_and_written(suite, main_table, columns, tmp_path, invoke):
     run = RUNS[suite]
-    code, out, err = _run(capsys, ["table", suite, str(run), "--format", "csv"])
+    code, out, err = invoke("table", suite, str(run), "--format", "csv")
     assert code == 0, err
-    code, _, err = _run(capsys, ["table", suite, str(run), "--out", str(tmp_path)])
+    code, _, err = invoke("table", suite, str(run), "--out", str(tmp_path))
     assert code == 0, err
     written = (tmp_path / "table.csv").read_text()
     assert out == written  # stdout is the CSV alone, exactly as written
@@ -114,15 +101,15 @@ def test_table_csv_is_the_paper_table_printed_and_written(suite, main_table, col
     assert {p.name for p in tmp_path.iterdir()} >= {"table.md", "table.tex", "table.csv"}
 
 
-def test_table_csv_shows_published_numbers_beside_ours(capsys):
-    code, out, _ = _run(capsys, ["table", "profile", str(RUNS["profile"]), "--format", "csv"])
+def test_table_csv_shows_published_numbers_beside_ours(invoke):
+    code, out, _ = invoke("table", "profile", str(RUNS["profile"]), "--format", "csv")
     assert code == 0
     t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["Model", "Norm"])
     assert t.loc[("ViT-S", "dtn"), "FLOPs paper (G)"] == "4.88"
     assert t.loc[("ViT-T", "layernorm"), "FLOPs paper (G)"] == "1.26"  # the authors' README: ViT-T 1.26G, 5.7M
     assert t.loc[("ViT-T", "layernorm"), "Params paper (M)"] == "5.7"
     assert t.loc[("ViT-T", "dtn"), "Params paper (M)"] == "not published"
-    code, out, _ = _run(capsys, ["table", "listops", str(RUNS["listops"]), "--format", "csv"])
+    code, out, _ = invoke("table", "listops", str(RUNS["listops"]), "--format", "csv")
     assert code == 0
     t = pd.read_csv(io.StringIO(out), dtype=str).set_index("model")
     assert t.loc["BigBird", "LRA paper (LN)"] == "36.05" and t.loc["BigBird", "DTN paper (DTN)"] == "not published"
@@ -149,27 +136,27 @@ def test_table_csv_shows_published_numbers_beside_ours(capsys):
     ("lra-scaling", {"batch": 4}, None, "table lra-scaling: the runs differ in batch (2, 4)"),
     ("lra-scaling", {"n_buckets": lambda df: df["n_buckets"] * 2}, None, "differ in n_buckets (8, 16)"),
 ])
-def test_table_refuses_runs_measured_under_different_settings(suite, changes, config, expect, tmp_path, capsys):
+def test_table_refuses_runs_measured_under_different_settings(suite, changes, config, expect, tmp_path, invoke):
     run = RUNS[suite]
     if suite == "profile" and "dtn_kernel" in changes:  # the committed run predates the column: give it one
         run = _copy_run(run, tmp_path / "eager", dtn_kernel="eager")
     other = _copy_run(RUNS[suite], tmp_path / "other", config, **changes)
-    code, out, err = _run(capsys, ["table", suite, str(run), str(other), "--out", str(tmp_path / "t")])
+    code, out, err = invoke("table", suite, str(run), str(other), "--out", str(tmp_path / "t"))
     assert code == 2, out
-    assert expect in err and len(err.strip().splitlines()) == 1, err
+    assert_one_line_error(code, err, expect)
     assert not (tmp_path / "t").exists()
-    code, _, err = _run(capsys, ["table", "all", str(run), str(other), "--out", str(tmp_path / "all")])
-    assert code == 2 and expect.split(": ")[-1] in err
+    code, _, err = invoke("table", "all", str(run), str(other), "--out", str(tmp_path / "all"))
+    assert_one_line_error(code, err, expect.split(": ")[-1])
     assert not (tmp_path / "all").exists()
 
 
 @pytest.mark.parametrize("suite", list(RUNS))
-def test_table_combines_repeated_runs_of_the_same_settings(suite, tmp_path, capsys):
+def test_table_combines_repeated_runs_of_the_same_settings(suite, tmp_path, invoke):
     seed = {"seed": lambda df: df["seed"].where(df["seed"] < 0, 1)} if suite == "listops" else {}
     again = _copy_run(RUNS[suite], tmp_path / "again", **seed)
-    code, alone, err = _run(capsys, ["table", suite, str(RUNS[suite])])
+    code, alone, err = invoke("table", suite, str(RUNS[suite]))
     assert code == 0, err
-    code, both, err = _run(capsys, ["table", suite, str(RUNS[suite]), str(again)])
+    code, both, err = invoke("table", suite, str(RUNS[suite]), str(again))
     assert code == 0, err
     if suite == "listops":  # the copy is seed 1 with the same numbers: mean ± std (0.00) over two seeds
         assert "33.90 ± 0.00" in both
@@ -177,7 +164,7 @@ def test_table_combines_repeated_runs_of_the_same_settings(suite, tmp_path, caps
         assert both == alone
 
 
-def test_table_listops_combines_seeds_and_profile_combines_models(tmp_path, capsys):
+def test_table_listops_combines_seeds_and_profile_combines_models(tmp_path, invoke):
     def seed_1(df):
         return df["seed"].where(df["seed"] < 0, 1)
 
@@ -185,7 +172,7 @@ def test_table_listops_combines_seeds_and_profile_combines_models(tmp_path, caps
         return df["value"].where(df["metric"] != "accuracy", df["value"] + 0.01)
 
     other = _copy_run(RUNS["listops"], tmp_path / "seed1", seed=seed_1, value=better)
-    code, out, err = _run(capsys, ["table", "listops", str(RUNS["listops"]), str(other), "--format", "csv"])
+    code, out, err = invoke("table", "listops", str(RUNS["listops"]), str(other), "--format", "csv")
     assert code == 0, err
     assert pd.read_csv(io.StringIO(out)).set_index("model").loc["Transformer", "LN"] == "34.40 ± 0.71"
 
@@ -194,16 +181,16 @@ def test_table_listops_combines_seeds_and_profile_combines_models(tmp_path, caps
 
     b = _copy_run(RUNS["profile"], tmp_path / "vit_b", model=rename, model_label=lambda df: df["model_label"].replace(
         {"ViT-S": "ViT-B*"}))
-    code, out, err = _run(capsys, ["table", "profile", str(RUNS["profile"]), str(b), "--format", "csv"])
+    code, out, err = invoke("table", "profile", str(RUNS["profile"]), str(b), "--format", "csv")
     assert code == 0, err
     t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["Model", "Norm"])
     assert t.loc[("ViT-B*", "dtn"), "FLOPs paper (G)"] == "18.13"
     assert t.loc[("ViT-S", "dtn"), "FLOPs paper (G)"] == "4.88"
 
 
-def test_table_norms_paper_comparison(tmp_path, capsys):
+def test_table_norms_paper_comparison(tmp_path, invoke):
     run = RUNS["norms"]
-    code, out, err = _run(capsys, ["table", "norms", str(run), "--format", "csv"])
+    code, out, err = invoke("table", "norms", str(run), "--format", "csv")
     assert code == 0, err
     t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["model", "figure"])
     assert list(t.columns) == [*PAPER_COLUMNS, "dtn_var", "rmsnorm", "dtn_authors"]  # then the others measured
@@ -222,43 +209,42 @@ def test_table_norms_paper_comparison(tmp_path, capsys):
     assert t.loc[("ViT-S*", "fwd ms per layer, ours"), "DTN"] == "not measured"  # measured at ViT-S's layer shape
     star = _copy_run(run, tmp_path / "star", dim=lambda df: df["dim"].where(df["dim"].isna(), 432),
                      heads=lambda df: df["heads"].where(df["heads"].isna(), 9))
-    code, out, err = _run(capsys, ["table", "norms", str(star), "--format", "csv"])
+    code, out, err = invoke("table", "norms", str(star), "--format", "csv")
     assert code == 0, err
     t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["model", "figure"])
     assert float(t.loc[("ViT-S*", "fwd ms per layer, ours"), "DTN"]) == pytest.approx(fwd.loc["dtn", "value"])
     assert t.loc[("ViT-S", "fwd ms per layer, ours"), "DTN"] == "not measured"
-    code, md, _ = _run(capsys, ["table", "norms", str(run)])
+    code, md, _ = invoke("table", "norms", str(run))
     assert "Normaliser comparison" in md and "not provided: not implemented in this package" in md
 
 
-def test_table_all_renders_every_suite(tmp_path, capsys):
-    code, out, err = _run(capsys, ["table", "all", str(RESULTS), "--out", str(tmp_path / "all")])
+def test_table_all_renders_every_suite(tmp_path, invoke):
+    code, out, err = invoke("table", "all", str(RESULTS), "--out", str(tmp_path / "all"))
     assert code == 0, err
     assert "bench-corrupt" in err  # rows of a suite without tables are named and left out
     for suite, command, plot in (("profile", "profile", "latency.png"), ("bench-norms", "norms", "norms.png"),
                                  ("bench-lra-scaling", "lra-scaling", "scaling.png"),
                                  ("lra-listops", "listops", "curves.png"), ("imagenet-c", "imagenet-c", "ce_bars.png")):
         assert f"## {suite}\n" in out
-        code, _, err = _run(capsys, ["table", command, str(RESULTS), "--out", str(tmp_path / command)])
+        code, _, err = invoke("table", command, str(RESULTS), "--out", str(tmp_path / command))
         assert code == 0, err
         for name in ("table.md", "table.tex", "table.csv"):
             assert (tmp_path / "all" / suite / name).read_text() == (tmp_path / command / name).read_text(), name
         assert (tmp_path / "all" / suite / plot).read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "all" / "bench-corrupt").exists()
-    code, out, err = _run(capsys, ["table", "all", str(RUNS["profile"]), str(RUNS["norms"]), "--format", "csv"])
+    code, out, err = invoke("table", "all", str(RUNS["profile"]), str(RUNS["norms"]), "--format", "csv")
     assert code == 0, err
     blocks = dict(block.split("\n", 1) for block in out.split("\n\n"))  # "# <suite>" heading, then its CSV
     blocks = {key: text.rstrip("\n") + "\n" for key, text in blocks.items()}
     assert list(blocks) == ["# profile", "# bench-norms"]
     for key, command in (("# profile", "profile"), ("# bench-norms", "norms")):
-        _, alone, _ = _run(capsys, ["table", command, str(RUNS[command]), "--format", "csv"])
+        _, alone, _ = invoke("table", command, str(RUNS[command]), "--format", "csv")
         assert blocks[key] == alone
 
 
-def test_table_all_without_rows_of_a_suite_with_tables_is_an_error(tmp_path, capsys):
-    code, _, err = _run(capsys, ["table", "all", str(RESULTS / "bench-corrupt"), "--out", str(tmp_path / "t")])
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "table all: no rows of a suite with tables" in err and "bench-corrupt" in err
+def test_table_all_without_rows_of_a_suite_with_tables_is_an_error(tmp_path, invoke):
+    code, _, err = invoke("table", "all", str(RESULTS / "bench-corrupt"), "--out", str(tmp_path / "t"))
+    assert_one_line_error(code, err, "table all: no rows of a suite with tables", "bench-corrupt")
     assert not (tmp_path / "t").exists()
-    code, _, err = _run(capsys, ["table", "all", str(RUNS["profile"]), "--format", "html"])
-    assert code == 2 and "choose md, tex or csv" in err
+    code, _, err = invoke("table", "all", str(RUNS["profile"]), "--format", "html")
+    assert_one_line_error(code, err, "choose md, tex or csv")

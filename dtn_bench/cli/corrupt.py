@@ -1,6 +1,6 @@
 """``dtn-bench corrupt`` (ImageNet-C generator) and ``dtn-bench bench corrupt`` (its speed benchmark).
 
-Registered on the app of :mod:`dtn_bench.cli.main` when that module imports this one.
+Mounted by :mod:`dtn_bench.cli.app`: ``app`` (top-level commands) and ``bench`` (``bench`` commands).
 """
 
 from __future__ import annotations
@@ -12,21 +12,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dtn_bench.cli.main import (
-    OutOpt,
-    RunIdOpt,
-    _csv,
-    _print_frame,
-    _run_suite,
-    _write_report,
-    app,
-    bench_app,
-    console,
-    err_console,
-)
+from dtn_bench.cli.options import OutOpt, RunIdOpt, csv_list
+from dtn_bench.cli.output import _preset_config, _run_suite, _write_report, console, err_console, print_frame
 from dtn_bench.errors import DTNBenchError
 
 SUITE = "bench-corrupt"
+
+app = typer.Typer()
+bench = typer.Typer()
 
 DEVIATIONS = (
     "Deviations from the released recipe: frost uses a procedural texture (plasma fractal + line-kernel "
@@ -44,7 +37,7 @@ def _severities(text: str | None) -> tuple[int, ...]:
 
     if text is None:
         return (1, 2, 3, 4, 5)
-    values = _csv(text) or ()
+    values = csv_list(text) or ()
     if not values:
         raise DTNBenchError(f"--severities {text!r}: expected comma-separated integers 1..5 like 1,3,5")
     return resolve_severities(values)
@@ -76,7 +69,7 @@ def corrupt(
 
     from dtn_bench.data.corruptions import check_folder_args, corrupt_folder, resolve_corruptions
 
-    names = resolve_corruptions(_csv(corruptions), extra)
+    names = resolve_corruptions(csv_list(corruptions), extra)
     sevs = _severities(severities)
     check_folder_args(src, out, batch_size, device)  # every input error before the progress bar
     with Progress(TextColumn("[bold]ImageNet-C"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
@@ -166,7 +159,7 @@ def _render_bench(writer, notes: list[str]) -> None:
     df = _write_report(writer, report, plot, "corrupt.png")
     threads = ", ".join(str(int(v)) for v in sorted(df["threads"].dropna().unique()))
     wide = per_image(df)
-    _print_frame(wide[[c for c in wide.columns if "median" in c]],  # the minima are in table.md
+    print_frame(wide[[c for c in wide.columns if "median" in c]],  # the minima are in table.md
                  f"Corruption speed (ms per 224 x 224 image, {threads} thread(s))", "corruption")
     for _, r in df[(df["corruption"] == "pass") & (df["metric"] != "time_ms")].iterrows():
         versus = f" ({r['versus']})" if isinstance(r.get("versus"), str) else ""
@@ -176,7 +169,7 @@ def _render_bench(writer, notes: list[str]) -> None:
         console.print(note, highlight=False, soft_wrap=True)
 
 
-@bench_app.command("corrupt")
+@bench.command("corrupt")
 def bench_corrupt(
     preset: Annotated[str, typer.Option("--preset", help="Preset of suites/bench-corrupt.yaml: default, quick.")]
     = "default",
@@ -204,10 +197,9 @@ def bench_corrupt(
     """
     import torch
 
-    from dtn_bench.cli.main import _preset_config
     from dtn_bench.data.corruptions import benchmark, resolve_corruptions
 
-    overrides = dict(severity=severity, batch=batch, iters=iters, warmup=warmup, corruptions=_csv(corruptions),
+    overrides = dict(severity=severity, batch=batch, iters=iters, warmup=warmup, corruptions=csv_list(corruptions),
                      threads=threads, peer=peer, peer_batch=peer_batch)
     cfg = _preset_config(SUITE, preset, CorruptBenchConfig, overrides, extra=extra, device=device, seed=seed,
                          preset=preset)

@@ -10,8 +10,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dtn_bench.cli.main import STATE, EmaOpt, OutOpt, RunIdOpt, _csv, app, bench_app, console, err_console
+from dtn_bench.cli.options import EmaOpt, OutOpt, RunIdOpt, csv_list
+from dtn_bench.cli.output import STATE, console, err_console
 from dtn_bench.errors import DTNBenchError
+
+app = typer.Typer()
+bench = typer.Typer()
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Zoo model (vit_t_dtn) or timm model name.")]
 NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
@@ -33,7 +37,7 @@ ResizeOpt = Annotated[bool, typer.Option("--allow-resize", help="Resize images w
 
 
 def _severities(text: str | None) -> tuple[int, ...] | None:
-    values = _csv(text)
+    values = csv_list(text)
     if values is None:
         return None
     try:
@@ -238,7 +242,7 @@ def imagenet_c(
     so; the rows and tables say 'random init (seed N)'."""
     from dtn_bench import imagenet_c as ic
 
-    settings = dict(norm=norm, corruptions=_csv(corruptions), severities=_severities(severities), extra=extra,
+    settings = dict(norm=norm, corruptions=csv_list(corruptions), severities=_severities(severities), extra=extra,
                     subset=subset, subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size,
                     workers=workers, device=device, amp=amp, strict=strict, allow_resize=allow_resize)
     if demo:
@@ -279,7 +283,7 @@ def _data_label(result) -> str:
     return "; ".join(map(str, data)) or "ImageNet-C"
 
 
-@bench_app.command("imagenet-c-pipeline")
+@bench.command("imagenet-c-pipeline")
 def bench_imagenet_c_pipeline(
     model: ModelOpt = "vit_t_ln",
     data_dir: DataOpt = None,
@@ -323,7 +327,7 @@ def bench_imagenet_c_pipeline(
         from dtn_bench.imagenet_c.data import data_label
 
         label = data_label(data_dir)
-    corr = _csv(corruptions)
+    corr = csv_list(corruptions)
     cfg = ic.make_config(model, data_dir, num_classes=num_classes, corruptions=corr[:1] if corr else ["fog"],
                          severities=(_severities(severities) or (3,))[:1], subset=None, batch_size=batch_size,
                          workers=workers, device=device, amp=amp, allow_resize=allow_resize, data_label=label)

@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 
-from dtn_bench.cli.main import OutOpt, RunIdOpt, _csv, _parse_ints, app, run_with_progress
+from dtn_bench.cli.options import OutOpt, RunIdOpt, csv_list, parse_ints
+from dtn_bench.cli.output import run_with_progress
 from dtn_bench.errors import DTNBenchError
+
+app = typer.Typer()
 
 
 def _parse_batch_sizes(text: str) -> tuple[int, ...]:
     """``"1,64,256"`` -> ``(1, 64, 256)``; a one-line error for anything else."""
-    values = _parse_ints(text, "--batch-sizes", "1,64,256", "positive integers")
+    values = parse_ints(text, "--batch-sizes", "1,64,256", "positive integers")
     bad = [v for v in values if v <= 0]
     if bad:
         raise DTNBenchError(f"--batch-sizes {text!r}: batch sizes must be > 0, got {bad[0]}")
@@ -73,7 +76,7 @@ def profile(
 
     if resume and run_id is None:
         raise DTNBenchError("profile: --resume needs the --run-id of the run to continue")
-    overrides = dict(models=_csv(models), norms=_csv(norms), device=device,
+    overrides = dict(models=csv_list(models), norms=csv_list(norms), device=device,
                      batch_sizes=None if batch_sizes is None else _parse_batch_sizes(batch_sizes), amp=amp,
                      channels_last=channels_last, compile=compile_, compile_mode=compile_mode, dtn_kernel=dtn_kernel,
                      train=train,

@@ -1,34 +1,171 @@
-"""``dtn-bench table ...``: tables combining finished runs.
+"""``dtn-bench table listops|imagenet-c|profile|norms|lra-scaling|all RUN...``: paper-style tables and plots from
+finished runs.
 
-One sub-command per registered suite that has a report, made on demand (so ``dtn-bench --help`` imports no suite),
-plus ``table all``; see :mod:`dtn_bench.cli.suite_tables`.
+Each suite command reads the rows of one or more run folders (or rows files, or folders of runs), keeps its suite's
+rows, prints the Markdown, LaTeX or CSV document and, with ``--out``, writes ``table.md``, ``table.tex``,
+``table.csv`` and the suite's plots there. The CSV holds the suite's main paper-style table, laid out as in the
+Markdown (published numbers beside ours): Table 1 for profile, the test-accuracy table (last checkpoint) for
+listops, the normaliser comparison for norms, the step time per length and the log-log slopes for lra-scaling, the
+robustness table for imagenet-c.
+
+Runs combine only when their rows agree on every measurement setting a table would otherwise average over (profile:
+mode, autocast, dtype, channels_last, compile_mode, dtn_kernel, device_name, threads; listops: the training
+settings, all but the seed; norms and lra-scaling: device and shapes); otherwise a one-line error names the setting
+and the values seen. ``table all`` renders every suite found in the rows, one document after the other. The
+commands are one generic loop over the registered suites that have a report (:class:`dtn_bench.runner.Report`:
+documents, plots, the settings that must agree); nothing here knows a suite.
+
+Rendering only: nothing is measured. Everything is rendered before anything is written, so an error leaves no
+half-written folder.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from typer.core import TyperGroup
 
-from dtn_bench.cli.main import app
+from dtn_bench.cli.output import console, err_console
+from dtn_bench.errors import DTNBenchError
+
+RunsArg = Annotated[list[Path], typer.Argument(help="Run folders, rows files, or folders of runs to combine.")]
+OutDirOpt = Annotated[Path | None, typer.Option("--out", help="Also write table.md, table.tex, table.csv and the plots "
+                                                "into this folder.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="What to print: md, tex or csv (csv: the suite's main "
+                                        "paper-style table).")]
+FORMATS = ("md", "tex", "csv")
+
+
+def _write(files: dict[Path, str | bytes]) -> None:
+    from dtn_bench.results.writer import atomic_write_bytes, atomic_write_text
+
+    for path, content in files.items():
+        if isinstance(content, bytes):
+            atomic_write_bytes(path, content)
+        else:
+            atomic_write_text(path, content)
+
+
+def _print(text: str, fmt: str) -> None:
+    """The document on stdout (CSV exactly as written, so it pipes); notes go to stderr."""
+    console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True, end="" if fmt == "csv" else "\n")
+
+
+def _read(runs: list[Path], fmt: str):
+    from dtn_bench.results.io import read_rows
+
+    if fmt not in FORMATS:
+        raise DTNBenchError(f"--format {fmt!r}: choose md, tex or csv")
+    return read_rows(runs)
+
+
+def _suites_with_tables() -> dict:
+    """Suite name (as in the rows) -> its :class:`~dtn_bench.runner.Suite`, for every suite that has a report."""
+    from dtn_bench.suites import all_suites
+
+    return {s.name: s for s in all_suites() if s.report is not None}
+
+
+def _documents(suite, df, runs: list[Path]) -> dict[str, str]:
+    """Checks the rows, then renders ``table.md``, ``table.tex`` and ``table.csv`` (name -> text)."""
+    command = f"table {suite.command}"
+    suite.report.check_combinable(df, runs, command)
+    if suite.report.main(df).empty:
+        raise DTNBenchError(f"{command}: the rows hold no {suite.report.main_name}")
+    return suite.report.documents(df)
+
+
+def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str) -> None:
+    """``dtn-bench table <suite>``: checks and renders the suite's rows of ``runs``, prints the ``fmt`` document and,
+    with ``out``, writes every document and plot there."""
+    from dtn_bench.suites import get_suite
+
+    df = _read(runs, fmt)
+    df = df[df["suite"] == suite_name] if "suite" in df.columns else df.iloc[:0]
+    if df.empty:
+        raise DTNBenchError(f"no {suite_name} rows in {', '.join(map(str, runs))}")
+    suite = get_suite(suite_name)
+    docs = _documents(suite, df, runs)
+    files: dict[Path, str | bytes] = {}
+    if out is not None:
+        files = {out / name: text for name, text in docs.items()}
+        files.update({out / name: png for name, png in suite.report.figures(df).items()})
+    _print(docs[f"table.{fmt}"], fmt)
+    if out is not None:
+        _write(files)
+        err_console.print(f"written: {out}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _table_command(suite_name: str):
+    def command(runs: RunsArg, out: OutDirOpt = None, fmt: FormatOpt = "md") -> None:
+        render_suite(suite_name, runs, out, fmt)
+
+    return command
+
+
+def suite_commands() -> list[str]:
+    """The ``table`` sub-command of every registered suite with a report."""
+    return [s.command for s in _suites_with_tables().values()]
+
+
+def suite_command(name: str):
+    """The click command ``dtn-bench table <name>`` of the suite whose ``command`` is ``name`` (``None``: none)."""
+    for suite in _suites_with_tables().values():
+        if suite.command == name:
+            one = typer.Typer()
+            one.command(suite.command, help=suite.table_help)(_table_command(suite.name))
+            return typer.main.get_command(one)
+    return None
 
 
 class SuiteTablesGroup(TyperGroup):
-    """The ``table`` group: its fixed commands (``all``) and one command per registered suite with a report."""
+    """The ``table`` group: its fixed commands (``all``) and one command per registered suite with a report, made on
+    demand (so ``dtn-bench --help`` imports no suite)."""
 
     def list_commands(self, ctx):  # noqa: D102
-        from dtn_bench.cli.suite_tables import suite_commands
-
         return [*suite_commands(), *super().list_commands(ctx)]
 
     def get_command(self, ctx, cmd_name):  # noqa: D102
         cmd = super().get_command(ctx, cmd_name)
-        if cmd is not None:
-            return cmd
-        from dtn_bench.cli.suite_tables import suite_command
-
-        return suite_command(cmd_name)
+        return cmd if cmd is not None else suite_command(cmd_name)
 
 
-table_app = typer.Typer(cls=SuiteTablesGroup, help="Paper-style tables combining finished runs.",
-                        no_args_is_help=True)
-app.add_typer(table_app, name="table")
+app = typer.Typer(cls=SuiteTablesGroup, help="Paper-style tables combining finished runs.", no_args_is_help=True)
+
+
+_HEADINGS = {"md": "## {}\n", "tex": "% ---- {} ----", "csv": "# {}"}
+
+
+@app.command("all")
+def table_all(runs: RunsArg, out: Annotated[Path | None, typer.Option(
+        "--out", help="Also write DIR/<suite>/table.md, table.tex, table.csv and the plots.")] = None,
+        fmt: FormatOpt = "md") -> None:
+    """Every suite found in the rows, one document after the other (each headed by its suite; suites without a
+    table, such as bench-corrupt, are named on stderr and left out)."""
+    df = _read(runs, fmt)
+    specs = _suites_with_tables()
+    found = list(dict.fromkeys(df["suite"].dropna())) if "suite" in df.columns else []
+    chosen = [s for s in found if s in specs]
+    if not chosen:
+        extra = f" (rows of {', '.join(map(str, found))} only)" if found else ""
+        raise DTNBenchError(f"table all: no rows of a suite with tables ({', '.join(specs)}) in "
+                            f"{', '.join(map(str, runs))}{extra}")
+    texts: list[str] = []
+    files: dict[Path, str | bytes] = {}
+    for suite in chosen:
+        spec, rows = specs[suite], df[df["suite"] == suite]
+        docs = _documents(spec, rows, runs)
+        texts.append(_HEADINGS[fmt].format(suite) + "\n" + docs[f"table.{fmt}"])
+        if out is not None:
+            files.update({out / suite / name: text for name, text in docs.items()})
+            files.update({out / suite / name: png for name, png in spec.report.figures(rows).items()})
+    _print("\n".join(texts), fmt)
+    skipped = [s for s in found if s not in specs]
+    if skipped:
+        err_console.print(f"no tables for {', '.join(skipped)}: left out", markup=False, highlight=False)
+    if out is not None:
+        _write(files)
+        err_console.print(f"written: {out}", markup=False, highlight=False, soft_wrap=True)
+

@@ -1,7 +1,7 @@
 """The serial pixel sweep of ImageNet-C's ``glass_blur``, compiled with numba (cached on disk after the first call).
 
-Kept in its own module so that ``import dtn_bench`` does not import numba; :func:`dtn_bench.data.corruptions.glass_blur`
-imports this module the first time it runs.
+Kept in its own module so that ``import dtn_bench`` does not import numba;
+:func:`dtn_bench.data.corruptions.blur.glass_blur` imports this module the first time it runs.
 """
 
 from __future__ import annotations

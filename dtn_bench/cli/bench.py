@@ -1,0 +1,98 @@
+"""``dtn-bench bench norms`` and ``dtn-bench bench lra-scaling``: what a normaliser costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dtn_bench.cli.options import (
+    DepthOpt,
+    DeviceOpt,
+    DimOpt,
+    HeadsOpt,
+    ItersOpt,
+    MlpDimOpt,
+    OutOpt,
+    RunIdOpt,
+    SeedOpt,
+    TuneMallocOpt,
+    WarmupOpt,
+    csv_list,
+    parse_grid,
+    parse_ints,
+)
+from dtn_bench.cli.output import run_with_progress
+
+bench = typer.Typer()
+
+
+@bench.command("norms")
+def bench_norms(
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/bench-norms.yaml: default, quick.")]
+    = "default",
+    batch: Annotated[int | None, typer.Option(help="Batch of the layer benchmark.")] = None,
+    grid: Annotated[str | None, typer.Option(help="Patch grid ROWSxCOLS (14x14).")] = None,
+    dim: DimOpt = None,
+    heads: Annotated[int | None, typer.Option(help="Heads (DTN groups).")] = None,
+    norms: Annotated[str | None, typer.Option(help="Comma-separated norms (default: all registered).")] = None,
+    authors: Annotated[bool, typer.Option("--authors/--no-authors", help="Time the authors' dense algorithm.")]
+    = True,
+    models: Annotated[str | None, typer.Option(help="Comma-separated zoo models for throughput ('' for none).")]
+    = None,
+    model_batch: Annotated[int | None, typer.Option("--model-batch", help="Batch of the model throughput.")] = None,
+    iters: ItersOpt = None,
+    warmup: WarmupOpt = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0: default).")] = 0,
+    tune_malloc: TuneMallocOpt = True,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Time every normaliser (fwd, fwd+bwd) at one shape, DTN against the authors' algorithm, and vit_s_ln vs
+    vit_s_dtn inference throughput. Writes rows, table.md/.tex and a bar plot."""
+    from dtn_bench.bench import norms as nb
+
+    cfg = nb.NormBenchConfig.from_preset(
+        preset, batch=batch, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
+        grid=None if grid is None else parse_grid(grid), norms=csv_list(norms), models=csv_list(models),
+        authors=authors, threads=threads, device=device, seed=seed, tune_malloc=tune_malloc)
+    run_with_progress(nb.SUITE, cfg, out, run_id)
+
+
+@bench.command("lra-scaling")
+def bench_lra_scaling(
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/bench-lra-scaling.yaml: default, quick.")]
+    = "default",
+    lengths: Annotated[str | None, typer.Option(help="Comma-separated sequence lengths (512,1024,2048,4096).")]
+    = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated attentions: transformer,bigbird,reformer.")]
+    = None,
+    norms: Annotated[str | None, typer.Option(help="Comma-separated normalisers (layernorm,dtn).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Sequences per training step.")] = None,
+    dim: DimOpt = None,
+    heads: HeadsOpt = None,
+    depth: DepthOpt = None,
+    mlp_dim: MlpDimOpt = None,
+    iters: ItersOpt = None,
+    warmup: WarmupOpt = None,
+    bucket_size: Annotated[int | None, typer.Option("--bucket-size", help="Reformer tokens per LSH bucket.")]
+    = None,
+    tune_malloc: TuneMallocOpt = True,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Time one LRA encoder training step (and count its tensor allocations) against the sequence length, per
+    attention x normaliser, with log-log slopes. Writes rows, table.md/.tex and scaling.png."""
+    from dtn_bench.bench import scaling as sb
+
+    cfg = sb.ScalingBenchConfig.from_preset(
+        preset, batch=batch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
+        bucket_size=bucket_size, lengths=None if lengths is None else parse_ints(lengths, "--lengths", "512,1024",
+                                                                                   "positive integers"),
+        models=csv_list(models), norms=csv_list(norms), device=device, seed=seed, tune_malloc=tune_malloc)
+    run_with_progress(sb.SUITE, cfg, out, run_id)

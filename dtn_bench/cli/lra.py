@@ -1,0 +1,319 @@
+"""``dtn-bench lra generate`` (ListOps data) and ``dtn-bench lra listops`` (the training suite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dtn_bench.cli.options import (
+    DepthOpt,
+    DimOpt,
+    HeadsOpt,
+    MlpDimOpt,
+    OutOpt,
+    RunIdOpt,
+    TuneMallocOpt,
+    csv_list,
+    parse_ints,
+)
+from dtn_bench.cli.output import _preset_config, _write_report, console, err_console, print_frame
+from dtn_bench.errors import DTNBenchError
+
+app = typer.Typer(help="Long-Range Arena ListOps: data generation and the training suite.", no_args_is_help=True)
+
+
+@app.command("generate")
+def lra_generate(
+    out: Annotated[Path, typer.Option("--out", help="Folder for basic_train.tsv, basic_val.tsv, basic_test.tsv.")],
+    train: Annotated[int, typer.Option("--train", help="Training samples.")] = 96_000,
+    val: Annotated[int, typer.Option("--val", help="Validation samples.")] = 2_000,
+    test: Annotated[int, typer.Option("--test", help="Test samples.")] = 2_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same arguments, same bytes).")] = 0,
+    min_length: Annotated[int, typer.Option("--min-length", help="Keep trees longer than this (tokens).")] = 500,
+    max_length: Annotated[int, typer.Option("--max-length", help="Keep trees shorter than this (tokens).")] = 2_000,
+    max_depth: Annotated[int, typer.Option("--max-depth", help="Tree depth limit (root at depth 1).")] = 10,
+    max_args: Annotated[int, typer.Option("--max-args", help="Most children of an operator (fewest: 2).")] = 10,
+    workers: Annotated[int, typer.Option("--workers", help="Processes (the output does not depend on it).")] = 2,
+) -> None:
+    """Generate ListOps data (LRA spec, seeded and deterministic, deduplicated across splits)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    from dtn_bench.data.listops import SPLITS, check_generate_args, generate
+
+    check_generate_args(train, val, test, seed, min_length, max_length, max_depth, max_args)
+
+    class _Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.0f} samples/s" if task.speed else "- samples/s")
+
+    with Progress(TextColumn("[bold]ListOps"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("generate", total=train + val + test)
+        summary = generate(out, train=train, val=val, test=test, seed=seed, min_length=min_length,
+                           max_length=max_length, max_depth=max_depth, max_args=max_args, workers=workers,
+                           progress=lambda done, total: bar.update(task, completed=done))
+
+    table = Table(title=f"ListOps data in {summary.out_dir} ({summary.seconds:.1f} s)")
+    for col in ("split", "samples", "length min", "median", "mean", "max", "file"):
+        table.add_column(col, justify="left" if col in ("split", "file") else "right")
+    for split in (*SPLITS, "all"):
+        st = summary.length_stats[split]
+        count = sum(summary.label_counts[split])
+        cells = [f"{st[k]:.0f}" if count else "-" for k in ("min", "median")]
+        cells += [f"{st['mean']:.1f}" if count else "-", f"{st['max']:.0f}" if count else "-"]
+        table.add_row(split, f"{count:,}", *cells, summary.files[split].name if split in summary.files else "")
+    console.print(table)
+    labels = Table(title="Label distribution (all splits)")
+    counts = summary.label_counts["all"]
+    total = max(sum(counts), 1)
+    for digit in range(10):
+        labels.add_column(str(digit), justify="right")
+    labels.add_row(*(f"{c / total:.1%}" for c in counts))
+    console.print(labels)
+    console.print(f"majority-class share: {summary.majority_share:.1%} (label {counts.index(max(counts))}); "
+                  f"duplicates dropped: {summary.duplicates}")
+
+@app.command("listops")
+def lra_listops(
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/lra-listops.yaml: lra, lra-paper, small, "
+                                        "quick.")] = "lra",
+    models: Annotated[str | None, typer.Option(help="Comma-separated: transformer,bigbird,reformer.")] = None,
+    norms: Annotated[str | None, typer.Option(help="Comma-separated registered normalisers (layernorm,dtn).")]
+    = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (0,1,2: mean and std in the table).")]
+    = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Folder of basic_{train,val,test}.tsv (the LRA "
+                                                  "release's listops-1000 or `lra generate`); default: generated "
+                                                  "into the cache for the preset.")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", help="Longest sequence (tokens, no CLS).")] = None,
+    len_policy: Annotated[str | None, typer.Option("--len-policy", help="Longer sequences: error or truncate "
+                                                   "(counted).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (updates).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Global batch (split over processes).")] = None,
+    lr: Annotated[float | None, typer.Option(help="lra schedule: base factor (0.05); linear: peak rate.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="lra (warmup x rsqrt) or linear (warmup, linear decay).")]
+    = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up steps.")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="AdamW decoupled weight decay.")]
+    = None,
+    clip_grad: Annotated[float | None, typer.Option("--clip-grad", help="Clip the gradient norm (0: off).")] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every", help="Validate and checkpoint every N steps.")]
+    = None,
+    val_limit: Annotated[int | None, typer.Option("--val-limit", help="Validation samples used during training "
+                                                  "(final evaluations use all).")] = None,
+    dim: DimOpt = None,
+    heads: HeadsOpt = None,
+    depth: DepthOpt = None,
+    mlp_dim: MlpDimOpt = None,
+    pooling: Annotated[str | None, typer.Option(help="cls or mean.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout (embedding, residual, MLP).")] = None,
+    attn_dropout: Annotated[float | None, typer.Option("--attn-dropout", help="Attention-probability dropout.")]
+    = None,
+    sparse_attn_dropout: Annotated[bool | None, typer.Option(
+        "--sparse-attn-dropout/--no-sparse-attn-dropout", help="Apply --attn-dropout in BigBird and the Reformer too "
+        "(the official code has attention dropout only in the Transformer; lra presets: off).")] = None,
+    lra_quirks: Annotated[bool | None, typer.Option("--lra-quirks/--no-lra-quirks", help=(
+        "Reformer: the official LRA layer exactly: keys not length-normalised and logits multiplied (not divided) by "
+        "sqrt(d_head); no self-mask; no padding mask; one rotation set (seed 0; torch's random values, not JAX's) "
+        "shared by every head and layer; the "
+        "zero filler up to a multiple of n_buckets (a whole chunk when the length is one) hashed to bucket 0 (sorted "
+        "after its real tokens, before bucket 1) and attended; look-back across hash rounds; no output projection "
+        "and the heads merged by "
+        "reshaping [B, H, T, d] to [B, T, H*d] without a transpose. Off: the corrected layer (lra presets: on).")
+    )] = None,
+    bigbird_block: Annotated[int | None, typer.Option("--bigbird-block", help="BigBird block length in tokens "
+                                                      "(LRA: 64).")] = None,
+    bigbird_random: Annotated[str | None, typer.Option("--bigbird-random", help=(
+        "BigBird's random blocks: torch (torch generator, blocks in the first 1024 tokens outside the window) or lra "
+        "(the official rule and numpy draws: query blocks n-3 and n-2 draw from a shorter range; lra presets)."))]
+    = None,
+    gelu: Annotated[str | None, typer.Option(help="MLP GELU: exact (erf) or tanh (jax.nn.gelu's approximation, "
+                                             "lra presets).")] = None,
+    ln_eps: Annotated[float | None, typer.Option("--ln-eps", help="LayerNorm epsilon (1e-5; lra presets: 1e-6 as in "
+                                                 "flax); other normalisers keep their own.")] = None,
+    init: Annotated[str | None, typer.Option(help=(
+        "Initialisation: torch (PyTorch defaults, frozen zero padding embedding) or lra (xavier-uniform Q/K/V/O and "
+        "MLP, MLP biases N(0, 1e-6), lecun-normal head with zero bias, trained padding embedding; lra presets)."))]
+    = None,
+    lr_step_origin: Annotated[int | None, typer.Option("--lr-step-origin", help=(
+        "The schedule's t is step + this (step from 0): 1 (first update non-zero) or 0 (official: lr(0) = 0; lra "
+        "presets)."))] = None,
+    shuffle: Annotated[str | None, typer.Option(help="Training order per epoch: full (a permutation) or buffer "
+                                                "(LRA's shuffle buffers, see --shuffle-buffer; lra presets).")]
+    = None,
+    shuffle_buffer: Annotated[str | None, typer.Option("--shuffle-buffer", help=(
+        "Buffer sizes of --shuffle buffer, applied in turn (10000,1024: the official CSV reader's row buffer, then "
+        "shuffle(1024)).") )] = None,
+    train_samples: Annotated[int | None, typer.Option("--train-samples", help="Generated data: training samples.")]
+    = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str | None, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16 "
+                                                  "(default: the preset's; lra presets: fp32, as the official "
+                                                  "code).")] = None,
+    procs: Annotated[int | None, typer.Option("--procs", help="Expected number of processes (checked against "
+                                              "torchrun's WORLD_SIZE); launch several with torchrun "
+                                              "--nproc_per_node N -m dtn_bench lra listops ...")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue the run RUN_ID (finished runs are kept, "
+                                               "the interrupted one continues from its last checkpoint).")] = None,
+    tune_malloc: TuneMallocOpt = True,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Train and test the LRA ListOps models with each normaliser: rows, paper-style table (Markdown, LaTeX) and
+    learning curves in the run folder."""
+    from dtn_bench.distributed import init_distributed, world_size_from_env
+    from dtn_bench.lra import config as lc
+
+    world = world_size_from_env()
+    if procs is not None and procs != world:
+        how = f"torchrun --nproc_per_node {procs} -m dtn_bench lra listops ..." if procs > 1 else "without torchrun"
+        raise DTNBenchError(f"--procs {procs} but this job has {world} process(es) (WORLD_SIZE): launch it with {how}")
+    if resume is not None and run_id is not None and run_id != resume:
+        raise DTNBenchError(f"--resume {resume} and --run-id {run_id} name different runs")
+    overrides = dict(models=csv_list(models), norms=csv_list(norms), max_len=max_len, len_policy=len_policy,
+                     steps=steps, batch=batch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
+                     clip_grad=clip_grad, eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth,
+                     mlp_dim=mlp_dim, pooling=pooling, dropout=dropout, lra_quirks=lra_quirks,
+                     attn_dropout=attn_dropout, sparse_attn_dropout=sparse_attn_dropout, bigbird_random=bigbird_random,
+                     bigbird_block=bigbird_block,
+                     gelu=gelu, ln_eps=ln_eps, init=init, lr_step_origin=lr_step_origin, shuffle=shuffle,
+                     shuffle_buffer=None if shuffle_buffer is None else parse_ints(shuffle_buffer, "--shuffle-buffer",
+                                                                                    "10000,1024", "sizes"),
+                     precision=precision, gen_train=train_samples,
+                     seeds=None if seeds is None else parse_ints(seeds, "--seeds", "0,1,2"),
+                     data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()))
+    cfg = _preset_config(lc.SUITE, preset, lc.ListOpsConfig, overrides, device=device, world_size=world,
+                         preset=preset)
+    if cfg.data_dir is not None:
+        from dtn_bench.data.listops import SPLITS, split_path
+
+        for split in SPLITS:
+            split_path(cfg.data_dir, split)
+    if resume is not None:
+        _check_resumable(out / lc.SUITE / resume, world)
+    ctx = init_distributed(cfg.device)
+    try:
+        from dtn_bench.timing import keep_freed_memory
+
+        tuned = keep_freed_memory() if tune_malloc and ctx.device.type == "cpu" else False
+        _lra_listops(cfg, ctx, out, resume or run_id, resume is not None, tuned)
+    finally:
+        ctx.close()
+
+
+def _check_resumable(folder: Path, world: int) -> None:
+    """The run folder exists and was made with as many processes as this job has (before any process group)."""
+    import json
+
+    if not folder.is_dir():
+        raise DTNBenchError(f"--resume {folder.name}: no run folder {folder}")
+    try:
+        made = json.loads((folder / "config.json").read_text()).get("world_size", 1)
+    except (OSError, ValueError) as e:
+        raise DTNBenchError(f"--resume {folder.name}: cannot read {folder / 'config.json'}: {e}") from None
+    if made != world:
+        raise DTNBenchError(f"--resume {folder.name}: the run was made with {made} process(es), this job has {world}; "
+                            f"resume it with the same number (torchrun --nproc_per_node {made})")
+
+
+def _lra_listops(cfg, ctx, out: Path, run_id: str | None, resume: bool, malloc_tuned: bool = False) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dtn_bench.lra import train as lt
+    from dtn_bench.lra.config import SUITE
+    from dtn_bench.results.writer import RunWriter, new_run_id
+
+    main_rank = ctx.is_main
+    if main_rank:
+        from dtn_bench.lra.config import OFFICIAL
+
+        settings = Table(title=f"lra listops, preset {cfg.preset} ({ctx.world} process(es) on {ctx.device})",
+                         caption="official LRA: the official code's value where the suite offers another; * this run "
+                         "differs from it")
+        settings.add_column("setting")
+        settings.add_column("value")
+        settings.add_column("official LRA")
+        values = cfg.as_dict()
+        for key, value in values.items():
+            official = ""
+            if key in OFFICIAL:
+                official = str(OFFICIAL[key]) + (" *" if OFFICIAL[key] != value else "")
+            settings.add_row(key, str(value), official)
+        settings.add_row("malloc_tuned", str(malloc_tuned), "")
+        console.print(settings)
+    with Progress(TextColumn("[bold]ListOps data"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=not main_rank) as bar:
+        task = bar.add_task("generate", total=None)
+        data = lt.prepare_data(cfg, ctx, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    for split in (data.train, data.val, data.test):
+        if split.truncated:
+            err_console.print(f"note: {split.truncated} sequences of {split.path} were truncated to {cfg.max_len} "
+                              "tokens (--len-policy truncate)")
+    run_id = ctx.broadcast(run_id or new_run_id())
+    writer = None
+    if main_rank:
+        from dtn_bench.results.env import environment
+
+        env = {**environment(), "malloc_tuned": malloc_tuned}
+        writer = RunWriter(out, SUITE, cfg.as_dict(), run_id=run_id, resume=resume, device=str(ctx.device), env=env)
+    finished = None
+    if main_rank:
+        df = writer.rows()
+        finished = set()
+        if not df.empty and "checkpoint" in df.columns:
+            last = df[(df["checkpoint"] == "last") & (df["metric"] == "accuracy")]
+            finished = {(m, n, int(s)) for m, n, s in zip(last["model"], last["norm"], last["seed"], strict=True)}
+        if df.empty or not (df["model"] == "majority-class").any():
+            writer.append(lt.baseline_rows(cfg, data))
+    finished = ctx.broadcast(finished)
+    todo = [r for r in lt.runs(cfg) if r not in finished]
+    total_steps = len(todo) * cfg.steps
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]} "
+                          "{task.fields[tps]} tok/s"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=not main_rank) as bar:
+        overall = bar.add_task("all runs", total=total_steps, loss="-", acc="-", val="-", tps="-")
+        current = bar.add_task("", total=cfg.steps, loss="-", acc="-", val="-", tps="-")
+        done_before = [0]
+
+        def on_event(kind: str, info: dict) -> None:
+            if kind == "start":
+                done_before[0] = bar.tasks[overall].completed
+                bar.reset(current, total=info["steps"], completed=info["step"],
+                          description=f"{info['model']}/{info['norm']}/seed {info['seed']}", loss="-", acc="-",
+                          val="-", tps="-")
+                bar.update(overall, completed=done_before[0] + info["step"])
+            elif kind == "step":
+                fields = dict(loss=f"{info['loss']:.3f}", acc=f"{info['acc']:.1%}", tps=f"{info['tokens_s']:,.0f}")
+                bar.update(current, completed=info["step"], **fields)
+                bar.update(overall, completed=done_before[0] + info["step"])
+            elif kind == "eval":
+                bar.update(current, val=f"{info['val_acc']:.1%}")
+
+        try:
+            for label, rows in lt.run(cfg, data, out / SUITE / run_id, finished, ctx, on_event):
+                if main_rank:
+                    writer.append(rows)
+                    acc = next(r["value"] for r in rows if r["metric"] == "accuracy" and r["split"] == "test"
+                               and r["checkpoint"] == "last")
+                    console.print(f"{label}: test accuracy {acc:.2%} (last checkpoint)")
+        except KeyboardInterrupt:
+            if main_rank:
+                err_console.print(f"interrupted: continue with --resume {run_id} (same options)")
+            raise
+    if main_rank:
+        _render_listops(writer)
+
+
+def _render_listops(writer) -> None:
+    from dtn_bench.lra.report import curves_plot, paper_table, render_report
+
+    df = _write_report(writer, render_report, curves_plot, "curves.png")
+    table = paper_table(df)
+    if not table.empty:
+        print_frame(table, "ListOps test accuracy (%), last checkpoint", "model")
+    console.print(f"results: {writer.path}")

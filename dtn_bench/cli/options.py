@@ -1,0 +1,62 @@
+"""Options and parsers shared by the commands: each declared once here and reused (``Annotated`` aliases).
+
+Every option that a suite's preset can set defaults to ``None``: not given, so the preset (or the config's dataclass
+default) decides; a flag that is given wins (:meth:`dtn_bench.runner.PresetConfig.from_preset`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dtn_bench.errors import DTNBenchError
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Results root; the run folder is OUT/<suite>/<run-id>.")]
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name (default: timestamp + random).")]
+NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
+TuneMallocOpt = Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc", help="Keep freed memory in the process "
+                                             "on CPU (as jemalloc would); recorded with the results.")]
+# model-shape options shared by several commands
+DimOpt = Annotated[int | None, typer.Option(help="Channels.")]
+HeadsOpt = Annotated[int | None, typer.Option(help="Attention heads (DTN groups).")]
+DepthOpt = Annotated[int | None, typer.Option(help="Encoder blocks.")]
+MlpDimOpt = Annotated[int | None, typer.Option("--mlp-dim", help="MLP hidden width.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: the suite's preset; auto "
+                                              "takes the GPU when there is one).")]
+ItersOpt = Annotated[int | None, typer.Option("--iters", help="Timed repetitions per measured point.")]
+WarmupOpt = Annotated[int | None, typer.Option("--warmup", help="Untimed warm-up repetitions per measured point.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the preset's, 0).")]
+
+EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="With --checkpoint: load its EMA weights when it has "
+                                      "them (state_dict_ema / model_ema, as timm does; the authors' accuracies are "
+                                      "the EMA weights'), or its raw ones. Recorded as `weights: ema|raw`.")]
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise DTNBenchError(f"--grid {text!r}: expected ROWSxCOLS like 14x14, or one number") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise DTNBenchError(f"--grid {text!r}: expected ROWSxCOLS like 14x14")
+    return parts[0], parts[1]
+
+
+def csv_list(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def parse_ints(text: str, flag: str, example: str, what: str = "integers") -> tuple[int, ...]:
+    """``"1,64,256"`` -> ``(1, 64, 256)``; anything else (or nothing) is a one-line error naming ``flag``."""
+    message = f"{flag} {text!r}: expected comma-separated {what} like {example}"
+    try:
+        values = tuple(int(v) for v in text.split(","))  # int() takes surrounding spaces; "1,,2" and "1," fail
+    except ValueError:
+        raise DTNBenchError(message) from None
+    return values
