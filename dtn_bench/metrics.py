@@ -64,11 +64,10 @@ def alexnet_average(corruption: str) -> float:
 
 def _known(corruption: str) -> str:
     if corruption not in ALEXNET_ERRORS:
-        import difflib
+        from dtn_bench.checks import did_you_mean
 
-        close = difflib.get_close_matches(corruption, list(ALEXNET_ERRORS), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ValueError(f"unknown corruption {corruption!r}{hint}")
+        hint = did_you_mean(corruption, list(ALEXNET_ERRORS), n=1, cutoff=0.6)
+        raise ValueError(f"unknown corruption {corruption!r}{hint if 'did you mean' in hint else ''}")
     return corruption
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtn_bench.checks import unknown_name_message
 from dtn_bench.errors import DTNBenchError
 
 
@@ -76,10 +76,3 @@ def matches(name: str, pattern: str | None) -> bool:
     if any(ch in pattern for ch in "*?["):
         return fnmatch.fnmatchcase(name, pattern)
     return pattern in name
-
-
-def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    """``unknown norm 'dnt' (did you mean: dtn, dtn_var?)``."""
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" (did you mean: {', '.join(close)}?)" if close else f" (known: {', '.join(sorted(known)[:12])})"
-    return f"unknown {kind} {name!r}{hint}"

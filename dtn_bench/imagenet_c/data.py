@@ -79,7 +79,8 @@ def read_corrupt_manifest(root: str | Path) -> dict | None:
     Raises:
         DTNBenchError: the manifest exists but is not a JSON object.
     """
-    from dtn_bench.data.corruptions import MANIFEST_NAME, read_json_object
+    from dtn_bench.checks import read_json_object
+    from dtn_bench.data.corruptions import MANIFEST_NAME
 
     path = Path(root) / MANIFEST_NAME
     return read_json_object(path, "the dtn-bench corrupt manifest ") if path.is_file() else None

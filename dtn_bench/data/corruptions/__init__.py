@@ -62,12 +62,12 @@ resolver of corruption names and severities (for ``corrupt``, ``bench corrupt`` 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
+from dtn_bench.checks import did_you_mean, unknown_name_message
 from dtn_bench.data.corruptions.blur import _glass_sweep as _glass_sweep
 from dtn_bench.data.corruptions.blur import defocus_blur, gaussian_blur, glass_blur, motion_blur, zoom_blur
 from dtn_bench.data.corruptions.blur import glass_codes as glass_codes
@@ -86,7 +86,7 @@ from dtn_bench.data.corruptions.weather import frost_texture as frost_texture
 from dtn_bench.data.corruptions.weather import plasma_fractal as plasma_fractal
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
-from dtn_bench.registry import Registry, unknown_name_message
+from dtn_bench.registry import Registry
 
 __all__ = [
     "ALL_CORRUPTIONS",
@@ -148,9 +148,7 @@ def _unknown_corruption(name: str, hint: str) -> str:
     known = list(ALL_CORRUPTIONS)
     if hint == "matches":
         return unknown_name_message("corruption", name, known)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-    more = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
-    return f"unknown corruption {name!r}{more}"
+    return f"unknown corruption {name!r}{did_you_mean(name, known, n=1, cutoff=0.4, show=None, sort_known=False)}"
 
 
 def resolve_corruptions(names: Sequence[str] | None = None, extra: bool = False, *,
@@ -294,4 +292,3 @@ from dtn_bench.data.corruptions.job import image_seed as image_seed  # noqa: E40
 from dtn_bench.data.corruptions.job import list_images as list_images  # noqa: E402
 from dtn_bench.data.corruptions.job import load_image as load_image  # noqa: E402
 from dtn_bench.data.corruptions.job import load_peer as load_peer  # noqa: E402
-from dtn_bench.data.corruptions.job import read_json_object as read_json_object  # noqa: E402

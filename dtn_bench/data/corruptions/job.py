@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dtn_bench.checks import read_json_object
 from dtn_bench.data.corruptions import corrupt_batch, resolve_corruptions, resolve_severities
 from dtn_bench.data.corruptions.blur import prepare_compiled
 from dtn_bench.data.corruptions.filters import SIZE
@@ -142,25 +143,6 @@ def list_images(src: str | Path) -> list[Path]:
         raise DTNBenchError(f"source folder {root} holds no images (expected SRC/<class>/<image>)")
     _check_output_names(root, found)
     return found
-
-
-def read_json_object(path: Path, what: str = "", hint: str = "") -> dict:
-    """The JSON object in ``path``; a one-line error when it cannot be read or is not an object.
-
-    Args:
-        path: the JSON file.
-        what: written before the path in the error.
-        hint: written after the reason in the error.
-    """
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DTNBenchError(f"cannot read {what}{path}: {type(e).__name__}: {e}{hint}") from None
-    if not isinstance(data, dict):
-        raise DTNBenchError(f"{what}{path} does not hold a JSON object{hint}")
-    return data
 
 
 def _json_bytes(data: dict) -> bytes:
