@@ -87,8 +87,11 @@ def read_weights(path: str | Path, *, ema: bool = True) -> StateDict:
 
 
 def read_state_dict(path: str | Path, *, ema: bool = True) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file and return its flat, unwrapped state dict (``module.`` prefixes removed): the EMA
-    weights when the file has them (unless ``ema`` is false), else the raw ones (see :func:`read_weights`)."""
+    """Read a checkpoint file and return its flat, unwrapped state dict (``module.`` prefixes removed).
+
+    The state dict holds the EMA weights when the file has them (unless ``ema`` is false), else the raw ones (see
+    :func:`read_weights`).
+    """
     return read_weights(path, ema=ema).tensors
 
 

@@ -26,11 +26,27 @@ def did_you_mean(name: str, known: Sequence[str], *, n: int = 3, cutoff: float =
         show: without a near match, list this many known names (``None``: all of them).
         sort_known: list the known names sorted (else in the given order).
     """
-    close = difflib.get_close_matches(name, list(known), n=n, cutoff=cutoff)
+    close = _close_matches(name, list(known), n, cutoff)
     if close:
         return f" (did you mean {close[0]}?)" if n == 1 else f" (did you mean: {', '.join(close)}?)"
     listed = sorted(known) if sort_known else list(known)
     return f" (known: {', '.join(listed if show is None else listed[:show])})"
+
+
+def _close_matches(name: str, known: list[str], n: int, cutoff: float) -> list[str]:
+    """difflib's near matches (similarity ratio >= ``cutoff``, best first), ties in the order of ``known``.
+
+    ``difflib.get_close_matches`` breaks ties by reverse alphabetical order, so ``dnt`` would suggest ``dyt`` before
+    ``dtn``; here a tie keeps the registration order.
+    """
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(name)
+    scored = []
+    for i, candidate in enumerate(known):
+        matcher.set_seq1(candidate)
+        if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff and matcher.ratio() >= cutoff:
+            scored.append((-matcher.ratio(), i, candidate))
+    return [candidate for _, _, candidate in sorted(scored)[:n]]
 
 
 def unknown_name_message(kind: str, name: str, known: Sequence[str]) -> str:

@@ -27,13 +27,16 @@ class DistContext:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is the main process (rank 0)."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """Whether the job has more than one process."""
         return self.world > 1
 
     def barrier(self) -> None:
+        """Waits until every process gets here (a no-op in a single process)."""
         if self.distributed:
             torch.distributed.barrier()
 
@@ -68,8 +71,11 @@ class DistContext:
         return box[0]
 
     def sync_buffers(self, module: torch.nn.Module) -> None:
-        """Rank 0's buffers (e.g. BatchNorm running statistics) on every process. DDP broadcasts them only at the start
-        of a training forward, after which each rank updates its own from its local batch."""
+        """Rank 0's buffers (e.g. BatchNorm running statistics) on every process.
+
+        DDP broadcasts them only at the start of a training forward, after which each rank updates its own from its
+        local batch.
+        """
         if not self.distributed:
             return
         for buf in module.buffers():
@@ -93,8 +99,11 @@ def world_size_from_env() -> int:
 
 
 def check_device(command: str, device: str | torch.device, hint: str = "") -> torch.device:
-    """``device`` as a torch device; a one-line error naming ``command`` when it is not a device string, or asks for a
-    CUDA GPU that is not visible (``hint``: what to do instead, appended)."""
+    """``device`` as a torch device, or a one-line error naming ``command``.
+
+    The error comes when ``device`` is not a device string, or asks for a CUDA GPU that is not visible (``hint``: what
+    to do instead, appended).
+    """
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -119,8 +128,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device: str = "auto") -> DistContext:
-    """The process context: under torchrun (``WORLD_SIZE`` > 1) the process group is initialised (NCCL on GPUs,
-    gloo on CPUs) once; otherwise a single-process context."""
+    """The process context: a multi-process one under torchrun (``WORLD_SIZE`` > 1), otherwise a single-process one.
+
+    Under torchrun the process group is initialised (NCCL on GPUs, gloo on CPUs) once.
+    """
     world = world_size_from_env()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -104,7 +104,7 @@ def relative_ce(corruption: str, errors: Sequence[float], clean_error: float) ->
 
 
 def mce(errors: Mapping[str, Sequence[float]]) -> float:
-    """mCE in percent: the mean AlexNet-normalised CE over the 15 benchmark corruptions.
+    """MCE in percent: the mean AlexNet-normalised CE over the 15 benchmark corruptions.
 
     Args:
         errors: corruption name -> its 5 per-severity top-1 errors (fractions). Extra corruptions may be present and

@@ -55,6 +55,7 @@ class Registry:
         return len(self._entries)
 
     def names(self) -> list[str]:
+        """The registered names, in registration order."""
         return list(self._entries)
 
     def get(self, name: str) -> Entry:

@@ -37,8 +37,10 @@ class PresetConfig:
 
     @classmethod
     def from_preset(cls, name: str | None, **flags: Any):
-        """The preset ``name`` (``None``: the dataclass defaults) with the flags that were given (not ``None``) over
-        it, validated. Lists become tuples; an unknown field (in the preset or the flags) is a one-line error."""
+        """The preset ``name`` (``None``: dataclass defaults) with the given flags (not ``None``) over it, validated.
+
+        Lists become tuples; an unknown field (in the preset or the flags) is a one-line error.
+        """
         from dtn_bench.suites import load_preset
 
         values: dict[str, Any] = dict(load_preset(cls.SUITE, name)) if name is not None else {}
@@ -97,7 +99,7 @@ class Report:
             before runs combine.
         check: a further check ``check(rows, runs)`` before runs combine (raises :class:`DTNBenchError`).
         csv: ``csv(rows)`` -> the CSV text where the suite writes its own (default: ``main`` at 9 decimals).
-        console: ``console(rows)`` -> the :class:`ConsoleTable` s printed after a run.
+        console: ``console(rows)`` -> the :class:`ConsoleTable` s (and lines, ``str``) printed after a run.
         run_documents: the documents a run folder gets (``dtn-bench table --out`` writes all three).
     """
 
@@ -185,7 +187,8 @@ class Suite:
         config: the frozen config class (a :class:`PresetConfig`).
         run: ``run(cfg, ctx)`` -> iterable of ``(label, rows)``; measurement only.
         report: the :class:`Report`.
-        command: the ``dtn-bench table <command>`` name.
+        command: the ``dtn-bench table <command>`` name (``""``: no table command; the report still renders the run
+            folder).
         resume_key: the row columns that mark a finished unit (``()``: the suite does not resume).
         steps: ``steps(cfg)`` -> how many items ``run`` yields (for a progress bar), or ``None``.
         resume_ignored: config keys that may differ when a run is resumed.

@@ -19,6 +19,7 @@ SUITE_MODULES: dict[str, str] = {
     "profile": "dtn_bench.profile.suite",
     "lra-listops": "dtn_bench.lra.suite",
     "imagenet-c": "dtn_bench.imagenet_c.suite",
+    "bench-imagenet-c-pipeline": "dtn_bench.imagenet_c.suite",
     "bench-corrupt": "dtn_bench.bench.corrupt",
 }
 """Where each built-in suite is defined (imported on first use, so ``--help`` stays instant)."""

@@ -19,6 +19,7 @@ import torch
 from cli_helpers import run_cli
 from PIL import Image
 
+from dtn_bench.bench.corrupt import peer_speedups
 from dtn_bench.data import corruptions as C
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.metrics import CORRUPTIONS, EXTRA_CORRUPTIONS
@@ -449,6 +450,7 @@ def test_bench_corrupt_writes_rows(tmp_path, capsys, monkeypatch):
     assert set(df["impl"]) == {"dtn-bench"} and set(df["threads"]) == {1}  # default: 1 thread, recorded
     assert "speedup" not in set(df["metric"])  # no peer timed, no ratio
     assert "imagecorruptions not installed: no peer timing, no speed ratio" in out
+    assert "one pass, dtn-bench: throughput_img_s = " in out and "speedup" not in out
     assert (tmp_path / "bench-corrupt" / "t1" / "table.md").exists()
     err = _one_line_error(capsys, ["bench", "corrupt", "--corruptions", "snoww", "--out", str(tmp_path)])
     assert "did you mean: snow" in err
@@ -486,7 +488,7 @@ def test_bench_corrupt_times_the_peer_in_the_same_run(tmp_path, capsys, monkeypa
     peer = _FakePeer(fails)
     monkeypatch.setattr(C, "load_peer", lambda: (peer, "1.1.2"))
     names = ["contrast", "fog", "brightness"]
-    rc = run_cli(["bench", "corrupt", "--preset", "quick", "--batch", "3", "--peer-batch", "2", "--iters", "2",
+    rc = run_cli(["bench", "corrupt", "--preset", "quick", "--batch-size", "3", "--peer-batch", "2", "--iters", "2",
                   "--corruptions", ",".join(names), "--out", str(tmp_path), "--run-id", "p"])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -497,17 +499,44 @@ def test_bench_corrupt_times_the_peer_in_the_same_run(tmp_path, capsys, monkeypa
     ran = [n for n in names if n not in fails]
     assert sorted(med["imagecorruptions"].index) == sorted(ran + ([] if fails else ["pass"]))
     assert set(df[df["impl"] == "imagecorruptions"]["batch_size"]) == {2}
-    speedup = df[df["metric"] == "speedup"]
+    assert set(df[df["impl"] == "imagecorruptions"]["impl_version"]) == {"1.1.2"}
+    assert "speedup" not in set(df["metric"])  # measurements only: the ratio is derived when rendered
+    speedup = peer_speedups(df)
     assert len(speedup) == 1
     want = sum(med["imagecorruptions"][n] for n in ran) / sum(med["dtn-bench"][n] for n in ran)
     assert speedup["value"].item() == pytest.approx(want)
     versus = speedup["versus"].item()
     assert "imagecorruptions 1.1.2 timed in this run on 2 of the same images" in versus
     assert ("the 2 of 3 corruptions it ran (fog failed)" in versus) if fails else ("all 3 corruptions" in versus)
+    assert versus.endswith(", 1 thread(s)")
     if fails:
         assert "imagecorruptions 1.1.2 failed on fog: TypeError: gaussian() got an unexpected keyword" in out
+    assert f"one pass, dtn-bench: speedup = {speedup['value'].item():.2f} x ({versus})" in " ".join(out.split())
     table = (tmp_path / "bench-corrupt" / "p" / "table.md").read_text()
-    assert "imagecorruptions time median (ms)" in table and "speedup" in table
+    assert "imagecorruptions time median (ms)" in table and "dtn-bench speedup median" in table and versus in table
+
+
+def test_bench_corrupt_python_api(tmp_path, monkeypatch):
+    """One call runs the suite through the runner: the run folder, its rows, the lines about the peer as notes."""
+    from dtn_bench.bench import corrupt as bc
+
+    monkeypatch.setattr(C, "load_peer", lambda: (None, "not installed"))
+    threads = torch.get_num_threads()
+    events = []
+    result = bc.benchmark("quick", out=str(tmp_path), run_id="api", corruptions=("contrast", "brightness"), batch=1,
+                          threads=1, on_event=lambda kind, **info: events.append((kind, info)))
+    assert torch.get_num_threads() == threads
+    assert result.path == tmp_path / "bench-corrupt" / "api"
+    assert {p.name for p in result.path.iterdir()} >= {"rows.csv", "rows.parquet", "config.json", "table.md",
+                                                      "table.tex", "corrupt.png"}
+    per = result.rows[(result.rows["metric"] == "time_ms") & (result.rows["stat"] == "median")]
+    assert list(per["corruption"]) == ["contrast", "brightness", "pass"]
+    assert [info["text"] for kind, info in events if kind == "note"] == [
+        "imagecorruptions not installed: no peer timing, no speed ratio"]
+    assert [info["label"] for kind, info in events if kind == "step"] == ["contrast", "brightness", "pass"]
+    assert peer_speedups(result.rows).empty
+    with pytest.raises(DTNBenchError, match="bench corrupt: --batch must be > 0"):
+        bc.benchmark("quick", out=str(tmp_path), batch=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

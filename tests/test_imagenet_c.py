@@ -260,8 +260,12 @@ def test_resume_skips_finished_pairs_and_refuses_other_settings(world, invoke):
     events = []
     result = evaluate("vit_t_ln", world["data"], resume=True, on_event=lambda k, **i: events.append((k, i)), **kw)
     assert result.path == run
-    start = next(i for k, i in events if k == "start")
-    assert start["skipped"] == 1 and start["pending"] == 3
+    start = next(i for k, i in events if k == "start")  # the runner's: the units of the run, those in the folder
+    assert start == {"total": 4, "skipped": 1}
+    pending = next(i for k, i in events if k == "pending")  # the measurement's: what is left, in images
+    assert pending["skipped"] == 1 and pending["pending"] == 3
+    assert pending["images"] == 3 * len(CLASSES) * PER_CLASS + 1  # fog/2 also holds the unreadable file
+    assert [i["label"] for k, i in events if k == "step"] == ["gaussian_noise/2", "fog/1", "fog/2"]
     assert sum(1 for k, _ in events if k == "pair") == 3
     resumed = _pairs(result.rows)
     single = {k: v for k, v in _pairs(pd.read_parquet(world["run"] / "rows.parquet")).items() if k != ("clean", 0)}
@@ -377,11 +381,66 @@ def test_pipeline_benchmark(world, capsys):
                     str(world["data"]), "--corruptions", "gaussian_noise", "--severities", "1", "--images", "9",
                     "--batch-size", "3", "--workers", "0", "--out", str(out), "--run-id", "b"])
     assert code == 0, capsys.readouterr().err
-    rows = pd.read_parquet(out / "imagenet-c" / "b" / "rows.parquet")
+    run = out / "bench-imagenet-c-pipeline" / "b"
+    rows = pd.read_parquet(run / "rows.parquet")
+    assert set(rows["suite"]) == {"bench-imagenet-c-pipeline"} and set(rows["images"]) == {6}  # batch 1 not timed
     got = dict(zip(rows["pipeline"], rows["value"], strict=True))
     assert got["end_to_end"] > 0 and got["model_only"] > 0
     assert got["end_to_end / model_only"] == pytest.approx(got["end_to_end"] / got["model_only"])
-    assert icev.SUITE in SUITES.names()
+    assert {icev.SUITE, "bench-imagenet-c-pipeline"} <= set(SUITES.names())
+    # the report: the three figures in one row, also through dtn-bench table
+    md = (run / "table.md").read_text()
+    assert "end_to_end / model_only" in md and f"{got['model_only']:.2f}" in md
+    capsys.readouterr()
+    code = run_cli(["table", "imagenet-c-pipeline", str(run), "--format", "csv"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    table = pd.read_csv(io.StringIO(printed))
+    assert table["end_to_end"].tolist() == [pytest.approx(got["end_to_end"])]
+
+
+def test_pipeline_benchmark_refuses_bad_settings_before_any_work(world, invoke):
+    out = world["base"] / "bench-bad"
+    args = ["bench", "imagenet-c-pipeline", "--model", "vit_t_ln", "--num-classes", "3", "--data-dir",
+            str(world["data"]), "--workers", "0", "--out", str(out)]
+    code, _, err = invoke(*args, "--images", "0")
+    assert_one_line_error(code, err, "--images must be > 0, got 0")
+    code, _, err = invoke(*args, "--corruptions", "fgo")
+    assert_one_line_error(code, err, "unknown corruption 'fgo'")
+    code, _, err = invoke(*args, "--corruptions", "fog", "--severities", "3")  # the layout has severities 1, 2
+    assert_one_line_error(code, err, "missing 1 folder(s): fog/3")
+    code, _, err = invoke(*args, "--severities", "1", "--images", "6", "--batch-size", "3")  # timed after batch 1
+    assert_one_line_error(code, err, "pipeline benchmark: 6 images make fewer than 3 batches")
+    assert not out.exists()
+
+
+def test_rows_hold_measurements_only_and_the_report_derives(world):
+    """The run writes per-pair measurements; CE, mCE and the means come from the report (nothing derived stored)."""
+    from dtn_bench.imagenet_c.report import summarize
+
+    rows = pd.read_parquet(world["run"] / "rows.parquet")
+    assert set(rows["metric"]) == {"n_images", "n_unreadable", "top1_err", "throughput_img_s"}
+    (s,) = summarize(rows).values()
+    pairs = _pairs(rows)
+    assert s.errors == {c: {k: pairs[(c, k)]["top1_err"] for k in SEVS} for c in CORR}
+    assert s.clean_error == 0.25 and s.images == 4 * len(CLASSES) * PER_CLASS and s.unreadable == 1
+    assert s.ce == {} and s.mce is None  # 2 of 5 severities: no CE to compute
+
+
+def test_run_suite_runs_the_registered_suite_from_a_config(world, tmp_path):
+    """``run_suite("imagenet-c", cfg)`` plans from the config itself (its note emitted) and measures the same."""
+    from dtn_bench.imagenet_c import make_config
+    from dtn_bench.runner import run_suite
+
+    cfg = make_config("vit_t_ln", world["data"], num_classes=3, checkpoint=world["ckpt"], corruptions=["fog"],
+                      severities=[2], batch_size=4, workers=0)
+    events = []
+    result = run_suite("imagenet-c", cfg, out=tmp_path, run_id="r", on_event=lambda k, **i: events.append((k, i)))
+    assert result.path == tmp_path / "imagenet-c" / "r" and (result.path / "table.md").is_file()
+    single = _pairs(pd.read_parquet(world["run"] / "rows.parquet"))
+    assert _pairs(result.rows) == {("fog", 2): single[("fog", 2)]}
+    assert [k for k, _ in events if k in ("note", "start", "pending", "pair", "done", "rendered")] == [
+        "start", "note", "pending", "pair", "done", "rendered"]
 
 
 # ------------------------------------------------------------------------------------------------------------------

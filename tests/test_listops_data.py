@@ -332,6 +332,32 @@ def test_ensure_generated_once(tmp_path, monkeypatch):
         listops.ensure_generated(tmp_path / "cache", {"trian": 5})
 
 
+def test_the_spec_is_the_one_home_of_the_generator_defaults(tmp_path):
+    """generate(), check_generate_args(), the ``lra generate`` options, ListOpsConfig's gen_* fields and the cache all
+    read ListOpsSpec; the cache folder of a spec is the one the committed quick run names in its rows."""
+    import inspect
+
+    from dtn_bench.cli.lra import lra_generate
+    from dtn_bench.lra.config import ListOpsConfig
+
+    assert listops.LRA_SPEC == listops.ListOpsSpec(96_000, 2_000, 2_000, 0, 500, 2_000, 10, 10)
+    assert listops.check_generate_args() == listops.LRA_SPEC.as_dict() == listops.DEFAULT_GENERATE_ARGS
+    assert ListOpsConfig().generator_spec() == listops.LRA_SPEC
+    options = inspect.signature(lra_generate).parameters
+    assert {name: options[name].default for name in listops.LRA_SPEC.as_dict()} == listops.LRA_SPEC.as_dict()
+    quick = ListOpsConfig.from_preset("quick").generator_spec()
+    assert (quick.train, quick.val, quick.test, quick.min_length, quick.max_length) == (20_000, 500, 1_000, 20, 200)
+    assert quick.cache_name() == "listops-60a4e2d87ba5e82e"  # results/lra-listops/cpu-2core-quick: data column
+    spec = listops.ListOpsSpec(**{**SMALL, "train": 40})
+    by_spec = listops.generate(tmp_path / "spec", spec, workers=1)
+    by_args = listops.generate(tmp_path / "args", **{**SMALL, "train": 40}, workers=1)
+    assert by_spec.args == by_args.args == spec.as_dict()
+    for name in FILES:
+        assert (by_spec.out_dir / name).read_bytes() == (by_args.out_dir / name).read_bytes()
+    with pytest.raises(DTNBenchError, match="unknown ListOps generator arguments"):
+        listops.generate(tmp_path / "bad", spec, trian=5)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 def test_cli_generate_tiny(tmp_path, capsys):
     out = tmp_path / "cli"

@@ -388,7 +388,7 @@ def test_cli_runs_tables_curves_and_resume(data_dir, tmp_path, invoke):
         "--out",
         str(out),
     ]
-    code, _, err = invoke("lra", "listops", *flags, "--run-id", "r1")
+    code, printed, err = invoke("lra", "listops", *flags, "--run-id", "r1")
     assert code == 0, err
     run = out / "lra-listops" / "r1"
     for name in ("rows.csv", "rows.parquet", "config.json", "table.md", "table.tex", "curves.png"):
@@ -396,6 +396,13 @@ def test_cli_runs_tables_curves_and_resume(data_dir, tmp_path, invoke):
     df = pd.read_parquet(run / "rows.parquet")
     finals = df[(df.metric == "accuracy") & (df.split == "test") & (df.checkpoint == "last")]
     assert len(finals) == 4
+    # what the command prints: the settings table, a line per finished run, the paper table, the run folder
+    lines = [line for line in printed.splitlines() if ": test accuracy " in line]
+    assert lines == [f"{m}/{n}/seed 0: test accuracy {a:.2%} (last checkpoint)"
+                     for m, n, a in zip(finals.model, finals.norm, finals.value, strict=True)]
+    assert printed.index("lra listops, preset quick (1 process(es) on cpu)") < printed.index(lines[0])
+    assert printed.index(lines[-1]) < printed.index("ListOps test accuracy (%), last checkpoint")
+    assert printed.rstrip().endswith(f"results: {run}")
     assert ((df.model == "majority-class") & (df.split == "test")).sum() == 1
     md = (run / "table.md").read_text()
     assert "Transformer" in md and "BigBird" in md and "DTN - LN" in md and "36.37" in md
@@ -514,6 +521,137 @@ def test_cli_resume_with_another_number_of_processes(data_dir, tmp_path, invoke,
     monkeypatch.setenv("WORLD_SIZE", "2")
     code, _, err = invoke("lra", "listops", *flags, "--resume", "w1")
     assert_one_line_error(code, err, "made with 1 process(es), this job has 2")
+
+
+def _preset_with(monkeypatch, **values):
+    """The ``quick`` preset with ``values`` set over it (as if suites/lra-listops.yaml said so)."""
+    from dtn_bench import suites
+
+    real = suites.load_preset
+    monkeypatch.setattr(suites, "load_preset",
+                        lambda suite, name: {**real(suite, name), **values} if name == "quick" else real(suite, name))
+
+
+def test_config_precedence_defaults_preset_flags(monkeypatch):
+    """One precedence: dataclass defaults < preset < flags given (None: not given); a preset may set the device."""
+    assert ListOpsConfig.from_preset(None) == ListOpsConfig()
+    quick = ListOpsConfig.from_preset("quick")
+    assert (quick.preset, quick.steps, quick.device, quick.gen_train) == ("quick", 800, "auto", 20_000)
+    _preset_with(monkeypatch, device="cuda", steps=7)
+    cfg = ListOpsConfig.from_preset("quick")
+    assert (cfg.device, cfg.steps) == ("cuda", 7)
+    cfg = ListOpsConfig.from_preset("quick", device="cpu", steps=None, dim=None)
+    assert (cfg.device, cfg.steps, cfg.dim) == ("cpu", 7, 64)
+    with pytest.raises(DTNBenchError, match="unknown settings"):
+        ListOpsConfig.from_preset("quick", devcie="cpu")
+    assert "tune_malloc" not in cfg.as_dict() and "tune_malloc" not in cfg.run_settings()
+
+
+def test_cli_preset_setting_the_device_and_the_flag_over_it(data_dir, tmp_path, invoke, monkeypatch):
+    """A preset that sets ``device`` runs (it used to crash with TypeError), and --device overrides it."""
+    _preset_with(monkeypatch, device="cuda")
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm", "--steps",
+             "2", "--out", str(tmp_path / "res")]
+    code, _, err = invoke("lra", "listops", *flags, "--run-id", "flag")  # TINY_FLAGS has --device cpu
+    assert code == 0, err
+    rows = pd.read_parquet(tmp_path / "res" / "lra-listops" / "flag" / "rows.parquet")
+    assert all(d.startswith("cpu") for d in rows.device)
+    assert json.loads((tmp_path / "res" / "lra-listops" / "flag" / "config.json").read_text())["device"] == "cpu"
+    no_flag = [f for i, f in enumerate(flags) if f != "--device" and (i == 0 or flags[i - 1] != "--device")]
+    code, _, err = invoke("lra", "listops", *no_flag, "--run-id", "preset")
+    if torch.cuda.is_available():
+        assert code == 0, err
+        config = json.loads((tmp_path / "res" / "lra-listops" / "preset" / "config.json").read_text())
+        assert config["device"] == "cuda"
+    else:
+        assert_one_line_error(code, err, "--device cuda", "no CUDA GPU")
+
+
+def test_python_api_resumes_an_interrupted_run_from_its_checkpoint(data_dir, tmp_path):
+    """dtn_bench.lra.listops runs the suite through run_suite: an interrupted run keeps its finished (model, norm,
+    seed) runs and, resumed, continues the interrupted one from its last checkpoint to the rows of a run that was
+    never interrupted."""
+    from dtn_bench.lra import listops
+    from dtn_bench.results.io import read_rows
+
+    flags = dict(models=("transformer",), norms=("layernorm", "dtn"), max_len=40, dim=16, heads=2, depth=1,
+                 mlp_dim=32, batch=8, steps=4, eval_every=2, device="cpu", data_dir=str(data_dir))
+    res = tmp_path / "res"
+    full = listops("quick", out=res, run_id="full", **flags)
+    assert full.path == res / "lra-listops" / "full" and (full.path / "table.md").is_file()
+
+    class Killed(Exception):
+        pass
+
+    events = []
+
+    def kill(kind, **info):
+        events.append(kind)
+        if kind == "run_step" and info["norm"] == "dtn" and info["step"] == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        listops("quick", out=res, run_id="cut", on_event=kill, **flags)
+    cut = res / "lra-listops" / "cut"
+    assert events[:4] == ["start", "settings", "data_start", "data_done"]
+    assert events.index("trained") < events.index("step", events.index("trained"))  # the accuracy, then its rows
+    assert set(zip(*[read_rows(cut)[c] for c in ("model", "norm")], strict=True)) == {
+        ("majority-class", "none"), ("transformer", "layernorm")}
+    assert torch.load(cut / "checkpoints" / "transformer-dtn-seed0" / "last.pt", weights_only=True)["step"] == 2
+    seen = []
+    resumed = listops("quick", out=res, run_id="cut", resume=True,
+                      on_event=lambda kind, **info: seen.append((kind, info)), **flags)
+    assert [(i["norm"], i["resumed_from"]) for k, i in seen if k == "run_start"] == [("dtn", 2)]
+    assert seen[0] == ("start", {"total": 3, "skipped": 2})  # the baseline and transformer/layernorm are kept
+    key = ["model", "norm", "metric", "split", "checkpoint", "step"]
+    sel = lambda df: df[df.metric.isin(["accuracy", "loss"])].set_index(key)["value"].sort_index()  # noqa: E731
+    pd.testing.assert_series_equal(sel(resumed.rows), sel(full.rows))
+
+
+def test_cli_interrupted_run_says_how_to_resume(data_dir, tmp_path, invoke, monkeypatch):
+    """Ctrl-C during training: the command names the run to resume (with a generated run id too); --resume finishes
+    it, the interrupted (model, norm, seed) continuing from its checkpoint."""
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm,dtn",
+             "--out", str(tmp_path / "res")]
+    real, calls = lt.evaluate, []
+
+    def interrupt_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # transformer/layernorm: after the evaluations of steps 2 and 4 (last.pt at step 4)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lt, "evaluate", interrupt_the_third)
+    code, _, err = invoke("lra", "listops", *flags)
+    assert code == 130
+    (run,) = (tmp_path / "res" / "lra-listops").iterdir()
+    assert f"interrupted: continue with --resume {run.name} (same options)" in err
+    assert not (pd.read_parquet(run / "rows.parquet").model == "transformer").any()
+    assert torch.load(run / "checkpoints" / "transformer-layernorm-seed0" / "last.pt", weights_only=True)["step"] == 4
+    monkeypatch.setattr(lt, "evaluate", real)
+    code, printed, err = invoke("lra", "listops", *flags, "--resume", run.name)
+    assert code == 0, err
+    df = pd.read_parquet(run / "rows.parquet")
+    assert len(df[(df.metric == "accuracy") & (df.split == "test") & (df.checkpoint == "last")]) == 2
+    assert printed.count(": test accuracy ") == 2
+
+
+def test_resume_checks_the_run_folder_first(tmp_path, data_dir):
+    from dtn_bench.lra.suite import check_resumable
+    from dtn_bench.runner import run_suite
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    for text, match in (("[1]", "--resume r: .*does not hold a JSON object"), ("{", "--resume r: cannot read"),
+                        ('{"world_size": 2}', "made with 2 process\\(es\\), this job has 1")):
+        (folder / "config.json").write_text(text)
+        with pytest.raises(DTNBenchError, match=match):
+            check_resumable(folder, 1)
+    (folder / "config.json").write_text('{"world_size": 1}')
+    check_resumable(folder, 1)
+    cfg = ListOpsConfig(**{**TINY, "data_dir": str(data_dir), "world_size": 2})
+    with pytest.raises(DTNBenchError, match="config is for 2 process\\(es\\) but this job has 1"):
+        run_suite("lra-listops", cfg, out=tmp_path / "res", run_id="w")
 
 
 def test_cli_malformed_tsv_names_file_and_line(data_dir, tmp_path, invoke):

@@ -11,9 +11,10 @@ import dtn_bench  # noqa: F401  (registers the zoo with timm)
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.models import MODELS, VIT_SPECS, LocalViT, convert_norms, create
 from dtn_bench.models.info import count_gmacs
-from dtn_bench.norms import DTN, RMSNorm
+from dtn_bench.norms import DTN, DyT, PowerNorm, RMSNorm
 
-ZOO = [f"{arch}_{suffix}" for arch in VIT_SPECS for suffix in ("ln", "dtn")]
+SUFFIX_NORM = {"ln": "layernorm", "dtn": "dtn", "dyt": "dyt", "powernorm": "powernorm"}
+ZOO = [f"{arch}_{suffix}" for arch in VIT_SPECS for suffix in SUFFIX_NORM]
 REPLACED_LAYERS = 20  # blocks 0-9, norm1 and norm2
 
 
@@ -26,7 +27,7 @@ def n_params(name: str) -> int:
     return _COUNTS[name]
 
 
-def expected_params(dim: int, heads: int, dtn: bool) -> int:
+def expected_params(dim: int, heads: int, suffix: str) -> int:
     """Parameter count of the zoo layout written out by hand (no class-token position embedding)."""
     patch = 3 * 16 * 16 * dim + dim
     cls_and_pos = dim + 196 * dim
@@ -37,14 +38,16 @@ def expected_params(dim: int, heads: int, dtn: bool) -> int:
     final = 2 * dim
     head = dim * 1000 + 1000
     total = patch + cls_and_pos + 12 * block + final + head
-    if dtn:
+    if suffix == "dtn":
         total += REPLACED_LAYERS * 6 * heads
-    return total
+    if suffix == "dyt":  # the scalar alpha; weight and bias as LayerNorm's
+        total += REPLACED_LAYERS
+    return total  # powernorm: weight and bias as LayerNorm's, its statistics are buffers
 
 
 def test_zoo_names_are_registered():
     assert sorted(MODELS.names()) == sorted(ZOO)
-    assert len(ZOO) == 12
+    assert len(ZOO) == 24
     for name in ZOO:
         assert timm.is_model(name), name
 
@@ -59,10 +62,10 @@ def test_zoo_model_creatable_through_timm(name):
     assert model.embed_dim == spec.embed_dim
     assert len(model.blocks) == 12
     assert all(blk.attn.num_heads == spec.num_heads for blk in model.blocks)
-    assert model.norm_name == {"ln": "layernorm", "dtn": "dtn"}[suffix]
+    assert model.norm_name == SUFFIX_NORM[suffix] == MODELS.get(name).meta["norm"]
     n = sum(p.numel() for p in model.parameters())
     _COUNTS[name] = n
-    assert n == expected_params(spec.embed_dim, spec.num_heads, suffix == "dtn")
+    assert n == expected_params(spec.embed_dim, spec.num_heads, suffix)
     if not arch.startswith("vit_b"):  # forward of the base models is too slow for the suite
         model.eval()
         with torch.no_grad():
@@ -111,6 +114,41 @@ def test_vit_s_dtn_layout():
     assert isinstance(model.norm, nn.LayerNorm)
     assert model.norm.eps == 1e-5
     assert model.pos_embed.shape == (1, 196, 384)  # patch tokens only
+
+
+@pytest.mark.parametrize("name, cls", [("vit_s_dyt", DyT), ("vit_s_powernorm", PowerNorm)])
+def test_vit_s_comparison_norms_layout(name, cls):
+    model = timm.create_model(name)
+    for i, blk in enumerate(model.blocks):
+        for slot in ("norm1", "norm2"):
+            mod = getattr(blk, slot)
+            if i < 10:
+                assert isinstance(mod, cls), (i, slot)
+                assert mod.weight.shape == (384,)
+            else:
+                assert isinstance(mod, nn.LayerNorm), (i, slot)
+    assert isinstance(model.norm, nn.LayerNorm)
+    first = model.blocks[0].norm1
+    if cls is DyT:
+        assert first.alpha.item() == 0.5
+    else:
+        assert first.num_groups == 6  # group scaling per attention head, as the authors' layers
+        assert first.warmup_iters == 10000
+        assert "blocks.0.norm1.running_phi" in model.state_dict()
+
+
+def test_vit_t_powernorm_training_step_counts_in_blocks_0_to_9_only():
+    torch.manual_seed(0)
+    model = timm.create_model("vit_t_powernorm", img_size=32, patch_size=16).train()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    norms = [m for m in model.modules() if isinstance(m, PowerNorm)]
+    assert len(norms) == REPLACED_LAYERS
+    assert all(m.iters.item() == 1 for m in norms)
+    assert all(torch.count_nonzero(m.ema_gz) > 0 for m in norms)  # the backward updated its gradient statistic
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert torch.isfinite(out).all() and all(m.iters.item() == 1 for m in norms)
 
 
 def test_vit_s_ln_has_layernorm_everywhere():
@@ -185,6 +223,15 @@ def test_convert_vit_tiny_to_rmsnorm():
         out = model(torch.randn(1, 3, 224, 224))
     assert out.shape == (1, 1000)
     assert torch.isfinite(out).all()
+
+
+def test_convert_vit_tiny_to_powernorm_groups_by_heads():
+    model = create("vit_tiny_patch16_224", norm="powernorm")
+    for blk in model.blocks:
+        assert isinstance(blk.norm1, PowerNorm) and blk.norm1.num_groups == blk.attn.num_heads == 3
+        assert isinstance(blk.norm2, PowerNorm)
+    assert isinstance(model.norm, nn.LayerNorm)
+    assert model.norm_name == "powernorm"
 
 
 def test_convert_distilled_model_has_two_prefix_tokens():

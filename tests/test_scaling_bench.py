@@ -48,12 +48,15 @@ def test_small_run_rows(small_run):
     alloc = rows[rows["metric"] == "alloc_mib"]
     assert len(alloc) == len(want) and (alloc["value"] > 0).all()
     assert set(alloc["unit"]) == {"MiB"}
+    assert set(rows["metric"]) == {"time_ms", "alloc_mib"}  # measurements only: the slopes are derived when rendered
+    assert set(rows["slope_min"]) == {1024} and set(rows["slope_max"]) == {4096}  # the fit range, for the report
+    slopes = sb.slopes(rows)
     for metric in ("loglog_slope_time", "loglog_slope_alloc"):
-        s = rows[rows["metric"] == metric]
+        s = slopes[slopes["metric"] == metric]
         assert {(r.model, r.norm) for r in s.itertuples()} == {(m, n) for m, n, _ in want}
         assert s["value"].notna().all()
         # no measured length lies in 1024..4096: the slope falls back to every measured length
-        assert set(s["length_min"]) == {128} and set(s["length_max"]) == {256}
+        assert set(s["length_min"]) == {128} and set(s["length_max"]) == {256} and set(s["points"]) == {2}
     csv = pd.read_csv(run / "rows.csv")
     assert len(csv) == len(rows)
 
@@ -81,15 +84,32 @@ def test_slope_lengths():
     assert sb.slope_lengths([256, 512, 1024], 1024, 4096) == [256, 512, 1024]
 
 
-def test_slope_rows_use_the_range():
-    cfg = sb.ScalingBenchConfig()
-    rows = [dict(model="reformer", norm="dtn", metric="time_ms", stat="median", length=L,
-                 value=(7.0 * L**1.5 if L >= 1024 else 1.0)) for L in (512, 1024, 2048, 4096)]
-    out = sb.slope_rows(rows, "reformer", "dtn", cfg)
+def _pair_rows(run_id: str = "a", **settings) -> pd.DataFrame:
+    """Median step times of one (model, norm) pair: 7 L^1.5 from 1024 tokens on, 1 ms at 512."""
+    return pd.DataFrame([dict(model="reformer", norm="dtn", metric="time_ms", stat="median", length=L,
+                              value=(7.0 * L**1.5 if L >= 1024 else 1.0), run_id=run_id, **settings)
+                         for L in (512, 1024, 2048, 4096)])
+
+
+def test_slopes_use_the_range():
+    out = sb.slopes(_pair_rows())  # rows without slope_min / slope_max: the config's defaults, 1024..4096
     assert len(out) == 1
-    assert out[0]["metric"] == "loglog_slope_time"
-    assert out[0]["value"] == pytest.approx(1.5)
-    assert (out[0]["length_min"], out[0]["length_max"], out[0]["points"]) == (1024, 4096, 3)
+    r = out.iloc[0]
+    assert r["metric"] == "loglog_slope_time"
+    assert r["value"] == pytest.approx(1.5)
+    assert (r["length_min"], r["length_max"], r["points"]) == (1024, 4096, 3)
+    out = sb.slopes(_pair_rows(slope_min=512, slope_max=2048))  # the range the rows record
+    assert (out.iloc[0]["length_min"], out.iloc[0]["length_max"], out.iloc[0]["points"]) == (512, 2048, 3)
+    assert out.iloc[0]["value"] != pytest.approx(1.5)
+
+
+def test_slopes_are_per_run_and_ranges_must_agree_before_runs_combine():
+    both = pd.concat([_pair_rows("a"), _pair_rows("b", slope_min=512, slope_max=4096)], ignore_index=True)
+    out = sb.slopes(both)
+    assert list(out["points"]) == [3, 4]  # one slope per run, each over its own range
+    with pytest.raises(DTNBenchError, match=r"table lra-scaling: the runs differ in length_min \(1024, 512\)"):
+        sb.SCALING_SUITE.report.check_combinable(both, [], "table lra-scaling")
+    sb.SCALING_SUITE.report.check_combinable(pd.concat([_pair_rows("a"), _pair_rows("b")]), [], "table lra-scaling")
 
 
 def test_reformer_buckets_keep_chunks_fixed():
@@ -116,7 +136,7 @@ def test_presets_and_suite_registered():
     assert default["lengths"] == [512, 1024, 2048, 4096] and default["batch"] == 2 and default["iters"] == 2
     cfg = sb.ScalingBenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in default.items()})
     cfg.validate()
-    assert sb.steps(cfg) == 3 * 2 * 5
+    assert sb.steps(cfg) == 3 * 2 * 4  # one item per (model, norm, length): the slopes are not rows
 
 
 def test_config_validate_rejects_non_int_lengths():
@@ -134,6 +154,7 @@ def test_config_validate_rejects_non_int_lengths():
         pytest.param(["--lengths", "128,abc"], "--lengths", id="length-not-int"),
         pytest.param(["--lengths", "1.5"], "--lengths", id="length-float"),
         pytest.param(["--batch", "0"], "--batch", id="batch"),
+        pytest.param(["--batch-size", "0"], "--batch", id="batch-size"),
         pytest.param(["--device", "cuda"], "CUDA", id="cuda"),
         pytest.param(["--dim", "30", "--heads", "4"], "not divisible", id="dim-heads"),
         pytest.param(["--preset", "quik"], "did you mean: quick", id="preset"),

@@ -1,0 +1,1 @@
+"""Benchmark suites: what the normalisers, the LRA attentions and the ImageNet-C generator cost."""

@@ -3,10 +3,12 @@
 Per normaliser (every registered one, plus ``dtn_authors``: the authors' dense algorithm with its per-sample
 ``[B, T, T, 3]`` position tensor, :class:`dtn_bench.norms.dtn_dense.AuthorsDTN`) it times the forward pass (eval,
 ``torch.inference_mode``) and forward + backward (train mode, gradient of a fixed random upstream gradient), median
-over ``iters`` after ``warmup``. DTN's speed-up over the authors' algorithm is a row of its own. Then the model-level
-inference throughput of ``vit_s_ln`` and ``vit_s_dtn`` (eval, inference mode, fp32, eager) and their ratio.
+over ``iters`` after ``warmup``. Then the model-level inference throughput of ``vit_s_ln`` and ``vit_s_dtn`` (eval,
+inference mode, fp32, eager).
 
-Measurement only: rows out, nothing printed (``dtn_bench.cli`` renders).
+Measurement only: rows out (measured numbers only), nothing printed. DTN's speed-up over the authors' algorithm and the
+``vit_s_dtn / vit_s_ln`` throughput ratio are derived at render time from those rows
+(:func:`dtn_bench.bench.report.speedups`, :func:`~dtn_bench.bench.report.throughput_ratios`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dtn_bench.checks import check_positive
 from dtn_bench.distributed import check_device
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
@@ -54,9 +57,9 @@ class NormBenchConfig(PresetConfig):
     preset: str = "default"
 
     def validate(self) -> None:
-        for name in ("batch", "dim", "heads", "iters", "model_batch", "model_iters", "authors_iters"):
-            if getattr(self, name) <= 0:
-                raise DTNBenchError(f"bench norms: --{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        """One-line :class:`DTNBenchError` for any bad field (names checked against the registries too)."""
+        check_positive("bench norms", **{name: getattr(self, name) for name in (
+            "batch", "dim", "heads", "iters", "model_batch", "model_iters", "authors_iters")})
         if self.threads < 0:
             raise DTNBenchError(f"bench norms: --threads must be >= 0, got {self.threads}")
         if self.warmup < 0 or self.model_warmup < 0:
@@ -89,7 +92,17 @@ def _build(name: str, cfg: NormBenchConfig, device: torch.device) -> torch.nn.Mo
 
 
 def norm_names(cfg: NormBenchConfig) -> list[str]:
-    """The normalisers a config measures, the authors' anchor last."""
+    """The normalisers a config measures, the authors' anchor last.
+
+    Args:
+        cfg: the settings (``norms`` empty: every registered normaliser).
+
+    Returns:
+        The names, in the order measured.
+
+    Raises:
+        DTNBenchError: an unknown name (with the closest ones).
+    """
     from dtn_bench.norms import NORMS
 
     names = list(cfg.norms) or NORMS.names()
@@ -102,7 +115,17 @@ def norm_names(cfg: NormBenchConfig) -> list[str]:
 
 
 def bench_norm(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> list[dict]:
-    """Rows for one normaliser: forward and forward+backward median/min times."""
+    """Rows for one normaliser: forward and forward+backward median/min times.
+
+    Args:
+        name: a registered normaliser, or ``dtn_authors`` (the authors' dense algorithm: ``authors_iters`` timed
+            runs, at most one warm-up).
+        cfg: the settings (layer shape, repetitions, device, seed).
+        malloc_tuned: whether the process keeps freed memory (recorded in the rows).
+
+    Returns:
+        ``time_ms`` rows, ``stat`` ``median`` and ``min``, for ``pass`` ``fwd`` and ``fwd_bwd``.
+    """
     device = torch.device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
     T = cfg.grid[0] * cfg.grid[1]
@@ -133,21 +156,17 @@ def bench_norm(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> l
     return rows
 
 
-def speedup_rows(rows: list[dict], cfg: NormBenchConfig) -> list[dict]:
-    """DTN's speed-up over the authors' algorithm (median times), per pass."""
-    T = cfg.grid[0] * cfg.grid[1]
-    med = {(r["norm"], r["pass"]): r["value"] for r in rows if r["metric"] == "time_ms" and r["stat"] == "median"}
-    out = []
-    for pass_ in ("fwd", "fwd_bwd"):
-        if ("dtn", pass_) in med and (AUTHORS, pass_) in med:
-            out.append(make_row(SUITE, "layer", "dtn", "speedup", med[(AUTHORS, pass_)] / med[("dtn", pass_)],
-                                stat="median", **{"pass": pass_}, versus=AUTHORS, batch=cfg.batch, tokens=T,
-                                dim=cfg.dim, heads=cfg.heads, grid=f"{cfg.grid[0]}x{cfg.grid[1]}", preset=cfg.preset))
-    return out
-
-
 def bench_model(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> list[dict]:
-    """Inference throughput of one zoo model (eval, inference mode, fp32, eager)."""
+    """Inference throughput of one zoo model (eval, inference mode, fp32, eager).
+
+    Args:
+        name: a registered model.
+        cfg: the settings (``model_batch``, ``model_warmup``, ``model_iters``, device, seed).
+        malloc_tuned: whether the process keeps freed memory (recorded in the rows).
+
+    Returns:
+        ``throughput_img_s`` rows: ``stat`` ``median`` (from the median time) and ``best`` (from the fastest).
+    """
     from dtn_bench.models import MODELS, create
 
     device = torch.device(cfg.device)
@@ -166,45 +185,37 @@ def bench_model(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> 
     ]
 
 
-def ratio_rows(rows: list[dict], cfg: NormBenchConfig) -> list[dict]:
-    """``vit_s_dtn / vit_s_ln`` inference throughput (and any other *_dtn / *_ln pair measured)."""
-    tp = {(r["model"], r["stat"]): r["value"] for r in rows if r["metric"] == "throughput_img_s"}
-    out = []
-    for (model, stat), v in tp.items():
-        if model.endswith("_dtn") and (model[:-4] + "_ln", stat) in tp:
-            out.append(make_row(SUITE, model, "dtn", "ratio", v / tp[(model[:-4] + "_ln", stat)], stat=stat,
-                                versus=model[:-4] + "_ln", batch=cfg.model_batch, preset=cfg.preset))
-    return out
-
-
 def run(cfg: NormBenchConfig) -> Iterator[tuple[str, list[dict]]]:
-    """Run the benchmark; yields ``(label, rows)`` as each measurement finishes (for append-as-you-go)."""
+    """Run the benchmark: every normaliser's layer timings, then every model's throughput.
+
+    Args:
+        cfg: the settings (validated again here).
+
+    Yields:
+        ``(label, rows)`` as each measurement finishes (for append-as-you-go): ``norm <name>`` per normaliser, then
+        ``model <name>`` per model.
+    """
     cfg.validate()
     tuned = tune_malloc() if cfg.tune_malloc and torch.device(cfg.device).type == "cpu" else False
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    layer_rows: list[dict] = []
     for name in norm_names(cfg):
-        rows = bench_norm(name, cfg, tuned)
-        layer_rows += rows
-        yield f"norm {name}", rows
-    sp = speedup_rows(layer_rows, cfg)
-    if sp:
-        yield "speed-up", sp
-    model_rows: list[dict] = []
+        yield f"norm {name}", bench_norm(name, cfg, tuned)
     for name in cfg.models:
-        rows = bench_model(name, cfg, tuned)
-        model_rows += rows
-        yield f"model {name}", rows
-    rr = ratio_rows(model_rows, cfg)
-    if rr:
-        yield "ratio", rr
+        yield f"model {name}", bench_model(name, cfg, tuned)
 
 
 def steps(cfg: NormBenchConfig) -> int:
-    """How many ``(label, rows)`` items :func:`run` yields at most (for a progress bar)."""
-    return len(norm_names(cfg)) + 1 + len(cfg.models) + 1
+    """How many ``(label, rows)`` items :func:`run` yields (for a progress bar).
+
+    Args:
+        cfg: the settings.
+
+    Returns:
+        One item per normaliser and per model.
+    """
+    return len(norm_names(cfg)) + len(cfg.models)
 
 
 NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", "mode", "malloc_tuned")
@@ -239,6 +250,19 @@ NORMS_SUITE = register(Suite(
 
 
 def benchmark(preset: str = "default", *, out: str = "results", run_id: str | None = None, **settings):
-    """Run ``bench norms`` from Python: the preset with ``settings`` over it; returns the :class:`RunResult`."""
+    """Run ``bench norms`` from Python: the preset with ``settings`` over it.
+
+    Args:
+        preset: a preset of ``suites/bench-norms.yaml`` (``default``, ``quick``).
+        out: the results root (the run folder is ``out/bench-norms/<run id>``).
+        run_id: the run folder name (default: a fresh timestamped one).
+        **settings: :class:`NormBenchConfig` fields (``norms=("layernorm", "dtn")``, ``batch=32``, ...).
+
+    Returns:
+        The :class:`~dtn_bench.runner.RunResult` (run folder and rows).
+
+    Raises:
+        DTNBenchError: a bad setting (before anything is written).
+    """
     cfg = NormBenchConfig.from_preset(preset, **settings)
     return run_suite(NORMS_SUITE, cfg, out=out, run_id=run_id)

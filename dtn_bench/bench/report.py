@@ -2,6 +2,8 @@
 
 * :func:`layer_table`: time per layer of every normaliser measured, and its ratio to LayerNorm.
 * :func:`summary_table`: DTN's speed-up over the authors' algorithm, model throughput and the DTN / LN ratio.
+* :func:`speedups`, :func:`throughput_ratios`: those derived figures, computed from the measured rows of each run
+  (the rows hold measurements only).
 * :func:`comparison_table`: the DTN paper's normaliser comparison (ImageNet-1k top-1 of ViT-S and ViT-S* with LN, BN,
   IN, GN, SN, ScN, PN, DTN) with the published accuracies beside our layer timings at each model's layer shape.
 """
@@ -24,7 +26,15 @@ COMPARISON_TITLE = "Normaliser comparison, DTN paper layout: published ImageNet-
 
 
 def layer_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = normalisers; median fwd / fwd+bwd time (ms) and the time relative to LayerNorm."""
+    """Rows = normalisers; median fwd / fwd+bwd time (ms) and the time relative to LayerNorm.
+
+    Args:
+        df: bench-norms rows (several runs: the mean of a repeated cell).
+
+    Returns:
+        Columns ``fwd ms``, ``fwd+bwd ms`` (and ``fwd / LN``, ``fwd+bwd / LN`` when LayerNorm was timed); empty
+        without layer timings.
+    """
     t = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
     if t.empty:
         return pd.DataFrame()
@@ -36,17 +46,88 @@ def layer_table(df: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+def per_run(df: pd.DataFrame) -> list[pd.DataFrame]:
+    """The rows of each run (``run_id``), in the order the runs first appear.
+
+    Derived figures (speed-ups, ratios, slopes) are computed within one run, from the numbers that run measured.
+
+    Args:
+        df: rows of one or more runs.
+
+    Returns:
+        One frame per run (all rows as one run when there is no ``run_id`` column).
+    """
+    if "run_id" not in df.columns:
+        return [df]
+    return [rows for _, rows in df.groupby(df["run_id"].astype(object).fillna(""), sort=False)]
+
+
+def speedups(df: pd.DataFrame) -> pd.DataFrame:
+    """DTN's speed-up over the authors' algorithm: the authors' median layer time over DTN's, per run and pass.
+
+    Args:
+        df: bench-norms rows (one or more runs).
+
+    Returns:
+        Columns ``pass``, ``batch``, ``value``: one row per run and pass that timed both (``fwd`` before ``fwd_bwd``).
+    """
+    from dtn_bench.bench.norms import AUTHORS
+
+    out = []
+    for rows in per_run(df):
+        t = rows[(rows["metric"] == "time_ms") & (rows["stat"] == "median")]
+        if t.empty or "pass" not in t.columns:
+            continue
+        med = {(n, p): (v, b) for n, p, v, b in zip(t["norm"], t["pass"], t["value"], t["batch"], strict=True)}
+        for pass_ in ("fwd", "fwd_bwd"):
+            if ("dtn", pass_) in med and (AUTHORS, pass_) in med:
+                dtn, batch = med[("dtn", pass_)]
+                out.append({"pass": pass_, "batch": batch, "value": med[(AUTHORS, pass_)][0] / dtn})
+    return pd.DataFrame(out, columns=["pass", "batch", "value"])
+
+
+def throughput_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """``<model>_dtn / <model>_ln`` inference throughput (``vit_s_dtn / vit_s_ln``), per run and statistic.
+
+    Args:
+        df: bench-norms rows (one or more runs).
+
+    Returns:
+        Columns ``model``, ``versus``, ``stat``, ``value``: one row per run, ``*_dtn`` model with its ``*_ln`` pair
+        measured, and statistic (``median``, ``best``), in the order the rows measured them.
+    """
+    out = []
+    for rows in per_run(df):
+        t = rows[rows["metric"] == "throughput_img_s"]
+        tp = {(m, s): v for m, s, v in zip(t["model"], t["stat"], t["value"], strict=True)}
+        for (model, stat), value in tp.items():
+            base = model[:-4] + "_ln"
+            if model.endswith("_dtn") and (base, stat) in tp:
+                out.append({"model": model, "versus": base, "stat": stat, "value": value / tp[(base, stat)]})
+    return pd.DataFrame(out, columns=["model", "versus", "stat", "value"])
+
+
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The figures the issue targets: DTN speed-up over the authors' algorithm, model throughput and ratio (a figure
-    that several combined runs repeat: their mean, as in :func:`layer_table`)."""
+    """The figures the issue targets: DTN speed-up over the authors' algorithm, model throughput and ratio.
+
+    The speed-up and the ratio are computed from each run's measurements (:func:`speedups`,
+    :func:`throughput_ratios`); a figure that several combined runs repeat shows their mean, as in
+    :func:`layer_table`.
+
+    Args:
+        df: bench-norms rows (one or more runs).
+
+    Returns:
+        Index ``figure``; columns ``value`` and ``unit`` (empty when the rows hold none of these figures).
+    """
     rows = []
-    for _, r in df[df["metric"] == "speedup"].iterrows():
+    for r in speedups(df).to_dict("records"):
         rows.append({"figure": f"DTN speed-up vs authors' algorithm ({r['pass']}, batch {int(r['batch'])})",
                      "value": r["value"], "unit": "x"})
     for _, r in df[(df["metric"] == "throughput_img_s") & (df["stat"] == "median")].iterrows():
         rows.append({"figure": f"{r['model']} inference throughput (batch {int(r['batch'])}, fp32 eager)",
                      "value": r["value"], "unit": "img/s"})
-    for _, r in df[(df["metric"] == "ratio")].iterrows():
+    for r in throughput_ratios(df).to_dict("records"):
         rows.append({"figure": f"{r['model']} / {r['versus']} throughput ({r['stat']})", "value": r["value"],
                      "unit": "x"})
     if not rows:
@@ -73,7 +154,7 @@ def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
     normalisers (:data:`PAPER_NORMS`), then every other normaliser the rows measured, by its name here.
 
     Cells: ``not published`` where the paper has no number, ``not provided`` for a normaliser this package does not
-    implement (PowerNorm; SN, which the source does not expand), ``not measured`` where the rows hold no number.
+    implement (SN, which the source does not expand), ``not measured`` where the rows hold no number.
 
     Args:
         df: bench-norms rows.
@@ -118,7 +199,14 @@ def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison_note(df: pd.DataFrame) -> str:
-    """What the comparison's columns and rows are, and the layer shape(s) the rows measured."""
+    """What the comparison's columns and rows are, and the layer shape(s) the rows measured.
+
+    Args:
+        df: bench-norms rows.
+
+    Returns:
+        One paragraph (below the table in Markdown, in its caption in LaTeX).
+    """
     t = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
     shapes = []
     if not t.empty and {"batch", "tokens", "dim", "heads"} <= set(t.columns):
@@ -138,8 +226,15 @@ def comparison_note(df: pd.DataFrame) -> str:
 
 
 def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
-    """The layer and summary tables and the paper-layout normaliser comparison in one document (Markdown or LaTeX;
-    the comparison's note goes below it in Markdown and into its caption in LaTeX)."""
+    """The layer and summary tables and the paper-layout normaliser comparison in one document.
+
+    Args:
+        df: bench-norms rows.
+        fmt: ``"md"`` (the comparison's note below it) or ``"tex"`` (the note in its caption).
+
+    Returns:
+        The document.
+    """
     text = render_document([("Normaliser time per layer (median)", layer_table(df)),
                             ("Summary", summary_table(df))], fmt)
     note = comparison_note(df)
@@ -149,7 +244,14 @@ def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
 
 
 def bar_plot(df: pd.DataFrame):
-    """Median fwd and fwd+bwd time per normaliser, log scale."""
+    """Median fwd and fwd+bwd time per normaliser, log scale.
+
+    Args:
+        df: bench-norms rows.
+
+    Returns:
+        The matplotlib figure.
+    """
     from dtn_bench.plots import grouped_bars
 
     lt = layer_table(df)

@@ -25,14 +25,15 @@ so here ``n_buckets = max(2, 2 * round(T / (2 * bucket_size)))`` with ``T = leng
 ``bucket_size`` a config field (default 64): chunks of about ``bucket_size`` tokens at every length (LRA's fixed 10
 buckets would make it quadratic).
 
-After all lengths of a (model, norm) pair: ``loglog_slope_time`` and ``loglog_slope_alloc``, the least-squares slope
-of ``log(median time)`` (``log(alloc_mib)``) against ``log(length)`` over the measured lengths in
-``[slope_min, slope_max]`` (default 1024..4096); when fewer than two measured lengths lie in that range, over all
-measured lengths. The rows record the lengths used (``length_min``, ``length_max``, ``points``). A slope of 1 is
+Derived at render time, from the rows of each run (:func:`slopes`): ``loglog_slope_time`` and ``loglog_slope_alloc``
+(``loglog_slope_peak_mem`` on CUDA) of every (model, norm) pair, the least-squares slope of ``log(median time)``
+(``log(alloc_mib)``) against ``log(length)`` over the measured lengths in ``[slope_min, slope_max]`` (default
+1024..4096, a config field that every row records); when fewer than two measured lengths lie in that range, over all
+measured lengths. The slope tables name the lengths used (``length_min``, ``length_max``, ``points``). A slope of 1 is
 linear, 2 quadratic.
 
-Measurement only: rows out, nothing printed (``dtn_bench.cli`` renders, from the rows, with :func:`render_report`
-and :func:`loglog_plot`).
+Measurement only: rows out (measured numbers only), nothing printed (``dtn_bench.cli`` renders, from the rows, with
+:func:`render_report` and :func:`loglog_plot`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from dtn_bench.checks import check_positive
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
 from dtn_bench.runner import ConsoleTable, PresetConfig, Report, Suite, run_suite
@@ -55,6 +57,11 @@ VOCAB = 18
 CLASSES = 10
 PAD_FRACTION = 0.1
 MODELS = ("transformer", "bigbird", "reformer")
+WHERE = "bench lra-scaling"
+COMMAND = "lra-scaling"
+SLOPES = (("time_ms", "median", "loglog_slope_time"), ("alloc_mib", "total", "loglog_slope_alloc"),
+          ("peak_mem_mib", "max", "loglog_slope_peak_mem"))
+"""The slopes :func:`slopes` fits: (measured metric, its statistic, the slope's name)."""
 
 
 @dataclass(frozen=True)
@@ -83,21 +90,28 @@ class ScalingBenchConfig(PresetConfig):
 
     def validate(self) -> None:
         """One-line :class:`DTNBenchError` for any bad field (names checked against the registries too)."""
+        self._check_lengths()
+        check_positive(WHERE, **{name: getattr(self, name) for name in (
+            "batch", "dim", "heads", "depth", "mlp_dim", "iters", "bucket_size")})
+        if self.warmup < 0:
+            raise DTNBenchError(f"{WHERE}: --warmup must be >= 0, got {self.warmup}")
+        if self.dim % self.heads:
+            raise DTNBenchError(f"{WHERE}: --dim {self.dim} is not divisible by --heads {self.heads}")
+        self._check_names()
+        from dtn_bench.distributed import check_device
+
+        check_device(WHERE, self.device)
+
+    def _check_lengths(self) -> None:
         if not self.lengths:
-            raise DTNBenchError("bench lra-scaling: --lengths is empty")
+            raise DTNBenchError(f"{WHERE}: --lengths is empty")
         for v in self.lengths:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise DTNBenchError(f"bench lra-scaling: --lengths must be positive integers, got {v!r}")
-        for name in ("batch", "dim", "heads", "depth", "mlp_dim", "iters", "bucket_size"):
-            if getattr(self, name) <= 0:
-                raise DTNBenchError(f"bench lra-scaling: --{name.replace('_', '-')} must be > 0, "
-                                    f"got {getattr(self, name)}")
-        if self.warmup < 0:
-            raise DTNBenchError(f"bench lra-scaling: --warmup must be >= 0, got {self.warmup}")
-        if self.dim % self.heads:
-            raise DTNBenchError(f"bench lra-scaling: --dim {self.dim} is not divisible by --heads {self.heads}")
+                raise DTNBenchError(f"{WHERE}: --lengths must be positive integers, got {v!r}")
+
+    def _check_names(self) -> None:
         if not self.models or not self.norms:
-            raise DTNBenchError("bench lra-scaling: --models and --norms must each name at least one")
+            raise DTNBenchError(f"{WHERE}: --models and --norms must each name at least one")
         from dtn_bench.norms import NORMS
         from dtn_bench.sequence.encoder import ATTENTIONS
 
@@ -105,18 +119,31 @@ class ScalingBenchConfig(PresetConfig):
             ATTENTIONS.get(m)
         for n in self.norms:
             NORMS.get(n)
-        from dtn_bench.distributed import check_device
-
-        check_device("bench lra-scaling", self.device)
 
 
 def reformer_buckets(length: int, bucket_size: int) -> int:
-    """``max(2, 2 * round(T / (2 * bucket_size)))`` with ``T = length + 1`` (CLS): chunks of ~``bucket_size``."""
+    """The Reformer's LSH bucket count at one length, so that chunks hold about ``bucket_size`` tokens.
+
+    Args:
+        length: the sequence length (the CLS token comes on top: ``T = length + 1``).
+        bucket_size: tokens per bucket wanted.
+
+    Returns:
+        ``max(2, 2 * round(T / (2 * bucket_size)))`` (even, at least 2).
+    """
     return max(2, 2 * round((length + 1) / (2 * bucket_size)))
 
 
 def loglog_slope(lengths: Sequence[float], values: Sequence[float]) -> float:
-    """Least-squares slope of ``log(values)`` against ``log(lengths)`` (``c * L^a`` gives ``a``); NaN below 2 points."""
+    """Least-squares slope of ``log(values)`` against ``log(lengths)`` (``c * L^a`` gives ``a``).
+
+    Args:
+        lengths: the x values (points with ``x <= 0`` or ``y <= 0`` are left out).
+        values: the y values, as many.
+
+    Returns:
+        The slope; NaN with fewer than two points or a single distinct length.
+    """
     pts = [(math.log(x), math.log(y)) for x, y in zip(lengths, values, strict=True) if x > 0 and y > 0]
     if len(pts) < 2:
         return float("nan")
@@ -129,7 +156,16 @@ def loglog_slope(lengths: Sequence[float], values: Sequence[float]) -> float:
 
 
 def slope_lengths(lengths: Sequence[int], lo: int, hi: int) -> list[int]:
-    """The measured lengths a slope is fitted over: those in ``[lo, hi]``, or all when fewer than two are."""
+    """The measured lengths a slope is fitted over: those in ``[lo, hi]``, or all when fewer than two are.
+
+    Args:
+        lengths: the measured lengths (repeats allowed).
+        lo: the fit range's lower end.
+        hi: its upper end.
+
+    Returns:
+        The distinct lengths used, sorted.
+    """
     inside = sorted(v for v in set(lengths) if lo <= v <= hi)
     return inside if len(inside) >= 2 else sorted(set(lengths))
 
@@ -190,7 +226,17 @@ def _batch(cfg: ScalingBenchConfig, length: int, device: torch.device) -> tuple[
 
 
 def build_model(model: str, norm: str, length: int, cfg: ScalingBenchConfig) -> torch.nn.Module:
-    """The encoder measured for ``(model, norm, length)``."""
+    """The encoder measured for ``(model, norm, length)``.
+
+    Args:
+        model: the attention (``transformer``, ``bigbird``, ``reformer``).
+        norm: a registered normaliser.
+        length: the sequence length (the Reformer's bucket count follows it, :func:`reformer_buckets`).
+        cfg: the model shape and seed.
+
+    Returns:
+        The :class:`~dtn_bench.sequence.encoder.LRAEncoder` (seeded with ``cfg.seed``, on the CPU).
+    """
     from dtn_bench.sequence.encoder import LRAEncoder
 
     kw = {"n_buckets": reformer_buckets(length, cfg.bucket_size)} if model == "reformer" else None
@@ -201,7 +247,18 @@ def build_model(model: str, norm: str, length: int, cfg: ScalingBenchConfig) -> 
 
 
 def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, malloc_tuned: bool = False) -> list[dict]:
-    """Rows of one ``(model, norm, length)``: median/min step time, ``alloc_mib`` (and ``peak_mem_mib`` on CUDA)."""
+    """Rows of one ``(model, norm, length)``: median/min step time, ``alloc_mib`` (and ``peak_mem_mib`` on CUDA).
+
+    Args:
+        model: the attention.
+        norm: a registered normaliser.
+        length: the sequence length.
+        cfg: the settings; every row records the shape, the repetitions and the slope fit range.
+        malloc_tuned: whether the process keeps freed memory (recorded in the rows).
+
+    Returns:
+        The rows (Reformer's record ``n_buckets``).
+    """
     from dtn_bench.timing import time_ms
 
     device = torch.device(cfg.device)
@@ -224,7 +281,7 @@ def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, mallo
         step()
     settings = dict(length=length, batch=cfg.batch, dim=cfg.dim, heads=cfg.heads, depth=cfg.depth,
                     mlp_dim=cfg.mlp_dim, iters=cfg.iters, warmup=cfg.warmup, preset=cfg.preset,
-                    malloc_tuned=malloc_tuned)
+                    malloc_tuned=malloc_tuned, slope_min=cfg.slope_min, slope_max=cfg.slope_max)
     if model == "reformer":
         settings["n_buckets"] = reformer_buckets(length, cfg.bucket_size)
     rows = [make_row(SUITE, model, norm, "time_ms", statistics.median(ts), stat="median", **settings),
@@ -235,25 +292,15 @@ def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, mallo
     return rows
 
 
-def slope_rows(rows: list[dict], model: str, norm: str, cfg: ScalingBenchConfig) -> list[dict]:
-    """``loglog_slope_time`` (median times) and ``loglog_slope_alloc`` of one (model, norm) from its rows."""
-    out = []
-    for metric, stat, name in (("time_ms", "median", "loglog_slope_time"), ("alloc_mib", "total", "loglog_slope_alloc"),
-                               ("peak_mem_mib", "max", "loglog_slope_peak_mem")):
-        pts = {r["length"]: r["value"] for r in rows
-               if r["model"] == model and r["norm"] == norm and r["metric"] == metric and r["stat"] == stat}
-        if not pts:
-            continue
-        use = slope_lengths(list(pts), cfg.slope_min, cfg.slope_max)
-        value = loglog_slope(use, [pts[v] for v in use])
-        out.append(make_row(SUITE, model, norm, name, value, unit="x", stat="slope", length_min=use[0],
-                            length_max=use[-1], points=len(use), batch=cfg.batch, dim=cfg.dim, heads=cfg.heads,
-                            depth=cfg.depth, preset=cfg.preset))
-    return out
-
-
 def run(cfg: ScalingBenchConfig) -> Iterator[tuple[str, list[dict]]]:
-    """Run the benchmark; yields ``(label, rows)`` as each measurement finishes (for append-as-you-go)."""
+    """Run the benchmark: every (model, norm, length) in turn.
+
+    Args:
+        cfg: the settings (validated again here).
+
+    Yields:
+        ``("<model> <norm> <length>", rows)`` as each measurement finishes (for append-as-you-go).
+    """
     from dtn_bench.timing import keep_freed_memory as tune_malloc
 
     cfg.validate()
@@ -262,17 +309,20 @@ def run(cfg: ScalingBenchConfig) -> Iterator[tuple[str, list[dict]]]:
     tuned = tune_malloc() if cfg.tune_malloc and torch.device(cfg.device).type == "cpu" else False
     for model in cfg.models:
         for norm in cfg.norms:
-            pair_rows: list[dict] = []
             for length in cfg.lengths:
-                rows = bench_one(model, norm, length, cfg, tuned)
-                pair_rows += rows
-                yield f"{model} {norm} {length}", rows
-            yield f"{model} {norm} slope", slope_rows(pair_rows, model, norm, cfg)
+                yield f"{model} {norm} {length}", bench_one(model, norm, length, cfg, tuned)
 
 
 def steps(cfg: ScalingBenchConfig) -> int:
-    """How many ``(label, rows)`` items :func:`run` yields (for a progress bar)."""
-    return len(cfg.models) * len(cfg.norms) * (len(cfg.lengths) + 1)
+    """How many ``(label, rows)`` items :func:`run` yields (for a progress bar).
+
+    Args:
+        cfg: the settings.
+
+    Returns:
+        One item per (model, norm, length).
+    """
+    return len(cfg.models) * len(cfg.norms) * len(cfg.lengths)
 
 
 # ---------------------------------------------------------------------------------------------------------- render
@@ -294,18 +344,84 @@ def _per_length(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def time_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = model / norm, columns = lengths, median step time (ms)."""
+    """Rows = model / norm, columns = lengths, median step time (ms).
+
+    Args:
+        df: bench-lra-scaling rows (several runs: the mean of a repeated cell).
+
+    Returns:
+        The wide table (empty without timings).
+    """
     return _per_length(df[(df["metric"] == "time_ms") & (df["stat"] == "median")])
 
 
 def alloc_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = model / norm, columns = lengths, ``alloc_mib`` per step."""
+    """Rows = model / norm, columns = lengths, ``alloc_mib`` per step.
+
+    Args:
+        df: bench-lra-scaling rows (several runs: the mean of a repeated cell).
+
+    Returns:
+        The wide table (empty without allocation rows).
+    """
     return _per_length(df[df["metric"] == "alloc_mib"])
 
 
+def _fit_range(rows: pd.DataFrame) -> tuple[float, float]:
+    """The ``[slope_min, slope_max]`` the rows record (the config's defaults where they record none)."""
+    ends = []
+    for column, default in (("slope_min", ScalingBenchConfig.slope_min), ("slope_max", ScalingBenchConfig.slope_max)):
+        given = rows[column].dropna() if column in rows.columns else ()
+        ends.append(float(given.iloc[0]) if len(given) else default)
+    return ends[0], ends[1]
+
+
+def slopes(df: pd.DataFrame) -> pd.DataFrame:
+    """The log-log slopes of every (model, norm) pair of every run, computed from the measured rows.
+
+    Per run (:func:`dtn_bench.bench.report.per_run`), pair (in the order measured) and quantity of :data:`SLOPES`
+    (median time, ``alloc_mib``, ``peak_mem_mib``): :func:`loglog_slope` over the lengths :func:`slope_lengths` picks
+    within the run's ``[slope_min, slope_max]``.
+
+    Args:
+        df: bench-lra-scaling rows (one or more runs).
+
+    Returns:
+        Columns ``model``, ``norm``, ``metric`` (the slope's name), ``value``, ``length_min``, ``length_max`` and
+        ``points`` (the lengths fitted over).
+    """
+    from dtn_bench.bench.report import per_run
+
+    columns = ["model", "norm", "metric", "value", "length_min", "length_max", "points"]
+    if not {"model", "norm", "metric", "stat", "length", "value"} <= set(df.columns):
+        return pd.DataFrame(columns=columns)
+    out = []
+    for rows in per_run(df):
+        measured = rows[rows["metric"].isin([metric for metric, _, _ in SLOPES])]
+        for (model, norm), pair in measured.groupby(["model", "norm"], sort=False):
+            lo, hi = _fit_range(pair)
+            for metric, stat, name in SLOPES:
+                pts = pair[(pair["metric"] == metric) & (pair["stat"] == stat)]
+                if pts.empty:
+                    continue
+                values = dict(zip(pts["length"], pts["value"], strict=True))
+                use = slope_lengths(list(values), lo, hi)
+                out.append({"model": model, "norm": norm, "metric": name,
+                            "value": loglog_slope(use, [values[v] for v in use]), "length_min": use[0],
+                            "length_max": use[-1], "points": len(use)})
+    return pd.DataFrame(out, columns=columns)
+
+
 def slope_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = model / norm; the log-log slopes of time and memory, and the lengths they were fitted over."""
-    t = df[df["stat"] == "slope"] if "stat" in df.columns else df.iloc[0:0]
+    """Rows = model / norm; the log-log slopes of time and memory, and the lengths they were fitted over.
+
+    Args:
+        df: bench-lra-scaling rows; with several runs, a pair's slopes are those of the last run that measured it.
+
+    Returns:
+        Columns ``time slope``, ``alloc slope`` (``peak mem slope`` on CUDA), ``lengths`` (empty without slopes).
+    """
+    t = slopes(df)
     if t.empty:
         return pd.DataFrame()
     t = _label(t)
@@ -323,8 +439,16 @@ def slope_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = model / norm; the median step time (ms) at each length, then the log-log slopes and their lengths, each
-    column labelled with its quantity (the table ``dtn-bench table lra-scaling --format csv`` writes)."""
+    """Rows = model / norm; the median step time (ms) at each length, then the log-log slopes and their lengths.
+
+    Each column is labelled with its quantity: this is the table ``dtn-bench table lra-scaling --format csv`` writes.
+
+    Args:
+        df: bench-lra-scaling rows (several runs: the mean of a repeated cell).
+
+    Returns:
+        The table (empty without timings).
+    """
     times = time_table(df)
     if times.empty:
         return pd.DataFrame()
@@ -340,7 +464,15 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
-    """The time, memory and slope tables in one document (Markdown or LaTeX)."""
+    """The time, memory and slope tables in one document.
+
+    Args:
+        df: bench-lra-scaling rows.
+        fmt: ``"md"`` or ``"tex"``.
+
+    Returns:
+        The document.
+    """
     from dtn_bench.results.tables import render_document
 
     return render_document([("Training-step time (ms, median) per sequence length", time_table(df)),
@@ -349,7 +481,14 @@ def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
 
 
 def loglog_plot(df: pd.DataFrame):
-    """Median step time against length on log-log axes: one line per model x norm, LayerNorm solid, DTN dashed."""
+    """Median step time against length on log-log axes: one line per model x norm, LayerNorm solid, DTN dashed.
+
+    Args:
+        df: bench-lra-scaling rows.
+
+    Returns:
+        The matplotlib figure.
+    """
     from dtn_bench.plots import _plt
 
     plt = _plt()
@@ -383,6 +522,13 @@ SCALING_SETTINGS = ("device", "batch", "dim", "heads", "depth", "mlp_dim", "mall
 """Row columns that must agree before runs combine (and ``n_buckets`` per model and length, slope ranges per pair)."""
 
 
+def _check_slope_ranges(df: pd.DataFrame, runs) -> None:
+    """Runs combine only when each pair's slopes were fitted over the same lengths (one-line error otherwise)."""
+    from dtn_bench.results.tables import check_same_settings
+
+    check_same_settings(slopes(df), f"table {COMMAND}", ("length_min", "length_max"), ("model", "norm", "metric"))
+
+
 def _console(df: pd.DataFrame) -> list[ConsoleTable]:
     st = slope_table(df)
     if st.empty:
@@ -397,14 +543,27 @@ SCALING_SUITE = register(Suite(
      "loglog_slope_alloc": False, "loglog_slope_peak_mem": False},
     ScalingBenchConfig, lambda cfg, ctx: run(cfg),
     Report(render_report, summary_table, "training-step times (time_ms, median)", {"scaling.png": loglog_plot},
-           settings=((SCALING_SETTINGS, ()), (("n_buckets",), ("model", "length")),
-                     (("length_min", "length_max"), ("model", "norm", "metric"))), console=_console),
-    command="lra-scaling", steps=lambda cfg: steps(cfg),
+           settings=((SCALING_SETTINGS, ()), (("n_buckets",), ("model", "length"))), check=_check_slope_ranges,
+           console=_console),
+    command=COMMAND, steps=lambda cfg: steps(cfg),
     table_help="LRA length scaling: time and memory per length and the log-log slopes. The runs must share device "
     "and model shape."))
 
 
 def benchmark(preset: str = "default", *, out: str = "results", run_id: str | None = None, **settings):
-    """Run ``bench lra-scaling`` from Python: the preset with ``settings`` over it; returns the ``RunResult``."""
+    """Run ``bench lra-scaling`` from Python: the preset with ``settings`` over it.
+
+    Args:
+        preset: a preset of ``suites/bench-lra-scaling.yaml`` (``default``, ``quick``).
+        out: the results root (the run folder is ``out/bench-lra-scaling/<run id>``).
+        run_id: the run folder name (default: a fresh timestamped one).
+        **settings: :class:`ScalingBenchConfig` fields (``lengths=(256, 512)``, ``slope_min=256``, ...).
+
+    Returns:
+        The :class:`~dtn_bench.runner.RunResult` (run folder and rows).
+
+    Raises:
+        DTNBenchError: a bad setting (before anything is written).
+    """
     cfg = ScalingBenchConfig.from_preset(preset, **settings)
     return run_suite(SCALING_SUITE, cfg, out=out, run_id=run_id)

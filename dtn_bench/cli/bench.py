@@ -32,7 +32,8 @@ bench = typer.Typer()
 def bench_norms(
     preset: Annotated[str, typer.Option("--preset", help="Preset of suites/bench-norms.yaml: default, quick.")]
     = "default",
-    batch: Annotated[int | None, typer.Option(help="Batch of the layer benchmark.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "--batch", help="Batch of the layer benchmark.")]
+    = None,
     grid: Annotated[str | None, typer.Option(help="Patch grid ROWSxCOLS (14x14).")] = None,
     dim: DimOpt = None,
     heads: Annotated[int | None, typer.Option(help="Heads (DTN groups).")] = None,
@@ -56,7 +57,7 @@ def bench_norms(
     from dtn_bench.bench import norms as nb
 
     cfg = nb.NormBenchConfig.from_preset(
-        preset, batch=batch, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
+        preset, batch=batch_size, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
         grid=None if grid is None else parse_grid(grid), norms=csv_list(norms), models=csv_list(models),
         authors=authors, threads=threads, device=device, seed=seed, tune_malloc=tune_malloc)
     run_with_progress(nb.SUITE, cfg, out, run_id)
@@ -71,7 +72,8 @@ def bench_lra_scaling(
     models: Annotated[str | None, typer.Option(help="Comma-separated attentions: transformer,bigbird,reformer.")]
     = None,
     norms: Annotated[str | None, typer.Option(help="Comma-separated normalisers (layernorm,dtn).")] = None,
-    batch: Annotated[int | None, typer.Option(help="Sequences per training step.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "--batch", help="Sequences per training step.")]
+    = None,
     dim: DimOpt = None,
     heads: HeadsOpt = None,
     depth: DepthOpt = None,
@@ -91,7 +93,7 @@ def bench_lra_scaling(
     from dtn_bench.bench import scaling as sb
 
     cfg = sb.ScalingBenchConfig.from_preset(
-        preset, batch=batch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
+        preset, batch=batch_size, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
         bucket_size=bucket_size, lengths=None if lengths is None else parse_ints(lengths, "--lengths", "512,1024",
                                                                                    "positive integers"),
         models=csv_list(models), norms=csv_list(norms), device=device, seed=seed, tune_malloc=tune_malloc)

@@ -5,18 +5,15 @@ Mounted by :mod:`dtn_bench.cli.app`: ``app`` (top-level commands) and ``bench`` 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from dtn_bench.cli.options import OutOpt, RunIdOpt, csv_list
-from dtn_bench.cli.output import _preset_config, _run_suite, _write_report, console, err_console, print_frame
+from dtn_bench.cli.options import DeviceOpt, ItersOpt, OutOpt, RunIdOpt, SeedOpt, WarmupOpt, csv_list
+from dtn_bench.cli.output import console, err_console, run_with_progress
 from dtn_bench.errors import DTNBenchError
-
-SUITE = "bench-corrupt"
 
 app = typer.Typer()
 bench = typer.Typer()
@@ -90,85 +87,6 @@ def corrupt(
 
 
 # ------------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CorruptBenchConfig:
-    """Settings of one corruption speed benchmark."""
-
-    corruptions: tuple[str, ...] = ()
-    extra: bool = False
-    severity: int = 3
-    batch: int = 16
-    warmup: int = 1
-    iters: int = 3
-    threads: int = 1
-    """torch intra-op threads (0: torch's default). 1 by default: on a loaded 2-core machine 2 threads made a pass
-    1.7-4x slower than 1 (README)."""
-    device: str = "cpu"
-    seed: int = 0
-    peer: bool = True
-    """Also time imagecorruptions on the same images when it imports."""
-    peer_batch: int = 4
-    """Images the peer corrupts per timed run (the first of ours; the peer is one image per call, and slow)."""
-    preset: str = "default"
-
-    def validate(self) -> None:
-        """One-line :class:`DTNBenchError` for a bad field."""
-        from dtn_bench.data.corruptions import resolve_corruptions, resolve_severities
-        from dtn_bench.distributed import check_device
-
-        resolve_corruptions(self.corruptions or None, self.extra)
-        resolve_severities([self.severity])
-        for name in ("batch", "iters", "peer_batch"):
-            if getattr(self, name) <= 0:
-                raise DTNBenchError(f"bench corrupt: --{name.replace('_', '-')} must be > 0, got "
-                                    f"{getattr(self, name)}")
-        if self.warmup < 0 or self.threads < 0:
-            raise DTNBenchError("bench corrupt: --warmup and --threads must be >= 0")
-        check_device("bench corrupt", self.device)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _render_bench(writer, notes: list[str]) -> None:
-    import pandas as pd
-
-    from dtn_bench.plots import grouped_bars
-    from dtn_bench.results.tables import pivot, render_document
-
-    def per_image(df: pd.DataFrame) -> pd.DataFrame:
-        t = df[df["metric"].isin(["time_ms", "cpu_time_ms"])].copy()
-        impl = t["impl"].fillna("dtn-bench") if "impl" in t else pd.Series("dtn-bench", index=t.index)
-        prefix = impl.map(lambda v: "" if v == "dtn-bench" else f"{v} ")
-        t["column"] = prefix + t["metric"].str.replace("_ms", "") + " " + t["stat"] + " (ms)"
-        return pivot(t, index="corruption", columns="column")
-
-    def report(df: pd.DataFrame, fmt: str) -> str:
-        s = df[df["corruption"] == "pass"].copy()
-        impl = s["impl"].fillna("dtn-bench") if "impl" in s else pd.Series("dtn-bench", index=s.index)
-        s["figure"] = impl + " " + s["metric"] + " " + s["stat"]
-        cols = ["value", "unit"] + (["versus"] if "versus" in s else [])
-        return render_document([("Time per 224 x 224 image", per_image(df)),
-                                ("One pass over the set", s.set_index("figure")[cols].fillna(""))], fmt)
-
-    def plot(df: pd.DataFrame):
-        t = per_image(df[df["corruption"] != "pass"])
-        cols = [c for c in t.columns if "time median" in c and "cpu_time" not in c]
-        return grouped_bars(t[cols], ylabel="ms per 224 image", title="Corruption cost")
-
-    df = _write_report(writer, report, plot, "corrupt.png")
-    threads = ", ".join(str(int(v)) for v in sorted(df["threads"].dropna().unique()))
-    wide = per_image(df)
-    print_frame(wide[[c for c in wide.columns if "median" in c]],  # the minima are in table.md
-                 f"Corruption speed (ms per 224 x 224 image, {threads} thread(s))", "corruption")
-    for _, r in df[(df["corruption"] == "pass") & (df["metric"] != "time_ms")].iterrows():
-        versus = f" ({r['versus']})" if isinstance(r.get("versus"), str) else ""
-        console.print(f"one pass, {r.get('impl', 'dtn-bench')}: {r['metric']} = {r['value']:.2f} {r['unit']}{versus}",
-                      highlight=False)
-    for note in notes:
-        console.print(note, highlight=False, soft_wrap=True)
-
-
 @bench.command("corrupt")
 def bench_corrupt(
     preset: Annotated[str, typer.Option("--preset", help="Preset of suites/bench-corrupt.yaml: default, quick.")]
@@ -177,13 +95,14 @@ def bench_corrupt(
                            "(default: the 15 mCE corruptions).")] = None,
     extra: Annotated[bool, typer.Option("--extra", help="Also time the 4 extras.")] = False,
     severity: Annotated[int | None, typer.Option("--severity", help="Severity timed (1..5).")] = None,
-    batch: Annotated[int | None, typer.Option("--batch", help="Images per corrupt_batch call.")] = None,
-    iters: Annotated[int | None, typer.Option("--iters", help="Timed repetitions (median).")] = None,
-    warmup: Annotated[int | None, typer.Option("--warmup", help="Untimed repetitions first.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "--batch", help="Images per corrupt_batch call.")]
+    = None,
+    iters: ItersOpt = None,
+    warmup: WarmupOpt = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (0: torch's default; default 1: "
                        "on a loaded 2-core machine 2 threads were slower than 1).")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic images and the noise.")] = 0,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
     peer: Annotated[bool | None, typer.Option("--peer/--no-peer", help="Also time imagecorruptions on the same "
                     "images when it imports (pip install 'dtn-bench[peer]'); default on.")] = None,
     peer_batch: Annotated[int | None, typer.Option("--peer-batch", help="Images the peer corrupts per timed run.")]
@@ -195,23 +114,9 @@ def bench_corrupt(
     the imagecorruptions package imports, the same corruptions by it on the same images in the same run, with the
     speed ratio; without it, no ratio. Corruption maths only: no decoding, no JPEG save.
     """
-    import torch
+    from dtn_bench.bench.corrupt import SUITE, CorruptBenchConfig
 
-    from dtn_bench.data.corruptions import benchmark, resolve_corruptions
-
-    overrides = dict(severity=severity, batch=batch, iters=iters, warmup=warmup, corruptions=csv_list(corruptions),
-                     threads=threads, peer=peer, peer_batch=peer_batch)
-    cfg = _preset_config(SUITE, preset, CorruptBenchConfig, overrides, extra=extra, device=device, seed=seed,
-                         preset=preset)
-    names = resolve_corruptions(cfg.corruptions or None, cfg.extra)
-    notes: list[str] = []
-    items = benchmark(names, severity=cfg.severity, batch=cfg.batch, warmup=cfg.warmup, iters=cfg.iters,
-                      device=cfg.device, seed=cfg.seed, suite=SUITE, peer=cfg.peer, peer_batch=cfg.peer_batch,
-                      notes=notes)
-    before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        _run_suite(SUITE, cfg, items, len(names) + 1, out, run_id, render=lambda w: _render_bench(w, notes))
-    finally:
-        torch.set_num_threads(before)  # the setting is process-wide; leave it as it was (in-process callers)
+    cfg = CorruptBenchConfig.from_preset(
+        preset, corruptions=csv_list(corruptions), extra=extra, severity=severity, batch=batch_size, iters=iters,
+        warmup=warmup, threads=threads, device=device, seed=seed, peer=peer, peer_batch=peer_batch)
+    run_with_progress(SUITE, cfg, out, run_id)

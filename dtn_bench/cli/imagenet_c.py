@@ -104,11 +104,13 @@ class _Progress:
         self.bar.update(self.task, completed=done, total=total)
 
     def __call__(self, kind: str, **info) -> None:
+        """One event of :func:`dtn_bench.imagenet_c.evaluate` (the runner's ``start``, ``step`` and ``rendered`` show
+        nothing: the measurement's own events say more)."""
         if kind == "warning":
             err_console.print(f"warning: {info['message']}", markup=False, highlight=False, soft_wrap=True)
         elif kind == "note":
             err_console.print(info["message"], markup=False, highlight=False, soft_wrap=True)
-        elif kind == "start":
+        elif kind == "pending":  # the measurement's start: what is left to evaluate
             if self.task is not None:
                 self.bar.remove_task(self.task)
             if info["skipped"]:
@@ -135,22 +137,21 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _summary(result, label: str, progress: _Progress) -> None:
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def _error_table(s, label: str) -> Table:
+    """Top-1 error (%) per corruption and severity, CE, and the mean top-5 error when it was measured."""
     from dtn_bench.metrics import CORRUPTIONS, EXTRA_CORRUPTIONS
 
-    s = result.summary
-    if s is None:
-        return
     table = Table(title=escape(f"ImageNet-C top-1 error (%) - {label}"))
     sevs = sorted({k for e in s.errors.values() for k in e})
     top5 = bool(s.top5_errors) or s.clean_top5_error is not None
     cols = ("corruption", *(str(k) for k in sevs), "CE", *(("top-5 err (mean over sev.)",) if top5 else ()))
     for col in cols:
         table.add_column(col, justify="left" if col == "corruption" else "right")
-
-    def top5_cell(value: float | None) -> tuple[str, ...]:
-        return (("—" if value is None else f"{100 * value:.2f}"),) if top5 else ()
-
+    top5_cell = (lambda value: (_pct(value),)) if top5 else (lambda value: ())
     if s.clean_error is not None:
         table.add_row("clean", *(f"{100 * s.clean_error:.2f}" if i == 0 else "" for i in range(len(sevs))), "",
                       *top5_cell(s.clean_top5_error))
@@ -159,7 +160,13 @@ def _summary(result, label: str, progress: _Progress) -> None:
             cells = [f"{100 * s.errors[c][k]:.2f}" if k in s.errors[c] else "—" for k in sevs]
             table.add_row(c, *cells, f"{s.ce[c]:.1f}" if c in s.ce else "—",
                           *top5_cell(_mean(s.top5_errors.get(c, {}).values())))
-    console.print(table)
+    return table
+
+
+def _means(s) -> list[str]:
+    """mCE, relative mCE and the unnormalised means (over the 15 x 5, or over the pairs evaluated)."""
+    from dtn_bench.metrics import CORRUPTIONS
+
     parts = [f"mCE {s.mce:.2f}" if s.mce is not None else "mCE — (needs all 15 corruptions x 5 severities)",
              f"relative mCE {s.relative_mce:.2f}" if s.relative_mce is not None else "relative mCE —"]
     if s.mean_corruption_error is not None:
@@ -174,12 +181,24 @@ def _summary(result, label: str, progress: _Progress) -> None:
         parts.append(f"mean top-5 error (unnormalised, 15 x 5) {100 * s.mean_top5_error:.2f}%")
     elif pairs5:
         parts.append(f"mean top-5 error over the {len(pairs5)} evaluated pair(s) of the 15 {100 * _mean(pairs5):.2f}%")
-    console.print("; ".join(parts) + f"  [{label}]", highlight=False, soft_wrap=True, markup=False)
+    return parts
+
+
+def _unreadable(rows, count: int) -> str:
+    names = sorted({n for v in rows.get("unreadable_files", []) if isinstance(v, str) and v for n in v.split(";")})
+    return (f"unreadable images (counted, left out of the error): {count}: "
+            f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+
+
+def _summary(result, label: str, progress: _Progress) -> None:
+    """The run's summary on stdout: the error table, the means, unreadable files, images/s and the run folder."""
+    s = result.summary
+    if s is None:
+        return
+    console.print(_error_table(s, label))
+    console.print("; ".join(_means(s)) + f"  [{label}]", highlight=False, soft_wrap=True, markup=False)
     if s.unreadable:
-        rows = result.rows
-        names = sorted({n for v in rows.get("unreadable_files", []) if isinstance(v, str) and v for n in v.split(";")})
-        console.print(f"unreadable images (counted, left out of the error): {s.unreadable}: "
-                      f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}", highlight=False)
+        console.print(_unreadable(result.rows, s.unreadable), highlight=False)
     if progress.done:
         d = progress.done
         console.print(f"{d['images']:,} images in {d['seconds']:.1f} s ({d['img_s']:,.1f} img/s end-to-end)")
@@ -229,8 +248,9 @@ def imagenet_c(
     demo_images: Annotated[int, typer.Option("--demo-images", help="Demo: evaluated images per class.")] = 2,
     demo_train_images: Annotated[int, typer.Option("--demo-train-images", help="Demo: images per class the "
                                                    "stand-in model's head is fitted on.")] = 16,
-    seed: Annotated[int, typer.Option("--seed", help="Demo: seed of the images and the stand-in model. Without "
-                                      "--checkpoint: seed of the random initial weights.")] = 0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Demo: seed of the images and the stand-in model. "
+                                             "Without --checkpoint: seed of the random initial weights (default "
+                                             "0).")] = None,
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
 ) -> None:
@@ -252,13 +272,7 @@ def imagenet_c(
                                 "--checkpoint, --clean-dir, --clean-error and --data-label")
         label = ic.DEMO_LABEL
     else:
-        from dtn_bench.imagenet_c import data as D
-
-        if data_dir is None:
-            raise DTNBenchError(f"no --data-dir given. {D.DOWNLOAD_HINT}")
-        if data_label is not None and (not data_label.strip() or "\n" in data_label):
-            raise DTNBenchError(f"--data-label {data_label!r}: give a non-empty one-line label")
-        label = data_label or D.data_label(data_dir)
+        label = _data_label_of(data_dir, data_label)
     if _rank0():
         err_console.print(f"[bold]{escape(label)}[/bold]", highlight=False, soft_wrap=True)
     with _Progress(label) as progress:
@@ -269,13 +283,24 @@ def imagenet_c(
                              resume=resume, debug=STATE["debug"], on_event=hook,
                              progress=progress.generate if hook else None, **settings)
         else:
-            result = ic.evaluate(model, data_dir, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
-                                 on_event=hook, checkpoint=checkpoint, ema=ema, num_classes=num_classes,
-                                 clean_dir=clean_dir,
-                                 clean_error=_clean_error(clean_error), data_label=label,
-                                 seed=seed if checkpoint is None else 0, **settings)  # seed: random weights only
+            cfg = ic.make_config(model, data_dir, checkpoint=checkpoint, ema=ema, num_classes=num_classes,
+                                 clean_dir=clean_dir, clean_error=_clean_error(clean_error), data_label=label,
+                                 seed=seed if checkpoint is None else None, **settings)  # seed: random weights only
+            result = ic.evaluate_config(cfg, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
+                                        on_event=hook)
     if result.path is not None:
         _summary(result, label if result.summary is None else _data_label(result), progress)
+
+
+def _data_label_of(data_dir: Path | None, data_label: str | None) -> str:
+    """What the data are called: ``--data-label``, else found from the folder (one-line errors before any work)."""
+    from dtn_bench.imagenet_c import data as D
+    from dtn_bench.imagenet_c.evaluation import check_data_label
+
+    if data_dir is None:
+        raise DTNBenchError(f"no --data-dir given. {D.DOWNLOAD_HINT}")
+    check_data_label(data_label)
+    return data_label or D.data_label(data_dir)
 
 
 def _data_label(result) -> str:
@@ -304,21 +329,13 @@ def bench_imagenet_c_pipeline(
 ) -> None:
     """End-to-end images/s of the ImageNet-C loop (read, decode, copy, normalise, forward) vs model-only images/s."""
     from dtn_bench import imagenet_c as ic
-    from dtn_bench.imagenet_c import bench
-    from dtn_bench.results.writer import RunWriter, new_run_id
+    from dtn_bench.imagenet_c.bench import PipelineConfig
+    from dtn_bench.imagenet_c.evaluation import check_count
 
-    if images <= 0:
-        raise DTNBenchError(f"--images must be > 0, got {images}")
-    label = None
+    check_count("images", images)
     if demo:
-        from dtn_bench.imagenet_c.demo_data import make_demo_data
-
-        per_class = max(1, -(-images // 10))
-        root = out / ic.SUITE / ".demo-data" / f"bench-c10-i{per_class}"
-        with _Progress(ic.DEMO_LABEL) as progress:
-            paths = make_demo_data(root, classes=10, images=per_class, train_images=1, corruptions=["fog"],
-                                   severities=(3,), progress=progress.generate)
-        data_dir, num_classes, corruptions, severities, label = paths["imagenet_c"], 10, "fog", "3", ic.DEMO_LABEL
+        data_dir, num_classes, corruptions, severities = _pipeline_demo_data(out, images), 10, "fog", "3"
+        label = ic.DEMO_LABEL
     elif data_dir is None:
         from dtn_bench.imagenet_c.data import DOWNLOAD_HINT
 
@@ -327,27 +344,47 @@ def bench_imagenet_c_pipeline(
         from dtn_bench.imagenet_c.data import data_label
 
         label = data_label(data_dir)
-    corr = csv_list(corruptions)
-    cfg = ic.make_config(model, data_dir, num_classes=num_classes, corruptions=corr[:1] if corr else ["fog"],
-                         severities=(_severities(severities) or (3,))[:1], subset=None, batch_size=batch_size,
-                         workers=workers, device=device, amp=amp, allow_resize=allow_resize, data_label=label)
-    p = ic.plan(cfg, debug=STATE["debug"])
-    g = p.groups[0]
-    if len(g.paths) > images:
-        from dtn_bench.imagenet_c.data import stratified_subset
+    corr, sevs = csv_list(corruptions), _severities(severities)
+    cfg = PipelineConfig.from_preset(
+        None, model=model, data_dir=str(data_dir), num_classes=num_classes, corruption=corr[0] if corr else None,
+        severity=sevs[0] if sevs else None, images=images, batch_size=batch_size, workers=workers, device=device,
+        amp=amp, allow_resize=allow_resize, data_label=label)
+    status = err_console.status("")
 
-        g.paths = stratified_subset(g.paths, images)
-    with err_console.status(f"timing {model}: end-to-end over {len(g.paths)} images, then model-only"):
-        rows = bench.run(p)
-    writer = RunWriter(out, ic.SUITE, {**cfg.as_dict(), "benchmark": "pipeline", "images": images},
-                       run_id=run_id or f"pipeline-{model}-{new_run_id()}", device=str(cfg.device))
-    writer.append(rows)
-    table = Table(title=escape(f"ImageNet-C pipeline: {model}, batch {batch_size}, {cfg.workers} worker(s), "
-                               f"{cfg.device} [{label}]"))
+    def on_event(kind: str, **info) -> None:
+        if kind == "timing":
+            status.update(f"timing {info['model']}: end-to-end over {info['images']} images, then model-only")
+            status.start()
+
+    try:
+        result = ic.benchmark_pipeline_config(cfg, out=out, run_id=run_id, debug=STATE["debug"], on_event=on_event)
+    finally:
+        status.stop()
+    if result.path is not None:
+        _pipeline_summary(cfg, result)
+
+
+def _pipeline_demo_data(out: Path, images: int) -> Path:
+    """The demo images of the pipeline benchmark (made if needed): 10 classes, one pair (fog/3)."""
+    from dtn_bench import imagenet_c as ic
+    from dtn_bench.imagenet_c.demo_data import make_demo_data
+
+    per_class = max(1, -(-images // 10))
+    root = out / ic.SUITE / ".demo-data" / f"bench-c10-i{per_class}"
+    with _Progress(ic.DEMO_LABEL) as progress:
+        paths = make_demo_data(root, classes=10, images=per_class, train_images=1, corruptions=["fog"],
+                               severities=(3,), progress=progress.generate)
+    return paths["imagenet_c"]
+
+
+def _pipeline_summary(cfg, result) -> None:
+    """The benchmark's images/s on stdout, then the run folder."""
+    table = Table(title=escape(f"ImageNet-C pipeline: {cfg.model}, batch {cfg.batch_size}, {cfg.workers} worker(s), "
+                               f"{cfg.device} [{cfg.data_label}]"))
     for col in ("pipeline", "images/s"):
         table.add_column(col, justify="right" if col != "pipeline" else "left")
-    for r in rows:
+    for r in result.rows.to_dict("records"):
         value = f"{r['value']:,.1f}" if r["metric"] == "throughput_img_s" else f"{r['value']:.2f}x"
         table.add_row(r["pipeline"], value)
     console.print(table)
-    console.print(f"results: {writer.path}")
+    console.print(f"results: {result.path}")

@@ -1,4 +1,9 @@
-"""``dtn-bench lra generate`` (ListOps data) and ``dtn-bench lra listops`` (the training suite)."""
+"""``dtn-bench lra generate`` (ListOps data) and ``dtn-bench lra listops`` (the training suite).
+
+``lra listops`` parses its options into a :class:`~dtn_bench.lra.config.ListOpsConfig` (``from_preset``), runs it
+with :func:`dtn_bench.lra.listops` (the suite's runner) and shows what the suite emits: the settings table, the data
+and training progress bars, a line per finished run, the paper-style table and the run folder.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from rich.table import Table
 
 from dtn_bench.cli.options import (
     DepthOpt,
+    DeviceOpt,
     DimOpt,
     HeadsOpt,
     MlpDimOpt,
@@ -19,7 +25,8 @@ from dtn_bench.cli.options import (
     csv_list,
     parse_ints,
 )
-from dtn_bench.cli.output import _preset_config, _write_report, console, err_console, print_frame
+from dtn_bench.cli.output import console, err_console, print_tables
+from dtn_bench.data.listops import LRA_SPEC
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer(help="Long-Range Arena ListOps: data generation and the training suite.", no_args_is_help=True)
@@ -28,23 +35,28 @@ app = typer.Typer(help="Long-Range Arena ListOps: data generation and the traini
 @app.command("generate")
 def lra_generate(
     out: Annotated[Path, typer.Option("--out", help="Folder for basic_train.tsv, basic_val.tsv, basic_test.tsv.")],
-    train: Annotated[int, typer.Option("--train", help="Training samples.")] = 96_000,
-    val: Annotated[int, typer.Option("--val", help="Validation samples.")] = 2_000,
-    test: Annotated[int, typer.Option("--test", help="Test samples.")] = 2_000,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (same arguments, same bytes).")] = 0,
-    min_length: Annotated[int, typer.Option("--min-length", help="Keep trees longer than this (tokens).")] = 500,
-    max_length: Annotated[int, typer.Option("--max-length", help="Keep trees shorter than this (tokens).")] = 2_000,
-    max_depth: Annotated[int, typer.Option("--max-depth", help="Tree depth limit (root at depth 1).")] = 10,
-    max_args: Annotated[int, typer.Option("--max-args", help="Most children of an operator (fewest: 2).")] = 10,
+    train: Annotated[int, typer.Option("--train", help="Training samples.")] = LRA_SPEC.train,
+    val: Annotated[int, typer.Option("--val", help="Validation samples.")] = LRA_SPEC.val,
+    test: Annotated[int, typer.Option("--test", help="Test samples.")] = LRA_SPEC.test,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same arguments, same bytes).")] = LRA_SPEC.seed,
+    min_length: Annotated[int, typer.Option("--min-length", help="Keep trees longer than this (tokens).")]
+    = LRA_SPEC.min_length,
+    max_length: Annotated[int, typer.Option("--max-length", help="Keep trees shorter than this (tokens).")]
+    = LRA_SPEC.max_length,
+    max_depth: Annotated[int, typer.Option("--max-depth", help="Tree depth limit (root at depth 1).")]
+    = LRA_SPEC.max_depth,
+    max_args: Annotated[int, typer.Option("--max-args", help="Most children of an operator (fewest: 2).")]
+    = LRA_SPEC.max_args,
     workers: Annotated[int, typer.Option("--workers", help="Processes (the output does not depend on it).")] = 2,
 ) -> None:
     """Generate ListOps data (LRA spec, seeded and deterministic, deduplicated across splits)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
-    from dtn_bench.data.listops import SPLITS, check_generate_args, generate
+    from dtn_bench.data.listops import ListOpsSpec, generate
 
-    check_generate_args(train, val, test, seed, min_length, max_length, max_depth, max_args)
+    spec = ListOpsSpec(train=train, val=val, test=test, seed=seed, min_length=min_length, max_length=max_length,
+                       max_depth=max_depth, max_args=max_args).checked()
 
     class _Rate(ProgressColumn):
         def render(self, task) -> Text:
@@ -52,10 +64,14 @@ def lra_generate(
 
     with Progress(TextColumn("[bold]ListOps"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn(),
                   console=err_console, transient=True) as bar:
-        task = bar.add_task("generate", total=train + val + test)
-        summary = generate(out, train=train, val=val, test=test, seed=seed, min_length=min_length,
-                           max_length=max_length, max_depth=max_depth, max_args=max_args, workers=workers,
-                           progress=lambda done, total: bar.update(task, completed=done))
+        task = bar.add_task("generate", total=spec.total)
+        summary = generate(out, spec, workers=workers, progress=lambda done, total: bar.update(task, completed=done))
+    _print_generation(summary)
+
+
+def _print_generation(summary) -> None:
+    """The splits' sizes and lengths, the label distribution and the majority-class share of generated data."""
+    from dtn_bench.data.listops import SPLITS
 
     table = Table(title=f"ListOps data in {summary.out_dir} ({summary.seconds:.1f} s)")
     for col in ("split", "samples", "length min", "median", "mean", "max", "file"):
@@ -76,6 +92,7 @@ def lra_generate(
     console.print(labels)
     console.print(f"majority-class share: {summary.majority_share:.1%} (label {counts.index(max(counts))}); "
                   f"duplicates dropped: {summary.duplicates}")
+
 
 @app.command("listops")
 def lra_listops(
@@ -150,7 +167,7 @@ def lra_listops(
         "shuffle(1024)).") )] = None,
     train_samples: Annotated[int | None, typer.Option("--train-samples", help="Generated data: training samples.")]
     = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOpt = None,
     precision: Annotated[str | None, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16 "
                                                   "(default: the preset's; lra presets: fp32, as the official "
                                                   "code).")] = None,
@@ -159,14 +176,14 @@ def lra_listops(
                                               "--nproc_per_node N -m dtn_bench lra listops ...")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue the run RUN_ID (finished runs are kept, "
                                                "the interrupted one continues from its last checkpoint).")] = None,
-    tune_malloc: TuneMallocOpt = True,
+    tune_malloc: TuneMallocOpt = None,
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
 ) -> None:
     """Train and test the LRA ListOps models with each normaliser: rows, paper-style table (Markdown, LaTeX) and
     learning curves in the run folder."""
-    from dtn_bench.distributed import init_distributed, world_size_from_env
-    from dtn_bench.lra import config as lc
+    from dtn_bench.distributed import world_size_from_env
+    from dtn_bench.lra.config import ListOpsConfig
 
     world = world_size_from_env()
     if procs is not None and procs != world:
@@ -174,146 +191,142 @@ def lra_listops(
         raise DTNBenchError(f"--procs {procs} but this job has {world} process(es) (WORLD_SIZE): launch it with {how}")
     if resume is not None and run_id is not None and run_id != resume:
         raise DTNBenchError(f"--resume {resume} and --run-id {run_id} name different runs")
-    overrides = dict(models=csv_list(models), norms=csv_list(norms), max_len=max_len, len_policy=len_policy,
-                     steps=steps, batch=batch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
-                     clip_grad=clip_grad, eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth,
-                     mlp_dim=mlp_dim, pooling=pooling, dropout=dropout, lra_quirks=lra_quirks,
-                     attn_dropout=attn_dropout, sparse_attn_dropout=sparse_attn_dropout, bigbird_random=bigbird_random,
-                     bigbird_block=bigbird_block,
-                     gelu=gelu, ln_eps=ln_eps, init=init, lr_step_origin=lr_step_origin, shuffle=shuffle,
-                     shuffle_buffer=None if shuffle_buffer is None else parse_ints(shuffle_buffer, "--shuffle-buffer",
-                                                                                    "10000,1024", "sizes"),
-                     precision=precision, gen_train=train_samples,
-                     seeds=None if seeds is None else parse_ints(seeds, "--seeds", "0,1,2"),
-                     data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()))
-    cfg = _preset_config(lc.SUITE, preset, lc.ListOpsConfig, overrides, device=device, world_size=world,
-                         preset=preset)
-    if cfg.data_dir is not None:
-        from dtn_bench.data.listops import SPLITS, split_path
+    cfg = ListOpsConfig.from_preset(
+        preset, models=csv_list(models), norms=csv_list(norms), max_len=max_len, len_policy=len_policy, steps=steps,
+        batch=batch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad,
+        eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim,
+        pooling=pooling, dropout=dropout, lra_quirks=lra_quirks, attn_dropout=attn_dropout,
+        sparse_attn_dropout=sparse_attn_dropout, bigbird_random=bigbird_random, bigbird_block=bigbird_block,
+        gelu=gelu, ln_eps=ln_eps, init=init, lr_step_origin=lr_step_origin, shuffle=shuffle,
+        shuffle_buffer=None if shuffle_buffer is None else parse_ints(shuffle_buffer, "--shuffle-buffer",
+                                                                       "10000,1024", "sizes"),
+        precision=precision, gen_train=train_samples, device=device, tune_malloc=tune_malloc, world_size=world,
+        seeds=None if seeds is None else parse_ints(seeds, "--seeds", "0,1,2"),
+        data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()))
+    _run_listops(cfg, out, resume or run_id, resume is not None)
 
-        for split in SPLITS:
-            split_path(cfg.data_dir, split)
-    if resume is not None:
-        _check_resumable(out / lc.SUITE / resume, world)
-    ctx = init_distributed(cfg.device)
+
+def _run_listops(cfg, out: Path, run_id: str | None, resume: bool) -> None:
+    """Run the suite with its progress on the console, then print the paper table and the run folder (rank 0)."""
+    from dtn_bench.lra import listops
+    from dtn_bench.lra.suite import LISTOPS_SUITE
+
+    view = _ListOpsView(cfg)
     try:
-        from dtn_bench.timing import keep_freed_memory
-
-        tuned = keep_freed_memory() if tune_malloc and ctx.device.type == "cpu" else False
-        _lra_listops(cfg, ctx, out, resume or run_id, resume is not None, tuned)
+        result = listops(cfg, out=out, run_id=run_id, resume=resume, on_event=view.on_event)
+    except KeyboardInterrupt:
+        if view.training:
+            err_console.print(f"interrupted: continue with --resume {view.run_id} (same options)")
+        raise
     finally:
-        ctx.close()
+        view.close()
+    if result.path is not None:
+        print_tables(LISTOPS_SUITE.report.console(result.rows))
+        console.print(f"results: {result.path}")
 
 
-def _check_resumable(folder: Path, world: int) -> None:
-    """The run folder exists and was made with as many processes as this job has (before any process group)."""
-    import json
+def _settings_table(cfg, world: int, device: str, malloc_tuned: bool) -> Table:
+    """Every setting of the run beside the official LRA code's value where the suite offers another."""
+    from dtn_bench.lra.config import OFFICIAL
 
-    if not folder.is_dir():
-        raise DTNBenchError(f"--resume {folder.name}: no run folder {folder}")
-    try:
-        made = json.loads((folder / "config.json").read_text()).get("world_size", 1)
-    except (OSError, ValueError) as e:
-        raise DTNBenchError(f"--resume {folder.name}: cannot read {folder / 'config.json'}: {e}") from None
-    if made != world:
-        raise DTNBenchError(f"--resume {folder.name}: the run was made with {made} process(es), this job has {world}; "
-                            f"resume it with the same number (torchrun --nproc_per_node {made})")
-
-
-def _lra_listops(cfg, ctx, out: Path, run_id: str | None, resume: bool, malloc_tuned: bool = False) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from dtn_bench.lra import train as lt
-    from dtn_bench.lra.config import SUITE
-    from dtn_bench.results.writer import RunWriter, new_run_id
-
-    main_rank = ctx.is_main
-    if main_rank:
-        from dtn_bench.lra.config import OFFICIAL
-
-        settings = Table(title=f"lra listops, preset {cfg.preset} ({ctx.world} process(es) on {ctx.device})",
-                         caption="official LRA: the official code's value where the suite offers another; * this run "
-                         "differs from it")
-        settings.add_column("setting")
-        settings.add_column("value")
-        settings.add_column("official LRA")
-        values = cfg.as_dict()
-        for key, value in values.items():
-            official = ""
-            if key in OFFICIAL:
-                official = str(OFFICIAL[key]) + (" *" if OFFICIAL[key] != value else "")
-            settings.add_row(key, str(value), official)
-        settings.add_row("malloc_tuned", str(malloc_tuned), "")
-        console.print(settings)
-    with Progress(TextColumn("[bold]ListOps data"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=not main_rank) as bar:
-        task = bar.add_task("generate", total=None)
-        data = lt.prepare_data(cfg, ctx, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    for split in (data.train, data.val, data.test):
-        if split.truncated:
-            err_console.print(f"note: {split.truncated} sequences of {split.path} were truncated to {cfg.max_len} "
-                              "tokens (--len-policy truncate)")
-    run_id = ctx.broadcast(run_id or new_run_id())
-    writer = None
-    if main_rank:
-        from dtn_bench.results.env import environment
-
-        env = {**environment(), "malloc_tuned": malloc_tuned}
-        writer = RunWriter(out, SUITE, cfg.as_dict(), run_id=run_id, resume=resume, device=str(ctx.device), env=env)
-    finished = None
-    if main_rank:
-        df = writer.rows()
-        finished = set()
-        if not df.empty and "checkpoint" in df.columns:
-            last = df[(df["checkpoint"] == "last") & (df["metric"] == "accuracy")]
-            finished = {(m, n, int(s)) for m, n, s in zip(last["model"], last["norm"], last["seed"], strict=True)}
-        if df.empty or not (df["model"] == "majority-class").any():
-            writer.append(lt.baseline_rows(cfg, data))
-    finished = ctx.broadcast(finished)
-    todo = [r for r in lt.runs(cfg) if r not in finished]
-    total_steps = len(todo) * cfg.steps
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]} "
-                          "{task.fields[tps]} tok/s"), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True, disable=not main_rank) as bar:
-        overall = bar.add_task("all runs", total=total_steps, loss="-", acc="-", val="-", tps="-")
-        current = bar.add_task("", total=cfg.steps, loss="-", acc="-", val="-", tps="-")
-        done_before = [0]
-
-        def on_event(kind: str, info: dict) -> None:
-            if kind == "start":
-                done_before[0] = bar.tasks[overall].completed
-                bar.reset(current, total=info["steps"], completed=info["step"],
-                          description=f"{info['model']}/{info['norm']}/seed {info['seed']}", loss="-", acc="-",
-                          val="-", tps="-")
-                bar.update(overall, completed=done_before[0] + info["step"])
-            elif kind == "step":
-                fields = dict(loss=f"{info['loss']:.3f}", acc=f"{info['acc']:.1%}", tps=f"{info['tokens_s']:,.0f}")
-                bar.update(current, completed=info["step"], **fields)
-                bar.update(overall, completed=done_before[0] + info["step"])
-            elif kind == "eval":
-                bar.update(current, val=f"{info['val_acc']:.1%}")
-
-        try:
-            for label, rows in lt.run(cfg, data, out / SUITE / run_id, finished, ctx, on_event):
-                if main_rank:
-                    writer.append(rows)
-                    acc = next(r["value"] for r in rows if r["metric"] == "accuracy" and r["split"] == "test"
-                               and r["checkpoint"] == "last")
-                    console.print(f"{label}: test accuracy {acc:.2%} (last checkpoint)")
-        except KeyboardInterrupt:
-            if main_rank:
-                err_console.print(f"interrupted: continue with --resume {run_id} (same options)")
-            raise
-    if main_rank:
-        _render_listops(writer)
+    settings = Table(title=f"lra listops, preset {cfg.preset} ({world} process(es) on {device})",
+                     caption="official LRA: the official code's value where the suite offers another; * this run "
+                     "differs from it")
+    settings.add_column("setting")
+    settings.add_column("value")
+    settings.add_column("official LRA")
+    for key, value in cfg.as_dict().items():
+        official = ""
+        if key in OFFICIAL:
+            official = str(OFFICIAL[key]) + (" *" if OFFICIAL[key] != value else "")
+        settings.add_row(key, str(value), official)
+    settings.add_row("malloc_tuned", str(malloc_tuned), "")
+    return settings
 
 
-def _render_listops(writer) -> None:
-    from dtn_bench.lra.report import curves_plot, paper_table, render_report
+class _ListOpsView:
+    """What ``lra listops`` shows of the suite's events (:mod:`dtn_bench.lra.suite`).
 
-    df = _write_report(writer, render_report, curves_plot, "curves.png")
-    table = paper_table(df)
-    if not table.empty:
-        print_frame(table, "ListOps test accuracy (%), last checkpoint", "model")
-    console.print(f"results: {writer.path}")
+    The settings table, the data bar, notes, the training bars (all runs, the current run: loss, accuracy, validation
+    accuracy, tokens/s) and a line per finished run once its rows are written.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.run_id: str | None = None
+        self.training = False
+        self.accuracy: dict[str, float] = {}
+        self.bars: dict[str, object] = {}  # "data" / "runs" -> a live rich Progress
+        self.data_task = self.overall = self.current = None
+        self.done_before = 0
+
+    def on_event(self, kind: str, **info) -> None:
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(**info)
+
+    def close(self) -> None:
+        for name in list(self.bars):
+            self.bars.pop(name).stop()
+
+    def _open(self, name: str, *columns):
+        from rich.progress import Progress
+
+        bar = Progress(*columns, console=err_console, transient=True)
+        bar.start()
+        self.bars[name] = bar
+        return bar
+
+    def _on_settings(self, world: int, device: str, malloc_tuned: bool, run_id: str | None) -> None:
+        self.run_id = run_id
+        console.print(_settings_table(self.cfg, world, device, malloc_tuned))
+
+    def _on_data_start(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+        bar = self._open("data", TextColumn("[bold]ListOps data"), BarColumn(), MofNCompleteColumn(),
+                         TimeRemainingColumn())
+        self.data_task = bar.add_task("generate", total=None)
+
+    def _on_data(self, done: int, total: int) -> None:
+        self.bars["data"].update(self.data_task, completed=done, total=total)
+
+    def _on_data_done(self) -> None:
+        self.bars.pop("data").stop()
+
+    def _on_note(self, text: str) -> None:
+        err_console.print(f"note: {text}")
+
+    def _on_runs(self, total: int, steps: int, run_id: str | None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+        self.training, self.run_id = True, run_id
+        bar = self._open("runs", TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]} "
+                                    "{task.fields[tps]} tok/s"), TimeRemainingColumn())
+        self.overall = bar.add_task("all runs", total=total, loss="-", acc="-", val="-", tps="-")
+        self.current = bar.add_task("", total=steps, loss="-", acc="-", val="-", tps="-")
+
+    def _on_run_start(self, **info) -> None:
+        bar = self.bars["runs"]
+        self.done_before = bar.tasks[self.overall].completed
+        bar.reset(self.current, total=info["steps"], completed=info["step"],
+                  description=f"{info['model']}/{info['norm']}/seed {info['seed']}", loss="-", acc="-", val="-",
+                  tps="-")
+        bar.update(self.overall, completed=self.done_before + info["step"])
+
+    def _on_run_step(self, **info) -> None:
+        bar = self.bars["runs"]
+        fields = dict(loss=f"{info['loss']:.3f}", acc=f"{info['acc']:.1%}", tps=f"{info['tokens_s']:,.0f}")
+        bar.update(self.current, completed=info["step"], **fields)
+        bar.update(self.overall, completed=self.done_before + info["step"])
+
+    def _on_run_eval(self, **info) -> None:
+        self.bars["runs"].update(self.current, val=f"{info['val_acc']:.1%}")
+
+    def _on_trained(self, label: str, test_accuracy: float) -> None:
+        self.accuracy[label] = test_accuracy
+
+    def _on_step(self, label: str, rows: int) -> None:
+        if label in self.accuracy:  # the run's rows are written
+            console.print(f"{label}: test accuracy {self.accuracy.pop(label):.2%} (last checkpoint)")

@@ -35,6 +35,10 @@ EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="With --checkpoint:
 
 
 def parse_grid(text: str) -> tuple[int, int]:
+    """``--grid`` text -> ``(rows, cols)``: ``"14x14"`` or ``"14,14"`` -> ``(14, 14)``, one number ``"14"`` likewise.
+
+    Anything else is a one-line error.
+    """
     try:
         parts = [int(v) for v in text.lower().replace("x", ",").split(",") if v.strip()]
     except ValueError:
@@ -47,6 +51,7 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 
 def csv_list(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b,,c"`` -> ``("a", "b", "c")`` (items stripped, empty ones dropped); ``None`` (not given) -> ``None``."""
     if text is None:
         return None
     return tuple(v.strip() for v in text.split(",") if v.strip())

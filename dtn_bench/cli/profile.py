@@ -67,8 +67,11 @@ def profile(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run folder --run-id, skipping finished "
                                          "configurations.")] = False,
 ) -> None:
-    """Profile models x normalisers: params, GMACs (+ the norms' analytic GMACs), throughput, latency p50/p90 at
-    batch 1, peak memory, MFU on GPUs. Writes rows, table.md/.tex, throughput.png and latency.png."""
+    """Profile models x normalisers: params, GMACs, throughput, latency, peak memory and MFU.
+
+    GMACs come with the norms' analytic GMACs, latency is p50/p90 at batch 1, MFU is measured on GPUs only. Writes
+    rows, table.md/.tex, throughput.png and latency.png.
+    """
     from dataclasses import replace
 
     from dtn_bench.profile import measure

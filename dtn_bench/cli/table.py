@@ -1,5 +1,6 @@
-"""``dtn-bench table listops|imagenet-c|profile|norms|lra-scaling|all RUN...``: paper-style tables and plots from
-finished runs.
+"""``dtn-bench table <suite>|all RUN...``: paper-style tables and plots from finished runs.
+
+``<suite>`` is listops, imagenet-c, profile, norms or lra-scaling.
 
 Each suite command reads the rows of one or more run folders (or rows files, or folders of runs), keeps its suite's
 rows, prints the Markdown, LaTeX or CSV document and, with ``--out``, writes ``table.md``, ``table.tex``,
@@ -65,7 +66,7 @@ def _suites_with_tables() -> dict:
     """Suite name (as in the rows) -> its :class:`~dtn_bench.runner.Suite`, for every suite that has a report."""
     from dtn_bench.suites import all_suites
 
-    return {s.name: s for s in all_suites() if s.report is not None}
+    return {s.name: s for s in all_suites() if s.report is not None and s.command}
 
 
 def _documents(suite, df, runs: list[Path]) -> dict[str, str]:
@@ -78,8 +79,10 @@ def _documents(suite, df, runs: list[Path]) -> dict[str, str]:
 
 
 def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str) -> None:
-    """``dtn-bench table <suite>``: checks and renders the suite's rows of ``runs``, prints the ``fmt`` document and,
-    with ``out``, writes every document and plot there."""
+    """``dtn-bench table <suite>``: checks and renders the suite's rows of ``runs`` and prints the ``fmt`` document.
+
+    With ``out``, it also writes every document and plot there.
+    """
     from dtn_bench.suites import get_suite
 
     df = _read(runs, fmt)
@@ -121,8 +124,10 @@ def suite_command(name: str):
 
 
 class SuiteTablesGroup(TyperGroup):
-    """The ``table`` group: its fixed commands (``all``) and one command per registered suite with a report, made on
-    demand (so ``dtn-bench --help`` imports no suite)."""
+    """The ``table`` group: its fixed commands (``all``) and one command per registered suite with a report.
+
+    The suite commands are made on demand (so ``dtn-bench --help`` imports no suite).
+    """
 
     def list_commands(self, ctx):  # noqa: D102
         return [*suite_commands(), *super().list_commands(ctx)]
@@ -142,8 +147,10 @@ _HEADINGS = {"md": "## {}\n", "tex": "% ---- {} ----", "csv": "# {}"}
 def table_all(runs: RunsArg, out: Annotated[Path | None, typer.Option(
         "--out", help="Also write DIR/<suite>/table.md, table.tex, table.csv and the plots.")] = None,
         fmt: FormatOpt = "md") -> None:
-    """Every suite found in the rows, one document after the other (each headed by its suite; suites without a
-    table, such as bench-corrupt, are named on stderr and left out)."""
+    """Every suite found in the rows, one document after the other, each headed by its suite.
+
+    Suites without a table, such as bench-corrupt, are named on stderr and left out.
+    """
     df = _read(runs, fmt)
     specs = _suites_with_tables()
     found = list(dict.fromkeys(df["suite"].dropna())) if "suite" in df.columns else []

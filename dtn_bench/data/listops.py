@@ -57,14 +57,13 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from dtn_bench.errors import DTNBenchError
-from dtn_bench.results.writer import atomic_write_bytes, atomic_write_text
 
 OPERATORS: tuple[str, ...] = ("[MIN", "[MAX", "[MED", "[SM")
 """Operator tokens as they appear in a Source."""
@@ -95,11 +94,6 @@ POLICIES: tuple[str, ...] = ("error", "truncate")
 SHARD_SIZE = 1000
 """Accepted samples per shard; fixed, so that the output does not depend on the number of workers."""
 OPERATOR_PROBABILITY = 0.25
-DEFAULT_GENERATE_ARGS: dict[str, int] = {
-    "train": 96_000, "val": 2_000, "test": 2_000, "seed": 0,
-    "min_length": 500, "max_length": 2_000, "max_depth": 10, "max_args": 10,
-}
-"""The LRA ListOps setting (``listops-1000``)."""
 
 _STALL_LIMIT = 20_000  # consecutive duplicate samples after which generation gives up (too few distinct trees)
 _OP_INDEX = {op: i for i, op in enumerate(OPERATORS)}
@@ -298,43 +292,107 @@ def _as_int(name: str, value: Any) -> int:
         raise DTNBenchError(f"{name} must be an integer, got {value!r}") from None
 
 
-def check_generate_args(
-    train: int = 96_000,
-    val: int = 2_000,
-    test: int = 2_000,
-    seed: int = 0,
-    min_length: int = 500,
-    max_length: int = 2_000,
-    max_depth: int = 10,
-    max_args: int = 10,
-) -> dict[str, int]:
-    """Validates generator arguments (see :func:`generate`) and returns them as a dict of ints.
+@dataclass(frozen=True)
+class ListOpsSpec:
+    """What the generator makes: the split sizes, the seed and the tree shape.
+
+    The defaults are the LRA ListOps setting (``listops-1000``); this class is the one home of those values (the
+    generator, ``dtn-bench lra generate``, the ``gen_*`` fields of :class:`~dtn_bench.lra.config.ListOpsConfig` and
+    the data cache read it).
+
+    Attributes:
+        train: training samples (LRA: 96,000).
+        val: validation samples (LRA: 2,000).
+        test: test samples (LRA: 2,000).
+        seed: random seed.
+        min_length: keep trees longer than this many tokens (LRA: 500).
+        max_length: keep trees shorter than this many tokens (LRA: 2,000).
+        max_depth: depth at which a node is always a digit; the root is at depth 1 (LRA: 10).
+        max_args: most children of an operator; the fewest is 2 (LRA: 10).
+    """
+
+    train: int = 96_000
+    val: int = 2_000
+    test: int = 2_000
+    seed: int = 0
+    min_length: int = 500
+    max_length: int = 2_000
+    max_depth: int = 10
+    max_args: int = 10
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any] | None = None, base: ListOpsSpec | None = None) -> ListOpsSpec:
+        """``base`` (default: the LRA spec) with the generator arguments ``args`` over it, checked.
+
+        Raises:
+            DTNBenchError: an unknown argument, or invalid values (see :meth:`checked`).
+        """
+        given = dict(args or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise DTNBenchError(f"unknown ListOps generator arguments {unknown}: expected some of {', '.join(names)}")
+        return replace(base or LRA_SPEC, **given).checked()
+
+    def as_dict(self) -> dict[str, int]:
+        """The arguments as a dict, in field order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def total(self) -> int:
+        """Samples over all splits."""
+        return self.train + self.val + self.test
+
+    def checked(self) -> ListOpsSpec:
+        """The spec with every value an ``int``, validated.
+
+        Raises:
+            DTNBenchError: a count below 0 or all counts 0, ``min_length`` below 0 or not below ``max_length``,
+                ``max_depth`` below 1, ``max_args`` below 2, or no tree can have a length strictly between
+                ``min_length`` and ``max_length`` with this depth and arity.
+        """
+        spec = ListOpsSpec(**{name: _as_int(name, value) for name, value in self.as_dict().items()})
+        for name in SPLITS:
+            if getattr(spec, name) < 0:
+                raise DTNBenchError(f"ListOps {name} count {getattr(spec, name)}: sample counts must be >= 0")
+        if spec.total <= 0:
+            raise DTNBenchError("ListOps train + val + test is 0: ask for at least one sample")
+        spec._check_shape()
+        return spec
+
+    def _check_shape(self) -> None:
+        if self.min_length < 0 or self.min_length >= self.max_length:
+            raise DTNBenchError(f"ListOps lengths min_length {self.min_length}, max_length {self.max_length}: "
+                                "need 0 <= min_length < max_length")
+        if self.max_depth < 1:
+            raise DTNBenchError(f"ListOps max_depth {self.max_depth}: must be >= 1")
+        if self.max_args < 2:
+            raise DTNBenchError(f"ListOps max_args {self.max_args}: must be >= 2")
+        if not _possible_lengths(self.max_depth, self.max_args, self.max_length) >> (self.min_length + 1):
+            raise DTNBenchError(f"no ListOps tree with max_depth {self.max_depth} and max_args {self.max_args} "
+                                f"has a length strictly between {self.min_length} and {self.max_length} tokens")
+
+    def cache_name(self) -> str:
+        """The data cache's folder name for this spec: ``listops-<hash of the arguments and the generator version>``."""
+        text = json.dumps({"generator_version": GENERATOR_VERSION, **self.as_dict()}, sort_keys=True)
+        return f"listops-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+LRA_SPEC = ListOpsSpec()
+"""The LRA ListOps setting (``listops-1000``)."""
+DEFAULT_GENERATE_ARGS: dict[str, int] = LRA_SPEC.as_dict()
+""":data:`LRA_SPEC` as generator arguments."""
+
+
+def check_generate_args(**args: Any) -> dict[str, int]:
+    """Validates generator arguments and returns all of them as a dict of ints.
+
+    The arguments are fields of :class:`ListOpsSpec`; missing ones come from :data:`LRA_SPEC`.
 
     Raises:
-        DTNBenchError: a count below 0 or all counts 0, ``min_length`` below 0 or not below ``max_length``,
-            ``max_depth`` below 1, ``max_args`` below 2, or no tree can have a length strictly between
-            ``min_length`` and ``max_length`` with this depth and arity.
+        DTNBenchError: an unknown argument or invalid values (see :meth:`ListOpsSpec.checked`).
     """
-    args = {name: _as_int(name, value) for name, value in (
-        ("train", train), ("val", val), ("test", test), ("seed", seed), ("min_length", min_length),
-        ("max_length", max_length), ("max_depth", max_depth), ("max_args", max_args))}
-    for name in SPLITS:
-        if args[name] < 0:
-            raise DTNBenchError(f"ListOps {name} count {args[name]}: sample counts must be >= 0")
-    if args["train"] + args["val"] + args["test"] <= 0:
-        raise DTNBenchError("ListOps train + val + test is 0: ask for at least one sample")
-    if args["min_length"] < 0 or args["min_length"] >= args["max_length"]:
-        raise DTNBenchError(f"ListOps lengths min_length {args['min_length']}, max_length {args['max_length']}: "
-                            "need 0 <= min_length < max_length")
-    if args["max_depth"] < 1:
-        raise DTNBenchError(f"ListOps max_depth {args['max_depth']}: must be >= 1")
-    if args["max_args"] < 2:
-        raise DTNBenchError(f"ListOps max_args {args['max_args']}: must be >= 2")
-    possible = _possible_lengths(args["max_depth"], args["max_args"], args["max_length"])
-    if not possible >> (args["min_length"] + 1):
-        raise DTNBenchError(f"no ListOps tree with max_depth {args['max_depth']} and max_args {args['max_args']} "
-                            f"has a length strictly between {args['min_length']} and {args['max_length']} tokens")
-    return args
+    return ListOpsSpec.from_args(args).as_dict()
 
 
 @dataclass
@@ -429,15 +487,14 @@ def _task_runner(workers: int) -> Iterator[Callable[[list[tuple[int, ...]]], Ite
         pool.join()
 
 
-def _tasks(args: Mapping[str, int], start: int, stop: int, shard_size: int) -> list[tuple[int, ...]]:
+def _tasks(spec: ListOpsSpec, start: int, stop: int, shard_size: int) -> list[tuple[int, ...]]:
     """Tasks covering positions ``start:stop`` of the global sample stream, one per shard touched."""
     tasks = []
     position = start
     while position < stop:
         shard, offset = divmod(position, shard_size)
         end = min(stop - shard * shard_size, shard_size)
-        tasks.append((args["seed"], shard, offset, end, args["min_length"], args["max_length"], args["max_depth"],
-                      args["max_args"]))
+        tasks.append((spec.seed, shard, offset, end, spec.min_length, spec.max_length, spec.max_depth, spec.max_args))
         position = shard * shard_size + end
     return tasks
 
@@ -450,18 +507,92 @@ def _length_stats(lengths: list[int]) -> dict[str, float]:
             "max": float(arr.max())}
 
 
+class _Collector:
+    """The accepted samples in stream order: repeats dropped, each written to its split, labels and lengths counted."""
+
+    def __init__(self, spec: ListOpsSpec, files: _SplitFiles):
+        self.total = spec.total
+        self.bounds = np.cumsum([getattr(spec, split) for split in SPLITS]).tolist()  # sample i: first bound > i
+        self.files = files
+        self.labels: dict[str, list[int]] = {split: [0] * 10 for split in SPLITS}
+        self.lengths: dict[str, list[int]] = {split: [] for split in SPLITS}
+        self.seen: set[bytes] = set()
+        self.done = self.duplicates = self.stale = 0
+
+    @property
+    def full(self) -> bool:
+        return self.done >= self.total
+
+    def add(self, batch: Iterable[tuple[str, int, int]]) -> None:
+        """Take the samples of one task until the splits are full; give up after too many repeats in a row."""
+        for source, target, length in batch:
+            if self.full:
+                break
+            digest = hashlib.blake2b(source.encode(), digest_size=16).digest()
+            if digest in self.seen:
+                self.duplicates += 1
+                self.stale += 1
+                continue
+            self.seen.add(digest)
+            self.stale = 0
+            split = SPLITS[next(i for i, bound in enumerate(self.bounds) if self.done < bound)]
+            self.files.handles[split].write(f"{source}\t{target}{EOL}")
+            self.labels[split][target] += 1
+            self.lengths[split].append(length)
+            self.done += 1
+        if self.stale >= _STALL_LIMIT:
+            raise DTNBenchError(
+                f"only {self.done} distinct ListOps trees found for the {self.total} requested (the last {self.stale} "
+                "drawn were all repeats): widen min_length/max_length, raise max_depth/max_args, or ask for fewer "
+                "samples")
+
+    def summary(self, spec: ListOpsSpec, out: Path, seconds: float) -> GenerationSummary:
+        all_lengths = [n for split in SPLITS for n in self.lengths[split]]
+        label_counts = {**self.labels, "all": [sum(self.labels[s][d] for s in SPLITS) for d in range(10)]}
+        stats = {split: _length_stats(self.lengths[split]) for split in SPLITS}
+        stats["all"] = _length_stats(all_lengths)
+        return GenerationSummary(
+            out_dir=out, files=dict(self.files.paths), counts={split: getattr(spec, split) for split in SPLITS},
+            label_counts=label_counts, length_stats=stats, duplicates=self.duplicates, seconds=seconds,
+            args=spec.as_dict(),
+        )
+
+
+def _draw(spec: ListOpsSpec, collector: _Collector, workers: int, progress: Progress | None) -> None:
+    """Run shard tasks over the sample stream until the collector is full.
+
+    Later rounds (needed after repeats) finish the current shard at least.
+    """
+    shard_size = SHARD_SIZE
+    position = 0  # next position in the global stream of accepted samples
+    with _task_runner(workers) as run:
+        while not collector.full:
+            stop = position + collector.total - collector.done
+            if position:
+                stop = max(stop, (position // shard_size + 1) * shard_size)
+            for batch in run(_tasks(spec, position, stop, shard_size)):
+                collector.add(batch)
+                if progress is not None:
+                    progress(collector.done, collector.total)
+                if collector.full:
+                    break
+            position = stop
+
+
+def _output_folder(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DTNBenchError(f"ListOps output folder {out} exists and is not a folder")
+    return out
+
+
 def generate(
     out_dir: str | Path,
-    train: int = 96_000,
-    val: int = 2_000,
-    test: int = 2_000,
-    seed: int = 0,
-    min_length: int = 500,
-    max_length: int = 2_000,
-    max_depth: int = 10,
-    max_args: int = 10,
+    spec: ListOpsSpec | None = None,
+    *,
     workers: int = 2,
     progress: Progress | None = None,
+    **args: Any,
 ) -> GenerationSummary:
     """Generates ListOps ``basic_{train,val,test}.tsv`` into ``out_dir``, reproducibly.
 
@@ -470,109 +601,55 @@ def generate(
 
     Args:
         out_dir: output folder, created if missing.
-        train: training samples (LRA: 96,000).
-        val: validation samples (LRA: 2,000).
-        test: test samples (LRA: 2,000).
-        seed: random seed.
-        min_length: keep trees longer than this many tokens (LRA: 500).
-        max_length: keep trees shorter than this many tokens (LRA: 2,000).
-        max_depth: depth at which a node is always a digit; the root is at depth 1 (LRA: 10).
-        max_args: most children of an operator; the fewest is 2 (LRA: 10).
+        spec: what to generate (default: :data:`LRA_SPEC`, the LRA setting).
         workers: processes drawing shards.
         progress: called with (samples done, samples requested) as shards complete.
+        **args: fields of :class:`ListOpsSpec` (``train``, ``val``, ``test``, ``seed``, ``min_length``,
+            ``max_length``, ``max_depth``, ``max_args``) set over ``spec``.
 
     Returns:
         A :class:`GenerationSummary` (counts, label distribution, length statistics, wall time).
 
     Raises:
-        DTNBenchError: invalid arguments (see :func:`check_generate_args`), ``out_dir`` is a file, or fewer distinct
+        DTNBenchError: invalid arguments (see :meth:`ListOpsSpec.checked`), ``out_dir`` is a file, or fewer distinct
             trees exist than requested.
     """
-    args = check_generate_args(train, val, test, seed, min_length, max_length, max_depth, max_args)
+    spec = ListOpsSpec.from_args(args, spec)
     workers = _as_int("workers", workers)
     if workers < 1:
         raise DTNBenchError(f"ListOps workers {workers}: must be >= 1")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DTNBenchError(f"ListOps output folder {out} exists and is not a folder")
+    out = _output_folder(out_dir)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-
-    wanted = [args[split] for split in SPLITS]
-    total = sum(wanted)
-    bounds = np.cumsum(wanted).tolist()  # sample i goes to the first split whose bound exceeds i
-    labels: dict[str, list[int]] = {split: [0] * 10 for split in SPLITS}
-    lengths: dict[str, list[int]] = {split: [] for split in SPLITS}
-    seen: set[bytes] = set()
-    done = duplicates = stale = 0
-    position = 0  # next position in the global stream of accepted samples
-    shard_size = SHARD_SIZE
     files = _SplitFiles(out)
+    collector = _Collector(spec, files)
     try:
-        with _task_runner(workers) as run:
-            while done < total:
-                stop = position + total - done
-                if position:  # later rounds (after duplicates) finish the current shard at least
-                    stop = max(stop, (position // shard_size + 1) * shard_size)
-                for batch in run(_tasks(args, position, stop, shard_size)):
-                    for source, target, length in batch:
-                        if done >= total:
-                            break
-                        digest = hashlib.blake2b(source.encode(), digest_size=16).digest()
-                        if digest in seen:
-                            duplicates += 1
-                            stale += 1
-                            continue
-                        seen.add(digest)
-                        stale = 0
-                        split = SPLITS[next(i for i, bound in enumerate(bounds) if done < bound)]
-                        files.handles[split].write(f"{source}\t{target}{EOL}")
-                        labels[split][target] += 1
-                        lengths[split].append(length)
-                        done += 1
-                    if stale >= _STALL_LIMIT:
-                        raise DTNBenchError(
-                            f"only {done} distinct ListOps trees found for the {total} requested (the last {stale} "
-                            "drawn were all repeats): widen min_length/max_length, raise max_depth/max_args, or "
-                            "ask for fewer samples")
-                    if progress is not None:
-                        progress(done, total)
-                    if done >= total:
-                        break
-                position = stop
+        _draw(spec, collector, workers, progress)
         files.commit()
     except BaseException:
         files.discard()
         raise
-    all_lengths = [n for split in SPLITS for n in lengths[split]]
-    label_counts = {**labels, "all": [sum(labels[s][d] for s in SPLITS) for d in range(10)]}
-    stats = {split: _length_stats(lengths[split]) for split in SPLITS}
-    stats["all"] = _length_stats(all_lengths)
-    return GenerationSummary(
-        out_dir=out, files=dict(files.paths), counts={split: args[split] for split in SPLITS},
-        label_counts=label_counts, length_stats=stats, duplicates=duplicates,
-        seconds=time.perf_counter() - started, args=args,
-    )
+    return collector.summary(spec, out, time.perf_counter() - started)
 
 
 def ensure_generated(
     cache_root: str | Path | None = None,
-    preset_args: Mapping[str, Any] | None = None,
+    spec: ListOpsSpec | Mapping[str, Any] | None = None,
     *,
     workers: int = 2,
     progress: Progress | None = None,
 ) -> Path:
-    """A data folder for the given generator arguments, generated on first use and reused afterwards.
+    """A data folder for a generator spec, generated on first use and reused afterwards.
 
-    The folder is ``<cache_root>/listops-<hash>/``, the hash covering the full arguments (defaults filled in) and
+    The folder is ``<cache_root>/<spec.cache_name()>``, the hash covering the full arguments (defaults filled in) and
     :data:`GENERATOR_VERSION`. Data are generated into a temporary folder beside it, which is renamed into place
     once complete (with ``generate_args.json`` in it), so a killed run never leaves a half-made folder; if another
     process finishes first its folder is used.
 
     Args:
         cache_root: cache folder; :func:`default_cache_root` when ``None``.
-        preset_args: arguments of :func:`generate` (``train``, ``val``, ``test``, ``seed``, ``min_length``,
-            ``max_length``, ``max_depth``, ``max_args``); missing ones take the LRA defaults.
+        spec: a :class:`ListOpsSpec`, or generator arguments (its fields) over :data:`LRA_SPEC`; ``None``: the LRA
+            spec.
         workers: processes used if data must be generated (does not change the data).
         progress: progress callback passed to :func:`generate`.
 
@@ -582,15 +659,11 @@ def ensure_generated(
     Raises:
         DTNBenchError: unknown or invalid arguments, or an incomplete folder in the way.
     """
-    given = dict(preset_args or {})
-    unknown = sorted(set(given) - set(DEFAULT_GENERATE_ARGS))
-    if unknown:
-        raise DTNBenchError(f"unknown ListOps generator arguments {unknown}: expected some of "
-                            f"{', '.join(DEFAULT_GENERATE_ARGS)}")
-    args = check_generate_args(**{**DEFAULT_GENERATE_ARGS, **given})
-    text = json.dumps({"generator_version": GENERATOR_VERSION, **args}, sort_keys=True)
+    from dtn_bench.results.writer import atomic_write_text  # pandas: imported when needed (CLI start-up)
+
+    spec = spec.checked() if isinstance(spec, ListOpsSpec) else ListOpsSpec.from_args(spec)
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    target = root / f"listops-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    target = root / spec.cache_name()
     marker = "generate_args.json"
     names = [f"basic_{split}.tsv" for split in SPLITS] + [marker]
 
@@ -606,9 +679,9 @@ def ensure_generated(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=root))
     try:
-        generate(tmp, **args, workers=workers, progress=progress)
+        generate(tmp, spec, workers=workers, progress=progress)
         os.chmod(tmp, _default_mode(0o777))  # mkdtemp makes a private folder
-        atomic_write_text(tmp / marker, json.dumps({"generator_version": GENERATOR_VERSION, **args},
+        atomic_write_text(tmp / marker, json.dumps({"generator_version": GENERATOR_VERSION, **spec.as_dict()},
                                                    sort_keys=True, indent=2) + "\n")
         try:
             os.rename(tmp, target)
@@ -649,6 +722,7 @@ class ListOpsSplit:
     truncated: int
 
     def __len__(self) -> int:
+        """The number of sequences."""
         return int(self.labels.shape[0])
 
 
@@ -769,10 +843,10 @@ def _encode_checked(source: str, path: Path, line: int) -> np.ndarray:
 
 
 def load_split(data_dir: str | Path, split: str, max_len: int, policy: str = "error") -> ListOpsSplit:
-    """Reads, validates and tokenises one split (no cache; see :func:`load_or_build`).
+    r"""Reads, validates and tokenises one split (no cache; see :func:`load_or_build`).
 
     The file is first checked line by line (header, one tab per line), then read with
-    ``datasets.load_dataset("csv", delimiter="\\t")`` as strings, then every row is validated and tokenised.
+    ``datasets.load_dataset("csv", delimiter="\t")`` as strings, then every row is validated and tokenised.
 
     Args:
         data_dir: folder holding ``basic_<split>.tsv``.
@@ -886,6 +960,8 @@ def _read_cache(entry: Path, split: str, path: Path, max_len: int, policy: str) 
 
 
 def _write_cache(entry: Path, loaded: ListOpsSplit) -> None:
+    from dtn_bench.results.writer import atomic_write_bytes
+
     buffer = io.BytesIO()
     np.savez(buffer, ids=loaded.ids, lengths=loaded.lengths, labels=loaded.labels,
              truncated=np.int64(loaded.truncated))

@@ -180,6 +180,33 @@ def scan_layout(root: str | Path, corruptions: Sequence[str], severities: Sequen
     """
     root = Path(root)
     _check_root(root, "--data-dir")
+    _check_top(root)
+    missing: list[str] = []
+    found: dict[tuple[str, int], dict[str, list[str]]] = {}
+    pairs = [(c, s) for c in corruptions for s in severities]
+    for done, (c, s) in enumerate(pairs, 1):
+        per = _scan_pair(root, c, s, missing)
+        if per is None:
+            continue
+        found[(c, s)] = per
+        if progress is not None:
+            progress(done, len(pairs))
+    if classes is None:
+        classes = sorted({w for per in found.values() for w, names in per.items() if names})
+        missing += _missing_classes(found, classes)
+    else:
+        _check_known_classes(root, found, classes)
+    if missing:
+        raise DTNBenchError(f"ImageNet-C layout under {root} is incomplete: missing {len(missing)} folder(s): "
+                            f"{_more(missing)}")
+    layout = Layout(root, tuple(classes))
+    for key, per in found.items():
+        layout.files[key] = [f"{w}/{n}" for w in classes for n in per.get(w, ())]
+    return layout
+
+
+def _check_top(root: Path) -> None:
+    """One-line errors for a root that is one corruption folder, or the folder of the release's tar groups."""
     top, _ = _subfolders(root)
     if set(top) & {"1", "2", "3", "4", "5"} and not set(top) & set(ALEXNET_ERRORS):
         raise DTNBenchError(f"wrong layout: {root} holds severity folders; it looks like one corruption folder - pass "
@@ -188,49 +215,45 @@ def scan_layout(root: str | Path, corruptions: Sequence[str], severities: Sequen
     if set(top) & groups and not set(top) & set(ALEXNET_ERRORS):
         raise DTNBenchError(f"wrong layout: {root} holds the tar group folders ({', '.join(sorted(set(top) & groups))})"
                             f"; move the corruption folders inside them up into one folder")
-    missing: list[str] = []
-    found: dict[tuple[str, int], dict[str, list[str]]] = {}
-    pairs = [(c, s) for c in corruptions for s in severities]
-    for done, (c, s) in enumerate(pairs, 1):
-        folder = root / c / str(s)
-        if not (root / c).is_dir():
-            if f"{c} (all severities)" not in missing:
-                missing.append(f"{c} (all severities)")
-            continue
-        if not folder.is_dir():
-            missing.append(f"{c}/{s}")
-            continue
-        wnids, loose = _subfolders(folder)
-        images = [f for f in loose if f.lower().endswith(IMAGE_EXTENSIONS)]
-        if images:
-            raise DTNBenchError(f"wrong layout: images directly in {folder} (e.g. {images[0]}); expected "
-                                f"<corruption>/<severity>/<wnid>/<image>")
-        if not wnids:
-            missing.append(f"{c}/{s} (no class folders)")
-            continue
-        found[(c, s)] = {w: _list_images(folder / w, f"{c}/{s}") for w in wnids}
-        if progress is not None:
-            progress(done, len(pairs))
-    if classes is None:
-        classes = sorted({w for per in found.values() for w, names in per.items() if names})
-        for (c, s), per in found.items():
-            for w in classes:
-                if not per.get(w):
-                    missing.append(f"{c}/{s}/{w}" + (" (empty)" if w in per else ""))
-    else:
-        known = set(classes)
-        for (c, s), per in found.items():
-            unknown = [w for w in per if w not in known]
-            if unknown:
-                raise DTNBenchError(f"class folder {root / c / str(s) / unknown[0]} is not one of the model's "
-                                    f"{len(classes)} classes ({len(unknown)} such folder(s) in {c}/{s})")
-    if missing:
-        raise DTNBenchError(f"ImageNet-C layout under {root} is incomplete: missing {len(missing)} folder(s): "
-                            f"{_more(missing)}")
-    layout = Layout(root, tuple(classes))
-    for key, per in found.items():
-        layout.files[key] = [f"{w}/{n}" for w in classes for n in per.get(w, ())]
-    return layout
+
+
+def _scan_pair(root: Path, c: str, s: int, missing: list[str]) -> dict[str, list[str]] | None:
+    """``{wnid: image names}`` of the pair folder ``root/c/s``; ``None`` (what is missing added to ``missing``)
+    when it is absent or holds no class folders."""
+    folder = root / c / str(s)
+    if not (root / c).is_dir():
+        if f"{c} (all severities)" not in missing:
+            missing.append(f"{c} (all severities)")
+        return None
+    if not folder.is_dir():
+        missing.append(f"{c}/{s}")
+        return None
+    wnids, loose = _subfolders(folder)
+    images = [f for f in loose if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if images:
+        raise DTNBenchError(f"wrong layout: images directly in {folder} (e.g. {images[0]}); expected "
+                            f"<corruption>/<severity>/<wnid>/<image>")
+    if not wnids:
+        missing.append(f"{c}/{s} (no class folders)")
+        return None
+    return {w: _list_images(folder / w, f"{c}/{s}") for w in wnids}
+
+
+def _missing_classes(found: dict[tuple[str, int], dict[str, list[str]]], classes: Sequence[str]) -> list[str]:
+    """``c/s/wnid`` (``(empty)`` when the folder is there but empty) of every class a pair lacks."""
+    return [f"{c}/{s}/{w}" + (" (empty)" if w in per else "") for (c, s), per in found.items() for w in classes
+            if not per.get(w)]
+
+
+def _check_known_classes(root: Path, found: dict[tuple[str, int], dict[str, list[str]]],
+                         classes: Sequence[str]) -> None:
+    """A partial copy: every class folder must be one of the model's ``classes``."""
+    known = set(classes)
+    for (c, s), per in found.items():
+        unknown = [w for w in per if w not in known]
+        if unknown:
+            raise DTNBenchError(f"class folder {root / c / str(s) / unknown[0]} is not one of the model's "
+                                f"{len(classes)} classes ({len(unknown)} such folder(s) in {c}/{s})")
 
 
 def scan_clean(root: str | Path, classes: Sequence[str], *, partial: bool = False) -> list[str]:
@@ -387,6 +410,7 @@ class ImageItems(torch.utils.data.Dataset):
         return len(self.items)
 
     def blank(self) -> torch.Tensor:
+        """The all-zero image that stands in for an unreadable or wrong-sized one in a batch."""
         return torch.zeros(3, *self.size, dtype=torch.uint8)
 
     def __getitem__(self, i: int):

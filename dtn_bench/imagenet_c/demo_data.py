@@ -39,6 +39,62 @@ def class_names(classes: int) -> list[str]:
     return [f"demo{i:02d}_{PATTERNS[i]}" for i in range(classes)]
 
 
+def _stripes(x, y, freq, phase, rng, pattern):
+    a = math.radians(float(pattern.split("_")[1]) + rng.uniform(-8, 8))
+    return np.sin(2 * math.pi * freq * (x * math.cos(a) + y * math.sin(a)) + phase) > 0
+
+
+def _checker(x, y, freq, phase, rng, pattern):
+    return (np.floor(x * freq + phase) + np.floor(y * freq + phase)) % 2 > 0
+
+
+def _rings(x, y, freq, phase, rng, pattern):
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    return np.sin(2 * math.pi * freq * np.hypot(x - cx, y - cy) + phase) > 0
+
+
+def _dots(x, y, freq, phase, rng, pattern):
+    return (np.sin(2 * math.pi * freq * x + phase) * np.sin(2 * math.pi * freq * y + phase)) > 0.5
+
+
+def _blobs(x, y, freq, phase, rng, pattern):
+    t = np.zeros_like(x, dtype=bool)
+    for _ in range(rng.integers(3, 6)):
+        cx, cy, r = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0.08, 0.18)
+        t |= np.hypot(x - cx, y - cy) < r
+    return t
+
+
+def _gradient(x, y, freq, phase, rng, pattern):
+    a = rng.uniform(0, 2 * math.pi)
+    g = (x * math.cos(a) + y * math.sin(a))
+    return (g - g.min()) / (g.max() - g.min() + 1e-6)
+
+
+def _rectangles(x, y, freq, phase, rng, pattern):
+    t = np.zeros_like(x, dtype=bool)
+    for _ in range(rng.integers(3, 6)):
+        x0, y0 = rng.uniform(0, 0.7, 2)
+        w, h = rng.uniform(0.1, 0.3, 2)
+        t ^= (x > x0) & (x < x0 + w) & (y > y0) & (y < y0 + h)
+    return t
+
+
+def _plaid(x, y, freq, phase, rng, pattern):
+    return (np.sin(2 * math.pi * freq * x + phase) + np.sin(2 * math.pi * freq * 0.5 * y)) / 4 + 0.5
+
+
+def _spiral(x, y, freq, phase, rng, pattern):
+    r, th = np.hypot(x - 0.5, y - 0.5), np.arctan2(y - 0.5, x - 0.5)
+    return np.sin(3 * th + 2 * math.pi * freq * r + phase) > 0
+
+
+_DRAW = {"checker": _checker, "rings": _rings, "dots": _dots, "blobs": _blobs, "gradient": _gradient,
+         "rectangles": _rectangles, "plaid": _plaid, "spiral": _spiral}
+"""Pattern -> ``f(x, y, freq, phase, rng, pattern)``: the pattern's mask or intensity in ``[0, 1]`` (``stripes_*``
+apart: its angle is in the name)."""
+
+
 def draw(pattern: str, rng: np.random.Generator, size: int = SIZE, colors: np.ndarray | None = None) -> np.ndarray:
     """One ``uint8 [size, size, 3]`` image of ``pattern`` with random phase and frequency.
 
@@ -47,39 +103,10 @@ def draw(pattern: str, rng: np.random.Generator, size: int = SIZE, colors: np.nd
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     freq = rng.uniform(5, 9)
     phase = rng.uniform(0, 2 * math.pi)
-    if pattern.startswith("stripes"):
-        a = math.radians(float(pattern.split("_")[1]) + rng.uniform(-8, 8))
-        t = np.sin(2 * math.pi * freq * (x * math.cos(a) + y * math.sin(a)) + phase) > 0
-    elif pattern == "checker":
-        t = (np.floor(x * freq + phase) + np.floor(y * freq + phase)) % 2 > 0
-    elif pattern == "rings":
-        cx, cy = rng.uniform(0.3, 0.7, 2)
-        t = np.sin(2 * math.pi * freq * np.hypot(x - cx, y - cy) + phase) > 0
-    elif pattern == "dots":
-        t = (np.sin(2 * math.pi * freq * x + phase) * np.sin(2 * math.pi * freq * y + phase)) > 0.5
-    elif pattern == "blobs":
-        t = np.zeros_like(x, dtype=bool)
-        for _ in range(rng.integers(3, 6)):
-            cx, cy, r = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0.08, 0.18)
-            t |= np.hypot(x - cx, y - cy) < r
-    elif pattern == "gradient":
-        a = rng.uniform(0, 2 * math.pi)
-        g = (x * math.cos(a) + y * math.sin(a))
-        t = (g - g.min()) / (g.max() - g.min() + 1e-6)
-    elif pattern == "rectangles":
-        t = np.zeros_like(x, dtype=bool)
-        for _ in range(rng.integers(3, 6)):
-            x0, y0 = rng.uniform(0, 0.7, 2)
-            w, h = rng.uniform(0.1, 0.3, 2)
-            t ^= (x > x0) & (x < x0 + w) & (y > y0) & (y < y0 + h)
-    elif pattern == "plaid":
-        t = (np.sin(2 * math.pi * freq * x + phase) + np.sin(2 * math.pi * freq * 0.5 * y)) / 4 + 0.5
-    elif pattern == "spiral":
-        r, th = np.hypot(x - 0.5, y - 0.5), np.arctan2(y - 0.5, x - 0.5)
-        t = np.sin(3 * th + 2 * math.pi * freq * r + phase) > 0
-    else:
+    shape = _stripes if pattern.startswith("stripes") else _DRAW.get(pattern)
+    if shape is None:
         raise ValueError(pattern)
-    t = t.astype(np.float32)[..., None]
+    t = shape(x, y, freq, phase, rng, pattern).astype(np.float32)[..., None]
     if colors is None:
         colors = rng.uniform(0, 1, (2, 3))
     c0, c1 = np.clip(colors + rng.normal(0, 0.06, (2, 3)), 0, 1)

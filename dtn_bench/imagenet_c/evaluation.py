@@ -1,8 +1,10 @@
-"""ImageNet-C evaluation: plan (every check before any work), then a sharded, resumable evaluation loop.
+"""ImageNet-C evaluation: plan (every check before any work), then a sharded evaluation loop that measures only.
 
 Flow: :class:`ImageNetCConfig` -> :func:`plan` (model, checkpoint, layout, classes, input size, subset; every
-problem is a one-line :class:`~dtn_bench.errors.DTNBenchError` raised here) -> :func:`run` (rows per
-(corruption, severity) pair, appended by rank 0 as each pair finishes).
+problem is a one-line :class:`~dtn_bench.errors.DTNBenchError` raised here) -> :func:`measure` (the ``imagenet-c``
+suite's ``run``: ``(label, rows)`` per (corruption, severity) pair as each finishes) under
+:func:`~dtn_bench.runner.run_suite`, which writes the rows (rank 0), resumes (finished pairs come in ``ctx.done``)
+and renders the report. Rows hold measurements only; CE, mCE and relative mCE are computed by the report.
 
 Sharding (``torchrun``): rank ``r`` of ``W`` takes images ``r, r + W, r + 2W, ...`` of every pair - no padding, so
 no image is counted twice or dropped. Each rank counts images, top-1 / top-5 hits and unreadable files per pair as
@@ -27,18 +29,19 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dtn_bench.distributed import DistContext, init_distributed
+from dtn_bench.distributed import DistContext
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.imagenet_c import data as D
 from dtn_bench.metrics import CORRUPTIONS, SEVERITIES, topk_correct
 from dtn_bench.results.schema import make_row
+from dtn_bench.runner import PresetConfig
 
 SUITE = "imagenet-c"
 DEMO_LABEL = "demo data - not ImageNet-C"
@@ -47,7 +50,6 @@ CLEAN = "clean"
 RESUME_IGNORED = ("resume", "run_id", "debug", "batch_size", "workers", "strict", "checkpoint", "ema")
 """Config keys that may differ when a run is resumed (they do not change any number)."""
 PAIR_METRICS = ("top1_err", "top5_err", "n_images", "n_unreadable", "throughput_img_s")
-SUMMARY_METRICS = ("ce", "relative_ce", "mce", "relative_mce", "mean_corruption_err")
 COUNT_UNIT = "images"
 RANDOM_INIT = "random init"
 
@@ -67,9 +69,29 @@ def default_workers() -> int:
     return min(8, max(1, (os.cpu_count() or 2) // 2))
 
 
+def check_data_label(label: str | None) -> None:
+    """A one-line error for a ``--data-label`` that is empty or spans lines (``None``: not given, fine)."""
+    if label is not None and (not label.strip() or "\n" in label):
+        raise DTNBenchError(f"--data-label {label!r}: give a non-empty one-line label")
+
+
+def check_count(name: str, value: int | None, low: int = 0, op: str = ">") -> None:
+    """``--name must be > low, got value`` (``op`` ``>=``: at least ``low``) unless ``value`` is ``None``."""
+    if value is not None and (value < low if op == ">=" else value <= low):
+        raise DTNBenchError(f"--{name.replace('_', '-')} must be {op} {low}, got {value}")
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @dataclass(frozen=True)
-class ImageNetCConfig:
+class ImageNetCConfig(PresetConfig):
     """Settings of one ImageNet-C evaluation (what the run is keyed on, plus how to run it).
+
+    ``ImageNetCConfig.from_preset(None, **flags)`` builds one from the flags that were given (there are no presets:
+    the defaults below decide the rest).
 
     Attributes:
         model: zoo model (``vit_s_dtn``) or timm model name.
@@ -91,8 +113,9 @@ class ImageNetCConfig:
         subset_file: evaluate the images listed in this file; ``subset_file_sha256`` keys the run.
         subset_seed: seed of the ``subset`` sample.
         batch_size: images per batch.
-        workers: DataLoader worker processes (0: decode in the main process).
-        device: ``cpu`` or ``cuda`` (under torchrun each rank takes ``cuda:LOCAL_RANK``).
+        workers: DataLoader worker processes (0: decode in the main process; default :func:`default_workers`).
+        device: ``cpu`` or ``cuda`` (under torchrun each rank takes ``cuda:LOCAL_RANK``; default
+            :func:`default_device`).
         amp: ``None`` or ``"bf16"`` (autocast).
         strict: an unreadable image is fatal instead of counted.
         allow_resize: resize images whose size is not the model's input size (changes results; off by default).
@@ -101,6 +124,8 @@ class ImageNetCConfig:
         demo: the data was made by ``--demo``.
         seed: seed of the demo data and demo model, and of the random weights when there is no checkpoint.
     """
+
+    SUITE = SUITE
 
     model: str
     norm: str | None = None
@@ -119,8 +144,8 @@ class ImageNetCConfig:
     subset_file_sha256: str | None = None
     subset_seed: int = 0
     batch_size: int = 64
-    workers: int = 0
-    device: str = "cpu"
+    workers: int = field(default_factory=default_workers)
+    device: str = field(default_factory=default_device)
     amp: str | None = None
     strict: bool = False
     allow_resize: bool = False
@@ -129,34 +154,36 @@ class ImageNetCConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        """One-line errors for settings that cannot work together."""
+        """One-line errors for settings that cannot work together (the data, the counts, the device)."""
+        self._validate_data()
+        self._validate_counts()
+        self._validate_device()
+
+    def _validate_data(self) -> None:
         if self.data_dir is None:
             raise DTNBenchError(f"no --data-dir given. {D.DOWNLOAD_HINT}")
-        if self.data_label is not None and (not self.data_label.strip() or "\n" in self.data_label):
-            raise DTNBenchError(f"--data-label {self.data_label!r}: give a non-empty one-line label")
+        check_data_label(self.data_label)
         if self.clean_dir is not None and self.clean_error is not None:
             raise DTNBenchError("give either --clean-dir or --clean-error, not both")
         if self.subset is not None and self.subset_file is not None:
             raise DTNBenchError("give either --subset or --subset-file, not both")
-        if self.subset is not None and self.subset <= 0:
-            raise DTNBenchError(f"--subset must be > 0, got {self.subset}")
+
+    def _validate_counts(self) -> None:
+        # the messages name the flag alone (no command prefix), as this command's errors always have
+        check_count("subset", self.subset)
         if self.clean_error is not None and not 0.0 <= self.clean_error <= 1.0:
             raise DTNBenchError(f"--clean-error {self.clean_error} is not a fraction in [0, 1]")
-        if self.batch_size <= 0:
-            raise DTNBenchError(f"--batch-size must be > 0, got {self.batch_size}")
-        if self.workers < 0:
-            raise DTNBenchError(f"--workers must be >= 0, got {self.workers}")
-        if self.num_classes is not None and self.num_classes <= 0:
-            raise DTNBenchError(f"--num-classes must be > 0, got {self.num_classes}")
+        check_count("batch_size", self.batch_size)
+        check_count("workers", self.workers, 0, ">=")
+        check_count("num_classes", self.num_classes)
+
+    def _validate_device(self) -> None:
         if self.amp not in (None, "bf16"):
             raise DTNBenchError(f"--amp {self.amp!r}: only bf16 is supported")
         if self.device.split(":")[0] not in ("cpu", "cuda"):
             raise DTNBenchError(f"--device {self.device!r}: use cpu or cuda")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise DTNBenchError(f"--device {self.device} but no CUDA GPU is visible")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def run_key(self) -> str:
         """SHA-256 (hex) of every setting that can change a number (model, checkpoint hash, data, subset, ...)."""
@@ -170,6 +197,7 @@ class ImageNetCConfig:
 
     @property
     def subset_label(self) -> str:
+        """What images of each pair are evaluated: ``full``, a stratified subset, or a subset file (with its hash)."""
         if self.subset is not None:
             return f"subset {self.subset}/pair, class-stratified (seed {self.subset_seed})"
         if self.subset_file is not None:
@@ -198,7 +226,7 @@ class Group:
 
 @dataclass
 class Plan:
-    """Everything :func:`run` needs, checked."""
+    """Everything :func:`measure` needs, checked (by :func:`plan`)."""
 
     config: ImageNetCConfig
     model: torch.nn.Module
@@ -214,6 +242,7 @@ class Plan:
 
     @property
     def images(self) -> int:
+        """Images over all pairs of the plan."""
         return sum(len(g.paths) for g in self.groups)
 
 
@@ -305,8 +334,6 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
     severities = D.resolve_severities(cfg.severities)
     subset_entries = D.read_subset_file(cfg.subset_file) if cfg.subset_file else None
     model, info = build_model(cfg, debug=debug)
-    from dataclasses import replace
-
     from dtn_bench.checkpoint import file_sha256
 
     cfg = replace(cfg, corruptions=corruptions, severities=severities, data_label=label,
@@ -370,180 +397,261 @@ def rank_device(device: str) -> torch.device:
 Event = Callable[..., None]
 
 
-def run(p: Plan, *, out: str | Path = "results", run_id: str | None = None, resume: bool = False,
-        on_event: Event | None = None) -> Path | None:
-    """Evaluate every pending pair of ``p``; rank 0 appends rows per pair as each finishes.
+def announce(p: Plan, on_event: Event | None) -> None:
+    """The plan's warnings (random weights) and notes (which checkpoint weights were loaded), on rank 0.
+
+    Without ``on_event`` a warning goes to :func:`warnings.warn` and a note is dropped.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for message in p.warnings:
+        if on_event is None:
+            warnings.warn(message, stacklevel=3)
+        else:
+            on_event("warning", message=message)
+    if on_event is not None:
+        for message in p.notes:
+            on_event("note", message=message)
+
+
+def measure(p: Plan, ctx) -> Iterator[tuple[str, list[dict]]]:
+    """The ``imagenet-c`` suite's measurement: ``(label, rows)`` per finished pair, in plan order.
+
+    A given ``--clean-error`` comes first as the ``("clean", 0)`` row. Pairs in ``ctx.done`` are skipped. Every rank
+    evaluates its shard of every pending pair and every rank yields the reduced rows (the runner writes rank 0's).
 
     Args:
         p: the plan from :func:`plan`.
-        out: results root; the run folder is ``out/imagenet-c/<run id>``.
-        run_id: run folder name; default :meth:`ImageNetCConfig.default_run_id`.
-        resume: skip pairs whose rows the run folder already holds (its config must match).
-        on_event: called on rank 0 as ``on_event(kind, **info)`` with kinds ``warning`` (message; without
-            ``on_event`` it goes to :func:`warnings.warn`), ``note`` (message: which checkpoint weights were
-            loaded), ``start`` (pending, skipped, images),
-            ``estimate`` (seconds, img_s, images), ``batch`` (images), ``pair`` (corruption, severity, top1_err,
-            n_images, n_unreadable, unreadable) and ``done`` (seconds, images, img_s).
+        ctx: the :class:`~dtn_bench.runner.RunContext` (``ctx.dist``: the process context; ``ctx.emit``).
 
-    Returns:
-        The run folder on rank 0, ``None`` on other ranks.
+    Yields:
+        ``("<corruption>/<severity>", rows)``: ``n_images``, ``n_unreadable``, ``top1_err``, ``top5_err`` (models
+        with >= 5 classes) and ``throughput_img_s`` of the pair.
+
+    Events (``ctx.emit``): ``pending`` (pending, skipped, images, world) before the first batch, ``batch``
+    (images), ``estimate`` (seconds, img_s, images) after the warm-up batches, ``pair`` (corruption, severity,
+    top1_err, n_images, n_unreadable, unreadable) once the pair's rows are written, ``done`` (seconds, images,
+    img_s).
     """
     cfg = p.config
-    dist = init_distributed(cfg.device)
-    try:
-        if dist.rank == 0:
-            for message in p.warnings:
-                if on_event is None:
-                    warnings.warn(message, stacklevel=2)
-                else:
-                    on_event("warning", message=message)
-            if on_event is not None:
-                for message in p.notes:
-                    on_event("note", message=message)
-        return _run(p, dist, out, run_id or cfg.default_run_id(), resume, on_event or (lambda kind, **info: None))
-    finally:
-        dist.close()
-
-
-def _run(p: Plan, dist: DistContext, out, run_id: str, resume: bool, emit: Event) -> Path | None:
-    from dtn_bench.results.env import environment
-    from dtn_bench.results.writer import RunWriter
-
-    cfg = p.config
-    writer, error = None, None
-    if dist.rank == 0:
-        try:
-            writer = RunWriter(out, SUITE, {**cfg.as_dict(), "world_size": dist.world}, run_id=run_id, resume=resume,
-                               device=str(rank_device(cfg.device)), ignore_keys=RESUME_IGNORED + ("world_size",),
-                               env={**environment(), "world_size": dist.world})
-            done = writer.done_keys(["corruption", "severity"])
-        except DTNBenchError as e:
-            error, done = str(e), set()
-    else:
-        done = set()
-    error, done = dist.broadcast((error, done))
-    if error:
-        raise DTNBenchError(error)
-    pending = [g for g in p.groups if (g.corruption, g.severity) not in done]
-    common = dict(data=cfg.data_name, subset=cfg.subset_label, checkpoint_sha256=cfg.checkpoint_sha256 or "none",
-                  weights=cfg.weights or "none", amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
-    if writer is not None and cfg.clean_error is not None and (CLEAN, 0) not in done:
-        writer.append([make_row(SUITE, cfg.model, p.norm_label, "top1_err", cfg.clean_error, corruption=CLEAN,
-                                severity=0, source="given (--clean-error)", **common)])
-    emit("start", pending=len(pending), skipped=len(p.groups) - len(pending), images=sum(len(g.paths) for g in pending),
-         world=dist.world)
+    common = row_settings(cfg)
+    if cfg.clean_error is not None and not ctx.is_done(CLEAN, 0):
+        yield f"{CLEAN} (given)", [make_row(SUITE, cfg.model, p.norm_label, "top1_err", cfg.clean_error,
+                                            corruption=CLEAN, severity=0, source="given (--clean-error)", **common)]
+    pending = [g for g in p.groups if not ctx.is_done(g.corruption, g.severity)]
+    images = sum(len(g.paths) for g in pending)
+    ctx.emit("pending", pending=len(pending), skipped=len(p.groups) - len(pending), images=images, world=ctx.world)
     t0 = time.perf_counter()
-    stats = _evaluate_groups(p, pending, dist, emit, writer, common) if pending else {"images": 0}
+    for pair in evaluate_groups(p, pending, ctx.dist, ctx.emit) if pending else ():
+        g = pair.group
+        rows = pair_rows(p, pair, common)
+        yield f"{g.corruption}/{g.severity}", rows
+        ctx.emit("pair", corruption=g.corruption, severity=g.severity, top1_err=pair.top1_err, n_images=pair.n,
+                 n_unreadable=pair.unreadable, unreadable=pair.names)
     seconds = time.perf_counter() - t0
-    if writer is None:
-        return None
-    _append_summary(writer, cfg, p.norm_label, common)
-    from dtn_bench.imagenet_c.report import write_report
-
-    write_report(writer)
-    emit("done", seconds=seconds, images=stats["images"], img_s=stats["images"] / seconds if seconds else 0.0)
-    return writer.path
+    ctx.emit("done", seconds=seconds, images=images, img_s=images / seconds if seconds else 0.0)
 
 
-def _evaluate_groups(p: Plan, groups: list[Group], dist: DistContext, emit: Event, writer, common: dict) -> dict:
+def row_settings(cfg: ImageNetCConfig) -> dict[str, Any]:
+    """The setting columns every row of the run holds (data, subset, weights, autocast, resizing)."""
+    return dict(data=cfg.data_name, subset=cfg.subset_label, checkpoint_sha256=cfg.checkpoint_sha256 or "none",
+                weights=cfg.weights or "none", amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
+
+
+@dataclass
+class Pair:
+    """One pair whose counts every rank has summed: what its rows say.
+
+    Attributes:
+        group: the pair.
+        counts: images, top-1 hits, top-5 hits, unreadable files (over all ranks).
+        names: the unreadable files (``corruption/severity/wnid/name``), sorted when several ranks found some.
+        seconds: since the previous pair finished (or the loop started).
+        top5: whether top-5 was counted (models with >= 5 classes).
+    """
+
+    group: Group
+    counts: tuple[int, int, int, int]
+    names: list[str]
+    seconds: float
+    top5: bool
+
+    @property
+    def n(self) -> int:
+        """Images evaluated (readable)."""
+        return self.counts[0]
+
+    @property
+    def unreadable(self) -> int:
+        """Files that could not be read (counted, left out of the error)."""
+        return self.counts[3]
+
+    @property
+    def top1_err(self) -> float:
+        """Top-1 error of the readable images (``nan`` when there are none)."""
+        return 1.0 - self.counts[1] / self.n if self.n else float("nan")
+
+
+def pair_rows(p: Plan, pair: Pair, common: dict[str, Any]) -> list[dict]:
+    """The rows of a finished pair: its counts, top-1 (and top-5) error and end-to-end images/s."""
+    cfg, (n, _, top5, unreadable) = p.config, pair.counts
+    settings = dict(corruption=pair.group.corruption, severity=pair.group.severity, **common,
+                    unreadable_files=";".join(pair.names))
+    row = lambda metric, value, unit=None: make_row(SUITE, cfg.model, p.norm_label, metric, value, unit,  # noqa: E731
+                                                    **settings)
+    rows = [row("n_images", n, COUNT_UNIT), row("n_unreadable", unreadable, COUNT_UNIT), row("top1_err", pair.top1_err)]
+    if pair.top5:
+        rows.append(row("top5_err", 1.0 - top5 / n if n else float("nan")))
+    rows.append(row("throughput_img_s", (n + unreadable) / pair.seconds if pair.seconds > 0 else float("nan")))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------------
+class _Shard:
+    """This rank's images of the pairs (``r, r + W, ...`` of each), its loader and its per-pair counts.
+
+    :meth:`finished` sums the counts of each pair over the ranks once all of this rank's images of the pair are done,
+    in pair order, so every rank takes part in the same collectives in the same order.
+    """
+
+    def __init__(self, p: Plan, groups: list[Group], dist: DistContext, top5: bool):
+        cfg = p.config
+        self.p, self.groups, self.dist, self.top5 = p, groups, dist, top5
+        self.device = rank_device(cfg.device)
+        class_index = {w: i for i, w in enumerate(p.classes)}
+        items, self.local_total = [], []
+        for gi, g in enumerate(groups):
+            shard = g.paths[dist.rank::dist.world]  # exact: no padding, nothing counted twice
+            self.local_total.append(len(shard))
+            items += [D.Item(str(g.root / rel), class_index[rel.split("/", 1)[0]], gi, g.clean) for rel in shard]
+        self.dataset = D.ImageItems(items, p.input_size, decode=self.device.type != "cuda",
+                                    allow_resize=cfg.allow_resize)
+        self.group_of = torch.tensor([it.group for it in items], dtype=torch.int64)
+        self.counts = torch.zeros(len(groups), 4, dtype=torch.int64)  # images, top-1 hits, top-5 hits, unreadable
+        self.seen = [0] * len(groups)
+        self.bad: list[list[str]] = [[] for _ in groups]
+        self.next = 0
+        self.t_last = time.perf_counter()
+
+    def loader(self):
+        cfg, cuda = self.p.config, self.device.type == "cuda"
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers, collate_fn=D.collate,
+            pin_memory=cuda, prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+
+    def count(self, logits: torch.Tensor | None, labels, index, ok: torch.Tensor, ks: tuple[int, ...]) -> None:
+        """Adds a batch: hits of the readable images (``logits`` of those), the unreadable ones by name."""
+        gidx = self.group_of[index]
+        if logits is not None:
+            y, g_ok = labels[ok], gidx[ok]
+            for gi in torch.unique(g_ok).tolist():
+                m = g_ok == gi
+                hits = topk_correct(logits[m], y[m], ks)
+                self.counts[gi, 0] += int(m.sum())
+                self.counts[gi, 1] += int(hits[0])
+                self.counts[gi, 2] += int(hits[-1]) if len(ks) > 1 else 0
+        for i in (~ok).nonzero().flatten().tolist():
+            gi = int(gidx[i])
+            self.counts[gi, 3] += 1
+            self.bad[gi].append(_rel(self.groups[gi], self.dataset.items[int(index[i])].path))
+        for gi in gidx.tolist():
+            self.seen[gi] += 1
+
+    def _local_done(self, gi: int) -> bool:
+        return self.seen[gi] == self.local_total[gi]
+
+    def finished(self, fatal: str | None = None) -> Iterator[Pair]:
+        """The pairs this rank has finished, summed over the ranks; with ``fatal``, stop every rank with a message."""
+        while self.next < len(self.groups) and (fatal is not None or self._local_done(self.next)):
+            gi = self.next
+            total = self.dist.sum(torch.cat([self.counts[gi], torch.tensor([1 if fatal else 0])]).clone())
+            if int(total[4]):
+                messages = [m for m in self.dist.gather(fatal) if m]
+                raise DTNBenchError(messages[0])
+            names = self.bad[gi]
+            if int(total[3]) and self.dist.world > 1:
+                names = sorted(n for part in self.dist.gather(self.bad[gi]) for n in part)
+            self.next += 1
+            now = time.perf_counter()
+            yield Pair(self.groups[gi], tuple(int(v) for v in total[:4]), names, now - self.t_last, self.top5)
+            self.t_last = now
+
+
+class _WarmUp:
+    """The estimate of the whole run from the first batches: batch 0 pays for start-up; the next 2 are timed (more,
+    up to 10, while under 2 s)."""
+
+    def __init__(self, device: torch.device, world: int, images: int, small: bool, emit: Event):
+        self.device, self.world, self.images, self.small, self.emit = device, world, images, small, emit
+        self.warm_images, self.t0, self.done = 0, 0.0, False
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def after(self, bi: int, n: int) -> None:
+        """After batch ``bi`` of ``n`` images on this rank."""
+        if bi == 0:
+            self._sync()
+            self.t0 = time.perf_counter()
+            return
+        if self.done:
+            return
+        self.warm_images += n
+        dt = time.perf_counter() - self.t0
+        if bi >= 2 and dt >= 2.0 or bi >= 10 or bi == 2 and self.small:
+            self._sync()
+            rate = self.warm_images * self.world / (time.perf_counter() - self.t0)
+            self.emit("estimate", seconds=self.images / rate, img_s=rate, images=self.images)
+            self.done = True
+
+
+def evaluate_groups(p: Plan, groups: list[Group], dist: DistContext, emit: Event) -> Iterator[Pair]:
+    """Evaluate this rank's shard of ``groups``; yields each pair once its counts are summed over the ranks.
+
+    Args:
+        p: the plan.
+        groups: the pairs to evaluate (on every rank the same list).
+        dist: the process context (``world == 1``: a single process).
+        emit: ``batch`` (images, over all ranks) after every batch, ``estimate`` after the warm-up.
+
+    Raises:
+        DTNBenchError: an image of the wrong size, or an unreadable one under ``strict``, on any rank.
+    """
     cfg = p.config
     device = rank_device(cfg.device)
     model = p.model.to(device)
-    gpu_decode = device.type == "cuda"
-    items, local_total = [], []
-    class_index = {w: i for i, w in enumerate(p.classes)}
-    for gi, g in enumerate(groups):
-        shard = g.paths[dist.rank::dist.world]  # exact: no padding, nothing counted twice
-        local_total.append(len(shard))
-        items += [D.Item(str(g.root / rel), class_index[rel.split("/", 1)[0]], gi, g.clean) for rel in shard]
-    dataset = D.ImageItems(items, p.input_size, decode=not gpu_decode, allow_resize=cfg.allow_resize)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers, collate_fn=D.collate,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.workers else None,
-        persistent_workers=False)
+    ks = (1, 5) if model_classes(model) >= 5 else (1,)
+    shard = _Shard(p, groups, dist, top5=len(ks) > 1)
     mean = torch.tensor(p.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(p.std, device=device).view(1, -1, 1, 1)
-    n_classes = model_classes(model)
-    ks = (1, 5) if n_classes >= 5 else (1,)
-    counts = torch.zeros(len(groups), 4, dtype=torch.int64)  # images, top-1 hits, top-5 hits, unreadable
-    seen = [0] * len(groups)
-    bad: list[list[str]] = [[] for _ in groups]
-    state = {"next": 0, "t_last": time.perf_counter(), "images": 0}
-    group_of = torch.tensor([it.group for it in items], dtype=torch.int64)
-    world_images = sum(len(g.paths) for g in groups)
-
-    def reduce_ready(fatal: str | None = None) -> None:
-        while state["next"] < len(groups) and (fatal is not None or seen[state["next"]] == local_total[state["next"]]):
-            gi = state["next"]
-            row = torch.cat([counts[gi], torch.tensor([1 if fatal else 0])])
-            total = dist.sum(row.clone())
-            if int(total[4]):
-                messages = [m for m in dist.gather(fatal) if m]
-                raise DTNBenchError(messages[0])
-            names = bad[gi]
-            if int(total[3]) and dist.world > 1:
-                names = sorted(n for part in dist.gather(bad[gi]) for n in part)
-            state["next"] += 1
-            now = time.perf_counter()
-            if writer is not None:
-                _append_pair(writer, p, groups[gi], total, names, now - state["t_last"], ks, common, emit)
-            state["t_last"] = now
-
-    reduce_ready()  # pairs with no local images on this rank
-    t_start, warm_images, warm_t0, estimated = time.perf_counter(), 0, None, False
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else _null()
-    for bi, (images, labels, index, status, hw) in enumerate(loader):
-        if gpu_decode:
-            images, status, hw = D.gpu_decode(images, dataset, index, status, device)
-        fatal = _fatal(cfg, p, dataset, index, status, hw)
+    warm = _WarmUp(device, dist.world, sum(len(g.paths) for g in groups),
+                   len(shard.dataset) <= 3 * cfg.batch_size, emit)
+    yield from shard.finished()  # pairs with no local images on this rank
+    for bi, (images, labels, index, status, hw) in enumerate(shard.loader()):
+        if device.type == "cuda":
+            images, status, hw = D.gpu_decode(images, shard.dataset, index, status, device)
+        fatal = _fatal(cfg, p, shard.dataset, index, status, hw)
         if fatal is not None:
             if dist.world == 1:
                 raise DTNBenchError(fatal)
-            reduce_ready(fatal)
-        gidx = group_of[index]
+            yield from shard.finished(fatal)
         ok = status == D.OK
+        logits = None
         if ok.any():
             # CPU decoding: pinned batch, asynchronous copy (GPU decoding: already there)
             x = images.to(device, non_blocking=True)
             x = x[ok.to(device)].float().div_(255).sub_(mean).div_(std)
             with torch.inference_mode(), autocast:
                 logits = model(x).float().cpu()
-            y, g_ok = labels[ok], gidx[ok]
-            for gi in torch.unique(g_ok).tolist():
-                m = g_ok == gi
-                hits = topk_correct(logits[m], y[m], ks)
-                counts[gi, 0] += int(m.sum())
-                counts[gi, 1] += int(hits[0])
-                counts[gi, 2] += int(hits[-1]) if len(ks) > 1 else 0
-        for i in (~ok).nonzero().flatten().tolist():
-            gi = int(gidx[i])
-            counts[gi, 3] += 1
-            bad[gi].append(_rel(groups[gi], dataset.items[int(index[i])].path))
-        for gi in gidx.tolist():
-            seen[gi] += 1
-        n = len(index)
-        state["images"] += n
-        emit("batch", images=n * dist.world)
-        # warm-up estimate: batch 0 pays for start-up; time the next 2 batches (more, up to 10, while under 2 s)
-        if bi == 0:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            warm_t0 = time.perf_counter()
-        elif not estimated:
-            warm_images += n
-            dt = time.perf_counter() - warm_t0
-            if bi >= 2 and dt >= 2.0 or bi >= 10 or bi == 2 and len(dataset) <= 3 * cfg.batch_size:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                dt = time.perf_counter() - warm_t0
-                rate = warm_images * dist.world / dt
-                emit("estimate", seconds=world_images / rate, img_s=rate, images=world_images)
-                estimated = True
-        reduce_ready()
-    reduce_ready()
-    if state["next"] != len(groups):  # cannot happen unless the loader lost items
+        shard.count(logits, labels, index, ok, ks)
+        emit("batch", images=len(index) * dist.world)
+        warm.after(bi, len(index))
+        yield from shard.finished()
+    yield from shard.finished()
+    if shard.next != len(groups):  # cannot happen unless the loader lost items
         raise RuntimeError("ImageNet-C evaluation ended with unfinished pairs")
-    return {"images": world_images, "seconds": time.perf_counter() - t_start}
 
 
 class _null:
@@ -574,45 +682,3 @@ def _fatal(cfg: ImageNetCConfig, p: Plan, dataset, index, status, hw) -> str | N
             return (f"unreadable image {dataset.items[int(index[bad[0]])].path} (--strict; without it unreadable "
                     f"images are counted, named in the rows and left out of the error)")
     return None
-
-
-def _append_pair(writer, p: Plan, g: Group, total: torch.Tensor, names: list[str], seconds: float, ks, common,
-                 emit: Event) -> None:
-    cfg = p.config
-    n, top1, top5, unreadable = (int(v) for v in total[:4])
-    settings = dict(corruption=g.corruption, severity=g.severity, **common,
-                    unreadable_files=";".join(names))
-    row = lambda metric, value, unit=None: make_row(SUITE, cfg.model, p.norm_label, metric, value, unit,  # noqa: E731
-                                                    **settings)
-    rows = [row("n_images", n, COUNT_UNIT), row("n_unreadable", unreadable, COUNT_UNIT)]
-    err1 = 1.0 - top1 / n if n else float("nan")
-    rows.append(row("top1_err", err1))
-    if len(ks) > 1:
-        rows.append(row("top5_err", 1.0 - top5 / n if n else float("nan")))
-    rows.append(row("throughput_img_s", (n + unreadable) / seconds if seconds > 0 else float("nan")))
-    writer.append(rows)
-    emit("pair", corruption=g.corruption, severity=g.severity, top1_err=err1, n_images=n, n_unreadable=unreadable,
-         unreadable=names)
-
-
-def _append_summary(writer, cfg: ImageNetCConfig, norm: str, common: dict) -> None:
-    """Summary rows: CE per corruption (all 5 severities), relative CE, mCE / relative mCE / mean error (all 15)."""
-    from dtn_bench.imagenet_c.report import summarize
-
-    df = writer.rows()
-    if df.empty or df["metric"].isin(SUMMARY_METRICS).any():
-        return
-    s = next((v for k, v in summarize(df).items() if k[:3] == (cfg.model, norm, cfg.data_name)), None)
-    if s is None:
-        return
-    rows = []
-    for c, v in s.ce.items():
-        rows.append(make_row(SUITE, cfg.model, norm, "ce", v, corruption=c, **common))
-    for c, v in s.relative_ce.items():
-        rows.append(make_row(SUITE, cfg.model, norm, "relative_ce", v, corruption=c, **common))
-    for metric, v in (("mce", s.mce), ("relative_mce", s.relative_mce),
-                      ("mean_corruption_err", s.mean_corruption_error)):
-        if v is not None:
-            rows.append(make_row(SUITE, cfg.model, norm, metric, v, "%" if metric != "mean_corruption_err"
-                                 else "fraction", corruption="all", **common))
-    writer.append(rows)

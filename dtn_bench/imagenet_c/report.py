@@ -159,7 +159,14 @@ def summarize(df: pd.DataFrame) -> dict[tuple[str, str, str, str], Summary]:
 
     Rows that differ in :data:`VARIANT_COLUMNS` (other weights, autocast or resizing) get separate summaries, told
     apart by the tag (``""`` when one variant needs none). Repeated rows of one pair (the same run read twice, a
-    repeated run) are averaged and their images counted once.
+    repeated run) are averaged and their images counted once. CE, mCE and the means are computed here, with the pure
+    functions of :mod:`dtn_bench.metrics`; the rows hold the per-pair measurements only.
+
+    Args:
+        df: rows of one or more runs (other suites' rows and metrics are ignored).
+
+    Returns:
+        ``{(model, norm, data, tag): Summary}`` in the order the rows first show them.
     """
     rows = _pair_rows(df)
     out: dict[tuple[str, str, str, str], Summary] = {}
@@ -167,34 +174,49 @@ def summarize(df: pd.DataFrame) -> dict[tuple[str, str, str, str], Summary]:
         return out
     for (model, norm, label, tag), part in rows.groupby(["model", "norm", "data", "variant"], sort=False):
         s = Summary(checkpoint=str(part["_checkpoint_sha256"].iloc[0] or "none"), tag=str(tag))
-        for (c, sev), v in _mean_per_pair(part, "top1_err").items():
-            if c == "clean":
-                s.clean_error = v
-            else:
-                s.errors.setdefault(c, {})[sev] = v
-        for (c, sev), v in _mean_per_pair(part, "top5_err").items():
-            if c == "clean":
-                s.clean_top5_error = v
-            else:
-                s.top5_errors.setdefault(c, {})[sev] = v
-        s.images = round(sum(_mean_per_pair(part, "n_images").values()))
-        s.unreadable = round(sum(_mean_per_pair(part, "n_unreadable").values()))
-        complete = {c: [e[k] for k in SEVERITIES] for c, e in s.errors.items() if all(k in e for k in SEVERITIES)}
-        for c, errs in complete.items():
-            s.ce[c] = ce(c, errs)
-            if s.clean_error is not None and c in CORRUPTIONS:
-                s.relative_ce[c] = relative_ce(c, errs, s.clean_error)
-        if all(c in complete for c in CORRUPTIONS):
-            s.mce = mce(complete)
-            s.mean_corruption_error = mean_corruption_error(complete)
-            s.mean_corruption_accuracy = mean_corruption_accuracy(complete)
-            if s.clean_error is not None:
-                s.relative_mce = relative_mce(complete, s.clean_error)
-        top5 = {c: [e[k] for k in SEVERITIES] for c, e in s.top5_errors.items() if all(k in e for k in SEVERITIES)}
-        if all(c in top5 for c in CORRUPTIONS):
-            s.mean_top5_error = mean_corruption_error(top5)
+        _measured(s, part)
+        _derived(s)
         out[(str(model), str(norm), str(label), str(tag))] = s
     return out
+
+
+def _measured(s: Summary, part: pd.DataFrame) -> None:
+    """The per-pair errors and counts of one variant's rows into ``s`` (the clean set apart)."""
+    for (c, sev), v in _mean_per_pair(part, "top1_err").items():
+        if c == "clean":
+            s.clean_error = v
+        else:
+            s.errors.setdefault(c, {})[sev] = v
+    for (c, sev), v in _mean_per_pair(part, "top5_err").items():
+        if c == "clean":
+            s.clean_top5_error = v
+        else:
+            s.top5_errors.setdefault(c, {})[sev] = v
+    s.images = round(sum(_mean_per_pair(part, "n_images").values()))
+    s.unreadable = round(sum(_mean_per_pair(part, "n_unreadable").values()))
+
+
+def _complete(errors: dict[str, dict[int, float]]) -> dict[str, list[float]]:
+    """The corruptions with all 5 severities, as ``{corruption: [error at severity 1..5]}``."""
+    return {c: [e[k] for k in SEVERITIES] for c, e in errors.items() if all(k in e for k in SEVERITIES)}
+
+
+def _derived(s: Summary) -> None:
+    """CE, relative CE, mCE, relative mCE and the unnormalised means of ``s``, where its errors allow them."""
+    complete = _complete(s.errors)
+    for c, errs in complete.items():
+        s.ce[c] = ce(c, errs)
+        if s.clean_error is not None and c in CORRUPTIONS:
+            s.relative_ce[c] = relative_ce(c, errs, s.clean_error)
+    if all(c in complete for c in CORRUPTIONS):
+        s.mce = mce(complete)
+        s.mean_corruption_error = mean_corruption_error(complete)
+        s.mean_corruption_accuracy = mean_corruption_accuracy(complete)
+        if s.clean_error is not None:
+            s.relative_mce = relative_mce(complete, s.clean_error)
+    top5 = _complete(s.top5_errors)
+    if all(c in top5 for c in CORRUPTIONS):
+        s.mean_top5_error = mean_corruption_error(top5)
 
 
 def display_name(model: str, norm: str, tag: str = "") -> str:
@@ -378,17 +400,3 @@ def severity_lines(df: pd.DataFrame):
     fig.suptitle(f"Error vs severity (dashed: clean) - {'; '.join(labels)}", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def write_report(writer) -> None:
-    """table.md, table.tex, severity.md, ce_bars.png and severity.png of a run folder, from its rows."""
-    df = writer.rows()
-    if _pair_rows(df).empty:
-        return
-    writer.write_text("table.md", render_table(df, "md"))
-    writer.write_text("table.tex", render_table(df, "tex"))
-    from dtn_bench.plots import _plt
-
-    for name, fig in (("ce_bars.png", ce_bars(df)), ("severity.png", severity_lines(df))):
-        writer.savefig(fig, name)
-        _plt().close(fig)

@@ -1,23 +1,78 @@
-"""The ``imagenet-c`` suite's :class:`~dtn_bench.runner.Suite` object (its report; evaluation runs through
-:func:`dtn_bench.imagenet_c.evaluate`, whose loop shards images under torchrun and keeps its own writer)."""
+"""The ``imagenet-c`` and ``bench-imagenet-c-pipeline`` suites: their :class:`~dtn_bench.runner.Suite` objects.
+
+Both run through :func:`~dtn_bench.runner.run_suite` (rank-0 writing, resume, the final render); the one-call Python
+functions on top are :func:`dtn_bench.imagenet_c.evaluate` and :func:`dtn_bench.imagenet_c.benchmark_pipeline`.
+A suite's registered ``run`` plans from its config (every check) and then measures; those functions plan first
+(so a problem is found before any run folder exists) and hand the plan to the run with :func:`with_plan`.
+"""
 
 from __future__ import annotations
 
-from dtn_bench.imagenet_c import report
-from dtn_bench.imagenet_c.evaluation import SUITE, ImageNetCConfig
+from dataclasses import replace
+
+from dtn_bench.imagenet_c import bench, report
+from dtn_bench.imagenet_c.evaluation import (
+    RESUME_IGNORED,
+    SUITE,
+    ImageNetCConfig,
+    Plan,
+    measure,
+    plan,
+    rank_device,
+)
 from dtn_bench.runner import Report, Suite
 from dtn_bench.suites import register
+
+RESUME_KEY = ("corruption", "severity")
+"""What marks a finished pair (the clean set is ``("clean", 0)``)."""
+
+
+def steps(cfg: ImageNetCConfig) -> int:
+    """The units ``run`` yields: every pair, and the clean set when there is one."""
+    clean = cfg.clean_dir is not None or cfg.clean_error is not None
+    return len(cfg.corruptions) * len(cfg.severities) + int(clean)
+
+
+def run(cfg: ImageNetCConfig, ctx):
+    """The registered ``run``: :func:`~dtn_bench.imagenet_c.evaluation.plan` (its warnings and notes emitted), then
+    :func:`~dtn_bench.imagenet_c.evaluation.measure`."""
+    p = plan(cfg)
+    for message in p.warnings:
+        ctx.emit("warning", message=message)
+    for message in p.notes:
+        ctx.emit("note", message=message)
+    yield from measure(p, ctx)
+
+
+def with_plan(suite: Suite, p: Plan, measure_plan) -> Suite:
+    """``suite`` whose ``run`` measures the plan ``p`` already made (``measure_plan(p, ctx)``)."""
+    return replace(suite, run=lambda cfg, ctx: measure_plan(p, ctx))
+
+
+def _world(cfg, world: int) -> dict:
+    return {"world_size": world}
+
 
 IMAGENET_C_SUITE = register(Suite(
     SUITE, "ImageNet-C robustness: top-1 error per corruption and severity, CE, mCE and relative mCE "
     "(AlexNet-normalised), and the evaluation pipeline's images/s",
-    {"top1_err": False, "top5_err": False, "ce": False, "relative_ce": False, "mce": False, "relative_mce": False,
-     "mean_corruption_err": False, "throughput_img_s": True, "ratio": True},
-    ImageNetCConfig, None,
+    {"top1_err": False, "top5_err": False, "throughput_img_s": True},
+    ImageNetCConfig, run,
     Report(report.render_table, lambda df: report.paper_table(df)[0], "ImageNet-C table",
            {"ce_bars.png": report.ce_bars, "severity.png": report.severity_lines},
            csv=lambda df: report.render_table(df, "csv")),
-    command="imagenet-c",
+    command="imagenet-c", resume_key=RESUME_KEY, steps=steps, resume_ignored=RESUME_IGNORED, env=_world,
+    device=lambda cfg, rank: str(rank_device(cfg.device)), distributed=True,
     table_help="Combine ImageNet-C runs into the paper-style table (LN vs DTN with a DTN - LN row) and plots. Runs "
     "of different checkpoints (or autocast / resize settings) get their own rows, tagged like 'vit_t_ln @3fa2c1'; a "
     "pair measured by several identical runs is averaged and counted once."))
+
+PIPELINE_SUITE = register(Suite(
+    bench.SUITE, "Is the ImageNet-C data pipeline the bottleneck? End-to-end images/s of the evaluation loop (read, "
+    "decode, copy, normalise, forward) against model-only images/s, and their ratio",
+    {"throughput_img_s": True, "ratio": True},
+    bench.PipelineConfig, bench.run,
+    Report(bench.render, bench.table, "pipeline images/s"),
+    command="imagenet-c-pipeline", steps=lambda cfg: 1, device=lambda cfg, rank: str(cfg.device), distributed=True,
+    table_help="ImageNet-C pipeline benchmark: images/s end to end and model only, and their ratio, one row per "
+    "model, data, batch size, workers, autocast and decoder."))

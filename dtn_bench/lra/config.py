@@ -1,15 +1,17 @@
 """Settings of a ListOps training run and the learning-rate schedules.
 
 A run trains every ``model x norm x seed`` of a :class:`ListOpsConfig`; presets live in ``suites/lra-listops.yaml``
-and CLI flags override their fields.
+and :meth:`ListOpsConfig.from_preset` merges the flags given over them (dataclass defaults < preset < flags).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
+from dtn_bench.data.listops import LRA_SPEC, ListOpsSpec
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.runner import PresetConfig
 
 SUITE = "lra-listops"
 MODELS = ("transformer", "bigbird", "reformer")
@@ -46,11 +48,15 @@ def linear_lr(step: int, peak: float, warmup: int, total: int, origin: int = 1) 
 
 
 @dataclass(frozen=True)
-class ListOpsConfig:
+class ListOpsConfig(PresetConfig):
     """One ListOps experiment: data, model, optimisation and evaluation settings.
 
+    Made with ``ListOpsConfig.from_preset(name, **flags)``: the dataclass defaults, the preset ``name`` of
+    ``suites/lra-listops.yaml`` over them, the flags given (not ``None``) over that, validated.
+
     Data: ``data_dir`` (a folder of ``basic_*.tsv``) or, when it is ``None``, data generated from the ``gen_*``
-    fields into the cache on first use. ``max_len`` counts a sequence's own tokens (no CLS); ``len_policy`` is
+    fields (:meth:`generator_spec`; their defaults are :data:`~dtn_bench.data.listops.LRA_SPEC`) into the cache on
+    first use. ``max_len`` counts a sequence's own tokens (no CLS); ``len_policy`` is
     ``error`` or ``truncate`` for longer ones. Batches are padded to ``max_len`` (LRA's fixed shapes: BigBird's random
     blocks and the Reformer's chunks depend on the padded length).
 
@@ -84,21 +90,28 @@ class ListOpsConfig:
       Transformer's dense attention (False, official: the sparse and LSH paths have no attention dropout).
     - ``lra_quirks``: the Reformer layer of the official code (see
       :class:`~dtn_bench.sequence.attention.LSHAttention`); False is the corrected layer.
+
+    Where and how: ``device`` (``auto``, ``cpu``, ``cuda``), ``precision``, ``world_size`` (the job's number of
+    processes; :func:`dtn_bench.lra.listops` and the CLI take it from torchrun's ``WORLD_SIZE``), ``tune_malloc``
+    (keep freed memory on the CPU, :func:`~dtn_bench.timing.keep_freed_memory`; a process setting, so not part of
+    :meth:`as_dict`: the run records whether it took effect as ``malloc_tuned``).
     """
+
+    SUITE = SUITE
 
     models: tuple[str, ...] = MODELS
     norms: tuple[str, ...] = ("layernorm", "dtn")
     seeds: tuple[int, ...] = (0,)
     # data
     data_dir: str | None = None
-    gen_train: int = 96_000
-    gen_val: int = 2_000
-    gen_test: int = 2_000
-    gen_seed: int = 0
-    gen_min_length: int = 500
-    gen_max_length: int = 2_000
-    gen_max_depth: int = 10
-    gen_max_args: int = 10
+    gen_train: int = LRA_SPEC.train
+    gen_val: int = LRA_SPEC.val
+    gen_test: int = LRA_SPEC.test
+    gen_seed: int = LRA_SPEC.seed
+    gen_min_length: int = LRA_SPEC.min_length
+    gen_max_length: int = LRA_SPEC.max_length
+    gen_max_depth: int = LRA_SPEC.max_depth
+    gen_max_args: int = LRA_SPEC.max_args
     max_len: int = 2_000
     len_policy: str = "error"
     # model
@@ -142,9 +155,18 @@ class ListOpsConfig:
     precision: str = "auto"
     world_size: int = 1
     preset: str = "lra"
+    tune_malloc: bool = True
 
     def validate(self) -> None:
         """One-line :class:`DTNBenchError` for any bad field (names checked against the registries)."""
+        self._check_lists()
+        self._check_sizes()
+        self._check_modes()
+        self._check_optimiser()
+        self._check_batches()
+        self._check_official_choices()
+
+    def _check_lists(self) -> None:
         from dtn_bench.norms import NORMS
         from dtn_bench.sequence.encoder import ATTENTIONS
 
@@ -158,6 +180,8 @@ class ListOpsConfig:
             ATTENTIONS.get(m)
         for n in self.norms:
             NORMS.get(n)
+
+    def _check_sizes(self) -> None:
         positive = ("gen_val", "gen_test", "max_len", "dim", "heads", "depth", "mlp_dim", "batch", "steps",
                     "eval_every", "eval_batch", "world_size", "n_hashes", "bigbird_block")
         for name in positive:
@@ -165,6 +189,8 @@ class ListOpsConfig:
                 raise DTNBenchError(f"lra listops: {name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.dim % self.heads:
             raise DTNBenchError(f"lra listops: dim {self.dim} is not divisible by heads {self.heads}")
+
+    def _check_modes(self) -> None:
         if self.schedule not in SCHEDULES:
             raise DTNBenchError(f"lra listops: schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
@@ -172,18 +198,21 @@ class ListOpsConfig:
                                 f"got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise DTNBenchError(f"lra listops: device must be auto, cpu or cuda, got {self.device!r}")
-        if self.pooling not in ("cls", "mean"):
-            raise DTNBenchError(f"lra listops: pooling must be cls or mean, got {self.pooling!r}")
-        if self.positions not in ("sinusoidal", "learned"):
-            raise DTNBenchError(f"lra listops: positions must be sinusoidal or learned, got {self.positions!r}")
-        if self.len_policy not in ("error", "truncate"):
-            raise DTNBenchError(f"lra listops: len-policy must be error or truncate, got {self.len_policy!r}")
+        for flag, value, allowed in (("pooling", self.pooling, ("cls", "mean")),
+                                     ("positions", self.positions, ("sinusoidal", "learned")),
+                                     ("len-policy", self.len_policy, ("error", "truncate"))):
+            if value not in allowed:
+                raise DTNBenchError(f"lra listops: {flag} must be {' or '.join(allowed)}, got {value!r}")
+
+    def _check_optimiser(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise DTNBenchError(f"lra listops: lr must be a positive number, got {self.lr}")
         if self.warmup < 0 or self.weight_decay < 0 or self.clip_grad < 0:
             raise DTNBenchError("lra listops: warmup, weight-decay and clip-grad must be >= 0")
         if not (0 <= self.dropout < 1 and 0 <= self.attn_dropout < 1):
             raise DTNBenchError("lra listops: dropout and attn-dropout must be in [0, 1)")
+
+    def _check_batches(self) -> None:
         if self.batch % self.world_size:
             raise DTNBenchError(f"lra listops: batch {self.batch} is not divisible by the {self.world_size} "
                                 "processes")
@@ -192,6 +221,8 @@ class ListOpsConfig:
         if self.data_dir is None and self.gen_train < self.batch:
             raise DTNBenchError(f"lra listops: {self.gen_train} training samples are fewer than a batch "
                                 f"({self.batch})")
+
+    def _check_official_choices(self) -> None:
         for flag, value, allowed in (("shuffle", self.shuffle, SHUFFLES), ("gelu", self.gelu, GELUS),
                                      ("init", self.init, INITS), ("bigbird-random", self.bigbird_random,
                                                                   BIGBIRD_RANDOM)):
@@ -205,11 +236,9 @@ class ListOpsConfig:
             raise DTNBenchError("lra listops: shuffle-buffer must be one or more sizes >= 1, got "
                                 f"{','.join(map(str, self.shuffle_buffer)) or 'nothing'}")
 
-    def generator_args(self) -> dict[str, int]:
-        """Arguments of :func:`dtn_bench.data.listops.generate` for the generated data."""
-        return {"train": self.gen_train, "val": self.gen_val, "test": self.gen_test, "seed": self.gen_seed,
-                "min_length": self.gen_min_length, "max_length": self.gen_max_length,
-                "max_depth": self.gen_max_depth, "max_args": self.gen_max_args}
+    def generator_spec(self) -> ListOpsSpec:
+        """The :class:`~dtn_bench.data.listops.ListOpsSpec` of the generated data (the ``gen_*`` fields)."""
+        return ListOpsSpec(**{f.name: getattr(self, f"gen_{f.name}") for f in fields(ListOpsSpec)})
 
     def attention_kwargs(self, model: str) -> dict:
         """Constructor arguments of the attention ``model``."""
@@ -220,8 +249,11 @@ class ListOpsConfig:
         return {}
 
     def attention_dropout(self, model: str) -> float:
-        """Attention-probability dropout of ``model``: ``attn_dropout``, or 0 for BigBird and the Reformer when
-        ``sparse_attn_dropout`` is off (the official code has none there)."""
+        """Attention-probability dropout of ``model``.
+
+        ``attn_dropout``, or 0 for BigBird and the Reformer when ``sparse_attn_dropout`` is off (the official code
+        has none there).
+        """
         return self.attn_dropout if model == "transformer" or self.sparse_attn_dropout else 0.0
 
     def shuffle_buffers(self) -> tuple[int, ...] | None:
@@ -235,7 +267,13 @@ class ListOpsConfig:
         return linear_lr(step, self.lr, self.warmup, self.steps, self.lr_step_origin)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The settings ``config.json`` records.
+
+        Every field but ``tune_malloc`` (how the process runs; its outcome is recorded as ``malloc_tuned``).
+        """
+        d = asdict(self)
+        d.pop("tune_malloc")
+        return d
 
     def run_settings(self) -> dict:
         """The fields that determine one model's training (all but the lists of models, norms and seeds)."""
@@ -260,8 +298,11 @@ LATER_FIELDS: tuple[str, ...] = ("lr_step_origin", "shuffle", "shuffle_buffer", 
 
 
 def with_defaults(settings: dict) -> dict:
-    """``settings`` (a run's ``config.json`` or a checkpoint's settings) with each of :data:`LATER_FIELDS` it lacks
-    set to its default (JSON form): a run recorded before a field existed computed exactly that default."""
+    """``settings`` (a run's ``config.json`` or a checkpoint's settings) with the :data:`LATER_FIELDS` it lacks.
+
+    Each missing field is set to its default (JSON form): a run recorded before a field existed computed exactly that
+    default.
+    """
     import json
 
     defaults = json.loads(json.dumps({k: getattr(ListOpsConfig, k) for k in LATER_FIELDS}))

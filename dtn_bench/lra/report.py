@@ -26,7 +26,8 @@ def accuracy_stats(df: pd.DataFrame, checkpoint: str = "last", split: str = "tes
     """Mean, std and count over seeds of the accuracy (%) per ``(model, norm)`` for one checkpoint kind and split.
 
     A seed measured by several runs (the same run repeated, or on another machine) counts once, with the mean of its
-    runs: the count and the spread are over distinct seeds."""
+    runs: the count and the spread are over distinct seeds.
+    """
     if df.empty or "checkpoint" not in df.columns:
         return pd.DataFrame(columns=["mean", "std", "n"])
     sel = df[(df["metric"] == "accuracy") & (df["split"] == split) & (df["checkpoint"] == checkpoint)]
@@ -54,8 +55,11 @@ def majority_accuracy(df: pd.DataFrame, split: str = "test") -> float | None:
 
 
 def paper_table(df: pd.DataFrame, checkpoint: str = "last") -> pd.DataFrame:
-    """Rows Transformer / BigBird / Reformer; test accuracy (%) per normaliser, ``DTN - LN``, and the published
-    numbers (LRA paper for LN; the DTN paper publishes no per-model ListOps number: "not published")."""
+    """The paper-style table: rows Transformer / BigBird / Reformer.
+
+    Columns: test accuracy (%) per normaliser, ``DTN - LN``, and the published numbers (LRA paper for LN; the DTN
+    paper publishes no per-model ListOps number: "not published").
+    """
     stats = accuracy_stats(df, checkpoint)
     if stats.empty:
         return pd.DataFrame()
@@ -89,8 +93,11 @@ def paper_table(df: pd.DataFrame, checkpoint: str = "last") -> pd.DataFrame:
 
 
 def details_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model x norm: test accuracy of the last and best-validation checkpoints, the best step, parameters,
-    training tokens/s, training time and peak memory (means over seeds)."""
+    """The details table, per model x norm.
+
+    Test accuracy of the last and best-validation checkpoints, the best step, parameters, training tokens/s, training
+    time and peak memory (means over seeds).
+    """
     last, best = accuracy_stats(df, "last"), accuracy_stats(df, "best")
     if last.empty:
         return pd.DataFrame()
@@ -135,8 +142,11 @@ def _settings_note(df: pd.DataFrame) -> str:
 
 
 def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
-    """The paper-style table (last checkpoint, LRA's rule), the same for the best-validation checkpoint, and the
-    details table, in one Markdown or LaTeX document."""
+    """The run's document, Markdown or LaTeX.
+
+    The paper-style table (last checkpoint, LRA's rule), the same for the best-validation checkpoint, and the details
+    table.
+    """
     base = majority_accuracy(df)
     note = _settings_note(df)
     title = f"ListOps test accuracy (%), last checkpoint (LRA's rule) - {note}"

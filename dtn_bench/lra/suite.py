@@ -1,21 +1,47 @@
-"""The ``lra-listops`` suite's :class:`~dtn_bench.runner.Suite` object (its report; training runs through
-:func:`dtn_bench.lra.train` with its own DDP-aware writer)."""
+"""The ``lra-listops`` suite: its :class:`~dtn_bench.runner.Suite`, its measurement-only ``run``, :func:`listops`.
+
+:func:`listops` is the one-call Python function on top of the runner.
+
+:func:`run` prepares the data, yields the majority-class baseline rows, then trains every ``(model, norm, seed)``
+of the config (:func:`dtn_bench.lra.train.train_run`) and yields each finished run's rows. The runner
+(:func:`dtn_bench.runner.run_suite`) opens the process context (DDP under torchrun, ``ctx.dist``), writes the rows
+on rank 0 and renders the report; checkpoints live in the run folder (``<run>/checkpoints/<model>-<norm>-seed<s>``),
+so a resumed run (``resume=True``) skips the finished runs (resume key ``model, norm, seed``) and continues the
+interrupted one from its last checkpoint.
+
+Progress goes to the caller as events (``on_event(kind, **info)``, rank 0 only), besides the runner's own
+(``start``, ``step``, ``rendered``):
+
+- ``settings``: ``world``, ``device``, ``malloc_tuned``, ``run_id``: the run starts;
+- ``data_start``, ``data`` (``done``, ``total``: samples generated), ``data_done``: data preparation;
+- ``note`` (``text``): something the caller must report (truncated sequences);
+- ``runs`` (``total``: training steps of the runs to do, ``steps`` per run, ``run_id``): training starts;
+- ``run_start``, ``run_step``, ``run_eval``: :func:`~dtn_bench.lra.train.train_run`'s events (model, norm, seed,
+  step, steps, loss, acc, tokens_s, lr, val_acc, ...);
+- ``trained`` (``label``, ``test_accuracy``: the last checkpoint's): a run finished; its rows come next.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from dtn_bench.checks import read_json_object
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.lra import report
 from dtn_bench.lra.config import SUITE, ListOpsConfig
-from dtn_bench.runner import Report, Suite
+from dtn_bench.runner import ConsoleTable, Event, Report, RunContext, RunResult, Suite, run_suite
 from dtn_bench.suites import register
 
 LISTOPS_ROW_SETTINGS = ("preset", "max_len", "data")
 """ListOps row columns that must agree (with the training length, the ``step`` of the last checkpoint)."""
-LISTOPS_NOT_TRAINING = ("models", "norms", "seeds", "device")
+LISTOPS_NOT_TRAINING = ("models", "norms", "seeds", "device", "malloc_tuned")
 """``config.json`` fields of a ListOps run that may differ between combined runs (all others must agree)."""
+RESUME_KEY = ("model", "norm", "seed")
+"""The row columns of one finished training run (the baseline's are ``majority-class, none, -1``)."""
+BASELINE = ("majority-class", "none", -1)
 
 
 def _config_text(value) -> str:
@@ -23,16 +49,31 @@ def _config_text(value) -> str:
 
 
 def check_listops(df, runs: list[Path]) -> None:
-    """ListOps: the same training length in the rows, and the same training settings in the runs' ``config.json``
-    (every field but :data:`LISTOPS_NOT_TRAINING`; a field added after a run was recorded counts as its default,
-    other fields some configs lack are not compared)."""
+    """Checks that ListOps runs combine: the same training length in the rows, the same training settings.
+
+    The settings are the runs' ``config.json`` fields but :data:`LISTOPS_NOT_TRAINING`; a field added after a run was
+    recorded counts as its default, other fields some configs lack are not compared.
+    """
     from dtn_bench.lra.config import with_defaults
-    from dtn_bench.results.io import _rows_files, read_rows
     from dtn_bench.results.tables import check_same_settings
 
     if "checkpoint" in df.columns and "step" in df.columns:
         last = df[df["checkpoint"] == "last"].rename(columns={"step": "training steps"})
         check_same_settings(last, "table listops", ["training steps"])
+    configs = [with_defaults(c) for c in _run_configs(runs)]
+    common = [k for k in dict.fromkeys(k for c in configs for k in c)
+              if k not in LISTOPS_NOT_TRAINING and all(k in c for c in configs)]
+    for key in common:
+        values = list(dict.fromkeys(_config_text(c[key]) for c in configs))
+        if len(values) > 1:
+            raise DTNBenchError(f"table listops: the runs differ in {key} ({', '.join(values)}); render them "
+                                "separately")
+
+
+def _run_configs(runs: list[Path]) -> list[dict]:
+    """The ``config.json`` of every ListOps run folder under ``runs`` (each once)."""
+    from dtn_bench.results.io import _rows_files, read_rows
+
     configs, seen = [], set()
     for path in runs:
         for file in _rows_files(Path(path)):
@@ -50,14 +91,118 @@ def check_listops(df, runs: list[Path]) -> None:
                 raise DTNBenchError(f"{config_file}: cannot read the run's config ({e})") from None
             if not isinstance(config, dict):
                 raise DTNBenchError(f"{config_file}: the run's config is not a JSON object")
-            configs.append(with_defaults(config))
-    common = [k for k in dict.fromkeys(k for c in configs for k in c)
-              if k not in LISTOPS_NOT_TRAINING and all(k in c for c in configs)]
-    for key in common:
-        values = list(dict.fromkeys(_config_text(c[key]) for c in configs))
-        if len(values) > 1:
-            raise DTNBenchError(f"table listops: the runs differ in {key} ({', '.join(values)}); render them "
-                                "separately")
+            configs.append(config)
+    return configs
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# before a run
+def check_resumable(folder: Path, world: int) -> None:
+    """The run folder exists and was made with as many processes as this job has (checked before any process group).
+
+    Raises:
+        DTNBenchError: no such folder, an unreadable ``config.json``, or another number of processes.
+    """
+    if not folder.is_dir():
+        raise DTNBenchError(f"--resume {folder.name}: no run folder {folder}")
+    try:
+        made = read_json_object(folder / "config.json").get("world_size", 1)
+    except DTNBenchError as e:
+        raise DTNBenchError(f"--resume {folder.name}: {e}") from None
+    if made != world:
+        raise DTNBenchError(f"--resume {folder.name}: the run was made with {made} process(es), this job has {world}; "
+                            f"resume it with the same number (torchrun --nproc_per_node {made})")
+
+
+def check_data_dir(cfg: ListOpsConfig) -> None:
+    """``cfg.data_dir`` (when set) holds the three split files (a one-line error naming the missing one)."""
+    if cfg.data_dir is not None:
+        from dtn_bench.data.listops import SPLITS, split_path
+
+        for split in SPLITS:
+            split_path(cfg.data_dir, split)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the run
+def _tuned(cfg: ListOpsConfig, device) -> bool:
+    """Keep freed memory (glibc) on the CPU when ``cfg.tune_malloc``; whether it took effect."""
+    from dtn_bench.timing import keep_freed_memory
+
+    return keep_freed_memory() if cfg.tune_malloc and device.type == "cpu" else False
+
+
+def _device(cfg: ListOpsConfig, rank: int = 0) -> str:
+    from dtn_bench.distributed import resolve_device
+
+    return str(resolve_device(cfg.device, rank))
+
+
+def _env(cfg: ListOpsConfig, world: int) -> dict[str, Any]:
+    """``malloc_tuned`` for ``env.json`` (and the config), tuning rank 0's allocator as the run will."""
+    import torch
+
+    return {"malloc_tuned": _tuned(cfg, torch.device(_device(cfg)))}
+
+
+def _prepare(cfg: ListOpsConfig, ctx: RunContext, dist):
+    from dtn_bench.lra.train import prepare_data
+
+    ctx.emit("data_start")
+    data = prepare_data(cfg, dist, progress=lambda done, total: ctx.emit("data", done=done, total=total))
+    ctx.emit("data_done")
+    for split in (data.train, data.val, data.test):
+        if split.truncated:
+            ctx.emit("note", text=f"{split.truncated} sequences of {split.path} were truncated to {cfg.max_len} "
+                     "tokens (--len-policy truncate)")
+    return data
+
+
+def run(cfg: ListOpsConfig, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]:
+    """Measure the suite: the baseline rows, then the rows of each ``(model, norm, seed)`` as its training finishes.
+
+    Those in ``ctx.done`` are skipped; an interrupted one continues from its ``last.pt``.
+
+    Args:
+        cfg: the config.
+        ctx: the runner's context: ``ctx.dist`` (the process context), ``ctx.run_dir`` (checkpoints), ``ctx.done``,
+            ``ctx.emit`` (the events of the module docstring).
+
+    Yields:
+        ``(label, rows)``.
+
+    Raises:
+        DTNBenchError: the config's ``world_size`` is not this job's; what data loading and training raise.
+    """
+    from dtn_bench.distributed import DistContext
+    from dtn_bench.lra import train as lt
+
+    dist = ctx.dist or DistContext()
+    if cfg.world_size != dist.world:
+        raise DTNBenchError(f"lra listops: the config is for {cfg.world_size} process(es) but this job has "
+                            f"{dist.world} (WORLD_SIZE)")
+    run_id = ctx.run_dir.name if ctx.run_dir is not None else None
+    ctx.emit("settings", world=dist.world, device=str(dist.device), malloc_tuned=_tuned(cfg, dist.device),
+             run_id=run_id)
+    data = _prepare(cfg, ctx, dist)
+    if not ctx.is_done(*BASELINE):
+        yield "majority-class baseline", lt.baseline_rows(cfg, data)
+    todo = [r for r in lt.runs(cfg) if not ctx.is_done(*r)]
+    ctx.emit("runs", total=len(todo) * cfg.steps, steps=cfg.steps, run_id=run_id)
+    for model, norm, seed in todo:
+        folder = Path(ctx.run_dir) / "checkpoints" / lt.run_key(model, norm, seed)
+        result = lt.train_run(cfg, data, model, norm, seed, folder, dist,
+                              lambda kind, info: ctx.emit(f"run_{kind}", **info))
+        label = f"{model}/{norm}/seed {seed}"
+        ctx.emit("trained", label=label, test_accuracy=result.final["last"]["test"][0])
+        yield label, lt.result_rows(result, cfg, data)
+
+
+def _console(df) -> list[ConsoleTable]:
+    table = report.paper_table(df)
+    if table.empty:
+        return []
+    return [ConsoleTable.from_frame(table, "ListOps test accuracy (%), last checkpoint", "model")]
 
 
 LISTOPS_SUITE = register(Suite(
@@ -65,10 +210,65 @@ LISTOPS_SUITE = register(Suite(
     "(accuracy, loss, learning curves, tokens/s, memory)",
     {"accuracy": True, "loss": False, "tokens_s": True, "train_time_s": False, "params": False,
      "peak_mem_mib": False, "peak_rss_mib": False},
-    ListOpsConfig, None,
+    ListOpsConfig, run,
     Report(report.render_report, lambda df: report.paper_table(df, "last"), "test accuracy of a last checkpoint",
-           {"curves.png": report.curves_plot}, settings=((LISTOPS_ROW_SETTINGS, ()),), check=check_listops),
-    command="listops",
+           {"curves.png": report.curves_plot}, settings=((LISTOPS_ROW_SETTINGS, ()),), check=check_listops,
+           console=_console),
+    command="listops", resume_key=RESUME_KEY, steps=lambda cfg: 1 + len(cfg.models) * len(cfg.norms) * len(cfg.seeds),
+    env=_env, device=lambda cfg, rank: _device(cfg, rank), distributed=True,
     table_help="ListOps: rows Transformer / BigBird / Reformer, LN, DTN, DTN - LN and the published numbers (mean ± "
     "std over the seeds of all runs given; the runs must share every other training setting), and the learning "
     "curves."))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Python API
+def listops(cfg: ListOpsConfig | str | None = "lra", *, out: str | Path = "results", run_id: str | None = None,
+            resume: bool = False, on_event: Event | None = None, **flags: Any) -> RunResult:
+    """Run the ListOps suite from Python, as ``dtn-bench lra listops`` does (through ``run_suite``).
+
+    Example::
+
+        from dtn_bench.lra import listops
+
+        result = listops("quick", models=("transformer",), steps=200, device="cpu", out="results")
+        print(result.path, result.rows.query("metric == 'accuracy'"))
+
+    Under ``torchrun`` every process calls it (DDP); ``result.path`` and ``result.rows`` are ``None`` on ranks other
+    than 0.
+
+    Args:
+        cfg: a :class:`ListOpsConfig`, or the name of a preset of ``suites/lra-listops.yaml`` (``None``: the dataclass
+            defaults).
+        out: the results root; the run folder is ``out/lra-listops/<run id>``.
+        run_id: the run folder's name (default: a fresh timestamped one).
+        resume: continue the run ``run_id``: finished runs are kept, the interrupted one continues from its last
+            checkpoint.
+        on_event: ``on_event(kind, **info)`` on rank 0 (the events of this module's docstring and the runner's).
+        **flags: config fields over the preset (``None``: not given), or over ``cfg`` when it is a config.
+            ``world_size`` not given: this job's (torchrun's ``WORLD_SIZE``).
+
+    Returns:
+        The :class:`~dtn_bench.runner.RunResult` (run folder and rows).
+
+    Raises:
+        DTNBenchError: bad settings, a missing data folder, or a run that cannot be resumed (before any work); what
+            training raises.
+    """
+    from dataclasses import replace
+
+    from dtn_bench.distributed import world_size_from_env
+
+    if flags.get("world_size") is None:
+        flags["world_size"] = world_size_from_env()
+    if isinstance(cfg, ListOpsConfig):
+        cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+        cfg.validate()
+    else:
+        cfg = ListOpsConfig.from_preset(cfg, **flags)
+    check_data_dir(cfg)
+    if resume:
+        if run_id is None:
+            raise DTNBenchError("lra listops: resume needs the run id of the run to continue")
+        check_resumable(Path(out) / SUITE / run_id, cfg.world_size)
+    return run_suite(LISTOPS_SUITE, cfg, out=out, run_id=run_id, resume=resume, on_event=on_event)

@@ -19,7 +19,8 @@ One *run* trains one ``(model, norm, seed)`` for ``steps`` updates and is fully 
 Evaluation shards the samples over the processes (rank ``r`` takes samples ``r, r + W, ...``) and all-reduces exact
 sums (correct predictions, summed loss, count): no sample is dropped or counted twice.
 
-Measurement only: nothing here prints; progress goes to an ``on_event(kind, info)`` callback.
+Measurement only: nothing here prints; progress goes to an ``on_event(kind, info)`` callback. The suite
+(:mod:`dtn_bench.lra.suite`) runs every ``(model, norm, seed)`` of a config through :func:`train_run`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,11 @@ class ListOpsData:
 
 def prepare_data(cfg: ListOpsConfig, ctx: DistContext | None = None, *, cache_root: str | Path | None = None,
                  progress: Callable[[int, int], None] | None = None) -> ListOpsData:
-    """The splits of ``cfg``: read (through the token cache) from ``cfg.data_dir``, or generated into the cache on
-    first use. Under DDP rank 0 generates and caches first, then the other processes read the cache."""
+    """The splits of ``cfg``.
+
+    Read (through the token cache) from ``cfg.data_dir``, or generated into the cache on first use. Under DDP rank 0
+    generates and caches first, then the other processes read the cache.
+    """
     from dtn_bench.data.listops import default_cache_root, ensure_generated, load_or_build
 
     ctx = ctx or DistContext()
@@ -82,7 +86,7 @@ def prepare_data(cfg: ListOpsConfig, ctx: DistContext | None = None, *, cache_ro
         if cfg.data_dir is not None:
             folder, generated = Path(cfg.data_dir), False
         else:
-            folder = ensure_generated(root, cfg.generator_args(), progress=progress if ctx.is_main else None)
+            folder = ensure_generated(root, cfg.generator_spec(), progress=progress if ctx.is_main else None)
             generated = True
         splits = load_or_build(folder, cfg.max_len, cfg.len_policy, cache_dir=root / "listops-tokens")
         return ListOpsData(splits["train"], splits["val"], splits["test"], folder, generated)
@@ -123,12 +127,22 @@ def buffer_shuffle(order: np.ndarray, size: int, rng: np.random.Generator) -> np
 
 
 class BatchOrder:
-    """The global batch of every update. Epoch ``e`` draws from ``default_rng([seed, e])``: a ``permutation(N)``
-    (``buffers`` None), or the file order ``0 .. N - 1`` passed through shuffle buffers of the sizes ``buffers``, one
-    after the other (:func:`buffer_shuffle`; LRA's input pipeline). The epoch is cut into ``N // batch`` batches (the
-    remainder of an epoch is not used)."""
+    """The global batch of every update.
+
+    Epoch ``e`` draws from ``default_rng([seed, e])``: a ``permutation(N)`` (``buffers`` None), or the file order
+    ``0 .. N - 1`` passed through shuffle buffers of the sizes ``buffers``, one after the other
+    (:func:`buffer_shuffle`; LRA's input pipeline). The epoch is cut into ``N // batch`` batches (the remainder of an
+    epoch is not used).
+
+    Args:
+        n: training samples.
+        batch: the global batch.
+        seed: the run's seed.
+        buffers: shuffle-buffer sizes, or ``None`` for a permutation per epoch.
+    """
 
     def __init__(self, n: int, batch: int, seed: int, buffers: tuple[int, ...] | None = None):
+        """An order over ``n`` samples; each epoch's is drawn when first needed."""
         self.n, self.batch, self.seed = n, batch, seed
         self.buffers = None if buffers is None else tuple(buffers)
         self.per_epoch = n // batch
@@ -145,6 +159,7 @@ class BatchOrder:
         return order
 
     def __call__(self, step: int) -> np.ndarray:
+        """The sample indices of the global batch of the 0-based update ``step``."""
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._perm = epoch, self.epoch_order(epoch)
@@ -180,8 +195,10 @@ def _batch(split, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def evaluate(model: nn.Module, split, cfg: ListOpsConfig, ctx: DistContext, limit: int | None = None
              ) -> tuple[float, float, int]:
-    """Accuracy, mean cross-entropy and sample count on the first ``limit`` samples of ``split`` (all if None),
-    sharded over the processes with exact all-reduced sums."""
+    """Accuracy, mean cross-entropy and sample count on the first ``limit`` samples of ``split`` (all if None).
+
+    The samples are sharded over the processes; the sums are all-reduced exactly.
+    """
     n = len(split) if limit is None else min(limit, len(split))
     idx = np.arange(ctx.rank, n, ctx.world)
     ctx.sync_buffers(model)  # every shard scored with the same (rank 0's, the saved) normaliser statistics
@@ -265,12 +282,50 @@ class RunResult:
 
     @property
     def tokens_per_s(self) -> float:
+        """Training tokens per second of training time."""
         return self.tokens / self.train_seconds if self.train_seconds > 0 else float("nan")
 
 
 def _peak_rss_mib() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+
+
+@dataclass
+class _TrainState:
+    """What a run has done so far (what ``last.pt`` restores), and the training window since the last evaluation."""
+
+    step: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
+    curve: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"val_acc": -1.0, "step": 0})
+    best_state: dict | None = None
+    resumed_from: int = 0
+    window_loss: float = 0.0
+    window_correct: float = 0.0
+    window_n: int = 0
+
+
+@dataclass
+class _Run:
+    """One ``(model, norm, seed)`` run being trained: its model, optimiser, data order and checkpoint files."""
+
+    cfg: ListOpsConfig
+    data: ListOpsData
+    ctx: DistContext
+    name: str  # model/norm seed, for messages
+    model: nn.Module
+    net: nn.Module  # the model, wrapped in DDP under torchrun
+    opt: torch.optim.Optimizer
+    settings: dict
+    last_path: Path
+    best_path: Path
+    order: BatchOrder
+    amp: torch.dtype | None
+    info: dict
+    on_event: Event
+    state: _TrainState
 
 
 def train_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str, seed: int, ckpt_dir: Path,
@@ -295,130 +350,179 @@ def train_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str,
         DTNBenchError: a checkpoint written for other settings, or a NaN/inf loss.
     """
     ctx = ctx or DistContext()
-    on_event = on_event or (lambda kind, info: None)
+    run = _start_run(cfg, data, model_name, norm, seed, ckpt_dir, ctx, on_event or (lambda kind, info: None))
+    state, dev = run.state, ctx.device
+    run.on_event("start", run.info)
+    run.model.train()
+    while state.step < cfg.steps:
+        lr = _train_step(run)
+        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+            _evaluate_and_save(run, lr)
+    final = _final_evaluation(run)
+    peak = torch.cuda.max_memory_allocated(dev) / (1 << 20) if dev.type == "cuda" else None
+    return RunResult(model=model_name, norm=norm, seed=seed, params=run.info["params"], steps=state.step,
+                     tokens=state.tokens, train_seconds=state.train_seconds, final=final,
+                     best_step=int(state.best["step"]) or state.step, curve=state.curve, peak_mem_mib=peak,
+                     peak_rss_mib=_peak_rss_mib(), resumed_from=state.resumed_from)
+
+
+def _start_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str, seed: int, ckpt_dir: Path,
+               ctx: DistContext, on_event: Event) -> _Run:
+    """The model (from ``torch.manual_seed(seed)``), the optimiser and the dropout stream of one run.
+
+    Restored from ``last.pt`` when there is one.
+    """
     dev = ctx.device
     settings = {**cfg.run_settings(), "model": model_name, "norm": norm, "seed": seed, "world_size": ctx.world}
     settings = json.loads(json.dumps(settings, default=str))
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-
     torch.manual_seed(seed)
     model = build_model(cfg, model_name, norm).to(dev)
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr_at(0), betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
                             weight_decay=cfg.weight_decay)
     torch.manual_seed(seed * 1_000_003 + 7919 * (ctx.rank + 1))  # dropout stream of this process
-    step, tokens, train_seconds = 0, 0, 0.0
-    curve: list[dict] = []
-    best = {"val_acc": -1.0, "step": 0}
-    best_state: dict | None = None
-    resumed_from = 0
+    state = _TrainState()
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     if last_path.is_file():
-        ck = _load(last_path)
-        diff = _settings_difference(with_defaults(ck.get("settings", {})), settings)
-        if ck.get("version") != CHECKPOINT_VERSION or diff:
-            raise DTNBenchError(f"checkpoint {last_path} was written by a different config ({diff or 'version'}); "
-                                "start a new run instead of --resume")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        step, tokens, train_seconds = ck["step"], ck["tokens"], ck["train_seconds"]
-        curve, best = list(ck["curve"]), dict(ck["best"])
-        _set_rng_state(ck["rng"][ctx.rank] if ctx.rank < len(ck["rng"]) else ck["rng"][0], dev)
-        if best_path.is_file():
-            best_state = _load(best_path)["model"]
-        resumed_from = step
-
-    net: nn.Module = model
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # 1-D DTN's pos_proj.bias cancels in the softmax and gets no gradient
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                      find_unused_parameters=True)
+        _restore(state, model, opt, settings, last_path, best_path, ctx)
+    net = _parallel(model, ctx)
     amp = autocast_dtype(cfg, dev)
     order = BatchOrder(len(data.train), cfg.batch, seed, cfg.shuffle_buffers())
-    local = cfg.batch // ctx.world
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     info = {"model": model_name, "norm": norm, "seed": seed, "steps": cfg.steps, "params": params,
-            "resumed_from": resumed_from, "step": step}
-    on_event("start", info)
-    window_loss, window_correct, window_n = 0.0, 0.0, 0
-    model.train()
-    while step < cfg.steps:
-        t0 = time.perf_counter()
-        lr = cfg.lr_at(step)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = order(step)
-        x, y = _batch(data.train, idx[ctx.rank * local : (ctx.rank + 1) * local], dev)
-        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = net(x)
-        loss = F.cross_entropy(logits.float(), y)
-        loss_value, correct = ctx.all_sum([float(loss.detach()), float((logits.argmax(-1) == y).sum())])
-        loss_value /= ctx.world
-        if not math.isfinite(loss_value):
-            where = f"{last_path} (step {curve[-1]['step']})" if curve else "none (no evaluation reached yet)"
-            raise DTNBenchError(f"{model_name}/{norm} seed {seed}: the training loss is {loss_value} at step "
-                                f"{step + 1}; stopped. Last good checkpoint: {where}. Try a lower --lr or --clip-grad")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        step += 1
-        tokens += int(data.train.lengths[idx].sum())
-        train_seconds += time.perf_counter() - t0
-        window_loss += loss_value * len(idx)
-        window_correct += correct
-        window_n += len(idx)
-        info.update(step=step, loss=loss_value, lr=lr, tokens_s=tokens / max(train_seconds, 1e-9),
-                    acc=window_correct / window_n)
-        on_event("step", info)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            val_acc, val_loss, _ = evaluate(model, data.val, cfg, ctx, cfg.val_limit)
-            curve.append({"step": step, "val_acc": val_acc, "val_loss": val_loss, "train_loss": window_loss / window_n,
-                          "train_acc": window_correct / window_n, "lr": lr})
-            window_loss, window_correct, window_n = 0.0, 0.0, 0
-            if val_acc > best["val_acc"]:
-                best = {"val_acc": val_acc, "step": step}
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                if ctx.is_main:
-                    _save(best_path, {"version": CHECKPOINT_VERSION, "settings": settings, "model": best_state,
-                                      "step": step, "val_acc": val_acc})
-            rng = [None] * ctx.world
-            state = _rng_state(dev)
-            if ctx.distributed:
-                torch.distributed.all_gather_object(rng, {k: v.cpu() for k, v in state.items()})
-            else:
-                rng = [state]
-            if ctx.is_main:
-                _save(last_path, {"version": CHECKPOINT_VERSION, "settings": settings, "model": model.state_dict(),
-                                  "optimizer": opt.state_dict(), "step": step, "tokens": tokens,
-                                  "train_seconds": train_seconds, "curve": curve, "best": best, "rng": rng})
-            ctx.barrier()
-            info.update(val_acc=val_acc, best_val_acc=best["val_acc"])
-            on_event("eval", info)
+            "resumed_from": state.resumed_from, "step": state.step}
+    return _Run(cfg, data, ctx, f"{model_name}/{norm} seed {seed}", model, net, opt, settings, last_path, best_path,
+                order, amp, info, on_event, state)
 
+
+def _restore(state: _TrainState, model: nn.Module, opt: torch.optim.Optimizer, settings: dict, last_path: Path,
+             best_path: Path, ctx: DistContext) -> None:
+    """Continue from ``last.pt`` (refused when it was written for other settings)."""
+    ck = _load(last_path)
+    diff = _settings_difference(with_defaults(ck.get("settings", {})), settings)
+    if ck.get("version") != CHECKPOINT_VERSION or diff:
+        raise DTNBenchError(f"checkpoint {last_path} was written by a different config ({diff or 'version'}); "
+                            "start a new run instead of --resume")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    state.step, state.tokens, state.train_seconds = ck["step"], ck["tokens"], ck["train_seconds"]
+    state.curve, state.best = list(ck["curve"]), dict(ck["best"])
+    _set_rng_state(ck["rng"][ctx.rank] if ctx.rank < len(ck["rng"]) else ck["rng"][0], ctx.device)
+    if best_path.is_file():
+        state.best_state = _load(best_path)["model"]
+    state.resumed_from = state.step
+
+
+def _parallel(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """The model wrapped in DDP under torchrun, else the model."""
+    if not ctx.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = ctx.device
+    # 1-D DTN's pos_proj.bias cancels in the softmax and gets no gradient
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def _train_step(run: _Run) -> float:
+    """One update on this process's part of the global batch; returns its learning rate.
+
+    Raises:
+        DTNBenchError: the (process-averaged) loss is NaN or infinite; the update is not applied.
+    """
+    cfg, ctx, state, dev = run.cfg, run.ctx, run.state, run.ctx.device
+    t0 = time.perf_counter()
+    lr = cfg.lr_at(state.step)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    idx = run.order(state.step)
+    local = cfg.batch // ctx.world
+    x, y = _batch(run.data.train, idx[ctx.rank * local : (ctx.rank + 1) * local], dev)
+    with torch.autocast(dev.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
+        logits = run.net(x)
+    loss = F.cross_entropy(logits.float(), y)
+    loss_value, correct = ctx.all_sum([float(loss.detach()), float((logits.argmax(-1) == y).sum())])
+    loss_value /= ctx.world
+    if not math.isfinite(loss_value):
+        where = (f"{run.last_path} (step {state.curve[-1]['step']})" if state.curve
+                 else "none (no evaluation reached yet)")
+        raise DTNBenchError(f"{run.name}: the training loss is {loss_value} at step {state.step + 1}; stopped. Last "
+                            f"good checkpoint: {where}. Try a lower --lr or --clip-grad")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip_grad > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+    run.opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    state.step += 1
+    state.tokens += int(run.data.train.lengths[idx].sum())
+    state.train_seconds += time.perf_counter() - t0
+    state.window_loss += loss_value * len(idx)
+    state.window_correct += correct
+    state.window_n += len(idx)
+    run.info.update(step=state.step, loss=loss_value, lr=lr, tokens_s=state.tokens / max(state.train_seconds, 1e-9),
+                    acc=state.window_correct / state.window_n)
+    run.on_event("step", run.info)
+    return lr
+
+
+def _evaluate_and_save(run: _Run, lr: float) -> None:
+    """Validate, extend the curve, and write ``best.pt`` (a better validation accuracy) and ``last.pt`` (rank 0)."""
+    cfg, ctx, state = run.cfg, run.ctx, run.state
+    val_acc, val_loss, _ = evaluate(run.model, run.data.val, cfg, ctx, cfg.val_limit)
+    state.curve.append({"step": state.step, "val_acc": val_acc, "val_loss": val_loss,
+                        "train_loss": state.window_loss / state.window_n,
+                        "train_acc": state.window_correct / state.window_n, "lr": lr})
+    state.window_loss, state.window_correct, state.window_n = 0.0, 0.0, 0
+    if val_acc > state.best["val_acc"]:
+        state.best = {"val_acc": val_acc, "step": state.step}
+        state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+        if ctx.is_main:
+            _save(run.best_path, {"version": CHECKPOINT_VERSION, "settings": run.settings, "model": state.best_state,
+                                  "step": state.step, "val_acc": val_acc})
+    rng = _gathered_rng_states(ctx)
+    if ctx.is_main:
+        _save(run.last_path, {"version": CHECKPOINT_VERSION, "settings": run.settings,
+                              "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": state.step,
+                              "tokens": state.tokens, "train_seconds": state.train_seconds, "curve": state.curve,
+                              "best": state.best, "rng": rng})
+    ctx.barrier()
+    run.info.update(val_acc=val_acc, best_val_acc=state.best["val_acc"])
+    run.on_event("eval", run.info)
+
+
+def _gathered_rng_states(ctx: DistContext) -> list[dict]:
+    """The RNG states of every process (rank order), for ``last.pt``."""
+    state = _rng_state(ctx.device)
+    if not ctx.distributed:
+        return [state]
+    rng: list = [None] * ctx.world
+    torch.distributed.all_gather_object(rng, {k: v.cpu() for k, v in state.items()})
+    return rng
+
+
+def _final_evaluation(run: _Run) -> dict[str, dict[str, tuple[float, float]]]:
+    """The ``last`` weights, and the ``best`` weights when another step was better, on the full val and test splits."""
+    cfg, ctx, state, data = run.cfg, run.ctx, run.state, run.data
     final: dict[str, dict[str, tuple[float, float]]] = {"last": {}, "best": {}}
-    if cfg.val_limit is None and curve and curve[-1]["step"] == step:  # the last evaluation already saw all of val
+    curve = state.curve
+    if cfg.val_limit is None and curve and curve[-1]["step"] == state.step:  # the last evaluation saw all of val
         final["last"]["val"] = (curve[-1]["val_acc"], curve[-1]["val_loss"])
     for split in ("val", "test"):
         if split not in final["last"]:
-            acc, loss_v, _ = evaluate(model, getattr(data, split), cfg, ctx)
+            acc, loss_v, _ = evaluate(run.model, getattr(data, split), cfg, ctx)
             final["last"][split] = (acc, loss_v)
-    if best_state is not None and best["step"] != step:
-        model.load_state_dict(best_state)
+    if state.best_state is not None and state.best["step"] != state.step:
+        run.model.load_state_dict(state.best_state)
         for split in ("val", "test"):
-            acc, loss_v, _ = evaluate(model, getattr(data, split), cfg, ctx)
+            acc, loss_v, _ = evaluate(run.model, getattr(data, split), cfg, ctx)
             final["best"][split] = (acc, loss_v)
     else:
         final["best"] = dict(final["last"])
-    peak = torch.cuda.max_memory_allocated(dev) / (1 << 20) if dev.type == "cuda" else None
-    return RunResult(model=model_name, norm=norm, seed=seed, params=params, steps=step, tokens=tokens,
-                     train_seconds=train_seconds, final=final, best_step=int(best["step"]) or step, curve=curve,
-                     peak_mem_mib=peak, peak_rss_mib=_peak_rss_mib(), resumed_from=resumed_from)
+    return final
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -464,14 +568,3 @@ def _data_label(data: ListOpsData) -> str:
 def runs(cfg: ListOpsConfig) -> list[tuple[str, str, int]]:
     """Every ``(model, norm, seed)`` of ``cfg`` in run order (seed-major, then model, then norm)."""
     return [(m, n, s) for s in cfg.seeds for m in cfg.models for n in cfg.norms]
-
-
-def run(cfg: ListOpsConfig, data: ListOpsData, run_dir: Path, done: set[tuple[str, str, int]],
-        ctx: DistContext | None = None, on_event: Event | None = None) -> Iterator[tuple[str, list[dict]]]:
-    """Train every run of ``cfg`` not in ``done``; yields ``(label, rows)`` as each run finishes."""
-    for model_name, norm, seed in runs(cfg):
-        if (model_name, norm, seed) in done:
-            continue
-        ckpt = run_dir / "checkpoints" / run_key(model_name, norm, seed)
-        result = train_run(cfg, data, model_name, norm, seed, ckpt, ctx, on_event)
-        yield f"{model_name}/{norm}/seed {seed}", result_rows(result, cfg, data)

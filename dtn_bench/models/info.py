@@ -52,18 +52,22 @@ def sdpa_flop_formulas() -> dict:
 
 
 def flop_counter():
-    """torch's ``FlopCounterMode`` (no display) with :func:`sdpa_flop_formulas` added: counts fused attention on
-    every device and torch version (for the CPU flash kernel torch's own counter records nothing)."""
+    """Torch's ``FlopCounterMode`` (no display) with :func:`sdpa_flop_formulas` added.
+
+    It counts fused attention on every device and torch version (for the CPU flash kernel torch's own counter records
+    nothing).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     return FlopCounterMode(display=False, custom_mapping=sdpa_flop_formulas())
 
 
 def count_gmacs(model: torch.nn.Module, img_size: int = 224) -> float:
-    """GMACs of one image at the model's input size (``img_size`` when it has none): the flop counter / 2, the
-    vision papers' "FLOPs". Matrix products inside DTN and attention (fused or not) count; LayerNorm-style
-    elementwise work counts 0."""
+    """GMACs of one image at the model's input size (``img_size`` when it has none): the flop counter / 2.
 
+    That is the vision papers' "FLOPs". Matrix products inside DTN and attention (fused or not) count; LayerNorm-style
+    elementwise work counts 0.
+    """
     size = getattr(getattr(model, "patch_embed", None), "img_size", None) or (img_size, img_size)
     p = next(model.parameters())
     return count_input_gmacs(model, torch.zeros(1, 3, *size, device=p.device, dtype=p.dtype))

@@ -3,7 +3,10 @@
 Layout (the authors' working recipe, ConViT-style, ``local_up_to_layer = 10``): the positional embedding is added
 to the 196 patch tokens only; blocks 0-9 see patch tokens only and use the chosen normaliser in both norms; the
 class token is concatenated before block 10; blocks 10-11 and the final norm are LayerNorm. The LN baselines use
-the same layout with LayerNorm everywhere. Names: ``vit_{t,t_star,s,s_star,b,b_star}_{ln,dtn}``.
+the same layout with LayerNorm everywhere. Names: ``vit_{t,t_star,s,s_star,b,b_star}_{ln,dtn,dyt,powernorm}``; the
+``dyt`` (Dynamic Tanh) and ``powernorm`` (PowerNorm) models are the same layout with that normaliser in blocks 0-9, as
+in the DTN paper's normaliser comparison (the DyT paper itself replaces every LayerNorm of a standard ViT, final norm
+included, so its published numbers are for another layout).
 
 Differences from the authors' code, stated: qkv projections carry a bias (timm's default, as in DeiT; the
 authors' ViT had none). Their checkpoints still load: :func:`dtn_bench.checkpoint.load_checkpoint` fills the
@@ -44,7 +47,8 @@ VIT_SPECS = {
     "vit_b": ViTSpec("ViT-B", 768, 12),
     "vit_b_star": ViTSpec("ViT-B*", 768, 16),
 }
-NORM_SUFFIX = {"ln": "layernorm", "dtn": "dtn"}
+NORM_SUFFIX = {"ln": "layernorm", "dtn": "dtn", "dyt": "dyt", "powernorm": "powernorm"}
+"""Zoo name suffix -> registered normaliser of blocks 0-9."""
 
 
 class LocalViT(VisionTransformer):

@@ -110,9 +110,11 @@ def zoo_pair(name: str) -> tuple[str, str] | None:
 
 
 def expand(patterns) -> list[str]:
-    """``--models`` entries matched against the registry: exact profiled names, zoo names with their normaliser
-    (``vit_s_dtn``, kept as given), shell patterns (``vit_*``) or substrings, in registry order, each once. A pattern
-    that matches nothing is an error naming the closest models."""
+    """``--models`` entries matched against the registry, in registry order, each once.
+
+    An entry is an exact profiled name, a zoo name with its normaliser (``vit_s_dtn``, kept as given), a shell pattern
+    (``vit_*``) or a substring. A pattern that matches nothing is an error naming the closest models.
+    """
     from dtn_bench.models import MODELS
 
     names = PROFILE_MODELS.names()
@@ -143,9 +145,11 @@ def select(patterns) -> list[str]:
 
 
 def pairs(patterns, norms) -> list[tuple[str, str]]:
-    """The ``(model, norm)`` configurations of a run: every pattern's models x ``norms``, except zoo names, which
-    bring their own normaliser (``--models vit_s_ln,vit_s_dtn``); model by model, then in ``norms`` order (a zoo
-    name's normaliser after those), each once."""
+    """The ``(model, norm)`` configurations of a run: every pattern's models x ``norms``, each once.
+
+    Zoo names are the exception: they bring their own normaliser (``--models vit_s_ln,vit_s_dtn``). The order is model
+    by model, then ``norms`` order (a zoo name's normaliser after those).
+    """
     norm_order = list(dict.fromkeys(norms))
     found: list[tuple[str, str]] = []
     for name in expand(patterns):
@@ -212,7 +216,7 @@ def _is_dtn(norm: str) -> bool:
 
 
 def pvt_v2_with(variant: str, norm: str, *, groups=PVT_DTN_GROUPS, pool_to: int = PVT_POOL_TO) -> nn.Module:
-    """timm's ``pvt_v2_<variant>`` (random weights) with ``norm`` in every block of stages 1-3.
+    """Timm's ``pvt_v2_<variant>`` (random weights) with ``norm`` in every block of stages 1-3.
 
     Args:
         variant: ``b0`` .. ``b5``.
@@ -283,9 +287,11 @@ class WindowNorm(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
+        """The inner normaliser's ``weight``."""
         return self.norm.weight
 
     def extra_repr(self) -> str:
+        """The map size and the window side, for ``repr``."""
         return f"map={self.resolution[0]}x{self.resolution[1]}, window={self.window}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -303,7 +309,7 @@ class WindowNorm(nn.Module):
 
 
 def swin_with(norm: str, *, name: str = "swin_tiny_patch4_window7_224") -> nn.Module:
-    """timm's Swin (random weights) with ``norm`` applied per window in both norms of every block.
+    """Timm's Swin (random weights) with ``norm`` applied per window in both norms of every block.
 
     Args:
         norm: a registered normaliser; ``layernorm`` returns the stock model.

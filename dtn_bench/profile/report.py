@@ -145,8 +145,10 @@ def latency_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def memory_mfu_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Peak memory (MiB, headed by what it measured) and MFU per ``(model, norm)`` and batch actually run (MFU on
-    GPUs only)."""
+    """Peak memory (MiB, headed by what it measured) and MFU per ``(model, norm)`` and batch actually run.
+
+    MFU is there on GPUs only.
+    """
     sub = df[((df["metric"] == "peak_mem_mib") & (df.get("phase") == "throughput")) | (df["metric"] == "mfu")]
     if sub.empty:
         return pd.DataFrame()

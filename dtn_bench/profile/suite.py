@@ -56,7 +56,9 @@ PROFILE_SUITE = register(Suite(
 
 def profile(preset: str = "default", *, out: str | Path = "results", run_id: str | None = None, resume: bool = False,
             **settings) -> RunResult:
-    """Profile models x normalisers from Python: the preset with ``settings`` over it (``models``, ``norms``,
-    ``device``, ``batch_sizes``, ...); returns the :class:`~dtn_bench.runner.RunResult`."""
+    """Profile models x normalisers from Python; returns the :class:`~dtn_bench.runner.RunResult`.
+
+    It runs the preset with ``settings`` over it (``models``, ``norms``, ``device``, ``batch_sizes``, ...).
+    """
     cfg = measure.ProfileConfig.from_preset(preset, **settings)
     return run_suite(PROFILE_SUITE, cfg, out=out, run_id=run_id, resume=resume)

@@ -3,12 +3,18 @@
 Tables put our measurements beside these. Each entry is a :class:`Published` with the number (``None`` where the
 source publishes none), the source it was taken from, and a note. Keys are ``(model, norm)`` tuples using the
 package's names: models ``vit_t``, ``vit_t_star``, ``vit_s``, ``vit_s_star``, ``vit_b_star`` (the ``*`` variants
-of the DTN paper) and ``transformer``, ``bigbird``, ``reformer``; norms ``layernorm``, ``batchnorm``,
-``instancenorm``, ``groupnorm``, ``scalenorm``, ``powernorm``, ``dtn``, and ``sn`` for the normaliser comparison's
-"SN" column, which the source does not expand (so no normaliser of this package is known to be it).
+of the DTN paper), ``transformer``, ``bigbird``, ``reformer``, and timm names where a source used a stock timm
+model; norms ``layernorm``, ``batchnorm``, ``instancenorm``, ``groupnorm``, ``scalenorm``, ``powernorm``, ``dtn``,
+``dyt``, and ``sn`` for the normaliser comparison's "SN" column, which the source does not expand (so no normaliser of
+this package is known to be it).
 
 The ImageNet accuracies, FLOPs, parameters and the normaliser comparison come from the results tables of the
-authors' official README (github wqshao126/DTN); ListOps LayerNorm baselines from the LRA paper.
+authors' official README (github wqshao126/DTN); ListOps LayerNorm baselines from the LRA paper. Dynamic Tanh
+(``dyt``): the DyT authors' README (github jiachenzhu/DyT) gives ImageNet-1k top-1 for ViT-B and ViT-L only (and
+ConvNeXt), each with every LayerNorm of a stock timm ViT replaced, final norm included, so they are keyed by the timm
+model (:data:`DYT_IMAGENET_TOP1`), not by this package's DTN-layout zoo; the comparison's ViT-S / ViT-S* with DyT are
+"not published". PowerNorm's own paper evaluates NLP tasks (translation, language modelling) only; its ViT numbers
+are the DTN comparison's PN column.
 
 Units follow the sources: accuracies in percent, compute in GMACs (the DTN paper's "FLOPs" column counts
 multiply-accumulates), parameters in millions. :func:`published` looks a key up in a table by name and answers
@@ -41,6 +47,7 @@ class Published:
 DTN_README = "Shao et al., ICLR 2022, official README"
 DTN_PAPER = "Shao et al., ICLR 2022 (Dynamic Token Normalization)"
 LRA_PAPER = "Tay et al., ICLR 2021 (Long Range Arena), Table 1"
+DYT_README = "Zhu et al., CVPR 2025 (Transformers without Normalization), official README (github jiachenzhu/DyT)"
 NOT_PUBLISHED = "not published"
 
 
@@ -100,7 +107,7 @@ PAPER_PARAMS_M: dict[tuple[str, str], Published] = _table(
 )
 """Parameter counts (millions) reported by the DTN authors, keyed by ``(model, norm)``."""
 
-NORM_COMPARISON_TOP1: dict[tuple[str, str], Published] = _table(
+NORM_COMPARISON_TOP1: dict[tuple[str, str], Published] = {**_table(
     f"{DTN_README}, comparison of normalizers",
     {
         ("vit_s", "layernorm"): 79.9,
@@ -121,8 +128,23 @@ NORM_COMPARISON_TOP1: dict[tuple[str, str], Published] = _table(
         ("vit_s_star", "dtn"): 81.7,
     },
     note="ImageNet-1k top-1 accuracy (%); 'sn' is the table's SN column, a normaliser the source does not expand",
+), **_table(DYT_README, {("vit_s", "dyt"): None, ("vit_s_star", "dyt"): None})}
+"""ImageNet-1k top-1 accuracy (%) of ViT-S and ViT-S* with each normaliser, keyed by ``(model, norm)``; DyT has no
+published ViT-S / ViT-S* number ("not published", source: the DyT README)."""
+
+DYT_IMAGENET_TOP1: dict[tuple[str, str], Published] = _table(
+    DYT_README,
+    {
+        ("vit_base_patch16_224", "layernorm"): 82.3,
+        ("vit_base_patch16_224", "dyt"): 82.5,
+        ("vit_large_patch16_224", "layernorm"): 83.1,
+        ("vit_large_patch16_224", "dyt"): 83.6,
+    },
+    note="ImageNet-1k top-1 accuracy (%), 224x224, supervised, the DyT authors' recipe; stock timm ViT with every "
+    "LayerNorm (final norm included) replaced by DyT, not the DTN-paper layout of the vit_b_* zoo models",
 )
-"""ImageNet-1k top-1 accuracy (%) of ViT-S and ViT-S* with each normaliser, keyed by ``(model, norm)``."""
+"""ImageNet-1k top-1 accuracy (%) of the DyT paper's ViTs with LayerNorm and with DyT, keyed by
+``(timm model, norm)``."""
 
 LRA_LISTOPS: dict[tuple[str, str], Published] = {
     **_table(
@@ -153,6 +175,7 @@ TABLES: dict[str, tuple[dict[tuple[str, str], Published], str]] = {
     "paper_flops_g": (PAPER_FLOPS_G, DTN_README),
     "paper_params_m": (PAPER_PARAMS_M, DTN_README),
     "norm_comparison_top1": (NORM_COMPARISON_TOP1, f"{DTN_README}, comparison of normalizers"),
+    "dyt_imagenet_top1": (DYT_IMAGENET_TOP1, DYT_README),
     "lra_listops": (LRA_LISTOPS, LRA_PAPER),
     "imagenet_c_mce": (IMAGENET_C_MCE, DTN_PAPER),
 }
@@ -170,10 +193,11 @@ NORM_ALIASES: dict[str, str] = {
     "scale_norm": "scalenorm",
     "pn": "powernorm",
     "power_norm": "powernorm",
+    "dynamic_tanh": "dyt",
 }
 """Short or spelled-out norm names accepted by :func:`published`, mapped to the package's names."""
 
-_NORMS = {"layernorm", "batchnorm", "instancenorm", "groupnorm", "scalenorm", "powernorm", "dtn", "sn"}
+_NORMS = {"layernorm", "batchnorm", "instancenorm", "groupnorm", "scalenorm", "powernorm", "dtn", "sn", "dyt"}
 
 
 def _canonical_norm(norm: str) -> str:

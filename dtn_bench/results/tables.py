@@ -171,8 +171,10 @@ def _format_value(value: Any, floatfmt: str, missing: str) -> str:
 
 
 def setting_text(value: Any) -> str:
-    """A run setting as text: a whole number prints without its ``.0`` (``200.0``, as a column with gaps is read
-    back, -> ``200``), a boolean as ``True`` / ``False``, anything else as ``str``."""
+    """A run setting as text: a whole number without its ``.0``, a boolean as ``True`` / ``False``, else ``str``.
+
+    A whole number prints without its ``.0``: ``200.0``, as a column with gaps is read back, -> ``200``.
+    """
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, numbers.Real) and float(value).is_integer():
@@ -259,12 +261,12 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f", title: str | None = Non
 
 
 def latex_escape(text: str) -> str:
-    """Escapes LaTeX special characters (``& % $ # _ { } ~ ^ \\``) in plain text."""
+    r"""Escapes LaTeX special characters (``& % $ # _ { } ~ ^ \``) in plain text."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
 def to_latex(df: pd.DataFrame, floatfmt: str = ".2f", caption: str | None = None, label: str | None = None) -> str:
-    """Renders a table as a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``).
+    r"""Renders a table as a booktabs ``tabular`` (needs ``\usepackage{booktabs}``).
 
     With a ``caption`` or ``label`` the tabular is wrapped in a ``table`` float with the caption above it. Text is
     escaped (:func:`latex_escape`); missing values show as ``---``. Index columns are left-aligned, numeric
@@ -274,7 +276,7 @@ def to_latex(df: pd.DataFrame, floatfmt: str = ".2f", caption: str | None = None
         df: the table.
         floatfmt: format spec for floats.
         caption: table caption (escaped).
-        label: ``\\label`` key (not escaped).
+        label: ``\label`` key (not escaped).
 
     Returns:
         The LaTeX text, ending with a newline.
@@ -300,9 +302,11 @@ def to_latex(df: pd.DataFrame, floatfmt: str = ".2f", caption: str | None = None
 
 
 def to_csv(df: pd.DataFrame) -> str:
-    """Renders a table as CSV at 12 significant digits and 9 decimals, enough for any measured figure and without the
-    float noise of averaging and differencing (``33.900000000000006`` -> ``33.9``, ``7.1e-15`` -> ``0.0``); the index is
-    included unless it is an unnamed default index."""
+    """Renders a table as CSV at 12 significant digits and 9 decimals, enough for any measured figure.
+
+    That is without the float noise of averaging and differencing (``33.900000000000006`` -> ``33.9``, ``7.1e-15`` ->
+    ``0.0``); the index is included unless it is an unnamed default index.
+    """
     out = df.map(lambda v: float(f"{round(v, 9) + 0.0:.12g}") if isinstance(v, float) else v)
     out.columns = [_label(c) for c in out.columns]
     return out.to_csv(index=_shows_index(df), lineterminator="\n")

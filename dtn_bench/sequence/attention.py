@@ -38,8 +38,10 @@ def _check_input(name: str, x: torch.Tensor, dim: int, mask: torch.Tensor | None
 
 
 def _key_mask(mask: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor:
-    """Boolean ``[B, T]`` keys a query may attend to. An example with no real token at all attends to every key, so
-    its (unused) outputs stay finite instead of NaN."""
+    """Boolean ``[B, T]`` keys a query may attend to.
+
+    An example with no real token at all attends to every key, so its (unused) outputs stay finite instead of NaN.
+    """
     if mask is None:
         return torch.ones(batch, length, dtype=torch.bool, device=device)
     mask = mask.to(device=device, dtype=torch.bool)
@@ -69,6 +71,7 @@ class FullAttention(nn.Module):
         self.o = nn.Linear(dim, dim, bias=False)
 
     def extra_repr(self) -> str:
+        """The constructor settings, for ``repr``."""
         return f"{self.dim}, heads={self.heads}, dropout={self.dropout}"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,6 +160,7 @@ class BigBirdAttention(nn.Module):
         self.register_buffer("random_blocks", torch.zeros(heads, 0, num_random, dtype=torch.long), persistent=False)
 
     def extra_repr(self) -> str:
+        """The constructor settings, for ``repr``."""
         return (f"{self.dim}, heads={self.heads}, block={self.block}, window={self.window}, "
                 f"num_random={self.num_random}, layer_index={self.layer_index}, random_within={self.random_within}, "
                 f"random={self.random}")
@@ -233,8 +237,10 @@ class BigBirdAttention(nn.Module):
         return max(1, math.ceil(length / self.block))
 
     def pattern(self, seq_len: int | None = None) -> torch.Tensor:
-        """Boolean block mask ``[H, n, n]`` (query block, key block) for a sequence of ``seq_len`` tokens (default:
-        the length of the last forward call)."""
+        """Boolean block mask ``[H, n, n]`` (query block, key block) for a sequence of ``seq_len`` tokens.
+
+        ``seq_len`` defaults to the length of the last forward call.
+        """
         if seq_len is None:
             if not self._num_blocks:
                 raise DTNBenchError("BigBirdAttention.pattern: give seq_len (no forward call has fixed a length yet)")
@@ -359,6 +365,7 @@ class LSHAttention(nn.Module):
         self.register_buffer("rotations", rot.expand(heads, -1, -1, -1).contiguous(), persistent=False)
 
     def extra_repr(self) -> str:
+        """The constructor settings, for ``repr``."""
         return (f"{self.dim}, heads={self.heads}, n_hashes={self.n_hashes}, n_buckets={self.n_buckets}, "
                 f"layer_index={self.layer_index}, lra_quirks={self.lra_quirks}")
 
@@ -371,15 +378,19 @@ class LSHAttention(nn.Module):
         return buckets
 
     def buckets(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The buckets ``[B, H, n_hashes, T]`` that :meth:`forward` sorts by for ``x [B, T, C]`` (padded tokens get
-        ``n_buckets`` unless ``lra_quirks``)."""
+        """The buckets ``[B, H, n_hashes, T]`` that :meth:`forward` sorts by for ``x [B, T, C]``.
+
+        Padded tokens get ``n_buckets`` unless ``lra_quirks``.
+        """
         _check_input("LSHAttention", x, self.dim, mask)
         B, T, _ = x.shape
         return self._hash(self.qk(x).view(B, T, self.heads, self.head_dim).transpose(1, 2), mask)
 
     def padded_length(self, length: int) -> int:
-        """Tokens after the filler: a multiple of ``n_buckets`` (always at least one filler token with
-        ``lra_quirks``)."""
+        """Tokens after the filler: a multiple of ``n_buckets``.
+
+        With ``lra_quirks`` there is always at least one filler token.
+        """
         K = self.n_buckets
         return length + K - length % K if self.lra_quirks else math.ceil(length / K) * K
 

@@ -66,8 +66,11 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 
 def lecun_normal_(weight: torch.Tensor) -> torch.Tensor:
-    """LeCun normal in place on a ``[out, in]`` weight, as JAX/Flax define it: a normal truncated at two standard
-    deviations, scaled so that the variance is ``1 / fan_in`` (std ``sqrt(1 / fan_in) / 0.8796``)."""
+    """LeCun normal in place on a ``[out, in]`` weight, as JAX/Flax define it.
+
+    A normal truncated at two standard deviations, scaled so that the variance is ``1 / fan_in`` (std
+    ``sqrt(1 / fan_in) / 0.8796``).
+    """
     std = math.sqrt(1.0 / weight.shape[1]) / 0.87962566103423978
     return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
@@ -126,6 +129,7 @@ class EncoderBlock(nn.Module):
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Apply the block to ``x [B, T, C]``; ``mask [B, T]`` (True = real token) goes to attention and both norms."""
         x = x + self.drop(self.attn(self.norm1(x, mask), mask))
         return x + self.mlp(self.norm2(x, mask))
 

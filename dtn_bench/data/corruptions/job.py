@@ -1,7 +1,7 @@
 """The folder job of ``dtn-bench corrupt`` and the speed benchmark of ``dtn-bench bench corrupt``.
 
 :func:`corrupt_folder` writes the released layout; :func:`benchmark` times the corruptions (measurement only: rows
-out).
+out; the ``bench-corrupt`` suite, :mod:`dtn_bench.bench.corrupt`, runs it and derives the speed ratio from the rows).
 """
 
 from __future__ import annotations
@@ -42,13 +42,26 @@ source and seed continues that job."""
 
 
 def image_seed(seed: int, corruption: str, severity: int, relpath: str) -> int:
-    """The 63-bit seed of one output image: ``sha256("seed|corruption|severity|relpath")`` (POSIX relpath)."""
+    """The 63-bit seed of one output image: ``sha256("seed|corruption|severity|relpath")``.
+
+    Args:
+        seed: the run seed.
+        corruption: the corruption's name.
+        severity: 1..5.
+        relpath: the source image's path relative to SRC, POSIX style (``n01440764/x.JPEG``).
+
+    Returns:
+        The first 8 digest bytes (little-endian), top bit cleared.
+    """
     digest = hashlib.sha256(f"{int(seed)}|{corruption}|{int(severity)}|{relpath}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def load_image(path: str | Path) -> torch.Tensor:
     """Reads an image as RGB and applies ``Resize(256)`` (bilinear, Pillow, antialiased) + ``CenterCrop(224)``.
+
+    Args:
+        path: the image file.
 
     Returns:
         uint8 ``[3, 224, 224]``.
@@ -81,7 +94,15 @@ def _probe_image(path: Path) -> None:
 
 
 def encode_jpeg(image: torch.Tensor, quality: int = JPEG_QUALITY) -> bytes:
-    """JPEG bytes of a uint8 ``[3, H, W]`` image, as the release saved them (``quality=85, optimize=True``)."""
+    """JPEG bytes of an image, as the release saved them (``quality=85, optimize=True``).
+
+    Args:
+        image: uint8 ``[3, H, W]`` (any device).
+        quality: the JPEG quality.
+
+    Returns:
+        The file's bytes.
+    """
     from PIL import Image
 
     buf = io.BytesIO()
@@ -122,6 +143,12 @@ def list_images(src: str | Path) -> list[Path]:
     """Source images ``SRC/<class>/<image>`` as sorted relative paths; one-line errors for a bad layout.
 
     Hidden files (starting with ``.``) are ignored.
+
+    Args:
+        src: the source folder.
+
+    Returns:
+        The image paths relative to ``src``, sorted by class folder, then file name.
 
     Raises:
         DTNBenchError: SRC is missing or not a folder, holds files outside class folders or nested folders, a file
@@ -176,6 +203,12 @@ class CorruptSummary:
 def check_folder_args(src: str | Path, out: str | Path, batch_size: int,
                       device: str | torch.device) -> tuple[torch.device, list[Path]]:
     """Checks the arguments of :func:`corrupt_folder` before anything is written.
+
+    Args:
+        src: the source folder ``SRC/<class>/<image>``.
+        out: the output root (not inside ``src``).
+        batch_size: images per batch (> 0).
+        device: the torch device of the corruption maths.
 
     Returns:
         The torch device and the source images (relative paths, see :func:`list_images`), every one of which has
@@ -451,7 +484,7 @@ def _load_peer_run(peer: bool, images: torch.Tensor, peer_batch: int, common: di
         sys.modules["cv2"].setNumThreads(torch.get_num_threads())
     batch = images.shape[0]
     peer_images = [im.permute(1, 2, 0).cpu().numpy().copy() for im in images[: max(1, min(peer_batch, batch))]]
-    return _Peer(module, version, peer_images, dict(common, batch_size=len(peer_images)))
+    return _Peer(module, version, peer_images, dict(common, batch_size=len(peer_images), impl_version=version))
 
 
 def _stat_rows(suite: str, impl: str, name: str, wall: list, cpu: list, settings: dict) -> list[dict]:
@@ -500,25 +533,6 @@ def _pass_rows(suite: str, impl: str, times: dict[str, tuple[float, float]], set
     return rows
 
 
-def _versus_rows(suite: str, corruptions: Sequence[str], ours: dict, theirs: dict, run: _Peer,
-                 common: dict) -> list[dict]:
-    """The peer's pass rows (when it ran every corruption) and the ``speedup`` row, over the corruptions both ran."""
-    from dtn_bench.results.schema import make_row
-
-    peer = _package().PEER
-    both = [n for n in corruptions if n in theirs]
-    failed = [n for n in corruptions if n not in theirs]
-    rows = [] if failed else _pass_rows(suite, peer, theirs, run.settings)
-    scope = (f"all {len(both)} corruptions" if not failed else
-             f"the {len(both)} of {len(corruptions)} corruptions it ran ({', '.join(failed)} failed)")
-    versus = (f"{peer} {run.version} timed in this run on {len(run.images)} of the same images, {scope}, "
-              f"{common['threads']} thread(s)")
-    ratio = sum(theirs[n][0] for n in both) / sum(ours[n][0] for n in both)
-    rows.append(make_row(suite, "-", "-", "speedup", ratio, corruption="pass", stat="median", impl="dtn-bench",
-                         versus=versus, **common))
-    return rows
-
-
 def benchmark(corruptions: Sequence[str], severity: int = 3, batch: int = 16, warmup: int = 1, iters: int = 3,
               device: str | torch.device = "cpu", seed: int = 0, suite: str = "bench-corrupt", peer: bool = True,
               peer_batch: int = 4, notes: list[str] | None = None) -> Iterator[tuple[str, list[dict]]]:
@@ -531,12 +545,12 @@ def benchmark(corruptions: Sequence[str], severity: int = 3, batch: int = 16, wa
     ``time_ms`` as the sums of the medians and of the minima, ``throughput_img_s`` = source images per second through
     the whole set (``1000 / median pass``). Every row records ``threads`` (torch's intra-op threads).
 
-    The peer (``impl = "imagecorruptions"``, when ``peer`` and :func:`load_peer` finds it): right after ours, each
-    corruption on the first ``peer_batch`` of the same images (HWC uint8, one ``corrupt()`` call per image, NumPy's
-    global seed set per call), the same rows. A corruption the peer fails on gets no rows and a line in ``notes``.
-    Then, if the peer ran at least one: its pass rows (only when it ran every corruption) and ``speedup`` (``impl =
-    "dtn-bench"``) = the peer's summed medians over our summed medians, over the corruptions both ran; ``versus``
-    says what was compared. Without the peer there is no ``speedup`` row, and ``notes`` says why.
+    The peer (``impl = "imagecorruptions"``, ``impl_version`` its version, when ``peer`` and :func:`load_peer` finds
+    it): right after ours, each corruption on the first ``peer_batch`` of the same images (HWC uint8, one
+    ``corrupt()`` call per image, NumPy's global seed set per call), the same rows. A corruption the peer fails on
+    gets no rows and a line in ``notes``. When it ran every corruption: its pass rows too. Without the peer,
+    ``notes`` says why. The rows hold timings only: the speed ratio over the peer is derived from them at render time
+    (:func:`dtn_bench.bench.corrupt.peer_speedups`).
 
     Nothing runs before the first row is asked for (the caller may set torch's thread count in between).
 
@@ -580,6 +594,6 @@ def benchmark(corruptions: Sequence[str], severity: int = 3, batch: int = 16, wa
             rows += _time_peer(run, name, severity, seed, warmup, iters, suite, theirs, notes)
         yield name, rows
     rows = _pass_rows(suite, "dtn-bench", ours, common)
-    if theirs:
-        rows += _versus_rows(suite, corruptions, ours, theirs, run, common)
+    if run is not None and all(n in theirs for n in corruptions):
+        rows += _pass_rows(suite, _package().PEER, theirs, run.settings)
     yield "pass", rows
