@@ -34,7 +34,7 @@ def did_you_mean(name: str, known: Sequence[str], *, n: int = 3, cutoff: float =
 
 
 def _close_matches(name: str, known: list[str], n: int, cutoff: float) -> list[str]:
-    """difflib's near matches (similarity ratio >= ``cutoff``, best first), ties in the order of ``known``.
+    """Difflib's near matches (similarity ratio >= ``cutoff``, best first), ties in the order of ``known``.
 
     ``difflib.get_close_matches`` breaks ties by reverse alphabetical order, so ``dnt`` would suggest ``dyt`` before
     ``dtn``; here a tie keeps the registration order.

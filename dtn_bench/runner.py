@@ -101,6 +101,9 @@ class Report:
         csv: ``csv(rows)`` -> the CSV text where the suite writes its own (default: ``main`` at 9 decimals).
         console: ``console(rows)`` -> the :class:`ConsoleTable` s (and lines, ``str``) printed after a run.
         run_documents: the documents a run folder gets (``dtn-bench table --out`` writes all three).
+        options: render options ``render``, ``main`` and ``csv`` accept as keywords (e.g. ``ci``: the interval
+            method), offered by ``dtn-bench table <suite>`` and passed through :meth:`documents`; the defaults of
+            those keywords are what a run folder gets.
     """
 
     render: Callable[[Any, str], str]
@@ -112,6 +115,7 @@ class Report:
     csv: Callable[[Any], str] | None = None
     console: Callable[[Any], list[ConsoleTable]] | None = None
     run_documents: tuple[str, ...] = ("table.md", "table.tex")
+    options: tuple[str, ...] = ()
 
     def check_combinable(self, df, runs: Iterable[Path], command: str) -> None:
         """One-line error when the rows of the runs differ in a setting that must agree."""
@@ -122,16 +126,20 @@ class Report:
         if self.check is not None:
             self.check(df, list(runs))
 
-    def documents(self, df, names: Iterable[str] = ("table.md", "table.tex", "table.csv")) -> dict[str, str]:
-        """``{file name: text}`` of the documents ``names`` rendered from ``df``."""
+    def documents(self, df, names: Iterable[str] = ("table.md", "table.tex", "table.csv"),
+                  **options: Any) -> dict[str, str]:
+        """``{file name: text}`` of the documents ``names`` rendered from ``df`` with the render ``options``."""
         from dtn_bench.results.tables import to_csv
 
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise DTNBenchError(f"this report takes no option {', '.join(unknown)}")
         out: dict[str, str] = {}
         for name in names:
             if name == "table.csv":
-                out[name] = self.csv(df) if self.csv is not None else to_csv(self.main(df))
+                out[name] = self.csv(df, **options) if self.csv is not None else to_csv(self.main(df, **options))
             else:
-                out[name] = self.render(df, name.rsplit(".", 1)[1])
+                out[name] = self.render(df, name.rsplit(".", 1)[1], **options)
         return out
 
     def figures(self, df) -> dict[str, bytes]:

@@ -53,14 +53,17 @@ class SuiteRegistry(Registry):
         return super().__len__()
 
     def names(self) -> list[str]:
+        """The registered suite names, in registration order (built-in suites loaded first)."""
         self._load()
         return super().names()
 
     def get(self, name: str):
+        """The suite entry for ``name`` (built-in suites loaded first); an error with the closest matches if none."""
         self._load()
         return super().get(name)
 
     def list(self, pattern: str | None = None):
+        """Suite entries matching a shell-style ``pattern`` (a substring if no wildcard); built-ins loaded first."""
         self._load()
         return super().list(pattern)
 

@@ -158,9 +158,13 @@ def test_bench_norms_layer_run_rows(layer_run):
     for norm in ("layernorm", "dtn", "dtn_authors"):
         for pass_ in ("fwd", "fwd_bwd"):
             sel = times[(times["norm"] == norm) & (times["pass"] == pass_)]
-            assert set(sel["stat"]) == {"median", "min"}, (norm, pass_)
+            assert set(sel["stat"]) == {"median", "min", "rep"}, (norm, pass_)
             assert (sel["value"] > 0).all()
             assert (sel["unit"] == "ms").all()
+            reps = sel[sel["stat"] == "rep"]  # every timed call: quick preset, 2 (the authors' algorithm: 1)
+            assert sorted(reps["repetition"]) == list(range(1 if norm == "dtn_authors" else 2)), (norm, pass_)
+            assert reps["value"].min() == pytest.approx(sel.loc[sel["stat"] == "min", "value"].item())
+            assert reps["value"].median() == pytest.approx(sel.loc[sel["stat"] == "median", "value"].item())
     assert set(rows["metric"]) == {"time_ms"}  # measurements only: the speed-up is derived when rendered
     speedup = speedups(rows)
     assert sorted(speedup["pass"]) == ["fwd", "fwd_bwd"]
@@ -169,7 +173,17 @@ def test_bench_norms_layer_run_rows(layer_run):
     for _, r in speedup.iterrows():
         expected = median[("dtn_authors", r["pass"])] / median[("dtn", r["pass"])]
         assert r["value"] == pytest.approx(expected)
+        # one pair of repetitions (the authors' algorithm is timed once): the spread of that one ratio
+        assert r["spread"].n == 1
     assert "throughput_img_s" not in set(rows["metric"])
+    # the layer table shows the spread of the paired per-repetition ratios beside each ratio to LayerNorm
+    reps = times[times["stat"] == "rep"].set_index(["norm", "pass", "repetition"])["value"]
+    ratios = [reps[("dtn", "fwd", k)] / reps[("layernorm", "fwd", k)] for k in (0, 1)]
+    want = f"{sum(ratios) / 2:.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+    md = (run / "table.md").read_text()
+    line = next(row for row in md.splitlines() if row.startswith("| dtn "))
+    assert [c.strip() for c in line.split("|")][5] == want  # norm, fwd ms, fwd+bwd ms, fwd / LN, its spread
+    assert "| no repetitions recorded" not in md  # (the notes below the tables still say what that would mean)
 
 
 def test_bench_norms_with_models(tmp_path):
@@ -193,6 +207,10 @@ def test_bench_norms_with_models(tmp_path):
     tp_median = tp[tp["stat"] == "median"].set_index("model")["value"]
     med_ratio = ratio[ratio["stat"] == "median"]["value"].item()
     assert med_ratio == pytest.approx(tp_median["vit_t_dtn"] / tp_median["vit_t_ln"])
+    reps = tp[tp["stat"] == "rep"]  # the quick preset times each model once: one repetition, its spread
+    assert sorted(reps["model"]) == ["vit_t_dtn", "vit_t_ln"] and set(reps["repetition"]) == {0}
+    assert all(s.n == 1 for s in ratio["spread"])
+    assert "(one repetition)" in (run / "table.md").read_text()
 
 
 @pytest.mark.parametrize(

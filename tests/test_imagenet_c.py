@@ -35,7 +35,7 @@ LABEL = ["ImageNet-C"]  # stderr: the data label comes before any error found on
 
 
 def loaded(ckpt: Path) -> list[str]:
-    """stderr before an error found once the checkpoint has loaded: the data label, the checkpoint line."""
+    """The stderr lines before an error found once the checkpoint has loaded: the data label, the checkpoint."""
     return [*LABEL, f"checkpoint {ckpt}: loaded its weights (a flat state dict, raw)"]
 
 
@@ -635,8 +635,10 @@ def test_table_csv(tmp_path, invoke):
 
 
 def test_ema_weights_are_evaluated_recorded_and_keyed(five, capsys):
-    """A CheckpointSaver file (state_dict + state_dict_ema): the EMA weights are evaluated by default and the rows,
-    config and run key say so; --no-ema evaluates the raw ones in another run folder."""
+    """A CheckpointSaver file (state_dict + state_dict_ema): the EMA weights are evaluated by default.
+
+    The rows, config and run key say so; --no-ema evaluates the raw ones in another run folder.
+    """
     import argparse
 
     from dtn_bench.models import create
@@ -676,9 +678,11 @@ def test_ema_weights_are_evaluated_recorded_and_keyed(five, capsys):
 
 
 def test_a_partial_copy_with_a_subset_file_runs_a_1000_class_model(tmp_path, invoke):
-    """Only the listed images of two real ImageNet classes (as a copy of RobustBench's 5,000 would be): accepted for
-    a 1000-class model with --subset-file, labels by the ImageNet-1k class index; a listed image that is absent is
-    named."""
+    """A partial copy (two real ImageNet classes, only the listed images) runs a 1000-class model.
+
+    As a copy of RobustBench's 5,000 would be: accepted with --subset-file, labels by the ImageNet-1k class index; a
+    listed image that is absent is named.
+    """
     from dtn_bench.imagenet_c.evaluation import imagenet_wnids
 
     wnids = ("n01440764", "n01484850")  # class 0 and class 2 of ImageNet-1k

@@ -374,6 +374,25 @@ def test_overhead_pairs_only_equal_batches():
     assert "not published" in text and "dtn / LN" in text
 
 
+def test_overhead_spread_over_typed_in_repetitions():
+    df = synthetic_rows()
+    reps = []
+    for norm, values in (("layernorm", [40.0, 50.0, 20.0]), ("dtn", [20.0, 40.0, 30.0])):
+        reps += [make_row("profile", "vit_s", norm, "throughput_img_s", v, phase="throughput", batch_size=8,
+                          batch_used=8, stat="rep", repetition=k) for k, v in enumerate(values)]
+    with_reps = pd.concat([df, pd.DataFrame(reps)], ignore_index=True)
+    o = report.overhead_table(with_reps)
+    # dtn over LN per repetition: 20/40, 40/50, 30/20 = 0.5, 0.8, 1.5
+    assert o.loc[("vit_s", 8), "dtn / LN over repetitions"] == "0.800 (0.500-1.500)"
+    assert o.loc[("vit_s", 8), "dtn / LN"] == 0.5  # the ratio of the run's throughputs, unchanged by the repetitions
+    assert o.loc[("vit_s", 1), "dtn / LN over repetitions"] == "no repetitions recorded"
+    assert o.loc[("vit_s", 64), "dtn / LN over repetitions"] == "—"  # no pair at 64
+    assert report.throughput_table(with_reps).equals(report.throughput_table(df))  # repetitions are not summaries
+    s = report.summary_table(with_reps)
+    assert s.loc[("vit_s", "dtn"), "/ LN @8 over repetitions"] == "0.800 (0.500-1.500)"
+    assert "0.800 (0.500-1.500)" in report.render_report(with_reps, "md")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # the command line: a tiny CPU run, one process per configuration
 @pytest.fixture(scope="module")

@@ -49,6 +49,9 @@ def test_small_run_rows(small_run):
     assert len(alloc) == len(want) and (alloc["value"] > 0).all()
     assert set(alloc["unit"]) == {"MiB"}
     assert set(rows["metric"]) == {"time_ms", "alloc_mib"}  # measurements only: the slopes are derived when rendered
+    reps = rows[(rows["metric"] == "time_ms") & (rows["stat"] == "rep")]  # every timed step (quick preset: one)
+    assert {(r.model, r.norm, int(r.length)) for r in reps.itertuples()} == want and set(reps["repetition"]) == {0}
+    assert len(reps) == len(want)
     assert set(rows["slope_min"]) == {1024} and set(rows["slope_max"]) == {4096}  # the fit range, for the report
     slopes = sb.slopes(rows)
     for metric in ("loglog_slope_time", "loglog_slope_alloc"):
@@ -68,6 +71,8 @@ def test_small_run_tables(small_run):
     for label in ("bigbird / layernorm", "bigbird / dtn", "transformer / layernorm", "transformer / dtn"):
         assert label in md
     assert "128" in md and "256" in md and "time slope" in md and "alloc slope" in md
+    assert "(one repetition)" in md and "| no repetitions recorded" not in md  # the spreads of the one repetition
+    assert "Training-step time over LayerNorm's" in md
     tex = (run / "table.tex").read_text()
     assert "\\begin{tabular}" in tex or "tabular" in tex
 
@@ -110,6 +115,35 @@ def test_slopes_are_per_run_and_ranges_must_agree_before_runs_combine():
     with pytest.raises(DTNBenchError, match=r"table lra-scaling: the runs differ in length_min \(1024, 512\)"):
         sb.SCALING_SUITE.report.check_combinable(both, [], "table lra-scaling")
     sb.SCALING_SUITE.report.check_combinable(pd.concat([_pair_rows("a"), _pair_rows("b")]), [], "table lra-scaling")
+
+
+def _rep_rows(norm: str, times: dict[int, list[float]], run_id: str = "a") -> pd.DataFrame:
+    """One (model, norm) pair's typed-in step times per length and repetition, with their medians."""
+    rows = []
+    for length, ts in times.items():
+        common = dict(model="transformer", norm=norm, metric="time_ms", length=length, run_id=run_id)
+        rows.append(dict(common, stat="median", value=sorted(ts)[len(ts) // 2]))
+        rows += [dict(common, stat="rep", repetition=k, value=t) for k, t in enumerate(ts)]
+    return pd.DataFrame(rows)
+
+
+def test_time_slope_and_ratio_spreads_of_typed_in_repetitions():
+    # repetition 0 grows as L^1, repetition 1 as L^2, repetition 2 as L^1.5 (from the same time at 1024)
+    times = {L: [L / 1024, (L / 1024) ** 2, (L / 1024) ** 1.5] for L in (1024, 2048, 4096)}
+    ln = {L: [1.0, 2.0, 4.0] for L in (1024, 2048, 4096)}
+    df = pd.concat([_rep_rows("dtn", times), _rep_rows("layernorm", ln)], ignore_index=True)
+    s = sb.slopes(df).set_index("norm").loc["dtn", "spread"]
+    assert (s.min, s.median, s.max, s.n) == pytest.approx((1.0, 1.5, 2.0, 3))
+    table = sb.slope_table(df)
+    assert table.loc["transformer / dtn", "time slope over repetitions"] == "1.50 (1.00-2.00)"
+    assert table.loc["transformer / layernorm", "time slope over repetitions"] == "0.00 (0.00-0.00)"
+    # at 2048, dtn over LN per repetition: 2/1, 4/2, 2^1.5/4 -> 2.0, 2.0, 0.707
+    ratio = sb.ratio_table(df)
+    assert ratio.loc[("transformer / dtn", 2048), "step time / LN"] == pytest.approx(2 ** 1.5 / 2.0)
+    assert ratio.loc[("transformer / dtn", 2048), "over repetitions"] == "2.00 (0.71-2.00)"
+    assert "1.50 (1.00-2.00)" in sb.render_report(df, "md")
+    old = df[df["stat"] != "rep"]
+    assert sb.slope_table(old).loc["transformer / dtn", "time slope over repetitions"] == "no repetitions recorded"
 
 
 def test_reformer_buckets_keep_chunks_fixed():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -82,11 +83,12 @@ def _copy_run(src: Path, dst: Path, config: dict | None = None, **changes) -> Pa
      ["Model", "Norm", "H", "C", "FLOPs ours (G)", "FLOPs paper (G)", "Norm GMACs", "Norm GMACs dense",
       "Params ours (M)", "Params paper (M)", "Top-1 paper (%)"]),
     ("listops", lambda df: lra_report.paper_table(df, "last"),
-     ["model", "LN", "DTN", "DTN - LN", "LRA paper (LN)", "DTN paper (DTN)"]),
+     ["model", "LN", "DTN", "DTN - LN (95% CI)", "LRA paper (LN)", "DTN paper (DTN)"]),
     ("norms", lambda df: norms_report.comparison_table(df), ["model", "figure", *PAPER_COLUMNS]),
     ("lra-scaling", lambda df: scaling.summary_table(df),
      ["model / norm", *(f"step ms (median), length {n}" for n in (512, 1024, 2048, 4096)),
-      "log-log slope of step time", "log-log slope of alloc_mib", "slopes fitted over lengths"]),
+      "log-log slope of step time", "log-log slope of step time over repetitions", "log-log slope of alloc_mib",
+      "slopes fitted over lengths"]),
 ])
 def test_table_csv_is_the_paper_table_printed_and_written(suite, main_table, columns, tmp_path, invoke):
     run = RUNS[suite]
@@ -174,7 +176,9 @@ def test_table_listops_combines_seeds_and_profile_combines_models(tmp_path, invo
     other = _copy_run(RUNS["listops"], tmp_path / "seed1", seed=seed_1, value=better)
     code, out, err = invoke("table", "listops", str(RUNS["listops"]), str(other), "--format", "csv")
     assert code == 0, err
-    assert pd.read_csv(io.StringIO(out)).set_index("model").loc["Transformer", "LN"] == "34.40 ± 0.71"
+    t = pd.read_csv(io.StringIO(out)).set_index("model")
+    assert t.loc["Transformer", "LN"] == "34.40 ± 0.71"
+    assert t.loc["Transformer", "DTN - LN (95% CI)"] == "1.60 [1.60, 1.60]"  # the same difference for both seeds
 
     def rename(df):
         return df["model"].replace({"vit_s": "vit_b_star"})
@@ -250,3 +254,116 @@ def test_table_all_without_rows_of_a_suite_with_tables_is_an_error(tmp_path, inv
     assert not (tmp_path / "t").exists()
     code, _, err = invoke("table", "all", str(RUNS["profile"]), "--format", "html")
     assert_one_line_error(code, err, "choose md, tex or csv")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the spread over repetitions beside each ratio: typed-in repetitions against a hand computation
+def _norm_rows(run_id: str, reps: dict, models: dict | None = None) -> pd.DataFrame:
+    """bench-norms rows of one run: per ``(norm, pass)`` the typed-in repetition times (ms), their median and min;
+    per model its repetition throughputs (img/s)."""
+    from dtn_bench.results.schema import make_row
+
+    shape = dict(batch=64, tokens=196, dim=384, heads=6, run_id=run_id)
+    rows = []
+    for (norm, pass_), times in reps.items():
+        rows += [make_row("bench-norms", "layer", norm, "time_ms", statistics.median(times), stat="median",
+                          **{"pass": pass_}, **shape),
+                 make_row("bench-norms", "layer", norm, "time_ms", min(times), stat="min", **{"pass": pass_}, **shape)]
+        rows += [make_row("bench-norms", "layer", norm, "time_ms", t, stat="rep", repetition=k, **{"pass": pass_},
+                          **shape) for k, t in enumerate(times)]
+    for model, tps in (models or {}).items():
+        norm = "dtn" if model.endswith("_dtn") else "layernorm"
+        common = dict(batch=32, run_id=run_id)
+        rows += [make_row("bench-norms", model, norm, "throughput_img_s", statistics.median(tps), stat="median",
+                          **common),
+                 make_row("bench-norms", model, norm, "throughput_img_s", max(tps), stat="best", **common)]
+        rows += [make_row("bench-norms", model, norm, "throughput_img_s", v, stat="rep", repetition=k, **common)
+                 for k, v in enumerate(tps)]
+    return pd.DataFrame(rows)
+
+
+TYPED = {("layernorm", "fwd"): [1.0, 2.0, 4.0], ("dtn", "fwd"): [2.0, 3.0, 10.0],
+         ("dtn_authors", "fwd"): [20.0, 36.0]}  # the authors' algorithm timed twice: 2 pairs with DTN
+TYPED_MODELS = {"vit_s_ln": [10.0, 20.0, 40.0], "vit_s_dtn": [8.0, 15.0, 36.0]}
+
+
+def test_norms_spreads_of_typed_in_repetitions_equal_the_hand_computation():
+    df = _norm_rows("a", TYPED, TYPED_MODELS)
+    # dtn / LN per repetition: 2/1, 3/2, 10/4 = 2.0, 1.5, 2.5 -> median 2.0, min 1.5, max 2.5
+    layer = norms_report.layer_table(df)
+    assert layer.loc["dtn", "fwd / LN"] == pytest.approx(3.0 / 2.0)  # the ratio of the medians, as before
+    assert layer.loc["dtn", "fwd / LN over repetitions"] == "2.00 (1.50-2.50)"
+    assert layer.loc["layernorm", "fwd / LN over repetitions"] == "1.00 (1.00-1.00)"
+    # the authors over DTN, repetitions 0 and 1 (both timed): 20/2, 36/3 = 10, 12 -> median 11
+    sp = norms_report.speedups(df)
+    assert sp["value"].item() == pytest.approx(28.0 / 3.0)
+    s = sp["spread"].item()
+    assert (s.min, s.median, s.max, s.n) == (10.0, 11.0, 12.0, 2)
+    # vit_s_dtn / vit_s_ln per repetition: 8/10, 15/20, 36/40 = 0.8, 0.75, 0.9
+    ratios = norms_report.throughput_ratios(df)
+    assert list(ratios["stat"]) == ["median", "best"]
+    assert all((s.min, s.median, s.max) == pytest.approx((0.75, 0.8, 0.9)) for s in ratios["spread"])
+    summary = norms_report.summary_table(df)
+    spread = summary["over repetitions"]
+    assert spread["DTN speed-up vs authors' algorithm (fwd, batch 64)"] == "11.00 (10.00-12.00)"
+    assert spread["vit_s_dtn / vit_s_ln throughput (median)"] == "0.80 (0.75-0.90)"
+    assert spread["vit_s_dtn inference throughput (batch 32, fp32 eager)"] == "15.00 (8.00-36.00)"
+    table = norms_report.comparison_table(df)
+    assert table.loc[("ViT-S", "fwd time / LN time, ours, over repetitions"), "DTN"] == "2.00 (1.50-2.50)"
+    assert table.loc[("ViT-S", "fwd time / LN time, ours"), "DTN"] == pytest.approx(1.5)
+    assert table.loc[("ViT-S*", "fwd time / LN time, ours, over repetitions"), "DTN"] == "not measured"
+    md = norms_report.render_report(df, "md")
+    assert "2.00 (1.50-2.50)" in md and "0.80 (0.75-0.90)" in md
+    assert "2.00 (1.50-2.50)" in norms_report.render_report(df, "tex")
+    assert "2.00 (1.50-2.50)" in to_csv(norms_report.comparison_table(df))
+
+
+def test_norms_spreads_pool_the_pairs_of_combined_runs():
+    b = {("layernorm", "fwd"): [1.0], ("dtn", "fwd"): [3.0], ("dtn_authors", "fwd"): [30.0]}
+    df = pd.concat([_norm_rows("a", TYPED), _norm_rows("b", b)], ignore_index=True)
+    # run a's pairs (2.0, 1.5, 2.5) and run b's (3.0); never run a's repetition 0 with run b's
+    assert norms_report.layer_table(df).loc["dtn", "fwd / LN over repetitions"] == "2.25 (1.50-3.00)"
+    speed = norms_report.summary_table(df)["over repetitions"]
+    assert speed["DTN speed-up vs authors' algorithm (fwd, batch 64)"] == "10.00 (10.00-12.00)"  # 10, 12, 10
+
+
+def test_rows_without_repetitions_render_the_note():
+    old = read_rows(RUNS["norms"])
+    assert "rep" not in set(old["stat"])  # the reference run kept the median and the minimum only
+    summary = norms_report.summary_table(old)
+    assert set(summary["over repetitions"]) == {norms_report.NO_REPETITIONS}
+    assert summary.loc["vit_s_dtn / vit_s_ln throughput (median)", "value"] == pytest.approx(0.8988, abs=1e-4)
+    layer = norms_report.layer_table(old)
+    assert set(layer["fwd / LN over repetitions"]) == {norms_report.NO_REPETITIONS}
+    md = (RUNS["norms"] / "table.md").read_text()
+    assert "| vit_s_dtn / vit_s_ln throughput (median)               |   0.90 | x     | no repetitions recorded |" in md
+    profile = profile_report.overhead_table(read_rows(RUNS["profile"]))
+    assert set(profile["dtn / LN over repetitions"]) == {norms_report.NO_REPETITIONS}
+    slopes = scaling.slope_table(read_rows(RUNS["lra-scaling"]))
+    assert set(slopes["time slope over repetitions"]) == {norms_report.NO_REPETITIONS}
+    ratio = scaling.ratio_table(read_rows(RUNS["lra-scaling"]))
+    assert set(ratio["over repetitions"]) == {norms_report.NO_REPETITIONS}
+
+
+def test_corrupt_peer_speedup_spread():
+    from dtn_bench.bench import corrupt
+    from dtn_bench.results.schema import make_row
+
+    def rows(with_reps: bool) -> pd.DataFrame:
+        out = []
+        for impl, times in (("dtn-bench", {"snow": [1.0, 2.0], "fog": [3.0, 2.0]}),
+                            ("imagecorruptions", {"snow": [4.0, 6.0], "fog": [8.0, 10.0]})):
+            for name, ts in times.items():
+                common = dict(corruption=name, impl=impl, batch_size=2, threads=1, run_id="r")
+                out.append(make_row("bench-corrupt", "-", "-", "time_ms", sum(ts) / 2, stat="median", **common))
+                if with_reps:
+                    out += [make_row("bench-corrupt", "-", "-", "time_ms", t, stat="rep", repetition=k, **common)
+                            for k, t in enumerate(ts)]
+        return pd.DataFrame(out)
+
+    # summed per repetition: ours 1+3 = 4, 2+2 = 4; the peer's 4+8 = 12, 6+10 = 16 -> 3.0, 4.0
+    sp = corrupt.peer_speedups(rows(True))
+    assert sp["value"].item() == pytest.approx(14.0 / 4.0)
+    assert sp["over repetitions"].item() == "3.50 (3.00-4.00)"
+    assert corrupt.peer_speedups(rows(False))["over repetitions"].item() == norms_report.NO_REPETITIONS
+    assert any(line.endswith("; over repetitions: 3.50 (3.00-4.00)") for line in corrupt.pass_lines(rows(True)))

@@ -3,7 +3,11 @@
 Measurement: :func:`dtn_bench.data.corruptions.benchmark` times each corruption on synthetic images (ms per image)
 and one pass over the set, and, when ``imagecorruptions`` imports, the same corruptions by it on the same images in
 the same run; its lines about the peer (not installed, failed on a corruption) are ``note`` events. The rows hold
-those timings only: the peer's speed ratio is derived at render time (:func:`peer_speedups`).
+those timings only: the peer's speed ratio is derived at render time (:func:`peer_speedups`), with its spread over
+repetitions where the rows record repetitions (``stat = "rep"``, ``repetition`` = 0, 1, ...): the ratio of the summed
+times of repetition ``k``, min / median / max over ``k``. The generator's timing
+(:func:`dtn_bench.data.corruptions.benchmark`) records the median and the minimum only, so the spread reads
+:data:`dtn_bench.bench.report.NO_REPETITIONS`.
 
 Report: the per-image table and the one-pass figures (``table.md`` / ``table.tex``), a bar plot (``corrupt.png``) and
 the console summary (:func:`console_tables`, :func:`pass_lines`). There is no ``dtn-bench table`` command for it.
@@ -155,7 +159,29 @@ def _peer_speedup(rows: pd.DataFrame, peer: str) -> dict | None:
     ratio = sum(theirs[n] for n in both) / sum(ours[n] for n in both)
     settings = {c: _first(mine, c, None) for c in ("severity", "batch_size", "device_kind")}
     return make_row(SUITE, "-", "-", "speedup", ratio, corruption="pass", stat="median", impl=OURS, versus=versus,
-                    **settings, threads=threads)
+                    **settings, threads=threads, **{SPREAD_COLUMN: _speedup_spread(rows, peer, both)})
+
+
+SPREAD_COLUMN = "over repetitions"
+"""The column of a speed-up's spread over repetitions (text: ``"4.18 (4.02-4.30)"`` or ``no repetitions recorded``)."""
+
+
+def _speedup_spread(rows: pd.DataFrame, peer: str, corruptions: list[str]) -> str:
+    """The spread of the peer's summed time over ours per repetition, over the corruptions both timed."""
+    from dtn_bench.bench.report import paired_ratio_spread, repetition_rows, spread_text
+
+    reps = repetition_rows(rows)
+    reps = reps[(reps["metric"] == "time_ms") & reps["corruption"].isin(corruptions)] if len(reps) else reps
+    if reps.empty:
+        return spread_text(None)
+    impl = _impl(reps)
+    sums = []
+    for side in (peer, OURS):
+        mine = reps[impl == side]
+        counts = mine.groupby("repetition")["corruption"].nunique()
+        total = mine.groupby("repetition", as_index=False)["value"].sum()
+        sums.append(total[total["repetition"].map(counts) == len(corruptions)])  # repetitions that timed them all
+    return spread_text(paired_ratio_spread(*sums))
 
 
 def peer_speedups(df: pd.DataFrame) -> pd.DataFrame:
@@ -170,7 +196,7 @@ def peer_speedups(df: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         Rows like the measured ones (``corruption = "pass"``, ``metric = "speedup"``, ``impl = "dtn-bench"``,
-        ``versus``); none without a peer.
+        ``versus`` and ``over repetitions``, the spread of the per-repetition speed-ups); none without a peer.
     """
     from dtn_bench.bench.report import per_run
 
@@ -197,11 +223,11 @@ def pass_table(df: pd.DataFrame) -> pd.DataFrame:
         df: bench-corrupt rows.
 
     Returns:
-        The table (``versus`` only when a peer was timed).
+        The table (``versus`` and ``over repetitions`` only when a peer was timed).
     """
     s = _pass_rows(df)
     s["figure"] = _impl(s) + " " + s["metric"] + " " + s["stat"]
-    cols = ["value", "unit"] + (["versus"] if "versus" in s else [])
+    cols = ["value", "unit"] + [c for c in ("versus", SPREAD_COLUMN) if c in s]
     return s.set_index("figure")[cols].fillna("")
 
 
@@ -265,7 +291,9 @@ def pass_lines(df: pd.DataFrame) -> list[str]:
     lines = []
     for _, r in s[s["metric"] != "time_ms"].iterrows():
         versus = f" ({r['versus']})" if isinstance(r.get("versus"), str) else ""
-        lines.append(f"one pass, {r.get('impl', OURS)}: {r['metric']} = {r['value']:.2f} {r['unit']}{versus}")
+        spread = r.get(SPREAD_COLUMN)
+        over = f"; over repetitions: {spread}" if isinstance(spread, str) else ""
+        lines.append(f"one pass, {r.get('impl', OURS)}: {r['metric']} = {r['value']:.2f} {r['unit']}{versus}{over}")
     return lines
 
 

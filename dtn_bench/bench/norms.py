@@ -6,9 +6,12 @@ Per normaliser (every registered one, plus ``dtn_authors``: the authors' dense a
 over ``iters`` after ``warmup``. Then the model-level inference throughput of ``vit_s_ln`` and ``vit_s_dtn`` (eval,
 inference mode, fp32, eager).
 
-Measurement only: rows out (measured numbers only), nothing printed. DTN's speed-up over the authors' algorithm and the
-``vit_s_dtn / vit_s_ln`` throughput ratio are derived at render time from those rows
-(:func:`dtn_bench.bench.report.speedups`, :func:`~dtn_bench.bench.report.throughput_ratios`).
+Measurement only: rows out (measured numbers only), nothing printed. Beside the median and the minimum, every timed
+repetition is a row of its own (``stat = "rep"``, ``repetition`` = 0, 1, ... in the order timed): a layer's time in ms,
+a model's throughput of that repetition (``model_batch`` over its time). DTN's speed-up over the authors' algorithm and
+the ``vit_s_dtn / vit_s_ln`` throughput ratio are derived at render time from those rows
+(:func:`dtn_bench.bench.report.speedups`, :func:`~dtn_bench.bench.report.throughput_ratios`), with their spread over
+the paired repetitions (:func:`dtn_bench.bench.report.paired_ratio_spread`).
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def norm_names(cfg: NormBenchConfig) -> list[str]:
 
 
 def bench_norm(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> list[dict]:
-    """Rows for one normaliser: forward and forward+backward median/min times.
+    """Rows for one normaliser: forward and forward+backward times, median, min and each repetition.
 
     Args:
         name: a registered normaliser, or ``dtn_authors`` (the authors' dense algorithm: ``authors_iters`` timed
@@ -124,7 +127,8 @@ def bench_norm(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> l
         malloc_tuned: whether the process keeps freed memory (recorded in the rows).
 
     Returns:
-        ``time_ms`` rows, ``stat`` ``median`` and ``min``, for ``pass`` ``fwd`` and ``fwd_bwd``.
+        ``time_ms`` rows for ``pass`` ``fwd`` and ``fwd_bwd``: ``stat`` ``median``, ``min``, then ``rep`` with
+        ``repetition`` 0, 1, ... (one row per timed call, in the order timed).
     """
     device = torch.device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -153,6 +157,8 @@ def bench_norm(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> l
         rows.append(make_row(SUITE, "layer", name, "time_ms", statistics.median(ts), stat="median", **{"pass": pass_},
                              **settings))
         rows.append(make_row(SUITE, "layer", name, "time_ms", min(ts), stat="min", **{"pass": pass_}, **settings))
+        rows += [make_row(SUITE, "layer", name, "time_ms", t, stat="rep", repetition=k, **{"pass": pass_}, **settings)
+                 for k, t in enumerate(ts)]
     return rows
 
 
@@ -165,7 +171,8 @@ def bench_model(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> 
         malloc_tuned: whether the process keeps freed memory (recorded in the rows).
 
     Returns:
-        ``throughput_img_s`` rows: ``stat`` ``median`` (from the median time) and ``best`` (from the fastest).
+        ``throughput_img_s`` rows: ``stat`` ``median`` (from the median time), ``best`` (from the fastest), then
+        ``rep`` with ``repetition`` 0, 1, ... (from each timed call's time, in the order timed).
     """
     from dtn_bench.models import MODELS, create
 
@@ -182,6 +189,8 @@ def bench_model(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> 
         make_row(SUITE, name, norm, "throughput_img_s", cfg.model_batch / (statistics.median(ts) / 1e3),
                  stat="median", **settings),
         make_row(SUITE, name, norm, "throughput_img_s", cfg.model_batch / (min(ts) / 1e3), stat="best", **settings),
+        *(make_row(SUITE, name, norm, "throughput_img_s", cfg.model_batch / (t / 1e3), stat="rep", repetition=k,
+                   **settings) for k, t in enumerate(ts)),
     ]
 
 
@@ -223,14 +232,15 @@ NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", 
 
 
 def _console(df) -> list[ConsoleTable]:
-    from dtn_bench.bench.report import summary_table
+    from dtn_bench.bench.report import SUMMARY_SPREAD, summary_table
 
     st = summary_table(df)
     if st.empty:
         return []
-    return [ConsoleTable("Summary", ("figure", "value"),
-                         tuple((str(name), f"{r['value']:.2f} {r['unit']}") for name, r in st.iterrows()),
-                         (False, True))]
+    return [ConsoleTable("Summary", ("figure", "value", SUMMARY_SPREAD),
+                         tuple((str(name), f"{r['value']:.2f} {r['unit']}", str(r[SUMMARY_SPREAD]))
+                               for name, r in st.iterrows()),
+                         (False, True, True))]
 
 
 def _report() -> Report:

@@ -4,6 +4,11 @@
 * :func:`summary_table`: DTN's speed-up over the authors' algorithm, model throughput and the DTN / LN ratio.
 * :func:`speedups`, :func:`throughput_ratios`: those derived figures, computed from the measured rows of each run
   (the rows hold measurements only).
+* :func:`repetition_rows`, :func:`paired_ratio_spread`, :func:`spread_text`: the spread over repetitions beside a
+  ratio. A run records each timed repetition as a row (``stat = "rep"``, ``repetition`` = 0, 1, ...); repetition
+  ``k`` of one side pairs with repetition ``k`` of the other within the same run, and the spread is min / median /
+  max of the per-repetition ratios (:func:`dtn_bench.stats.ratio_spread`), shown ``"0.82 (0.80-0.85)"`` (median,
+  then min-max). Rows of older runs hold only summary statistics: their ratios show :data:`NO_REPETITIONS`.
 * :func:`comparison_table`: the DTN paper's normaliser comparison (ImageNet-1k top-1 of ViT-S and ViT-S* with LN, BN,
   IN, GN, SN, ScN, PN, DTN) with the published accuracies beside our layer timings at each model's layer shape.
 """
@@ -13,7 +18,8 @@ from __future__ import annotations
 import pandas as pd
 
 from dtn_bench.results.published import NORM_COMPARISON_TOP1, NOT_PUBLISHED
-from dtn_bench.results.tables import pivot, render, render_document
+from dtn_bench.results.tables import pivot, render
+from dtn_bench.stats import Spread, pair_by_key, ratio_spread, spread
 
 PAPER_NORMS = (("LN", "layernorm"), ("BN", "batchnorm"), ("IN", "instancenorm"), ("GN", "groupnorm"), ("SN", "sn"),
                ("ScN", "scalenorm"), ("PN", "powernorm"), ("DTN", "dtn"))
@@ -25,6 +31,77 @@ NOT_PROVIDED = "not provided"
 COMPARISON_TITLE = "Normaliser comparison, DTN paper layout: published ImageNet-1k top-1 beside our layer cost"
 
 
+REP = "rep"
+"""The ``stat`` of a row that holds one timed repetition (its index in the ``repetition`` column)."""
+NO_REPETITIONS = "no repetitions recorded"
+"""What a ratio's spread shows when its rows hold no repetitions (runs recorded before repetitions were kept)."""
+SPREAD_NOTE = ("over repetitions: median (min-max) of the ratio of each repetition, repetition k of one side over "
+               "repetition k of the other in the same run (over the repetitions both timed); "
+               f"{NO_REPETITIONS}: the run kept only summary statistics.")
+
+
+def repetition_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that hold one timed repetition each (``stat == "rep"`` with a ``repetition`` index).
+
+    Args:
+        df: rows of any timing suite.
+
+    Returns:
+        Those rows (empty when the rows record no repetitions).
+    """
+    if "stat" not in df.columns or "repetition" not in df.columns:
+        return df.iloc[0:0]
+    return df[(df["stat"] == REP) & df["repetition"].notna()]
+
+
+def summary_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are not single repetitions (summary statistics, counts)."""
+    if "stat" not in df.columns:
+        return df
+    return df[df["stat"] != REP]
+
+
+def _rep_keys(rows: pd.DataFrame) -> list[tuple[str, int]]:
+    runs = rows["run_id"].astype(object).fillna("") if "run_id" in rows.columns else [""] * len(rows)
+    return [(str(r), int(k)) for r, k in zip(runs, rows["repetition"], strict=True)]
+
+
+def paired_ratio_spread(numerator: pd.DataFrame, denominator: pd.DataFrame) -> Spread | None:
+    """Spread of ``r_k = a_k / b_k`` over the repetitions of two sides, paired on ``(run_id, repetition)``.
+
+    Args:
+        numerator: repetition rows (:func:`repetition_rows`) of side A, one per run and repetition.
+        denominator: repetition rows of side B.
+
+    Returns:
+        The spread (:func:`dtn_bench.stats.ratio_spread`) over the pairs both sides have; ``None`` when there is
+        no pair (rows without repetitions).
+    """
+    if numerator.empty or denominator.empty:
+        return None
+    _, a, b = pair_by_key(zip(_rep_keys(numerator), numerator["value"], strict=True),
+                          zip(_rep_keys(denominator), denominator["value"], strict=True),
+                          what="repetition", strict=False)
+    return ratio_spread(a, b) if a else None
+
+
+def value_spread(rows: pd.DataFrame) -> Spread | None:
+    """Spread of the repetitions themselves (:func:`dtn_bench.stats.spread`); ``None`` without any."""
+    return spread(rows["value"].to_numpy()) if len(rows) else None
+
+
+def spread_text(s: Spread | None, digits: int = 2) -> str:
+    """``"0.82 (0.80-0.85)"`` (:meth:`dtn_bench.stats.Spread.format`), or :data:`NO_REPETITIONS` for ``None``."""
+    return NO_REPETITIONS if s is None else s.format(digits)
+
+
+def _time_reps(df: pd.DataFrame, norm: str, pass_: str) -> pd.DataFrame:
+    reps = repetition_rows(df)
+    if reps.empty or "pass" not in reps.columns:
+        return reps
+    return reps[(reps["metric"] == "time_ms") & (reps["norm"] == norm) & (reps["pass"] == pass_)]
+
+
 def layer_table(df: pd.DataFrame) -> pd.DataFrame:
     """Rows = normalisers; median fwd / fwd+bwd time (ms) and the time relative to LayerNorm.
 
@@ -32,17 +109,24 @@ def layer_table(df: pd.DataFrame) -> pd.DataFrame:
         df: bench-norms rows (several runs: the mean of a repeated cell).
 
     Returns:
-        Columns ``fwd ms``, ``fwd+bwd ms`` (and ``fwd / LN``, ``fwd+bwd / LN`` when LayerNorm was timed); empty
-        without layer timings.
+        Columns ``fwd ms``, ``fwd+bwd ms`` (and when LayerNorm was timed ``fwd / LN``, ``fwd+bwd / LN``, the ratio of
+        the median times, each followed by its spread over repetitions, :data:`SPREAD_NOTE`); empty without layer
+        timings.
     """
     t = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
     if t.empty:
         return pd.DataFrame()
     wide = pivot(t, index="norm", columns="pass")
+    passes = list(wide.columns)
     wide = wide.rename(columns={"fwd": "fwd ms", "fwd_bwd": "fwd+bwd ms"})
     if "layernorm" in wide.index:
-        for col in list(wide.columns):
-            wide[f"{col.split()[0]} / LN"] = wide[col] / wide.loc["layernorm", col]
+        for pass_ in passes:
+            col = "fwd ms" if pass_ == "fwd" else "fwd+bwd ms" if pass_ == "fwd_bwd" else pass_
+            label = col.split()[0]
+            wide[f"{label} / LN"] = wide[col] / wide.loc["layernorm", col]
+            base = _time_reps(df, "layernorm", pass_)
+            wide[f"{label} / LN over repetitions"] = [
+                spread_text(paired_ratio_spread(_time_reps(df, norm, pass_), base)) for norm in wide.index]
     return wide
 
 
@@ -69,7 +153,9 @@ def speedups(df: pd.DataFrame) -> pd.DataFrame:
         df: bench-norms rows (one or more runs).
 
     Returns:
-        Columns ``pass``, ``batch``, ``value``: one row per run and pass that timed both (``fwd`` before ``fwd_bwd``).
+        Columns ``pass``, ``batch``, ``value`` and ``spread`` (the :class:`~dtn_bench.stats.Spread` of the
+        per-repetition speed-ups over the repetitions both timed, :func:`paired_ratio_spread`; ``None`` when the run
+        recorded no repetitions): one row per run and pass that timed both (``fwd`` before ``fwd_bwd``).
     """
     from dtn_bench.bench.norms import AUTHORS
 
@@ -82,8 +168,15 @@ def speedups(df: pd.DataFrame) -> pd.DataFrame:
         for pass_ in ("fwd", "fwd_bwd"):
             if ("dtn", pass_) in med and (AUTHORS, pass_) in med:
                 dtn, batch = med[("dtn", pass_)]
-                out.append({"pass": pass_, "batch": batch, "value": med[(AUTHORS, pass_)][0] / dtn})
-    return pd.DataFrame(out, columns=["pass", "batch", "value"])
+                out.append({"pass": pass_, "batch": batch, "value": med[(AUTHORS, pass_)][0] / dtn,
+                            "spread": paired_ratio_spread(_time_reps(rows, AUTHORS, pass_),
+                                                          _time_reps(rows, "dtn", pass_))})
+    return pd.DataFrame(out, columns=["pass", "batch", "value", "spread"])
+
+
+def _throughput_reps(df: pd.DataFrame, model: str) -> pd.DataFrame:
+    reps = repetition_rows(df)
+    return reps[(reps["metric"] == "throughput_img_s") & (reps["model"] == model)]
 
 
 def throughput_ratios(df: pd.DataFrame) -> pd.DataFrame:
@@ -93,18 +186,26 @@ def throughput_ratios(df: pd.DataFrame) -> pd.DataFrame:
         df: bench-norms rows (one or more runs).
 
     Returns:
-        Columns ``model``, ``versus``, ``stat``, ``value``: one row per run, ``*_dtn`` model with its ``*_ln`` pair
-        measured, and statistic (``median``, ``best``), in the order the rows measured them.
+        Columns ``model``, ``versus``, ``stat``, ``value`` and ``spread`` (the spread of the per-repetition
+        throughput ratios, :func:`paired_ratio_spread`, the same beside every statistic; ``None`` without
+        repetitions): one row per run, ``*_dtn`` model with its ``*_ln`` pair measured, and statistic (``median``,
+        ``best``), in the order the rows measured them.
     """
     out = []
     for rows in per_run(df):
-        t = rows[rows["metric"] == "throughput_img_s"]
+        t = summary_rows(rows[rows["metric"] == "throughput_img_s"])
         tp = {(m, s): v for m, s, v in zip(t["model"], t["stat"], t["value"], strict=True)}
         for (model, stat), value in tp.items():
             base = model[:-4] + "_ln"
             if model.endswith("_dtn") and (base, stat) in tp:
-                out.append({"model": model, "versus": base, "stat": stat, "value": value / tp[(base, stat)]})
-    return pd.DataFrame(out, columns=["model", "versus", "stat", "value"])
+                out.append({"model": model, "versus": base, "stat": stat, "value": value / tp[(base, stat)],
+                            "spread": paired_ratio_spread(_throughput_reps(rows, model),
+                                                          _throughput_reps(rows, base))})
+    return pd.DataFrame(out, columns=["model", "versus", "stat", "value", "spread"])
+
+
+SUMMARY_SPREAD = "over repetitions"
+"""The summary table's column of spreads: median (min-max) over the repetitions, of the figure or of its ratio."""
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -112,36 +213,53 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
     The speed-up and the ratio are computed from each run's measurements (:func:`speedups`,
     :func:`throughput_ratios`); a figure that several combined runs repeat shows their mean, as in
-    :func:`layer_table`.
+    :func:`layer_table`. Beside each figure, its spread over repetitions (``over repetitions``): of the
+    per-repetition ratios for a speed-up or ratio (repetitions paired within each run, pooled over the runs), of the
+    repetitions themselves for a throughput; :data:`NO_REPETITIONS` for runs that kept only summary statistics.
 
     Args:
         df: bench-norms rows (one or more runs).
 
     Returns:
-        Index ``figure``; columns ``value`` and ``unit`` (empty when the rows hold none of these figures).
+        Index ``figure``; columns ``value``, ``unit`` and ``over repetitions`` (empty when the rows hold none of
+        these figures).
     """
-    rows = []
+    from dtn_bench.bench.norms import AUTHORS
+
+    rows, spreads = [], {}
     for r in speedups(df).to_dict("records"):
-        rows.append({"figure": f"DTN speed-up vs authors' algorithm ({r['pass']}, batch {int(r['batch'])})",
-                     "value": r["value"], "unit": "x"})
+        figure = f"DTN speed-up vs authors' algorithm ({r['pass']}, batch {int(r['batch'])})"
+        rows.append({"figure": figure, "value": r["value"], "unit": "x"})
+        at = df[df["batch"] == r["batch"]]
+        spreads[figure] = paired_ratio_spread(_time_reps(at, AUTHORS, r["pass"]), _time_reps(at, "dtn", r["pass"]))
     for _, r in df[(df["metric"] == "throughput_img_s") & (df["stat"] == "median")].iterrows():
-        rows.append({"figure": f"{r['model']} inference throughput (batch {int(r['batch'])}, fp32 eager)",
-                     "value": r["value"], "unit": "img/s"})
+        figure = f"{r['model']} inference throughput (batch {int(r['batch'])}, fp32 eager)"
+        rows.append({"figure": figure, "value": r["value"], "unit": "img/s"})
+        spreads[figure] = value_spread(_throughput_reps(df[df["batch"] == r["batch"]], r["model"]))
     for r in throughput_ratios(df).to_dict("records"):
-        rows.append({"figure": f"{r['model']} / {r['versus']} throughput ({r['stat']})", "value": r["value"],
-                     "unit": "x"})
+        figure = f"{r['model']} / {r['versus']} throughput ({r['stat']})"
+        rows.append({"figure": figure, "value": r["value"], "unit": "x"})
+        spreads[figure] = paired_ratio_spread(_throughput_reps(df, r["model"]), _throughput_reps(df, r["versus"]))
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows).groupby(["figure", "unit"], sort=False)["value"].mean().reset_index("unit")[
+    table = pd.DataFrame(rows).groupby(["figure", "unit"], sort=False)["value"].mean().reset_index("unit")[
         ["value", "unit"]]
+    table[SUMMARY_SPREAD] = [spread_text(spreads[f]) for f in table.index]
+    return table
+
+
+def _at_shape(df: pd.DataFrame, tokens: int, dim: int, heads: int) -> pd.DataFrame:
+    """The layer timing rows (every statistic) at one layer shape."""
+    t = df[df["metric"] == "time_ms"]
+    if t.empty or not {"tokens", "dim", "heads", "pass"} <= set(t.columns):
+        return t.iloc[0:0]
+    return t[(t["tokens"] == tokens) & (t["dim"] == dim) & (t["heads"] == heads)]
 
 
 def _median_ms(df: pd.DataFrame, tokens: int, dim: int, heads: int) -> dict[tuple[str, str], float]:
     """Median layer time (ms) per ``(norm, pass)`` at one layer shape (mean over runs that repeat it)."""
-    t = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
-    if t.empty or not {"tokens", "dim", "heads", "pass"} <= set(t.columns):
-        return {}
-    at = t[(t["tokens"] == tokens) & (t["dim"] == dim) & (t["heads"] == heads)]
+    at = _at_shape(df, tokens, dim, heads)
+    at = at[at["stat"] == "median"]
     return {key: float(v) for key, v in at.groupby(["norm", "pass"], sort=False)["value"].mean().items()}
 
 
@@ -150,7 +268,8 @@ def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
 
     Rows ``(model, figure)`` for ViT-S and ViT-S*: the published top-1 (%), ours (``not measured``: this tool does not
     train on ImageNet), and from the rows the median forward and forward + backward time of one layer (ms) and their
-    ratio to LayerNorm's, at that model's layer shape (:data:`PAPER_MODELS`; any batch). Columns: the paper's
+    ratio to LayerNorm's, at that model's layer shape (:data:`PAPER_MODELS`; any batch), each ratio followed by its
+    spread over repetitions (``... time / LN time, over repetitions``: :data:`SPREAD_NOTE`). Columns: the paper's
     normalisers (:data:`PAPER_NORMS`), then every other normaliser the rows measured, by its name here.
 
     Cells: ``not published`` where the paper has no number, ``not provided`` for a normaliser this package does not
@@ -172,6 +291,7 @@ def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
     records, index = [], []
     for label, key, tokens, dim, heads in PAPER_MODELS:
         ms = _median_ms(df, tokens, dim, heads)
+        at = _at_shape(df, tokens, dim, heads)
         published = []
         for _, name in columns:
             entry = NORM_COMPARISON_TOP1.get((key, name))
@@ -181,18 +301,24 @@ def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
         records.append([NOT_MEASURED if name in implemented else NOT_PROVIDED for _, name in columns])
         index.append((label, "top-1 (%), ours"))
         for pass_, text in (("fwd", "fwd"), ("fwd_bwd", "fwd+bwd")):
-            times, ratios = [], []
+            times, ratios, spreads = [], [], []
             base = ms.get(("layernorm", pass_))
+            base_reps = _time_reps(at, "layernorm", pass_)
             for _, name in columns:
                 if name not in implemented:
                     times.append(NOT_PROVIDED)
                     ratios.append(NOT_PROVIDED)
+                    spreads.append(NOT_PROVIDED)
                     continue
                 value = ms.get((name, pass_))
                 times.append(NOT_MEASURED if value is None else value)
-                ratios.append(NOT_MEASURED if value is None or base is None else value / base)
-            records += [times, ratios]
-            index += [(label, f"{text} ms per layer, ours"), (label, f"{text} time / LN time, ours")]
+                measured = value is not None and base is not None
+                ratios.append(value / base if measured else NOT_MEASURED)
+                spreads.append(spread_text(paired_ratio_spread(_time_reps(at, name, pass_), base_reps)) if measured
+                               else NOT_MEASURED)
+            records += [times, ratios, spreads]
+            index += [(label, f"{text} ms per layer, ours"), (label, f"{text} time / LN time, ours"),
+                      (label, f"{text} time / LN time, ours, over repetitions")]
     table = pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["model", "figure"]),
                          columns=[c for c, _ in columns], dtype=object)
     return table
@@ -220,7 +346,8 @@ def comparison_note(df: pd.DataFrame) -> str:
             f"{NORM_COMPARISON_TOP1[('vit_s', 'dtn')].source}; ours: not measured (this tool does not train on "
             "ImageNet). ms per layer: median time of one normaliser layer from these rows (fwd: inference; fwd+bwd: "
             "training pass), shown only where the rows' layer shape is the model's "
-            f"({models}; any batch); time / LN time: over LayerNorm's at that shape. Measured here: "
+            f"({models}; any batch); time / LN time: over LayerNorm's at that shape (the ratio of the median times); "
+            f"{SPREAD_NOTE} Measured here: "
             f"{'; '.join(shapes) if shapes else 'no layer timings'}. not provided: not implemented in this package; "
             "not measured: no such row; not published: the paper has no number.")
 
@@ -235,8 +362,16 @@ def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
     Returns:
         The document.
     """
-    text = render_document([("Normaliser time per layer (median)", layer_table(df)),
-                            ("Summary", summary_table(df))], fmt)
+    layer_note = f"fwd / LN, fwd+bwd / LN: the ratio of the median times; {SPREAD_NOTE}"
+    summary_note = ("value: the speed-up and the throughput ratio from the median (best: the fastest) times of each "
+                    "run, the mean over combined runs; over repetitions: median (min-max) of the per-repetition "
+                    "speed-ups and ratios (repetition k of one side over repetition k of the other in the same run), "
+                    f"of the repetitions themselves for a throughput; {NO_REPETITIONS}: the run kept only summary "
+                    "statistics.")
+    parts = [render(table, fmt, title=title, note=note, caption=f"{title}. {note}")
+             for title, table, note in (("Normaliser time per layer (median)", layer_table(df), layer_note),
+                                        ("Summary", summary_table(df), summary_note)) if not table.empty]
+    text = "\n\n".join(parts) + "\n"
     note = comparison_note(df)
     comparison = render(comparison_table(df), fmt, title=COMPARISON_TITLE, note=note,
                         caption=f"{COMPARISON_TITLE}. {note}")

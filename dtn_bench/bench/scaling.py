@@ -4,7 +4,8 @@ For every attention (``transformer``, ``bigbird``, ``reformer``) x normaliser x 
 :class:`~dtn_bench.sequence.encoder.LRAEncoder` (vocab 18, 10 classes, CLS pooling, sinusoidal positions, dropout 0)
 and times ONE training step: forward on random token ids ``[batch, length]`` (ids 1..17, the last ~10% of every
 sequence padding id 0), cross-entropy on random labels, backward, ``AdamW`` step. Median (and min) over ``iters``
-after ``warmup`` steps.
+after ``warmup`` steps, and each timed step as a row of its own (``stat = "rep"``, ``repetition`` = 0, 1, ... in the
+order timed).
 
 Memory, per step (one extra, untimed step):
 
@@ -30,7 +31,12 @@ Derived at render time, from the rows of each run (:func:`slopes`): ``loglog_slo
 (``log(alloc_mib)``) against ``log(length)`` over the measured lengths in ``[slope_min, slope_max]`` (default
 1024..4096, a config field that every row records); when fewer than two measured lengths lie in that range, over all
 measured lengths. The slope tables name the lengths used (``length_min``, ``length_max``, ``points``). A slope of 1 is
-linear, 2 quadratic.
+linear, 2 quadratic. Beside the time slope, its spread over repetitions: the slope of repetition ``k``'s times fitted
+the same way, min / median / max over ``k`` (:func:`dtn_bench.stats.spread`). And every normaliser's step time over
+LayerNorm's per model and length (:func:`ratio_table`), the ratio of the median times with the spread of the
+per-repetition ratios (repetition ``k`` over LayerNorm's repetition ``k`` in the same run,
+:func:`dtn_bench.bench.report.paired_ratio_spread`). Rows of runs that kept no repetitions show
+:data:`dtn_bench.bench.report.NO_REPETITIONS`.
 
 Measurement only: rows out (measured numbers only), nothing printed (``dtn_bench.cli`` renders, from the rows, with
 :func:`render_report` and :func:`loglog_plot`).
@@ -205,6 +211,7 @@ class AllocTracker:
 
     @property
     def mib(self) -> float:
+        """The bytes counted so far, in MiB."""
         return self.bytes / 2**20
 
 
@@ -247,7 +254,7 @@ def build_model(model: str, norm: str, length: int, cfg: ScalingBenchConfig) -> 
 
 
 def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, malloc_tuned: bool = False) -> list[dict]:
-    """Rows of one ``(model, norm, length)``: median/min step time, ``alloc_mib`` (and ``peak_mem_mib`` on CUDA).
+    """Rows of one ``(model, norm, length)``: step times, ``alloc_mib`` (and ``peak_mem_mib`` on CUDA).
 
     Args:
         model: the attention.
@@ -257,7 +264,8 @@ def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, mallo
         malloc_tuned: whether the process keeps freed memory (recorded in the rows).
 
     Returns:
-        The rows (Reformer's record ``n_buckets``).
+        The rows: ``time_ms`` ``stat`` ``median``, ``min``, ``alloc_mib``, (``peak_mem_mib``), then ``time_ms``
+        ``stat`` ``rep`` with ``repetition`` 0, 1, ... per timed step (Reformer's record ``n_buckets``).
     """
     from dtn_bench.timing import time_ms
 
@@ -289,6 +297,7 @@ def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, mallo
             make_row(SUITE, model, norm, "alloc_mib", tracker.mib, unit="MiB", stat="total", **settings)]
     if peak is not None:
         rows.append(make_row(SUITE, model, norm, "peak_mem_mib", peak, stat="max", **settings))
+    rows += [make_row(SUITE, model, norm, "time_ms", t, stat="rep", repetition=k, **settings) for k, t in enumerate(ts)]
     return rows
 
 
@@ -387,12 +396,14 @@ def slopes(df: pd.DataFrame) -> pd.DataFrame:
         df: bench-lra-scaling rows (one or more runs).
 
     Returns:
-        Columns ``model``, ``norm``, ``metric`` (the slope's name), ``value``, ``length_min``, ``length_max`` and
-        ``points`` (the lengths fitted over).
+        Columns ``model``, ``norm``, ``metric`` (the slope's name), ``value``, ``length_min``, ``length_max``,
+        ``points`` (the lengths fitted over) and ``spread`` (time slope: the :class:`~dtn_bench.stats.Spread` of
+        the slopes of each repetition's times, :func:`repetition_slope_spread`; ``None`` otherwise and without
+        repetitions).
     """
     from dtn_bench.bench.report import per_run
 
-    columns = ["model", "norm", "metric", "value", "length_min", "length_max", "points"]
+    columns = ["model", "norm", "metric", "value", "length_min", "length_max", "points", "spread"]
     if not {"model", "norm", "metric", "stat", "length", "value"} <= set(df.columns):
         return pd.DataFrame(columns=columns)
     out = []
@@ -408,8 +419,36 @@ def slopes(df: pd.DataFrame) -> pd.DataFrame:
                 use = slope_lengths(list(values), lo, hi)
                 out.append({"model": model, "norm": norm, "metric": name,
                             "value": loglog_slope(use, [values[v] for v in use]), "length_min": use[0],
-                            "length_max": use[-1], "points": len(use)})
+                            "length_max": use[-1], "points": len(use),
+                            "spread": repetition_slope_spread(pair, use) if metric == "time_ms" else None})
     return pd.DataFrame(out, columns=columns)
+
+
+def repetition_slope_spread(pair: pd.DataFrame, lengths: Sequence[int]):
+    """Spread of the time slope over repetitions: the slope of repetition ``k``'s step times over ``lengths``.
+
+    Args:
+        pair: the rows of one (model, norm) of one run.
+        lengths: the lengths the slope is fitted over (:func:`slope_lengths`).
+
+    Returns:
+        The :class:`~dtn_bench.stats.Spread` (:func:`dtn_bench.stats.spread`) over the repetitions timed at every
+        one of ``lengths``; ``None`` when the rows hold no repetitions.
+    """
+    from dtn_bench.bench.report import repetition_rows
+    from dtn_bench.stats import spread
+
+    reps = repetition_rows(pair)
+    reps = reps[reps["metric"] == "time_ms"]
+    if reps.empty:
+        return None
+    by_rep: dict[int, dict[int, float]] = {}
+    for length, k, value in zip(reps["length"], reps["repetition"], reps["value"], strict=True):
+        by_rep.setdefault(int(k), {})[int(length)] = float(value)
+    fitted = [loglog_slope(lengths, [times[v] for v in lengths]) for times in by_rep.values()
+              if all(v in times for v in lengths)]
+    fitted = [v for v in fitted if not math.isnan(v)]
+    return spread(fitted) if fitted else None
 
 
 def slope_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -419,8 +458,12 @@ def slope_table(df: pd.DataFrame) -> pd.DataFrame:
         df: bench-lra-scaling rows; with several runs, a pair's slopes are those of the last run that measured it.
 
     Returns:
-        Columns ``time slope``, ``alloc slope`` (``peak mem slope`` on CUDA), ``lengths`` (empty without slopes).
+        Columns ``time slope``, ``time slope over repetitions`` (:func:`repetition_slope_spread`, median (min-max),
+        or :data:`~dtn_bench.bench.report.NO_REPETITIONS`), ``alloc slope`` (``peak mem slope`` on CUDA),
+        ``lengths`` (empty without slopes).
     """
+    from dtn_bench.bench.report import spread_text
+
     t = slopes(df)
     if t.empty:
         return pd.DataFrame()
@@ -431,11 +474,51 @@ def slope_table(df: pd.DataFrame) -> pd.DataFrame:
     for _, r in t.iterrows():
         row = out.setdefault(r["model / norm"], {})
         row[names.get(r["metric"], r["metric"])] = r["value"]
+        if r["metric"] == "loglog_slope_time":
+            row[REPS_COLUMN] = spread_text(r["spread"])
         row["lengths"] = f"{int(r['length_min'])}-{int(r['length_max'])}"
     table = pd.DataFrame.from_dict(out, orient="index")
     table.index.name = "model / norm"
-    cols = [c for c in ("time slope", "alloc slope", "peak mem slope", "lengths") if c in table.columns]
+    cols = [c for c in ("time slope", REPS_COLUMN, "alloc slope", "peak mem slope", "lengths") if c in table.columns]
     return table[cols]
+
+
+REPS_COLUMN = "time slope over repetitions"
+BASELINE = "layernorm"
+
+
+def ratio_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every normaliser's step time over LayerNorm's, per model and length, with its spread over repetitions.
+
+    Args:
+        df: bench-lra-scaling rows (several runs: the mean of a repeated median; repetitions paired within each run
+            and pooled).
+
+    Returns:
+        Index (``model / norm``, ``length``); columns ``step time / LN`` (the ratio of the median times) and ``over
+        repetitions`` (:func:`dtn_bench.bench.report.paired_ratio_spread`, median (min-max), or
+        :data:`~dtn_bench.bench.report.NO_REPETITIONS`). Empty without LayerNorm or another normaliser.
+    """
+    from dtn_bench.bench.report import paired_ratio_spread, repetition_rows, spread_text
+
+    t = df[(df["metric"] == "time_ms") & (df["stat"] == "median")]
+    if t.empty or BASELINE not in set(t["norm"]):
+        return pd.DataFrame()
+    medians = t.groupby(["model", "norm", "length"], sort=False)["value"].mean()
+    reps = repetition_rows(df)
+    reps = reps[reps["metric"] == "time_ms"]
+    out, index = [], []
+    for (model, norm, length), value in medians.items():
+        base = medians.get((model, BASELINE, length))
+        if norm == BASELINE or base is None:
+            continue
+        pick = (reps["model"] == model) & (reps["length"] == length)
+        s = paired_ratio_spread(reps[pick & (reps["norm"] == norm)], reps[pick & (reps["norm"] == BASELINE)])
+        out.append({"step time / LN": value / base, "over repetitions": spread_text(s)})
+        index.append((f"{model} / {norm}", int(length)))
+    if not out:
+        return pd.DataFrame()
+    return pd.DataFrame(out, index=pd.MultiIndex.from_tuples(index, names=["model / norm", "length"]))
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -456,6 +539,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     slopes = slope_table(df)
     if not slopes.empty:
         slopes = slopes.rename(columns={"time slope": "log-log slope of step time",
+                                        REPS_COLUMN: "log-log slope of step time over repetitions",
                                         "alloc slope": "log-log slope of alloc_mib",
                                         "peak mem slope": "log-log slope of peak_mem_mib",
                                         "lengths": "slopes fitted over lengths"})
@@ -477,7 +561,10 @@ def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
 
     return render_document([("Training-step time (ms, median) per sequence length", time_table(df)),
                             ("Tensor allocations per training step (MiB, alloc_mib) per length", alloc_table(df)),
-                            ("Log-log slopes (1: linear, 2: quadratic)", slope_table(df))], fmt)
+                            ("Log-log slopes (1: linear, 2: quadratic; over repetitions: median (min-max) of the "
+                             "time slope of each repetition)", slope_table(df)),
+                            ("Training-step time over LayerNorm's (ratio of the medians; over repetitions: median "
+                             "(min-max) of repetition k over LayerNorm's repetition k)", ratio_table(df))], fmt)
 
 
 def loglog_plot(df: pd.DataFrame):

@@ -52,8 +52,10 @@ def bench_norms(
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
 ) -> None:
-    """Time every normaliser (fwd, fwd+bwd) at one shape, DTN against the authors' algorithm, and vit_s_ln vs
-    vit_s_dtn inference throughput. Writes rows, table.md/.tex and a bar plot."""
+    """Time every normaliser (fwd, fwd+bwd) at one shape, DTN against the authors' algorithm, and ViT throughput.
+
+    The throughput is vit_s_ln vs vit_s_dtn inference. Writes rows, table.md/.tex and a bar plot.
+    """
     from dtn_bench.bench import norms as nb
 
     cfg = nb.NormBenchConfig.from_preset(
@@ -88,8 +90,10 @@ def bench_lra_scaling(
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
 ) -> None:
-    """Time one LRA encoder training step (and count its tensor allocations) against the sequence length, per
-    attention x normaliser, with log-log slopes. Writes rows, table.md/.tex and scaling.png."""
+    """Time one LRA encoder training step (and count its tensor allocations) against the sequence length.
+
+    Measured per attention x normaliser, with log-log slopes. Writes rows, table.md/.tex and scaling.png.
+    """
     from dtn_bench.bench import scaling as sb
 
     cfg = sb.ScalingBenchConfig.from_preset(

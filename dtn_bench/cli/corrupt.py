@@ -62,6 +62,7 @@ def corrupt(
     = "cpu",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 32,
 ) -> None:
+    """Generate ImageNet-C from ``src`` into ``out`` (``dtn-bench corrupt``; its --help is the ``help=`` above)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from dtn_bench.data.corruptions import check_folder_args, corrupt_folder, resolve_corruptions
@@ -110,9 +111,10 @@ def bench_corrupt(
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
 ) -> None:
-    """Time one pass of the corruptions over 224 x 224 images (ms per image, images/s for the whole set) and, when
-    the imagecorruptions package imports, the same corruptions by it on the same images in the same run, with the
-    speed ratio; without it, no ratio. Corruption maths only: no decoding, no JPEG save.
+    """Time one pass of the corruptions over 224 x 224 images (ms per image, images/s for the whole set).
+
+    When the imagecorruptions package imports, also the same corruptions by it on the same images in the same run,
+    with the speed ratio; without it, no ratio. Corruption maths only: no decoding, no JPEG save.
     """
     from dtn_bench.bench.corrupt import SUITE, CorruptBenchConfig
 

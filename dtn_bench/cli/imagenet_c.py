@@ -104,8 +104,10 @@ class _Progress:
         self.bar.update(self.task, completed=done, total=total)
 
     def __call__(self, kind: str, **info) -> None:
-        """One event of :func:`dtn_bench.imagenet_c.evaluate` (the runner's ``start``, ``step`` and ``rendered`` show
-        nothing: the measurement's own events say more)."""
+        """One event of :func:`dtn_bench.imagenet_c.evaluate`: the progress bar, a message, or the final counts.
+
+        The runner's ``start``, ``step`` and ``rendered`` show nothing: the measurement's own events say more.
+        """
         if kind == "warning":
             err_console.print(f"warning: {info['message']}", markup=False, highlight=False, soft_wrap=True)
         elif kind == "note":
@@ -259,7 +261,8 @@ def imagenet_c(
     Images are fed as released (224 x 224, no resize, no crop) with the model's mean/std; rows are appended per
     (corruption, severity) as they finish (--resume continues); runs under torchrun shard images across ranks.
     Without --checkpoint the weights are random (built under --seed, the same in every process) and a warning says
-    so; the rows and tables say 'random init (seed N)'."""
+    so; the rows and tables say 'random init (seed N)'.
+    """
     from dtn_bench import imagenet_c as ic
 
     settings = dict(norm=norm, corruptions=csv_list(corruptions), severities=_severities(severities), extra=extra,

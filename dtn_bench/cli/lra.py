@@ -180,8 +180,10 @@ def lra_listops(
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
 ) -> None:
-    """Train and test the LRA ListOps models with each normaliser: rows, paper-style table (Markdown, LaTeX) and
-    learning curves in the run folder."""
+    """Train and test the LRA ListOps models with each normaliser.
+
+    Rows, paper-style table (Markdown, LaTeX) and learning curves in the run folder.
+    """
     from dtn_bench.distributed import world_size_from_env
     from dtn_bench.lra.config import ListOpsConfig
 

@@ -7,7 +7,14 @@ rows, prints the Markdown, LaTeX or CSV document and, with ``--out``, writes ``t
 ``table.csv`` and the suite's plots there. The CSV holds the suite's main paper-style table, laid out as in the
 Markdown (published numbers beside ours): Table 1 for profile, the test-accuracy table (last checkpoint) for
 listops, the normaliser comparison for norms, the step time per length and the log-log slopes for lra-scaling, the
-robustness table for imagenet-c.
+robustness table for imagenet-c. A suite whose report declares render options gets them as options of its command
+(listops: ``--ci t|bootstrap``, the interval of the paired DTN - LN differences over seeds).
+
+A report may also offer comparison documents that need more than the rows (per-unit data kept in the run folders):
+an attribute ``comparison(df, runs, **options) -> {file name: text}`` and ``comparison_options`` (names from
+:data:`TABLE_OPTIONS`; imagenet-c: ``--n-boot``, ``--mcnemar`` for its paired image-level statistics). Those
+documents are printed after the table (Markdown or LaTeX; ``--format csv`` prints the main table only) and written
+with ``--out`` beside it.
 
 Runs combine only when their rows agree on every measurement setting a table would otherwise average over (profile:
 mode, autocast, dtype, channels_last, compile_mode, dtn_kernel, device_name, threads; listops: the training
@@ -22,6 +29,7 @@ half-written folder.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +45,17 @@ OutDirOpt = Annotated[Path | None, typer.Option("--out", help="Also write table.
 FormatOpt = Annotated[str, typer.Option("--format", help="What to print: md, tex or csv (csv: the suite's main "
                                         "paper-style table).")]
 FORMATS = ("md", "tex", "csv")
+CiOpt = Annotated[str, typer.Option("--ci", help="Interval of the paired differences over seeds: t (Student t over "
+                                    "the paired seeds) or bootstrap (paired percentile bootstrap).")]
+RENDER_OPTIONS = ("ci",)
+"""Render options a suite's report may declare (:attr:`dtn_bench.runner.Report.options`); its table command offers
+them (``--ci`` for ``ci``)."""
+NBootOpt = Annotated[int | None, typer.Option("--n-boot", help="Bootstrap resamples of the paired intervals "
+                                              "(default 1000).")]
+McNemarOpt = Annotated[bool, typer.Option("--mcnemar", help="Add McNemar's test per unit (e.g. per corruption and "
+                                          "severity) to the paired comparison.")]
+TABLE_OPTIONS = {"ci": (CiOpt, "t"), "n_boot": (NBootOpt, None), "mcnemar": (McNemarOpt, False)}
+"""Every option a table command can offer: name -> (annotated type, default)."""
 
 
 def _write(files: dict[Path, str | bytes]) -> None:
@@ -69,19 +88,20 @@ def _suites_with_tables() -> dict:
     return {s.name: s for s in all_suites() if s.report is not None and s.command}
 
 
-def _documents(suite, df, runs: list[Path]) -> dict[str, str]:
+def _documents(suite, df, runs: list[Path], **options) -> dict[str, str]:
     """Checks the rows, then renders ``table.md``, ``table.tex`` and ``table.csv`` (name -> text)."""
     command = f"table {suite.command}"
     suite.report.check_combinable(df, runs, command)
-    if suite.report.main(df).empty:
+    if suite.report.main(df, **options).empty:
         raise DTNBenchError(f"{command}: the rows hold no {suite.report.main_name}")
-    return suite.report.documents(df)
+    return suite.report.documents(df, **options)
 
 
-def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str) -> None:
+def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str, **options) -> None:
     """``dtn-bench table <suite>``: checks and renders the suite's rows of ``runs`` and prints the ``fmt`` document.
 
-    With ``out``, it also writes every document and plot there.
+    With ``out``, it also writes every document and plot there. ``options`` are render options the suite's report
+    declares (``ci="bootstrap"``).
     """
     from dtn_bench.suites import get_suite
 
@@ -90,21 +110,47 @@ def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str) 
     if df.empty:
         raise DTNBenchError(f"no {suite_name} rows in {', '.join(map(str, runs))}")
     suite = get_suite(suite_name)
-    docs = _documents(suite, df, runs)
+    extra = {k: options.pop(k) for k in _comparison_options(suite) if k in options}
+    docs = _documents(suite, df, runs, **options)
+    comparison = getattr(suite.report, "comparison", None)
+    more = comparison(df, runs, **extra) if comparison is not None else {}
     files: dict[Path, str | bytes] = {}
     if out is not None:
-        files = {out / name: text for name, text in docs.items()}
+        files = {out / name: text for name, text in {**docs, **more}.items()}
         files.update({out / name: png for name, png in suite.report.figures(df).items()})
-    _print(docs[f"table.{fmt}"], fmt)
+    shown = [docs[f"table.{fmt}"]] + ([t for n, t in more.items() if n.endswith(f".{fmt}")] if fmt != "csv" else [])
+    _print("\n".join(shown), fmt)
     if out is not None:
         _write(files)
         err_console.print(f"written: {out}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _table_command(suite_name: str):
-    def command(runs: RunsArg, out: OutDirOpt = None, fmt: FormatOpt = "md") -> None:
-        render_suite(suite_name, runs, out, fmt)
+def _comparison_options(suite) -> tuple[str, ...]:
+    return tuple(getattr(suite.report, "comparison_options", ()))
 
+
+def _table_command(suite):
+    """The command function of ``table <suite>``, with the options its report declares (render and comparison)."""
+    unknown = sorted(set(suite.report.options) - set(RENDER_OPTIONS))
+    if unknown:
+        raise ValueError(f"suite {suite.name}: no table option for render options {unknown}")
+    names = [*suite.report.options, *_comparison_options(suite)]
+    unknown = sorted(set(names) - set(TABLE_OPTIONS))
+    if unknown:
+        raise ValueError(f"suite {suite.name}: no table option for {unknown}")
+
+    def command(runs, out=None, fmt="md", **options) -> None:
+        render_suite(suite.name, runs, out, fmt, **options)
+
+    # typer reads the options from the signature: the fixed ones, then those the report declares
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("runs", keyword, annotation=RunsArg),
+              inspect.Parameter("out", keyword, annotation=OutDirOpt, default=None),
+              inspect.Parameter("fmt", keyword, annotation=FormatOpt, default="md")]
+    params += [inspect.Parameter(n, keyword, annotation=TABLE_OPTIONS[n][0], default=TABLE_OPTIONS[n][1])
+               for n in names]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
     return command
 
 
@@ -118,7 +164,7 @@ def suite_command(name: str):
     for suite in _suites_with_tables().values():
         if suite.command == name:
             one = typer.Typer()
-            one.command(suite.command, help=suite.table_help)(_table_command(suite.name))
+            one.command(suite.command, help=suite.table_help)(_table_command(suite))
             return typer.main.get_command(one)
     return None
 

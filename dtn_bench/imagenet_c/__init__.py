@@ -9,6 +9,8 @@ One call from Python (RobustBench-style), the CLI ``dtn-bench imagenet-c`` on to
 Modules:
     data: layout check, class index, subsets, decoding pipeline.
     evaluation: config, plan (every check before any work), the sharded measurement loop.
+    correctness: per-image top-1 correctness in the run folder, one bit per image per pair.
+    paired: paired comparisons of runs on the same images (bootstrap interval of the mCE difference, McNemar).
     suite: the registered ``imagenet-c`` and ``bench-imagenet-c-pipeline`` suites (run by
         :func:`~dtn_bench.runner.run_suite`).
     report: summaries, the paper-style table, plots (from rows only).
@@ -37,7 +39,8 @@ class ImageNetCResult:
     """What :func:`evaluate` returns (on rank 0; other ranks get ``path=None`` and empty rows).
 
     Attributes:
-        path: the run folder (rows.csv/.parquet, config.json, env.json, table.md/.tex, plots).
+        path: the run folder (rows.csv/.parquet, config.json, env.json, table.md/.tex, plots, and correct/: the
+            per-image top-1 bits, :mod:`~dtn_bench.imagenet_c.correctness`).
         rows: all rows of the run.
         summary: errors per corruption and severity, CE, mCE, relative mCE, clean error.
     """
@@ -146,9 +149,11 @@ def demo(model: str = "vit_t_dtn", *, out: str | Path = "results", norm: str | N
         model: the model whose backbone the stand-in uses.
         out: results root.
         norm: a normaliser put into the model.
-        classes: procedural classes; images: evaluated images per class; train_images: images per class the head
-            is fitted on.
-        corruptions: corruption names (default: the 15); severities: severities (default 1..5).
+        classes: procedural classes.
+        images: evaluated images per class.
+        train_images: images per class the head is fitted on.
+        corruptions: corruption names (default: the 15).
+        severities: severities (default 1..5).
         seed: seed of the images and the stand-in model (``None``: the config's default).
         data_root: where the demo set goes (default: ``out/imagenet-c/.demo-data/...``).
         progress: ``progress(done, total)`` while images are made.
@@ -203,8 +208,10 @@ def benchmark_pipeline(model: str = "vit_t_ln", data_dir: str | Path | None = No
 
 def benchmark_pipeline_config(cfg, *, out: str | Path = "results", run_id: str | None = None, debug: bool = False,
                               on_event=None):
-    """The pipeline benchmark of the config ``cfg`` (a :class:`~dtn_bench.imagenet_c.bench.PipelineConfig`); see
-    :func:`benchmark_pipeline`."""
+    """The pipeline benchmark of the config ``cfg``; see :func:`benchmark_pipeline`.
+
+    ``cfg`` is a :class:`~dtn_bench.imagenet_c.bench.PipelineConfig`.
+    """
     from dtn_bench.imagenet_c import bench
     from dtn_bench.imagenet_c.suite import PIPELINE_SUITE, with_plan
     from dtn_bench.runner import run_suite

@@ -12,6 +12,11 @@ int64; the counts are summed with ``all_reduce`` in pair order (every rank reduc
 images of ``p`` are done, so the collectives line up). A rank that hits a fatal problem (wrong image size, or an
 unreadable image under ``--strict``) raises a flag in the next reduction, so every rank stops with the same message.
 
+Per-image correctness: each rank also keeps one top-1 bit per image of its shard; when a pair is summed, the shards'
+bits are gathered (``all_gather``, packed one bit per image) and interleaved back into the pair's image order
+(rank ``r``'s bits are images ``r, r + W, ...``), and rank 0 writes them into the run folder
+(:mod:`dtn_bench.imagenet_c.correctness`) before the pair's rows, for paired comparisons of models.
+
 A run is keyed on the model, the checkpoint's SHA-256 and every setting that can change a number
 (:meth:`ImageNetCConfig.run_key`): the default run id contains the key, and a resumed run whose config differs is
 refused, so results of different settings never mix. Without a checkpoint the model is built under a fixed seed
@@ -34,14 +39,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dtn_bench.distributed import DistContext
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.imagenet_c import data as D
+from dtn_bench.imagenet_c.correctness import write_pair
 from dtn_bench.metrics import CORRUPTIONS, SEVERITIES, topk_correct
 from dtn_bench.results.schema import make_row
 from dtn_bench.runner import PresetConfig
+from dtn_bench.stats import pack_bits, unpack_bits
 
 SUITE = "imagenet-c"
 DEMO_LABEL = "demo data - not ImageNet-C"
@@ -426,7 +434,8 @@ def measure(p: Plan, ctx) -> Iterator[tuple[str, list[dict]]]:
 
     Yields:
         ``("<corruption>/<severity>", rows)``: ``n_images``, ``n_unreadable``, ``top1_err``, ``top5_err`` (models
-        with >= 5 classes) and ``throughput_img_s`` of the pair.
+        with >= 5 classes) and ``throughput_img_s`` of the pair. Before a pair's rows are yielded, rank 0 writes its
+        per-image correctness into ``ctx.run_dir`` (:func:`~dtn_bench.imagenet_c.correctness.write_pair`).
 
     Events (``ctx.emit``): ``pending`` (pending, skipped, images, world) before the first batch, ``batch``
     (images), ``estimate`` (seconds, img_s, images) after the warm-up batches, ``pair`` (corruption, severity,
@@ -444,6 +453,9 @@ def measure(p: Plan, ctx) -> Iterator[tuple[str, list[dict]]]:
     t0 = time.perf_counter()
     for pair in evaluate_groups(p, pending, ctx.dist, ctx.emit) if pending else ():
         g = pair.group
+        if ctx.rank == 0 and ctx.run_dir is not None and pair.correct is not None:
+            write_pair(ctx.run_dir, g.corruption, g.severity, g.paths, pair.correct,
+                       [n.split("/", 1 if g.clean else 2)[-1] for n in pair.names])
         rows = pair_rows(p, pair, common)
         yield f"{g.corruption}/{g.severity}", rows
         ctx.emit("pair", corruption=g.corruption, severity=g.severity, top1_err=pair.top1_err, n_images=pair.n,
@@ -468,6 +480,7 @@ class Pair:
         names: the unreadable files (``corruption/severity/wnid/name``), sorted when several ranks found some.
         seconds: since the previous pair finished (or the loop started).
         top5: whether top-5 was counted (models with >= 5 classes).
+        correct: top-1 right, one boolean per image of ``group.paths`` in that order (unreadable ones ``False``).
     """
 
     group: Group
@@ -475,6 +488,7 @@ class Pair:
     names: list[str]
     seconds: float
     top5: bool
+    correct: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -519,14 +533,17 @@ class _Shard:
         self.p, self.groups, self.dist, self.top5 = p, groups, dist, top5
         self.device = rank_device(cfg.device)
         class_index = {w: i for i, w in enumerate(p.classes)}
-        items, self.local_total = [], []
+        items, self.local_total, positions = [], [], []
         for gi, g in enumerate(groups):
             shard = g.paths[dist.rank::dist.world]  # exact: no padding, nothing counted twice
             self.local_total.append(len(shard))
             items += [D.Item(str(g.root / rel), class_index[rel.split("/", 1)[0]], gi, g.clean) for rel in shard]
+            positions += range(len(shard))
         self.dataset = D.ImageItems(items, p.input_size, decode=self.device.type != "cuda",
                                     allow_resize=cfg.allow_resize)
         self.group_of = torch.tensor([it.group for it in items], dtype=torch.int64)
+        self.position = torch.tensor(positions, dtype=torch.int64)  # index within this rank's shard of its pair
+        self.correct = [np.zeros(n, dtype=bool) for n in self.local_total]  # top-1 right, per local image
         self.counts = torch.zeros(len(groups), 4, dtype=torch.int64)  # images, top-1 hits, top-5 hits, unreadable
         self.seen = [0] * len(groups)
         self.bad: list[list[str]] = [[] for _ in groups]
@@ -543,13 +560,16 @@ class _Shard:
         """Adds a batch: hits of the readable images (``logits`` of those), the unreadable ones by name."""
         gidx = self.group_of[index]
         if logits is not None:
-            y, g_ok = labels[ok], gidx[ok]
+            y, g_ok, pos_ok = labels[ok], gidx[ok], self.position[index][ok]
+            # top-1 per image, taken as topk_correct takes it (the first of the top max(ks))
+            right = logits.topk(max(ks), dim=1).indices[:, 0].eq(y)
             for gi in torch.unique(g_ok).tolist():
                 m = g_ok == gi
                 hits = topk_correct(logits[m], y[m], ks)
                 self.counts[gi, 0] += int(m.sum())
                 self.counts[gi, 1] += int(hits[0])
                 self.counts[gi, 2] += int(hits[-1]) if len(ks) > 1 else 0
+                self.correct[gi][pos_ok[m].numpy()] = right[m].numpy()
         for i in (~ok).nonzero().flatten().tolist():
             gi = int(gidx[i])
             self.counts[gi, 3] += 1
@@ -559,6 +579,16 @@ class _Shard:
 
     def _local_done(self, gi: int) -> bool:
         return self.seen[gi] == self.local_total[gi]
+
+    def _gathered_correct(self, gi: int) -> np.ndarray:
+        """Pair ``gi``'s per-image bits of every rank, back in the pair's image order (a collective)."""
+        local = self.correct[gi]
+        if self.dist.world == 1:
+            return local.copy()
+        full = np.zeros(len(self.groups[gi].paths), dtype=bool)
+        for r, (n, data) in enumerate(self.dist.gather((local.size, pack_bits(local)))):
+            full[r::self.dist.world] = unpack_bits(data, n)  # rank r evaluated images r, r + W, ...
+        return full
 
     def finished(self, fatal: str | None = None) -> Iterator[Pair]:
         """The pairs this rank has finished, summed over the ranks; with ``fatal``, stop every rank with a message."""
@@ -571,15 +601,19 @@ class _Shard:
             names = self.bad[gi]
             if int(total[3]) and self.dist.world > 1:
                 names = sorted(n for part in self.dist.gather(self.bad[gi]) for n in part)
+            correct = self._gathered_correct(gi)
             self.next += 1
             now = time.perf_counter()
-            yield Pair(self.groups[gi], tuple(int(v) for v in total[:4]), names, now - self.t_last, self.top5)
+            yield Pair(self.groups[gi], tuple(int(v) for v in total[:4]), names, now - self.t_last, self.top5,
+                       correct)
             self.t_last = now
 
 
 class _WarmUp:
-    """The estimate of the whole run from the first batches: batch 0 pays for start-up; the next 2 are timed (more,
-    up to 10, while under 2 s)."""
+    """The estimate of the whole run from the first batches: batch 0 pays for start-up; the next 2 are timed.
+
+    More are timed, up to 10, while under 2 s.
+    """
 
     def __init__(self, device: torch.device, world: int, images: int, small: bool, emit: Event):
         self.device, self.world, self.images, self.small, self.emit = device, world, images, small, emit

@@ -296,8 +296,11 @@ def title(labels: list[str]) -> str:
 
 
 def render_table(df: pd.DataFrame, fmt: str, *, floatfmt: str = ".1f") -> str:
-    """The paper-style table as Markdown (``md``), LaTeX (``tex``, booktabs, grouped column headers) or CSV (``csv``:
-    9 decimals, the published column beside ours, columns ``group / name``, the data label always a column)."""
+    """The paper-style table as Markdown (``md``), LaTeX (``tex``) or CSV (``csv``).
+
+    LaTeX: booktabs, grouped column headers. CSV: 9 decimals, the published column beside ours, columns
+    ``group / name``, the data label always a column.
+    """
     from dtn_bench.results.tables import latex_escape, to_csv, to_latex, to_markdown
 
     if fmt == "csv":

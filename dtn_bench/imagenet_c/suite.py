@@ -8,9 +8,10 @@ A suite's registered ``run`` plans from its config (every check) and then measur
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from dtn_bench.imagenet_c import bench, report
+from dtn_bench.imagenet_c import bench, paired, report
 from dtn_bench.imagenet_c.evaluation import (
     RESUME_IGNORED,
     SUITE,
@@ -34,8 +35,10 @@ def steps(cfg: ImageNetCConfig) -> int:
 
 
 def run(cfg: ImageNetCConfig, ctx):
-    """The registered ``run``: :func:`~dtn_bench.imagenet_c.evaluation.plan` (its warnings and notes emitted), then
-    :func:`~dtn_bench.imagenet_c.evaluation.measure`."""
+    """The registered ``run``: plan (its warnings and notes emitted), then measure.
+
+    The steps are :func:`~dtn_bench.imagenet_c.evaluation.plan` and :func:`~dtn_bench.imagenet_c.evaluation.measure`.
+    """
     p = plan(cfg)
     for message in p.warnings:
         ctx.emit("warning", message=message)
@@ -49,6 +52,20 @@ def with_plan(suite: Suite, p: Plan, measure_plan) -> Suite:
     return replace(suite, run=lambda cfg, ctx: measure_plan(p, ctx))
 
 
+@dataclass(frozen=True)
+class ImageNetCReport(Report):
+    """The ``imagenet-c`` report: the paper-style table from the rows, and a paired comparison from the run folders.
+
+    Attributes:
+        comparison: ``comparison(df, runs, n_boot=, mcnemar=)`` -> ``paired.md`` / ``.tex`` / ``.csv`` (and
+            ``mcnemar.*``): :func:`dtn_bench.imagenet_c.paired.documents`, from the runs' per-image correctness.
+        comparison_options: the ``dtn-bench table imagenet-c`` options it takes (``--n-boot``, ``--mcnemar``).
+    """
+
+    comparison: Callable[..., dict[str, str]] | None = None
+    comparison_options: tuple[str, ...] = ()
+
+
 def _world(cfg, world: int) -> dict:
     return {"world_size": world}
 
@@ -58,14 +75,19 @@ IMAGENET_C_SUITE = register(Suite(
     "(AlexNet-normalised), and the evaluation pipeline's images/s",
     {"top1_err": False, "top5_err": False, "throughput_img_s": True},
     ImageNetCConfig, run,
-    Report(report.render_table, lambda df: report.paper_table(df)[0], "ImageNet-C table",
-           {"ce_bars.png": report.ce_bars, "severity.png": report.severity_lines},
-           csv=lambda df: report.render_table(df, "csv")),
+    ImageNetCReport(report.render_table, lambda df: report.paper_table(df)[0], "ImageNet-C table",
+                    {"ce_bars.png": report.ce_bars, "severity.png": report.severity_lines},
+                    csv=lambda df: report.render_table(df, "csv"), comparison=paired.documents,
+                    comparison_options=("n_boot", "mcnemar")),
     command="imagenet-c", resume_key=RESUME_KEY, steps=steps, resume_ignored=RESUME_IGNORED, env=_world,
     device=lambda cfg, rank: str(rank_device(cfg.device)), distributed=True,
     table_help="Combine ImageNet-C runs into the paper-style table (LN vs DTN with a DTN - LN row) and plots. Runs "
     "of different checkpoints (or autocast / resize settings) get their own rows, tagged like 'vit_t_ln @3fa2c1'; a "
-    "pair measured by several identical runs is averaged and counted once."))
+    "pair measured by several identical runs is averaged and counted once. With two or more models, the paired "
+    "bootstrap 95% interval of each one's mCE difference from the first given (over the images both runs hold, "
+    "from their per-image correctness; --n-boot resamples) is printed after the table and written as "
+    "paired.md/.tex/.csv; "
+    "--mcnemar adds McNemar's test per corruption and severity (mcnemar.md/.tex/.csv)."))
 
 PIPELINE_SUITE = register(Suite(
     bench.SUITE, "Is the ImageNet-C data pipeline the bottleneck? End-to-end images/s of the evaluation loop (read, "

@@ -169,13 +169,15 @@ class ListOpsConfig(PresetConfig):
     def _check_lists(self) -> None:
         from dtn_bench.norms import NORMS
         from dtn_bench.sequence.encoder import ATTENTIONS
+        from dtn_bench.stats import check_unique
 
         for name in ("models", "norms", "seeds"):
             if not getattr(self, name):
                 raise DTNBenchError(f"lra listops: --{name} is empty")
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise DTNBenchError(f"lra listops: --{name} repeats a value: {', '.join(map(str, values))}")
+            try:
+                check_unique(getattr(self, name), name[:-1])
+            except ValueError as e:
+                raise DTNBenchError(f"lra listops: --{name} {','.join(map(str, getattr(self, name)))}: {e}") from None
         for m in self.models:
             ATTENTIONS.get(m)
         for n in self.norms:

@@ -198,11 +198,12 @@ def run(cfg: ListOpsConfig, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]
         yield label, lt.result_rows(result, cfg, data)
 
 
-def _console(df) -> list[ConsoleTable]:
+def _console(df) -> list[ConsoleTable | str]:
     table = report.paper_table(df)
     if table.empty:
         return []
-    return [ConsoleTable.from_frame(table, "ListOps test accuracy (%), last checkpoint", "model")]
+    return [ConsoleTable.from_frame(table, "ListOps test accuracy (%), last checkpoint", "model"),
+            *report.difference_notes(df)]
 
 
 LISTOPS_SUITE = register(Suite(
@@ -211,14 +212,15 @@ LISTOPS_SUITE = register(Suite(
     {"accuracy": True, "loss": False, "tokens_s": True, "train_time_s": False, "params": False,
      "peak_mem_mib": False, "peak_rss_mib": False},
     ListOpsConfig, run,
-    Report(report.render_report, lambda df: report.paper_table(df, "last"), "test accuracy of a last checkpoint",
-           {"curves.png": report.curves_plot}, settings=((LISTOPS_ROW_SETTINGS, ()),), check=check_listops,
-           console=_console),
+    Report(report.render_report, lambda df, ci="t": report.paper_table(df, "last", ci),
+           "test accuracy of a last checkpoint", {"curves.png": report.curves_plot},
+           settings=((LISTOPS_ROW_SETTINGS, ()),), check=check_listops, console=_console, options=("ci",)),
     command="listops", resume_key=RESUME_KEY, steps=lambda cfg: 1 + len(cfg.models) * len(cfg.norms) * len(cfg.seeds),
     env=_env, device=lambda cfg, rank: _device(cfg, rank), distributed=True,
-    table_help="ListOps: rows Transformer / BigBird / Reformer, LN, DTN, DTN - LN and the published numbers (mean ± "
-    "std over the seeds of all runs given; the runs must share every other training setting), and the learning "
-    "curves."))
+    table_help="ListOps: rows Transformer / BigBird / Reformer, LN, DTN (mean ± std over the seeds of all runs "
+    "given; the runs must share every other training setting), DTN - LN paired by seed with its 95% interval "
+    "(--ci: Student t or bootstrap; 'not significant' when it contains 0) and the published numbers, and the "
+    "learning curves."))
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ class LocalViT(VisionTransformer):
         return self.pos_drop(x.contiguous() + self.pos_embed)
 
     def forward_features(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
+        """Final-norm tokens of images ``x``, the class token joining before block ``local_up_to_layer``."""
         x = self.patch_embed(x)
         x = self._pos_embed(x)
         x = self.patch_drop(x)
@@ -96,6 +97,7 @@ class LocalViT(VisionTransformer):
         return self.norm(x)
 
     def forward_intermediates(self, *args, **kwargs):
+        """Not supported: raises ``NotImplementedError``."""
         raise NotImplementedError("forward_intermediates is not supported by LocalViT")
 
 
@@ -190,7 +192,8 @@ def convert_norms(model: torch.nn.Module, norm: str, *, keep_affine: bool = True
 def create(name: str, *, norm: str | None = None, **kwargs) -> torch.nn.Module:
     """Create a zoo model or any timm model by name; ``norm`` converts a stock timm ViT (``--norm NAME``).
 
-    For zoo models ``norm`` replaces the normaliser of blocks 0-9 (``vit_s_ln`` + ``norm='rmsnorm'``)."""
+    For zoo models ``norm`` replaces the normaliser of blocks 0-9 (``vit_s_ln`` + ``norm='rmsnorm'``).
+    """
     import timm
 
     if name in MODELS:

@@ -34,6 +34,7 @@ class AuthorsDTN(DTN):
         self.register_buffer("rel_indices", relative_indices(pooled).unsqueeze(0), persistent=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]`` with the authors' dense computation; ``mask`` is ignored."""
         B, T, C = x.shape
         H = self.num_heads
         S = self.grid_size[0]

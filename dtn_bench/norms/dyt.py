@@ -33,7 +33,9 @@ class DyT(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
 
     def extra_repr(self) -> str:
+        """The dimension and ``alpha_init``, for ``repr``."""
         return f"{self.dim}, alpha_init={self.alpha_init}"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``w * tanh(alpha * x) + b`` element-wise on ``x [B, T, C]``; ``mask`` is ignored."""
         return torch.addcmul(self.bias, torch.tanh(self.alpha * x), self.weight)

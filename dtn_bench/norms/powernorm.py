@@ -90,6 +90,7 @@ class PowerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_phi, ema_gz, mask, step: int, warmup_iters: int, eps: float,
                 alpha_fwd: float, alpha_bkw: float):
+        """``w * z + b``, ``z = x / sqrt(psi_B^2 + eps)`` in warm-up, else ``x / sqrt(psi^2 + eps)``; updates psi^2."""
         acc = torch.promote_types(x.dtype, running_phi.dtype)
         xa = x.to(acc)
         sq = xa.square() if mask is None else xa.square() * mask.to(acc)
@@ -107,6 +108,7 @@ class PowerFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        """The approximate gradients of ``x``, ``weight`` and ``bias`` (``None`` for the rest); updates ``nu``."""
         z, psi2, weight, mask = ctx.saved_tensors
         nu = ctx.ema_gz
         acc = psi2.dtype
@@ -125,8 +127,10 @@ class PowerFunction(torch.autograd.Function):
 
 
 class PowerNorm(nn.Module):
-    """PowerNorm: ``y = w * x' / sqrt(psi^2 + eps) + b`` on group-scaled tokens ``x'``, running quadratic mean ``psi^2``
-    (the batch's during warm-up), approximate backward. Formulas and deviations: the module docstring.
+    """PowerNorm: ``y = w * x' / sqrt(psi^2 + eps) + b`` on group-scaled tokens ``x'``.
+
+    Running quadratic mean ``psi^2`` (the batch's during warm-up), approximate backward. Formulas and deviations: the
+    module docstring.
 
     Args:
         dim: channels.
@@ -157,6 +161,7 @@ class PowerNorm(nn.Module):
         self.register_buffer("iters", torch.zeros((), device=device, dtype=torch.long))
 
     def extra_repr(self) -> str:
+        """The dimension, groups, ``eps``, momenta and warm-up steps, for ``repr``."""
         return (f"{self.dim}, groups={self.num_groups}, eps={self.eps}, alpha_fwd={self.alpha_fwd}, "
                 f"alpha_bkw={self.alpha_bkw}, warmup_iters={self.warmup_iters}")
 
@@ -169,6 +174,7 @@ class PowerNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]``; in training, ``mask [B, T]`` (True = real token) keeps padding out of psi_B^2."""
         m = _mask_weights(x, mask)
         xs = group_scaling(x, self.num_groups, self.group_eps)
         if not self.training:

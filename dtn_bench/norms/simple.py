@@ -31,6 +31,7 @@ class LayerNorm(nn.LayerNorm):
         super().__init__(dim, eps=eps, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]`` per token; ``mask`` is ignored."""
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
@@ -43,6 +44,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]`` per token; ``mask`` is ignored."""
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
@@ -55,6 +57,7 @@ class ScaleNorm(nn.Module):
         self.scale = nn.Parameter(torch.full((dim,), dim**0.5, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]`` per token; ``mask`` is ignored."""
         return x * (self.scale / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(self.eps))
 
 
@@ -65,6 +68,7 @@ class BatchNorm(nn.BatchNorm1d):
         super().__init__(dim, eps=eps, momentum=momentum, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]``; with ``mask [B, T]`` (True = real token), over real tokens only (padding -> 0)."""
         B, T, C = x.shape
         use_batch = self.training or not self.track_running_stats
         if mask is None:
@@ -90,6 +94,7 @@ class InstanceNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]``; with ``mask [B, T]`` (True = real token), statistics over real tokens only."""
         m = _mask_weights(x, mask)
         if m is None:  # two passes (mean, then the centred sum of squares): var_mean's Welford loop over the token
             # axis is several times slower on the CPU
@@ -117,6 +122,7 @@ class GroupNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x [B, T, C]``; with ``mask [B, T]`` (True = real token), statistics over real tokens only."""
         B, T, C = x.shape
         G = self.num_groups
         m = _mask_weights(x, mask)

@@ -3,7 +3,11 @@
 * :func:`table1`: the DTN paper's Table 1 layout (Model, Norm, H, C, FLOPs, Params, Top-1) with our measured GMACs
   and parameters beside the published ones ("not published" where the paper has none; Top-1 is the paper's, this
   suite measures no accuracy), plus the analytic GMACs of the norm layers.
-* :func:`overhead_table`: throughput of each normaliser over LayerNorm's, per model and batch.
+* :func:`overhead_table`: throughput of each normaliser over LayerNorm's, per model and batch, with the spread of
+  that ratio over repetitions where the rows record repetitions (throughput rows with ``stat = "rep"`` and a
+  ``repetition`` index, paired on ``(run_id, repetition)``: :func:`dtn_bench.bench.report.paired_ratio_spread`).
+  The rows :mod:`dtn_bench.profile.measure` writes time the ``iters`` throughput iterations as one block, so they
+  hold no repetitions: the spread reads :data:`dtn_bench.bench.report.NO_REPETITIONS`.
 * :func:`throughput_table`, :func:`latency_table`: items/s per batch; latency p50/p90 and peak memory at batch 1.
   Peak memory is labelled for what was measured (rows' ``mem_kind``): on a GPU the memory torch allocated, on the CPU
   the whole process's peak resident set size (:data:`MEM_LABELS`, :func:`memory_note`).
@@ -74,7 +78,39 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _throughput_rows(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["metric"].isin(THROUGHPUT_METRICS)]
+    """The throughput rows of each configuration (one repetition rows left out)."""
+    from dtn_bench.bench.report import summary_rows
+
+    return summary_rows(df[df["metric"].isin(THROUGHPUT_METRICS)])
+
+
+def _throughput_reps(df: pd.DataFrame, model: str, norm: str, batch: int) -> pd.DataFrame:
+    """The one repetition throughput rows of one configuration at the batch actually run."""
+    from dtn_bench.bench.report import repetition_rows
+
+    reps = repetition_rows(df[df["metric"].isin(THROUGHPUT_METRICS)])
+    if reps.empty:
+        return reps
+    return reps[(reps["model"] == model) & (reps["norm"] == norm) & (reps["batch_used"].astype(int) == batch)]
+
+
+def ratio_spread_text(df: pd.DataFrame, model: str, norm: str, batch: int) -> str:
+    """The spread over repetitions of ``norm``'s throughput over LayerNorm's (``"0.820 (0.800-0.850)"``).
+
+    Args:
+        df: profile rows.
+        model: the model.
+        norm: the normaliser over LayerNorm.
+        batch: the batch actually run (both sides).
+
+    Returns:
+        The text (:func:`dtn_bench.bench.report.spread_text`, three decimals), or
+        :data:`~dtn_bench.bench.report.NO_REPETITIONS` when the rows hold no paired repetitions.
+    """
+    from dtn_bench.bench.report import paired_ratio_spread, spread_text
+
+    s = paired_ratio_spread(_throughput_reps(df, model, norm, batch), _throughput_reps(df, model, BASELINE, batch))
+    return spread_text(s, 3)
 
 
 def throughput_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +126,8 @@ def overhead_table(df: pd.DataFrame) -> pd.DataFrame:
     """Throughput per model and batch for each normaliser, and each one over LayerNorm's (``dtn / LN``).
 
     Pairs are matched on the batch actually run, so a configuration that fell back to a smaller batch after
-    running out of memory is never compared with a larger one.
+    running out of memory is never compared with a larger one. Beside each ratio, ``dtn / LN over repetitions``:
+    its spread over repetitions (:func:`ratio_spread_text`).
     """
     t = _throughput_rows(df)
     if t.empty:
@@ -99,7 +136,11 @@ def overhead_table(df: pd.DataFrame) -> pd.DataFrame:
     wide = pivot(t, index=["model", "batch"], columns="norm")
     if BASELINE in wide.columns:
         for norm in [c for c in wide.columns if c != BASELINE]:
-            wide[f"{norm} / LN"] = wide[norm] / wide[BASELINE]
+            ratio = wide[norm] / wide[BASELINE]
+            wide[f"{norm} / LN"] = ratio
+            wide[f"{norm} / LN over repetitions"] = [
+                "—" if pd.isna(r) else ratio_spread_text(df, model, norm, batch)
+                for (model, batch), r in ratio.items()]
     wide.columns = [c if "/" in str(c) else f"{c} (items/s)" for c in wide.columns]
     return wide
 
@@ -157,6 +198,11 @@ def memory_mfu_table(df: pd.DataFrame) -> pd.DataFrame:
     return wide.rename(columns={"mfu": "MFU"})
 
 
+OVERHEAD_NOTE = ("dtn / LN: the ratio of the two throughputs; over repetitions: median (min-max) of the ratio of "
+                 "each timed repetition, repetition k of one side over repetition k of LayerNorm's in the same run. "
+                 "no repetitions recorded: the run timed its throughput iterations as one block (one number per "
+                 "configuration), so the ratio has no spread.")
+
 PROTOCOL_COLUMNS = ("device_name", "mode", "warmup", "iters", "latency_iters", "dtype", "autocast", "channels_last",
                     "compile_mode", "dtn_kernel", "cudnn_benchmark", "tf32", "isolation", "threads", "malloc_tuned",
                     "torch_version", "timm_version", "cuda_version", "cudnn_version")
@@ -175,7 +221,11 @@ def protocol_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One line per ``(model, norm)``: params, GMACs, norm GMACs, items/s per batch, latency p50, DTN/LN."""
+    """One line per ``(model, norm)``: params, GMACs, norm GMACs, items/s per batch, latency p50, DTN/LN.
+
+    Each ``/ LN @<batch>`` is followed by its spread over repetitions (``/ LN @<batch> over repetitions``,
+    :func:`ratio_spread_text`).
+    """
     keys = _keys(df)
     if not keys:
         return pd.DataFrame()
@@ -196,6 +246,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             base = tp[(tp["model"] == model) & (tp["norm"] == BASELINE) & (tp["batch_used"] == used)]
             if norm != BASELINE and len(base):
                 rec[f"/ LN @{b}"] = r["value"] / float(base["value"].iloc[0])
+                rec[f"/ LN @{b} over repetitions"] = ratio_spread_text(df, model, norm, used)
         records.append(rec)
     return pd.DataFrame(records).set_index(["model", "norm"])
 
@@ -205,7 +256,8 @@ def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
     sections = [
         ("Table 1 layout: measured vs published (224x224 images; LRA: 2000 tokens)", table1(df), NORM_MACS_NOTE,
          ".3f"),
-        ("Throughput overhead (items/s; ratio over LayerNorm at the same batch)", overhead_table(df), None, ".3f"),
+        ("Throughput overhead (items/s; ratio over LayerNorm at the same batch)", overhead_table(df), OVERHEAD_NOTE,
+         ".3f"),
         ("Throughput (items/s) by batch actually run", throughput_table(df), None, ".2f"),
         ("Latency at batch 1 and peak memory", latency_table(df), memory_note(df), ".3f"),
         ("Peak memory and MFU by batch", memory_mfu_table(df), memory_note(df), ".3f"),
