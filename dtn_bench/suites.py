@@ -21,6 +21,7 @@ SUITE_MODULES: dict[str, str] = {
     "imagenet-c": "dtn_bench.imagenet_c.suite",
     "bench-imagenet-c-pipeline": "dtn_bench.imagenet_c.suite",
     "bench-corrupt": "dtn_bench.bench.corrupt",
+    "cifar-c": "dtn_bench.cifar_c.suite",
 }
 """Where each built-in suite is defined (imported on first use, so ``--help`` stays instant)."""
 

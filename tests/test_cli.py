@@ -32,6 +32,15 @@ def test_list_norms(invoke):
         assert name in out
 
 
+def test_list_models_shows_the_small_input_models(invoke):
+    from dtn_bench.models.small import SMALL_MODELS
+
+    code, out, err = invoke("list", "models")
+    assert code == 0, err
+    names = {line.split()[1] for line in out.splitlines() if line.startswith("│")}
+    assert set(SMALL_MODELS.names()) <= names and {"vit_cifar_t_ln", "vit_tiny_t_dtn"} <= names
+
+
 def test_list_models_pattern(invoke):
     code, out, err = invoke("list", "models", "vit_s*")
     assert code == 0, err

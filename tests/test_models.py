@@ -361,3 +361,15 @@ def test_attention_counts_are_the_same_for_every_sdpa_kernel():
         out.sum().backward()
     # torch's SDPA backward formula: the scores recomputed, then dV, dP, dQ, dK (5 products of 2*3*50*50*8 MACs)
     assert bwd.get_total_flops() == 2 * 5 * 2 * 3 * 50 * 50 * 8
+
+
+def test_conversion_note_names_carried_missing_and_new_parameters():
+    from dtn_bench.models.vit import conversion_note
+
+    model = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=64)
+    assert conversion_note(model) is None  # not converted
+    convert_norms(model, "rmsnorm")  # RMSNorm has a weight, no bias
+    note = conversion_note(model)
+    assert "replaced 24 block norms (LayerNorm); their affine (weight) carried" in note
+    assert "not carried (the new norm has no such parameter): bias" in note and "new parameters" not in note
+    assert model.norm_conversion["carried"] == {"weight": 24}

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dtn_bench.cli.options import EmaOpt, OutOpt, RunIdOpt, csv_list
+from dtn_bench.cli.options import EmaOpt, OutOpt, PretrainedFileOpt, PretrainedOpt, RunIdOpt, csv_list, parse_severities
 from dtn_bench.cli.output import STATE, console, err_console
 from dtn_bench.errors import DTNBenchError
 
@@ -34,16 +34,6 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda (de
 AmpOpt = Annotated[str | None, typer.Option("--amp", help="bf16: autocast the forward pass.")]
 ResizeOpt = Annotated[bool, typer.Option("--allow-resize", help="Resize images whose size is not the model's input "
                                          "size (changes results; ImageNet-C is 224 x 224).")]
-
-
-def _severities(text: str | None) -> tuple[int, ...] | None:
-    values = csv_list(text)
-    if values is None:
-        return None
-    try:
-        return tuple(int(v) for v in values)
-    except ValueError:
-        raise DTNBenchError(f"--severities {text!r}: expected comma-separated integers 1..5") from None
 
 
 def _clean_error(text: str | None) -> float | None:
@@ -214,6 +204,8 @@ def imagenet_c(
     norm: NormOpt = None,
     checkpoint: CkptOpt = None,
     ema: EmaOpt = True,
+    pretrained: PretrainedOpt = False,
+    pretrained_file: PretrainedFileOpt = None,
     num_classes: ClassesOpt = None,
     clean_dir: Annotated[Path | None, typer.Option("--clean-dir", help="Clean ImageNet val (<val>/<wnid>/<image>) "
                                                    "for the clean error (resized 256 / cropped 224 like ImageNet-C)."
@@ -261,18 +253,20 @@ def imagenet_c(
     Images are fed as released (224 x 224, no resize, no crop) with the model's mean/std; rows are appended per
     (corruption, severity) as they finish (--resume continues); runs under torchrun shard images across ranks.
     Without --checkpoint the weights are random (built under --seed, the same in every process) and a warning says
-    so; the rows and tables say 'random init (seed N)'.
+    so; the rows and tables say 'random init (seed N)'. --pretrained / --pretrained-file load timm's pretrained
+    weights of a stock timm model instead (recorded as weights_source and weights_sha256).
     """
     from dtn_bench import imagenet_c as ic
 
-    settings = dict(norm=norm, corruptions=csv_list(corruptions), severities=_severities(severities), extra=extra,
+    settings = dict(norm=norm, corruptions=csv_list(corruptions), severities=parse_severities(severities), extra=extra,
                     subset=subset, subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size,
                     workers=workers, device=device, amp=amp, strict=strict, allow_resize=allow_resize)
     if demo:
         if data_dir is not None or checkpoint is not None or clean_dir is not None or clean_error is not None \
-                or data_label is not None:
+                or data_label is not None or pretrained or pretrained_file is not None:
             raise DTNBenchError("--demo makes its own data, model and clean set and labels them: drop --data-dir, "
-                                "--checkpoint, --clean-dir, --clean-error and --data-label")
+                                "--checkpoint, --pretrained, --pretrained-file, --clean-dir, --clean-error and "
+                                "--data-label")
         label = ic.DEMO_LABEL
     else:
         label = _data_label_of(data_dir, data_label)
@@ -286,7 +280,8 @@ def imagenet_c(
                              resume=resume, debug=STATE["debug"], on_event=hook,
                              progress=progress.generate if hook else None, **settings)
         else:
-            cfg = ic.make_config(model, data_dir, checkpoint=checkpoint, ema=ema, num_classes=num_classes,
+            cfg = ic.make_config(model, data_dir, checkpoint=checkpoint, ema=ema, pretrained=pretrained,
+                                 pretrained_file=pretrained_file, num_classes=num_classes,
                                  clean_dir=clean_dir, clean_error=_clean_error(clean_error), data_label=label,
                                  seed=seed if checkpoint is None else None, **settings)  # seed: random weights only
             result = ic.evaluate_config(cfg, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
@@ -347,7 +342,7 @@ def bench_imagenet_c_pipeline(
         from dtn_bench.imagenet_c.data import data_label
 
         label = data_label(data_dir)
-    corr, sevs = csv_list(corruptions), _severities(severities)
+    corr, sevs = csv_list(corruptions), parse_severities(severities)
     cfg = PipelineConfig.from_preset(
         None, model=model, data_dir=str(data_dir), num_classes=num_classes, corruption=corr[0] if corr else None,
         severity=sevs[0] if sevs else None, images=images, batch_size=batch_size, workers=workers, device=device,

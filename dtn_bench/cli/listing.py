@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dtn_bench.cli.options import EmaOpt, NormOpt
+from dtn_bench.cli.options import EmaOpt, NormOpt, PretrainedFileOpt, PretrainedOpt
 from dtn_bench.cli.output import STATE, console, err_console
 from dtn_bench.errors import DTNBenchError
 
@@ -28,11 +28,12 @@ def list_(
         raise DTNBenchError(unknown_name_message("list", what, list(kinds)))
     if what == "models":
         from dtn_bench.models import MODELS
+        from dtn_bench.models.small import SMALL_MODELS
 
         table = Table(title="Models (timm.create_model names)")
         for col in ("name", "model", "heads", "dim", "norm in blocks 0-9"):
             table.add_column(col)
-        entries = MODELS.list(pattern)
+        entries = MODELS.list(pattern) + SMALL_MODELS.list(pattern)  # the zoo, then the 32 / 64 px models
         for e in entries:
             m = e.meta
             table.add_row(e.name, m["label"], str(m["heads"]), str(m["dim"]), m["norm"])
@@ -65,12 +66,15 @@ def info(
     norm: NormOpt = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Load these weights.")] = None,
     ema: EmaOpt = True,
+    pretrained: PretrainedOpt = False,
+    pretrained_file: PretrainedFileOpt = None,
     macs: Annotated[bool, typer.Option("--macs/--no-macs", help="Count MACs with torch's flop counter.")] = True,
 ) -> None:
     """Parameters, MACs and which normaliser sits where in MODEL."""
     from dtn_bench.models.info import describe
 
-    d = describe(model, norm=norm, checkpoint=checkpoint, ema=ema, macs=macs, debug=STATE["debug"])
+    d = describe(model, norm=norm, checkpoint=checkpoint, ema=ema, pretrained=pretrained,
+                 pretrained_file=pretrained_file, macs=macs, debug=STATE["debug"])
     table = Table(title=f"{model}" + (f" with {norm}" if norm else ""))
     table.add_column("property")
     table.add_column("value")
@@ -82,6 +86,11 @@ def info(
         table.add_row("checkpoint", f"{ck['path']} (sha256 {ck['sha256'][:12]})")
         table.add_row("weights", f"{ck['weights']} ({ck['key'] or 'flat state dict'})")
         err_console.print(ck["message"], markup=False, highlight=False, soft_wrap=True)
+    if d.get("pretrained"):
+        pw = d["pretrained"]
+        table.add_row("weights", f"{pw['source']} (sha256 {pw['sha256'][:20]})")
+        for line in (pw["message"], *pw["notes"]):
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(table)
     where = Table(title="Normalisers")
     for col in ("layers", "normaliser", "details"):

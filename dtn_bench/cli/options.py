@@ -32,6 +32,14 @@ SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (defaul
 EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="With --checkpoint: load its EMA weights when it has "
                                       "them (state_dict_ema / model_ema, as timm does; the authors' accuracies are "
                                       "the EMA weights'), or its raw ones. Recorded as `weights: ema|raw`.")]
+PretrainedOpt = Annotated[bool, typer.Option("--pretrained", help="A stock timm model with timm's pretrained weights "
+                                             "(timm's own loader; the hub when online). With --norm the replaced "
+                                             "norms' affine is carried over and the new parameters are untrained. "
+                                             "Recorded as weights_source timm:<model>.<tag> with the SHA-256.")]
+PretrainedFileOpt = Annotated[Path | None, typer.Option("--pretrained-file", help="Offline --pretrained: load this "
+                                                        "local weights file through timm's pretrained loader (its "
+                                                        "pretrained-config overlay). Recorded as weights_source "
+                                                        "file:PATH with its SHA-256.")]
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -65,3 +73,14 @@ def parse_ints(text: str, flag: str, example: str, what: str = "integers") -> tu
     except ValueError:
         raise DTNBenchError(message) from None
     return values
+
+
+def parse_severities(text: str | None) -> tuple[int, ...] | None:
+    """``"1,3"`` -> ``(1, 3)`` (``None``: not given); anything but comma-separated integers is a one-line error."""
+    values = csv_list(text)
+    if values is None:
+        return None
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise DTNBenchError(f"--severities {text!r}: expected comma-separated integers 1..5") from None

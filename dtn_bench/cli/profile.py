@@ -70,7 +70,8 @@ def profile(
     """Profile models x normalisers: params, GMACs, throughput, latency, peak memory and MFU.
 
     GMACs come with the norms' analytic GMACs, latency is p50/p90 at batch 1, MFU is measured on GPUs only. Writes
-    rows, table.md/.tex, throughput.png and latency.png.
+    rows, table.md/.tex, throughput.png and latency.png. Weights change none of these, so there is no --checkpoint
+    or --pretrained here: models are profiled at their init.
     """
     from dataclasses import replace
 

@@ -22,6 +22,9 @@ A run is keyed on the model, the checkpoint's SHA-256 and every setting that can
 refused, so results of different settings never mix. Without a checkpoint the model is built under a fixed seed
 (``seed``; every rank and every process gets the same weights) and ``checkpoint_sha256`` says
 ``random init (seed N)``, so random weights are keyed, labelled in rows and tables, and announced with a warning.
+``weights_source`` / ``weights_sha256`` say where the weights came from in every row: ``checkpoint:PATH``, timm's
+pretrained release (``--pretrained``: ``timm:<architecture>.<tag>``) or a local file through timm's loader
+(``--pretrained-file``: ``file:PATH``), with the file's SHA-256 (also in ``checkpoint_sha256``, which keys the run).
 
 The number of processes is recorded as ``world_size`` in ``config.json`` (the session that made the folder) and
 ``env.json`` (the latest session); it is not part of the run key: the sharding is exact, so no number depends on it.
@@ -55,8 +58,10 @@ SUITE = "imagenet-c"
 DEMO_LABEL = "demo data - not ImageNet-C"
 RELEASED_LABEL = "ImageNet-C"
 CLEAN = "clean"
-RESUME_IGNORED = ("resume", "run_id", "debug", "batch_size", "workers", "strict", "checkpoint", "ema")
-"""Config keys that may differ when a run is resumed (they do not change any number)."""
+RESUME_IGNORED = ("resume", "run_id", "debug", "batch_size", "workers", "strict", "checkpoint", "ema",
+                  "pretrained_file", "weights_source")
+"""Config keys that may differ when a run is resumed (they do not change any number; a file's path does not, its
+SHA-256, which is keyed, does)."""
 PAIR_METRICS = ("top1_err", "top5_err", "n_images", "n_unreadable", "throughput_img_s")
 COUNT_UNIT = "images"
 RANDOM_INIT = "random init"
@@ -110,7 +115,16 @@ class ImageNetCConfig(PresetConfig):
         ema: take the checkpoint's EMA weights when it has them (timm's ``CheckpointSaver`` files; the authors'
             accuracies are the EMA weights'); ``False`` (``--no-ema``) takes the raw ones.
         weights: filled in by :func:`plan`: which set was loaded, ``ema`` or ``raw`` (``none`` without a
-            checkpoint); it keys the run (``ema`` does not: asking for EMA of a file without any loads the same).
+            checkpoint, ``pretrained`` for timm's pretrained weights); it keys the run (``ema`` does not: asking for
+            EMA of a file without any loads the same).
+        pretrained: load timm's pretrained weights of a stock timm model (``--pretrained``;
+            :mod:`dtn_bench.models.pretrained`), before any ``norm`` conversion.
+        pretrained_file: a local weights file loaded through timm's pretrained loader (``--pretrained-file``; its
+            SHA-256 keys the run).
+        weights_source: filled in by :func:`plan`: ``timm:<architecture>.<tag>``, ``file:PATH``,
+            ``checkpoint:PATH`` or ``random init (seed N)``.
+        weights_sha256: filled in by :func:`plan`: the weights file's SHA-256 (``none`` for random weights); for
+            pretrained weights it is also ``checkpoint_sha256``, which tables tell runs' weights apart by.
         num_classes: build the classifier with this many outputs (models trained on other label sets, tests).
         data_dir: the ImageNet-C folder.
         clean_dir: clean ImageNet val folder (``<val>/<wnid>/<image>``), evaluated as pair ``("clean", 0)``.
@@ -141,6 +155,10 @@ class ImageNetCConfig(PresetConfig):
     checkpoint_sha256: str | None = None
     ema: bool = True
     weights: str | None = None
+    pretrained: bool = False
+    pretrained_file: str | None = None
+    weights_source: str | None = None
+    weights_sha256: str | None = None
     num_classes: int | None = None
     data_dir: str | None = None
     clean_dir: str | None = None
@@ -162,7 +180,11 @@ class ImageNetCConfig(PresetConfig):
     seed: int = 0
 
     def validate(self) -> None:
-        """One-line errors for settings that cannot work together (the data, the counts, the device)."""
+        """One-line errors for settings that cannot work together (the weights, the data, the counts, the device)."""
+        from dtn_bench.models.pretrained import check_request
+
+        check_request(self.model, pretrained=self.pretrained, pretrained_file=self.pretrained_file,
+                      checkpoint=self.checkpoint, ema=self.ema)
         self._validate_data()
         self._validate_counts()
         self._validate_device()
@@ -186,12 +208,7 @@ class ImageNetCConfig(PresetConfig):
         check_count("num_classes", self.num_classes)
 
     def _validate_device(self) -> None:
-        if self.amp not in (None, "bf16"):
-            raise DTNBenchError(f"--amp {self.amp!r}: only bf16 is supported")
-        if self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise DTNBenchError(f"--device {self.device!r}: use cpu or cuda")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise DTNBenchError(f"--device {self.device} but no CUDA GPU is visible")
+        check_device_amp(self.device, self.amp)
 
     def run_key(self) -> str:
         """SHA-256 (hex) of every setting that can change a number (model, checkpoint hash, data, subset, ...)."""
@@ -255,18 +272,23 @@ class Plan:
 
 
 def build_model(cfg: ImageNetCConfig, *, debug: bool = False) -> tuple[torch.nn.Module, dict | None]:
-    """The model of ``cfg`` in eval mode, with its checkpoint loaded (``(model, checkpoint info or None)``).
+    """The model of ``cfg`` in eval mode, with its weights loaded (``(model, weights info or None)``).
 
     The model is always built under ``torch.manual_seed(cfg.seed)`` (the caller's random state is restored after), so
-    without a checkpoint every process - each torchrun rank, a resumed run - gets the same random weights.
+    without a checkpoint every process - each torchrun rank, a resumed run - gets the same random weights (and a
+    converted pretrained model the same init of its new parameters). The info is :func:`~dtn_bench.checkpoint.
+    load_checkpoint`'s for a checkpoint; for timm's pretrained weights ``{"source", "sha256", "weights":
+    "pretrained", "message", "notes"}`` (``notes``: what the ``norm`` conversion carried over).
     """
     from dtn_bench.models import create
 
     kwargs = {} if cfg.num_classes is None else {"num_classes": cfg.num_classes}
+    pretrained = cfg.pretrained or cfg.pretrained_file is not None
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = create(cfg.model, norm=cfg.norm, **kwargs)
+            model = create(cfg.model, norm=cfg.norm, pretrained=pretrained, pretrained_file=cfg.pretrained_file,
+                           debug=debug, **kwargs)
     except TypeError as e:
         raise DTNBenchError(f"cannot build model {cfg.model}: {e}") from e
     info = None
@@ -274,6 +296,14 @@ def build_model(cfg: ImageNetCConfig, *, debug: bool = False) -> tuple[torch.nn.
         from dtn_bench.checkpoint import load_checkpoint
 
         info = load_checkpoint(model, cfg.checkpoint, ema=cfg.ema, debug=debug)
+        info["source"] = f"checkpoint:{cfg.checkpoint}"
+    elif pretrained:
+        from dtn_bench.models.vit import conversion_note
+
+        w = model.pretrained_weights
+        note = conversion_note(model, pretrained=True)
+        info = {"source": w.source, "sha256": w.sha256, "weights": "pretrained", "message": w.message,
+                "notes": [note] if note else []}
     return model.eval(), info
 
 
@@ -349,6 +379,9 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
                   clean_dir=str(Path(cfg.clean_dir).resolve()) if cfg.clean_dir else None,
                   checkpoint_sha256=info["sha256"] if info else random_init_label(cfg.seed),
                   weights=info["weights"] if info else "none",
+                  pretrained=cfg.pretrained or cfg.pretrained_file is not None,
+                  weights_source=info["source"] if info else random_init_label(cfg.seed),
+                  weights_sha256=info["sha256"] if info else "none",
                   subset_file_sha256=file_sha256(cfg.subset_file) if cfg.subset_file else None)
     n_model = model_classes(model)
     # a 1000-class model with a subset list: the copy may hold only the listed images (RobustBench's 5,000)
@@ -377,7 +410,7 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
     norm = cfg.norm or _default_norm(cfg.model)
     warns = [] if info else [random_init_warning(cfg.seed)]
     return Plan(cfg, model, norm, layout.classes, groups, size, mean, std, warnings=warns,
-                notes=[info["message"]] if info else [])
+                notes=[info["message"], *info.get("notes", [])] if info else [])
 
 
 def _default_norm(model: str) -> str:
@@ -395,6 +428,16 @@ def _subset(cfg: ImageNetCConfig, paths: list[str], entries, where: str) -> list
 
 
 # ------------------------------------------------------------------------------------------------------------------
+def check_device_amp(device: str, amp: str | None) -> None:
+    """One-line errors for an ``--amp`` other than bf16, a device that is not cpu / cuda, or cuda without a GPU."""
+    if amp not in (None, "bf16"):
+        raise DTNBenchError(f"--amp {amp!r}: only bf16 is supported")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise DTNBenchError(f"--device {device!r}: use cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DTNBenchError(f"--device {device} but no CUDA GPU is visible")
+
+
 def rank_device(device: str) -> torch.device:
     """The device of this process: ``cuda:LOCAL_RANK`` under torchrun when ``device`` is ``cuda``."""
     if device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -467,7 +510,8 @@ def measure(p: Plan, ctx) -> Iterator[tuple[str, list[dict]]]:
 def row_settings(cfg: ImageNetCConfig) -> dict[str, Any]:
     """The setting columns every row of the run holds (data, subset, weights, autocast, resizing)."""
     return dict(data=cfg.data_name, subset=cfg.subset_label, checkpoint_sha256=cfg.checkpoint_sha256 or "none",
-                weights=cfg.weights or "none", amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
+                weights=cfg.weights or "none", weights_source=cfg.weights_source or "none",
+                weights_sha256=cfg.weights_sha256 or "none", amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
 
 
 @dataclass

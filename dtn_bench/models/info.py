@@ -109,15 +109,29 @@ def norm_layout(model: torch.nn.Module) -> list[tuple[str, str, str]]:
 
 
 def describe(name: str, *, norm: str | None = None, checkpoint: str | Path | None = None, ema: bool = True,
-             macs: bool = True, debug: bool = False) -> dict:
-    """Parameters, optional GMACs, checkpoint identity (and which weight set, EMA or raw) and norm layout."""
-    from dtn_bench.checkpoint import load_checkpoint
-    from dtn_bench.models.vit import create
+             pretrained: bool = False, pretrained_file: str | Path | None = None, macs: bool = True,
+             debug: bool = False) -> dict:
+    """Parameters, optional GMACs, weights identity and norm layout.
 
-    model = create(name, norm=norm)
+    ``checkpoint`` (which weight set, EMA or raw, is said) or timm's pretrained weights (``pretrained`` /
+    ``pretrained_file``: ``info["pretrained"]`` holds ``source``, ``sha256``, ``message`` and ``notes``, what a
+    ``norm`` conversion carried over).
+    """
+    from dtn_bench.checkpoint import load_checkpoint
+    from dtn_bench.models.pretrained import check_request
+    from dtn_bench.models.vit import conversion_note, create
+
+    check_request(name, pretrained=pretrained, pretrained_file=pretrained_file, checkpoint=checkpoint, ema=ema)
+    model = create(name, norm=norm, pretrained=pretrained, pretrained_file=None if pretrained_file is None
+                   else str(pretrained_file), debug=debug)
     info = {"name": name, "norm": norm, "params": sum(p.numel() for p in model.parameters())}
     if checkpoint is not None:
         info["checkpoint"] = load_checkpoint(model, checkpoint, ema=ema, debug=debug)
+    weights = getattr(model, "pretrained_weights", None)
+    if weights is not None:
+        note = conversion_note(model, pretrained=True)
+        info["pretrained"] = {"source": weights.source, "sha256": weights.sha256, "message": weights.message,
+                              "notes": [note] if note else []}
     info["gmacs"] = count_gmacs(model) if macs else None
     info["norms"] = norm_layout(model)
     return info

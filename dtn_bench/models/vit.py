@@ -153,7 +153,9 @@ def convert_norms(model: torch.nn.Module, norm: str, *, keep_affine: bool = True
     Prefix tokens (class, distillation, register tokens: ``model.num_prefix_tokens``) are passed on, so DTN
     normalises them with LN statistics and keeps them out of the patch statistics. The final ``norm`` and any
     ``fc_norm`` keep the model's own LayerNorm. With ``keep_affine`` the old weight/bias are copied over when the
-    shapes agree (a pretrained model keeps its affine parameters).
+    shapes agree (a pretrained model keeps its affine parameters); every other parameter of the new norms stays at
+    that normaliser's documented init (DTN: gates 0, local ``pos_proj``). What was carried and what is new is
+    recorded in ``model.norm_conversion`` (:func:`conversion_note` says it in one line).
 
     Args:
         model: a timm ``VisionTransformer`` (``vit_small_patch16_224``, ``deit_small_patch16_224``, ...).
@@ -169,7 +171,11 @@ def convert_norms(model: torch.nn.Module, norm: str, *, keep_affine: bool = True
     pe = getattr(model, "patch_embed", None)
     grid = tuple(pe.grid_size) if pe is not None and getattr(pe, "grid_size", None) else None
     prefix = int(getattr(model, "num_prefix_tokens", 0))
-    for name, old in norm_slots(model):
+    slots = norm_slots(model)
+    carried: dict[str, int] = {}
+    not_carried: dict[str, int] = {}
+    new_params: dict[str, int] = {}
+    for name, old in slots:
         blk = model.get_submodule(name.rsplit(".", 1)[0])
         weight = getattr(old, "weight", None)
         if weight is None:
@@ -178,24 +184,71 @@ def convert_norms(model: torch.nn.Module, norm: str, *, keep_affine: bool = True
         heads = getattr(getattr(blk, "attn", None), "num_heads", 1)
         new = build_norm(norm, dim, num_heads=heads, grid_size=grid, num_prefix_tokens=prefix,
                          device=weight.device, dtype=weight.dtype)
-        if keep_affine:
-            with torch.no_grad():
-                for p in ("weight", "bias"):
-                    src, dst = getattr(old, p, None), getattr(new, p, None)
-                    if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor) and src.shape == dst.shape:
-                        dst.copy_(src)
+        took = _carry_affine(old, new) if keep_affine else set()
+        for p in ("weight", "bias"):
+            if isinstance(getattr(old, p, None), torch.Tensor):
+                bucket = carried if p in took else not_carried
+                bucket[p] = bucket.get(p, 0) + 1
+        for p, _ in new.named_parameters():
+            if p not in took:
+                new_params[p] = new_params.get(p, 0) + 1
         setattr(blk, name.rsplit(".", 1)[1], new)
     model.norm_name = norm
+    replaced = sorted({type(m).__name__ for _, m in slots})
+    model.norm_conversion = {"norm": norm, "slots": len(slots), "replaced": replaced,
+                             "carried": carried, "not_carried": not_carried, "new": new_params}
     return model
 
 
-def create(name: str, *, norm: str | None = None, **kwargs) -> torch.nn.Module:
+def _carry_affine(old: torch.nn.Module, new: torch.nn.Module) -> set[str]:
+    """Copy ``old``'s weight/bias into ``new``'s where both have them with one shape; the names copied."""
+    took = set()
+    with torch.no_grad():
+        for p in ("weight", "bias"):
+            src, dst = getattr(old, p, None), getattr(new, p, None)
+            if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor) and src.shape == dst.shape:
+                dst.copy_(src)
+                took.add(p)
+    return took
+
+
+def conversion_note(model: torch.nn.Module, *, pretrained: bool = True) -> str | None:
+    """One line on what :func:`convert_norms` did to ``model`` (``None`` when it was not converted).
+
+    With ``pretrained`` it says that the new parameters are untrained.
+    """
+    c = getattr(model, "norm_conversion", None)
+    if not c:
+        return None
+    carried = ", ".join(sorted(c["carried"])) or "nothing"
+    text = (f"--norm {c['norm']}: replaced {c['slots']} block norms ({', '.join(c['replaced'])}); their affine "
+            f"({carried}) carried into the new norms")
+    if c["not_carried"]:
+        text += f"; not carried (the new norm has no such parameter): {', '.join(sorted(c['not_carried']))}"
+    new = sorted(set(c["new"]))
+    if new:
+        text += f"; new parameters at {c['norm']}'s documented init: {', '.join(new)}"
+        if pretrained:
+            text += " - untrained, so these are not the pretrained model's numbers"
+    return text
+
+
+def create(name: str, *, norm: str | None = None, pretrained: bool = False, pretrained_file: str | None = None,
+           debug: bool = False, **kwargs) -> torch.nn.Module:
     """Create a zoo model or any timm model by name; ``norm`` converts a stock timm ViT (``--norm NAME``).
 
     For zoo models ``norm`` replaces the normaliser of blocks 0-9 (``vit_s_ln`` + ``norm='rmsnorm'``).
+    ``pretrained`` / ``pretrained_file`` load timm's pretrained weights (a stock timm model only;
+    :func:`dtn_bench.models.pretrained.create_pretrained`) before any conversion, so the converted norms get the
+    pretrained affine; ``model.pretrained_weights`` then says where they came from
+    (:class:`~dtn_bench.models.pretrained.PretrainedWeights`).
     """
     import timm
 
+    from dtn_bench.models.pretrained import check_request, create_pretrained
+
+    pretrained = pretrained or pretrained_file is not None
+    check_request(name, pretrained=pretrained, pretrained_file=pretrained_file)
     if name in MODELS:
         if norm is not None:
             NORMS.get(norm)
@@ -206,7 +259,15 @@ def create(name: str, *, norm: str | None = None, **kwargs) -> torch.nn.Module:
 
         known = list(dict.fromkeys(MODELS.names() + timm.list_models()))  # the zoo is in timm's list too
         raise DTNBenchError(unknown_name_message("model", name, known))
-    model = timm.create_model(name, pretrained=False, **kwargs)
+    if norm is not None:
+        NORMS.get(norm)  # an unknown norm fails before any weights are read
+    weights = None
+    if pretrained:
+        model, weights = create_pretrained(name, pretrained_file=pretrained_file, debug=debug, **kwargs)
+    else:
+        model = timm.create_model(name, pretrained=False, **kwargs)
     if norm is not None:
         convert_norms(model, norm)
+    if weights is not None:
+        model.pretrained_weights = weights
     return model

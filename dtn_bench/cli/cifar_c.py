@@ -1,0 +1,120 @@
+"""``dtn-bench cifar-c``: evaluate a model on CIFAR-10-C, CIFAR-100-C or Tiny-ImageNet-C."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dtn_bench.cli.options import EmaOpt, OutOpt, RunIdOpt, csv_list, parse_severities
+from dtn_bench.cli.output import STATE, console, err_console, print_tables
+
+app = typer.Typer()
+
+
+class _Progress:
+    """A rich progress bar over the images of the pending pairs (rank 0), and the plan's messages."""
+
+    def __init__(self, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.label = label
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err_console, transient=True)
+        self.task = None
+        self.done: dict = {}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, kind: str, **info) -> None:
+        if kind in ("warning", "note"):
+            prefix = "warning: " if kind == "warning" else ""
+            err_console.print(prefix + info["message"], markup=False, highlight=False, soft_wrap=True)
+        elif kind == "pending":
+            if info["skipped"]:
+                err_console.print(f"resume: {info['skipped']} finished pair(s) skipped, {info['pending']} to go")
+            self.task = self.bar.add_task(f"cifar-c ({self.label})", total=info["images"])
+        elif kind == "batch" and self.task is not None:
+            self.bar.update(self.task, advance=info["images"])
+        elif kind == "pair" and self.task is not None:
+            self.bar.update(self.task, description=f"cifar-c: {info['corruption']}/{info['severity']} "
+                            f"err {info['top1_err']:.3f}")
+        elif kind == "done":
+            self.done = info
+
+
+@app.command("cifar-c")
+def cifar_c(
+    model: Annotated[str | None, typer.Option("--model", help="vit_cifar_t_ln / vit_cifar_t_dtn (32 px), vit_tiny_t_ln"
+                                              " / vit_tiny_t_dtn (64 px), or a zoo / timm model name (default: the "
+                                              "preset's, else vit_cifar_t_ln).")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="A preset of suites/cifar-c.yaml (cifar10, "
+                                               "cifar10-extra, cifar100, tiny-imagenet, quick); flags override it.")]
+    = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="CIFAR-10-C / CIFAR-100-C: <corruption>.npy and "
+                                                  "labels.npy; Tiny-ImageNet-C: <corruption>/<severity>/<wnid>/"
+                                                  "<image>.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="cifar10, cifar100 or tiny-imagenet (default "
+                                                "cifar10).")] = None,
+    norm: Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
+    = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights to load (its SHA-256 keys the "
+                                                    "run).")] = None,
+    ema: EmaOpt = True,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Classifier outputs (default: the "
+                                                    "dataset's, 10 / 100 / 200).")] = None,
+    clean_images: Annotated[Path | None, typer.Option("--clean-images", help="Clean test images, uint8 [N, H, W, 3] "
+                                                      ".npy, for the clean error.")] = None,
+    clean_labels: Annotated[Path | None, typer.Option("--clean-labels", help="Their labels, [N] integers .npy.")]
+    = None,
+    corruptions: Annotated[str | None, typer.Option("--corruptions", help="Comma-separated corruption names "
+                                                    "(default: the 15).")] = None,
+    severities: Annotated[str | None, typer.Option("--severities", help="Comma-separated severities (default "
+                                                   "1,2,3,4,5).")] = None,
+    extra: Annotated[bool, typer.Option("--extra", help="Also the 4 extra corruptions (CIFAR-C holds 19; never in "
+                                        "the mean corruption error).")] = False,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch (default 256).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when there is a GPU).")]
+    = None,
+    amp: Annotated[str | None, typer.Option("--amp", help="bf16: autocast the forward pass.")] = None,
+    data_label: Annotated[str | None, typer.Option("--data-label", help="What to call the data in rows and tables "
+                                                   "(default: the dataset's name).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Without --checkpoint: seed of the random weights.")]
+    = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip (corruption, severity) pairs already finished.")]
+    = False,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Evaluate a model on CIFAR-10-C, CIFAR-100-C or Tiny-ImageNet-C: top-1 error per corruption and severity.
+
+    The arrays are read memory-mapped, images fed as released with the model's mean/std; the mean corruption error
+    and accuracy are unnormalised (no AlexNet baseline exists for these datasets). Rows are appended per pair
+    (--resume continues); under torchrun the images of each pair are sharded across ranks.
+    """
+    from dtn_bench import cifar_c as cc
+    from dtn_bench.cifar_c.report import console as summaries
+
+    cfg = cc.make_config(model, data_dir, preset=preset, dataset=dataset, norm=norm, checkpoint=checkpoint, ema=ema,
+                         num_classes=num_classes, clean_images=clean_images, clean_labels=clean_labels,
+                         corruptions=csv_list(corruptions), severities=parse_severities(severities), extra=extra,
+                         batch_size=batch_size, device=device, amp=amp, data_label=data_label, seed=seed)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with _Progress(cfg.data_name) as progress:
+        result = cc.evaluate_config(cfg, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
+                                    on_event=progress if rank0 else None)
+    if result.path is None:
+        return
+    if not result.rows.empty:
+        print_tables(summaries(result.rows))
+    if progress.done:
+        d = progress.done
+        console.print(f"{d['images']:,} images in {d['seconds']:.1f} s ({d['img_s']:,.1f} img/s)")
+    console.print(f"results: {result.path}", soft_wrap=True)
