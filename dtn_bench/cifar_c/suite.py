@@ -10,6 +10,7 @@ from __future__ import annotations
 from dtn_bench.cifar_c import report
 from dtn_bench.cifar_c.evaluation import RESUME_IGNORED, SUITE, CifarCConfig, measure, plan
 from dtn_bench.imagenet_c.evaluation import rank_device
+from dtn_bench.imagenet_c.suite import plan_then_measure
 from dtn_bench.runner import Report, Suite
 from dtn_bench.suites import register
 
@@ -22,14 +23,8 @@ def steps(cfg: CifarCConfig) -> int:
     return len(cfg.corruptions) * len(cfg.severities) + int(cfg.clean_images is not None)
 
 
-def run(cfg: CifarCConfig, ctx):
-    """The registered ``run``: plan (warnings and notes emitted), then measure."""
-    p = plan(cfg)
-    for message in p.warnings:
-        ctx.emit("warning", message=message)
-    for message in p.notes:
-        ctx.emit("note", message=message)
-    yield from measure(p, ctx)
+run = plan_then_measure(plan, measure)
+"""The registered ``run``: plan (warnings and notes emitted), then measure."""
 
 
 CIFAR_C_SUITE = register(Suite(

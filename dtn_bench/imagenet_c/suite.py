@@ -34,17 +34,26 @@ def steps(cfg: ImageNetCConfig) -> int:
     return len(cfg.corruptions) * len(cfg.severities) + int(clean)
 
 
-def run(cfg: ImageNetCConfig, ctx):
-    """The registered ``run``: plan (its warnings and notes emitted), then measure.
+def plan_then_measure(make_plan, measure_plan):
+    """A registered ``run(cfg, ctx)``: ``make_plan(cfg)`` (its warnings and notes emitted), then ``measure_plan``.
 
-    The steps are :func:`~dtn_bench.imagenet_c.evaluation.plan` and :func:`~dtn_bench.imagenet_c.evaluation.measure`.
+    Shared by the image-corruption suites (imagenet-c, cifar-c), whose plans carry ``warnings`` and ``notes``.
     """
-    p = plan(cfg)
-    for message in p.warnings:
-        ctx.emit("warning", message=message)
-    for message in p.notes:
-        ctx.emit("note", message=message)
-    yield from measure(p, ctx)
+
+    def run(cfg, ctx):
+        p = make_plan(cfg)
+        for message in p.warnings:
+            ctx.emit("warning", message=message)
+        for message in p.notes:
+            ctx.emit("note", message=message)
+        yield from measure_plan(p, ctx)
+
+    return run
+
+
+run = plan_then_measure(plan, measure)
+"""The registered ``run``: :func:`~dtn_bench.imagenet_c.evaluation.plan`, then
+:func:`~dtn_bench.imagenet_c.evaluation.measure`."""
 
 
 def with_plan(suite: Suite, p: Plan, measure_plan) -> Suite:
