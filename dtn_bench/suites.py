@@ -15,6 +15,7 @@ from dtn_bench.registry import Registry, unknown_name_message
 
 SUITE_MODULES: dict[str, str] = {
     "bench-norms": "dtn_bench.bench.norms",
+    "bench-seq-norms": "dtn_bench.bench.seq_norms",
     "bench-lra-scaling": "dtn_bench.bench.scaling",
     "profile": "dtn_bench.profile.suite",
     "lra-listops": "dtn_bench.lra.suite",

@@ -65,3 +65,17 @@ def assert_one_line_message(error: BaseException, *expected: str) -> str:
     for text in expected:
         assert text in message, f"{text!r} not in {message!r}"
     return message
+
+
+class Killed(Exception):
+    """Raised by :func:`kill_at` to stop a run part-way (a killed process, for the resume tests)."""
+
+
+def kill_at(event: str):
+    """An ``on_event`` callback that raises :class:`Killed` at the first event of kind ``event``."""
+
+    def on_event(kind, **info):
+        if kind == event:
+            raise Killed
+
+    return on_event

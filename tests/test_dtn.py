@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import dtn_bench.norms.dtn as dtn_module
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.norms import DTN
 from dtn_bench.norms.dtn_dense import AuthorsDTN
@@ -40,8 +41,12 @@ def dense_p_1d(mod: DTN, length: int, mask: torch.Tensor | None, window: int | N
     return logits.softmax(dim=2)  # [B or 1, H, T_src, T_tgt]
 
 
-def dense_dtn(mod: DTN, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The DTN formula (authors' numerics: RMS pre-norm, unbiased LN variance, two gates) in float64."""
+def dense_dtn(mod: DTN, x: torch.Tensor, mask: torch.Tensor | None = None, no_source_zero: bool = False
+              ) -> torch.Tensor:
+    """The DTN formula (authors' numerics: RMS pre-norm, unbiased LN variance, two gates) in float64.
+
+    A 1-D target with no real source in its window has no inter-token statistics (NaN); with ``no_source_zero`` they
+    are 0 instead (as the layer makes them), so that the whole output is finite and differentiable."""
     x = x.double()
     B, T, C = x.shape
     H, P, eps = mod.num_heads, mod.num_prefix_tokens, mod.eps
@@ -55,6 +60,8 @@ def dense_dtn(mod: DTN, x: torch.Tensor, mask: torch.Tensor | None = None) -> to
     L = T - P
     if mod.grid_size is None:
         Pm = dense_p_1d(mod, L, None if mask is None else mask[:, P:], mod.window)
+        if no_source_zero:
+            Pm = torch.nan_to_num(Pm, nan=0.0)
         mean_in = torch.einsum("bhij,bihc->bjhc", Pm.expand(B, -1, -1, -1), xs)
         m2 = torch.einsum("bhij,bihc->bjhc", Pm.expand(B, -1, -1, -1), xs * xs)
     else:
@@ -158,8 +165,6 @@ def test_2d_inference_in_batch_chunks(grid, prefix, only_var, monkeypatch):
     """The CPU inference path of a 2-D grid works on batch chunks with reused buffers: chunks of 2 over a batch of
     5 (a short last chunk) give the dense formula's numbers, under inference_mode and then no_grad (the buffers made
     as inference tensors are not reused outside inference mode)."""
-    import dtn_bench.norms.dtn as dtn_module
-
     monkeypatch.setattr(dtn_module, "_GRID_CHUNK", 2 * (prefix + grid[0] * grid[1]) * 48)
     mod = randomise(DTN(48, 4, grid_size=grid, num_prefix_tokens=prefix, only_var=only_var), seed=9)
     x = rand_x(5, prefix + grid[0] * grid[1], 48)
@@ -268,14 +273,13 @@ def test_1d_truncation_bound_holds_and_is_tight_enough():
     x = rand_x(2, L, 16)
     H, d = 2, 8
     xh = x.view(2, L, H, d)
-    xn = (xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)).permute(2, 0, 3, 1)  # [H, B, d, L]
-    z = torch.cat([xn, xn * xn], dim=2).double()
+    xn = (xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)).double()  # [B, L, H, d]
     mod = mod.double()
-    win_mean, win_m2 = mod._stats_1d(z, None).split(d, dim=2)
+    win_mean, win_m2 = mod.inter_token_moments(xn)
     mod.window = None
-    full_mean, full_m2 = mod._stats_1d(z, None).split(d, dim=2)
-    bound_mean = 2 * delta.view(H, 1, 1, 1) * xn.abs().amax()
-    bound_m2 = 2 * delta.view(H, 1, 1, 1) * (xn * xn).amax()
+    full_mean, full_m2 = mod.inter_token_moments(xn)
+    bound_mean = 2 * delta.view(1, 1, H, 1) * xn.abs().amax()
+    bound_m2 = 2 * delta.view(1, 1, H, 1) * (xn * xn).amax()
     assert ((win_mean - full_mean).abs() <= bound_mean + 1e-12).all()
     assert ((win_m2 - full_m2).abs() <= bound_m2 + 1e-12).all()
     assert (win_mean - full_mean).abs().max() > 0  # the window really cut something
@@ -508,3 +512,203 @@ def test_1d_gradients_stay_finite_when_padding_outputs_get_gradient(dtype):
     x2[~mask] = 1e3
     with torch.no_grad():
         assert torch.equal(m(x2, mask)[mask], m(x.detach(), mask)[mask])
+
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1-D: the fused CPU kernels (dtn_cpu), the torch-operation path, the effective window
+def masks_of_every_kind(B: int, L: int) -> torch.Tensor:
+    """Padding at the end (ListOps), at the start, holes inside, a sample of one token, a sample with none, a full
+    sample, then random lengths."""
+    g = torch.Generator().manual_seed(L)
+    mask = torch.zeros(B, L, dtype=torch.bool)
+    lengths = torch.randint(1, L + 1, (B,), generator=g)
+    for b in range(B):
+        mask[b, : lengths[b]] = True
+    mask[0] = True  # full
+    mask[1] = False
+    mask[1, : L // 2] = True  # padding at the end
+    mask[2] = False
+    mask[2, L // 3 :] = True  # padding at the start
+    mask[3] = torch.rand(L, generator=g) > 0.4  # holes
+    mask[4] = False
+    mask[4, L // 2] = True  # one token
+    mask[5] = False  # none
+    return mask
+
+
+def seq_layer(C: int, H: int, prefix: int, only_var: bool, seed: int, dtype=torch.float32) -> DTN:
+    mod = randomise(DTN(C, H, grid_size=None, num_prefix_tokens=prefix, only_var=only_var), seed=seed, scale=0.3)
+    with torch.no_grad():  # concave kernels around different offsets, some wide (window-limited), some local
+        offsets = torch.linspace(-2.0, 3.0, H)
+        widths = torch.linspace(0.005, 1.0, H)
+        mod.pos_proj.weight[:, 0] = 2 * offsets * widths
+        mod.pos_proj.weight[:, 2] = -widths
+    return mod.to(dtype)
+
+
+def forward_backward(mod: DTN, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, cpu_kernels: bool, monkeypatch):
+    monkeypatch.setattr(dtn_module, "_CPU_KERNELS", cpu_kernels)
+    mod.zero_grad(set_to_none=True)
+    xr = x.clone().requires_grad_(True)
+    y = mod(xr, mask)
+    (y * g).sum().backward()
+    with torch.inference_mode():
+        yi = mod(x, mask)
+    grads = {"x": xr.grad, **{n: p.grad for n, p in mod.named_parameters() if p.grad is not None}}
+    return y.detach(), yi, grads
+
+
+@pytest.mark.parametrize("prefix,only_var", [(0, False), (1, False), (0, True), (2, True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_1d_kernels_match_the_torch_path_and_the_dense_formula(prefix, only_var, dtype, monkeypatch):
+    """The fused CPU kernels, the torch-operation path and autograd through the dense [T, T] formula agree on the real
+    tokens' outputs and on every gradient (of a loss on the real tokens), and the two paths on the padding tokens'
+    outputs too (inter-token statistics 0), with masks of every kind (holes, empty and one-token samples, padding at
+    either end), sequences longer than the window and kernels that the window cuts."""
+    B, L, C, H = 8, 150, 24, 3
+    mod = seq_layer(C, H, prefix, only_var, seed=21 + prefix, dtype=dtype)
+    assert mod.effective_window(L - prefix, torch.float64) == mod.window < L  # the window cuts the widest head
+    x = rand_x(B, L, C, seed=5).to(dtype)
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[:, prefix:] = masks_of_every_kind(B, L - prefix)
+    real = mask.unsqueeze(-1)
+    g = rand_x(B, L, C, seed=6).to(dtype) * real
+    ref_mod = mod.double()
+    xd = x.double().clone().requires_grad_(True)
+    ref = dense_dtn(ref_mod, xd, mask, no_source_zero=True)
+    (ref * g.double()).sum().backward()
+    ref_grads = {"x": xd.grad, **{n: p.grad for n, p in ref_mod.named_parameters() if p.grad is not None}}
+    assert ref_grads.pop("pos_proj.bias").abs().max().item() <= 1e-9  # it cancels in the softmax
+    ref = torch.where(real, ref.detach(), 0.0)
+    mod = ref_mod.to(dtype)
+    tol = {torch.float64: 1e-9, torch.float32: 2e-4}[dtype]
+
+    def close(a, b, what):
+        scale = b.abs().max().item() + 1.0
+        assert (a.double() - b.double()).abs().max().item() <= tol * scale, what
+
+    outs = []
+    for cpu_kernels in (True, False):
+        y, yi, grads = forward_backward(mod, x, mask, g, cpu_kernels, monkeypatch)
+        close(torch.where(real, y, 0.0), ref, ("output", cpu_kernels))
+        close(torch.where(real, yi, 0.0), ref, ("inference output", cpu_kernels))
+        assert set(grads) == set(ref_grads)  # pos_proj.bias gets none
+        for name, ref_grad in ref_grads.items():
+            close(grads[name], ref_grad, (name, cpu_kernels))
+        outs.append((y, yi))
+    close(outs[0][0], outs[1][0], "padding outputs")
+    close(outs[0][1], outs[1][1], "padding outputs, inference")
+
+
+def test_1d_kernels_are_used_and_padding_never_enters(monkeypatch):
+    """On the CPU the 1-D layer runs the fused kernels (not one torch convolution); real tokens' outputs and the
+    parameters' gradients do not depend on what padding holds."""
+    from dtn_bench.norms import dtn_cpu
+
+    calls = []
+    real_run = dtn_cpu.run
+    monkeypatch.setattr(dtn_cpu, "run", lambda kernel, *a: (calls.append(kernel), real_run(kernel, *a)))
+    mod = seq_layer(32, 4, 0, False, seed=3)
+    x = rand_x(6, 90, 32)
+    mask = masks_of_every_kind(6, 90)
+    x2 = x.clone()
+    x2[~mask] = 1e3 * torch.randn(int((~mask).sum()), 32)
+    outs = []
+    for inp in (x, x2):
+        mod.zero_grad()
+        xr = inp.clone().requires_grad_(True)
+        y = mod(xr, mask)
+        (y * mask.unsqueeze(-1)).sum().backward()
+        outs.append((y[mask], [p.grad.clone() for p in mod.parameters() if p.grad is not None]))
+    assert [c.__name__ for c in calls[:4]] == ["prepare", "finish", "grad_stats", "grad_input"]
+    assert torch.equal(outs[0][0], outs[1][0])
+    for a, b in zip(outs[0][1], outs[1][1], strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_1d_kernels_give_the_same_numbers_on_one_and_two_threads():
+    """The kernels split the rows over torch's threads: per-token results are the same on any split (bit for bit),
+    the parameters' gradients (sums over shards) to rounding."""
+    mod = seq_layer(32, 2, 1, False, seed=8)
+    x = rand_x(6, 77, 32)
+    mask = masks_of_every_kind(6, 77)
+    before = torch.get_num_threads()
+    res = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            mod.zero_grad()
+            xr = x.clone().requires_grad_(True)
+            y = mod(xr, mask)
+            y.backward(rand_x(6, 77, 32, seed=9))
+            res.append((y.detach(), xr.grad, [p.grad.clone() for p in mod.parameters() if p.grad is not None]))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
+    for a, b in zip(res[0][2], res[1][2], strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("only_var,prefix", [(False, 1), (True, 0)])
+@pytest.mark.parametrize("cpu_kernels", [True, False])
+def test_gradcheck_float64_1d_every_parameter(cpu_kernels, only_var, prefix, monkeypatch):
+    """gradcheck of the hand-written backward (both paths) for the input and every parameter, with prefix tokens,
+    padding at both ends and inside, and the only_var variant."""
+    from torch.func import functional_call
+
+    monkeypatch.setattr(dtn_module, "_CPU_KERNELS", cpu_kernels)
+    mod = seq_layer(8, 2, prefix, only_var, seed=30 + prefix).double()
+    mod.window = 3
+    x = rand_x(3, 11, 8).double()
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[0, prefix : prefix + 2] = False
+    mask[1, 7:] = False
+    mask[2, 4] = False
+    assert torch.autograd.gradcheck(lambda inp: mod(inp, mask), (x.clone().requires_grad_(True),), eps=1e-6,
+                                    atol=1e-5)
+    names = [n for n, _ in mod.named_parameters() if n != "pos_proj.bias"]
+    params = tuple(dict(mod.named_parameters())[n].detach().clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(lambda *ps: functional_call(mod, dict(zip(names, ps, strict=True)), (x, mask)),
+                                    params, eps=1e-6, atol=1e-5)
+
+
+def test_1d_effective_window_bound_holds_and_cuts():
+    """The layer drops the kernel's weight beyond effective_window(L) (module docstring): in float64 arithmetic, the
+    statistics at the fp32 window differ from those at the full window by at most 2 tol max|xn| (mean) and
+    2 tol max(xn^2) (second moment), tol = eps_fp32 / (2 d), and they do differ (the window cuts something)."""
+    H, d, L = 4, 16, 300
+    mod = DTN(H * d, H, grid_size=None)  # local init: heads around offsets -1.5 .. 1.5, a1 = -1
+    w32 = mod.effective_window(L, torch.float32)
+    assert 0 < w32 < mod.window and w32 <= mod.effective_window(L, torch.float64) < mod.window
+    with torch.no_grad():
+        mod.pos_proj.weight[:, 2] = -torch.tensor([1.0, 0.5, 0.3, 0.2])  # wider kernels: a longer cut
+    w32 = mod.effective_window(L, torch.float32)
+    assert w32 < mod.window
+    tol = torch.finfo(torch.float32).eps / (2 * d)
+    mod = mod.double()
+    xh = rand_x(6, L, H, d).double()
+    xn = xh / torch.sqrt((xh * xh).mean(-1, keepdim=True) + mod.eps)
+    mask = masks_of_every_kind(6, L)
+    cut_mean, cut_m2 = mod.inter_token_moments(xn, mask, width=w32)
+    full_mean, full_m2 = mod.inter_token_moments(xn, mask, width=mod.window)
+    real = mask.view(6, L, 1, 1)
+    err_mean = torch.where(real, cut_mean - full_mean, 0.0).abs().max().item()
+    err_m2 = torch.where(real, cut_m2 - full_m2, 0.0).abs().max().item()
+    assert 0 < err_mean <= 2 * tol * xn.abs().max().item()
+    assert 0 < err_m2 <= 2 * tol * (xn * xn).max().item()
+    assert err_mean <= torch.finfo(torch.float32).eps / d**0.5 and err_m2 <= torch.finfo(torch.float32).eps
+
+
+def test_1d_under_a_flop_counter_runs_torch_operations():
+    """Under a torch dispatch mode (here the flop counter) the layer runs as torch operations: one depthwise
+    convolution of 2 C + H channels and 2 w + 1 taps per token, w the effective window."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mod = DTN(32, 2, grid_size=None)
+    x = rand_x(3, 50, 32)
+    w = mod.effective_window(50)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as fc:
+            mod(x)
+        assert fc.get_total_flops() == 2 * 3 * 50 * (2 * 32 + 2) * (2 * w + 1)

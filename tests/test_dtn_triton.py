@@ -18,7 +18,7 @@ import torch
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.norms import DTN
-from dtn_bench.norms import dtn as dtn_mod
+from dtn_bench.norms.dtn import use_kernel
 
 # Each case: dim, heads, grid, prefix tokens, only_var, batch, input dtype, channel chunk of the kernel.
 CASES = [
@@ -33,8 +33,8 @@ CASES = [
 _CHILD = textwrap.dedent("""
     import json, sys
     import torch
-    from dtn_bench.norms import dtn as dtn_mod, dtn_triton
-    from dtn_bench.norms.dtn import DTN
+    from dtn_bench.norms import dtn_triton
+    from dtn_bench.norms.dtn import DTN, use_kernel
 
     results = []
     for C, H, grid, P, only_var, B, dtype, chunk in json.loads(sys.argv[1]):
@@ -51,19 +51,18 @@ _CHILD = textwrap.dedent("""
         gh, gw = (grid, grid) if isinstance(grid, int) else grid
         x = (torch.randn(B, P + gh * gw, C) * 2 + 0.5).to(getattr(torch, dtype))
         dtn_triton._CHANNEL_CHUNK = chunk
-        dtn_mod.set_kernel("triton")
-        with torch.no_grad():
+        with use_kernel(m, "triton"), torch.no_grad():
             m(x)  # fills the layer's cached constants ...
             m.var_norm_weight.add_(0.7)  # ... which these in-place updates must invalidate
             m.pos_proj.weight.mul_(1.3)
             m.bias.sub_(0.2)
-        dtn_mod.set_kernel("eager")
+        assert m.kernel == "eager"
         with torch.inference_mode():
             ref = m(x)
-        dtn_mod.set_kernel("triton")
+        m.kernel = "triton"
         with torch.no_grad():
             out = m(x)
-        dtn_mod.set_kernel("eager")
+        m.kernel = "eager"
         rel = ((out.float() - ref.float()).abs() / (1 + ref.float().abs())).max().item()
         results.append({"dtype": str(out.dtype), "shape": list(out.shape), "rel": rel})
     print(json.dumps(results))
@@ -115,22 +114,45 @@ def test_kernels_compile_for_the_gpu(arch, io, grid_pad):
     assert stats.asm["cubin"]
 
 
-def test_set_kernel_rejects_unknown_names():
-    with pytest.raises(DTNBenchError, match="choose eager or triton"):
-        dtn_mod.set_kernel("cuda")
-    assert dtn_mod.get_kernel() == "eager"
+def test_unknown_kernel_names_are_one_line_errors():
+    m = DTN(32, 2, grid_size=4)
+    for set_it in (lambda: setattr(m, "kernel", "cuda"), lambda: use_kernel(m, "cuda"),
+                   lambda: DTN(32, 2, grid_size=4, kernel="cuda")):
+        with pytest.raises(DTNBenchError, match="DTN kernel 'cuda': choose eager or triton") as e:
+            set_it()
+        assert "\n" not in str(e.value)
+    assert m.kernel == "eager"
+
+
+def test_use_kernel_sets_every_layer_of_a_model_and_restores_them():
+    """The kernel is each layer's own: use_kernel sets it on every DTN of a model (nested ones, the model itself when
+    it is one), leaves other layers and models alone, and gives each layer back its previous kernel when the block
+    ends, also on an error; called without a block it keeps the new kernel."""
+    a, b, other = DTN(32, 2, grid_size=4), DTN(32, 2, grid_size=4), DTN(32, 2, grid_size=4)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.Sequential(a), b)
+    b.kernel = "triton"  # each layer's previous kernel comes back, not a global default
+    with use_kernel(model, "eager") as layers:
+        assert layers == [a, b] and a.kernel == b.kernel == "eager"
+    assert (a.kernel, b.kernel, other.kernel) == ("eager", "triton", "eager")
+    with pytest.raises(RuntimeError, match="inside"), use_kernel(model, "triton"):
+        assert a.kernel == b.kernel == "triton" and other.kernel == "eager"
+        raise RuntimeError("inside")
+    assert (a.kernel, b.kernel) == ("eager", "triton")
+    with use_kernel(a, "triton"):  # a single layer is a model of one
+        assert a.kernel == "triton"
+    assert a.kernel == "eager"
+    use_kernel(model, "triton")  # no block: from now on
+    assert a.kernel == b.kernel == "triton" and "kernel=triton" in repr(a)
+    assert "kernel" not in DTN(32, 2, grid_size=4).state_dict()
 
 
 def test_triton_kernel_on_a_cpu_tensor_is_a_clear_error():
     m = DTN(32, 2, grid_size=4)
     x = torch.randn(2, 16, 32)
-    dtn_mod.set_kernel("triton")
-    try:
+    with use_kernel(m, "triton"):
         with torch.no_grad(), pytest.raises(DTNBenchError, match="needs a CUDA device, got cpu"):
             m(x)
         # autograd keeps the eager path whatever the kernel setting
         y = m(x.requires_grad_())
         y.sum().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all()
-    finally:
-        dtn_mod.set_kernel("eager")

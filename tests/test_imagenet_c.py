@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import Killed, assert_one_line_error, kill_at, run_cli
 from PIL import Image
 
 from dtn_bench.errors import DTNBenchError
@@ -246,15 +246,8 @@ def test_resume_skips_finished_pairs_and_refuses_other_settings(world, invoke):
     kw = dict(num_classes=3, checkpoint=world["ckpt"], corruptions=CORR, severities=SEVS, batch_size=4, workers=0,
               out=out)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_first_pair(kind, **info):
-        if kind == "pair":
-            raise Killed
-
     with pytest.raises(Killed):
-        evaluate("vit_t_ln", world["data"], on_event=kill_after_first_pair, **kw)
+        evaluate("vit_t_ln", world["data"], on_event=kill_at("pair"), **kw)
     (run,) = (out / "imagenet-c").iterdir()  # default run id: model + hash of the settings
     assert len(_pairs(pd.read_parquet(run / "rows.parquet"))) == 1
     events = []

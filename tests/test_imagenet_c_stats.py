@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import assert_one_line_error
+from cli_helpers import Killed, assert_one_line_error, kill_at
 from test_imagenet_c import BAD, CLASSES, CORR, SEVS, make_layout
 
 from dtn_bench.imagenet_c import correctness as C
@@ -213,15 +213,8 @@ def test_resume_keeps_finished_bits_and_rewrites_the_rest(two):
 
     out = two["base"] / "resume"
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_first_pair(kind, **info):
-        if kind == "pair":
-            raise Killed
-
     with pytest.raises(Killed):
-        evaluate("vit_t_ln", two["data"], out=out, run_id="r", on_event=kill_after_first_pair, **KW)
+        evaluate("vit_t_ln", two["data"], out=out, run_id="r", on_event=kill_at("pair"), **KW)
     run = out / "imagenet-c" / "r"
     assert set(C.read_run(run).pairs) == {PAIRS[0]}  # the finished pair's bits, nothing half-written
     assert not [p for p in (run / "correct").iterdir() if p.name.startswith(".")]

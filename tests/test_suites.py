@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import Killed, kill_at, run_cli
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.io import read_rows
@@ -104,15 +104,8 @@ def toy():
 def test_a_toy_suite_runs_resumes_and_renders(toy, tmp_path, capsys):
     cfg = ToyConfig.from_preset(None, n=3)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_one(kind, **info):
-        if kind == "step":
-            raise Killed
-
     with pytest.raises(Killed):
-        run_suite("toy", cfg, out=tmp_path, run_id="r", on_event=kill_after_one)
+        run_suite("toy", cfg, out=tmp_path, run_id="r", on_event=kill_at("step"))
     assert list(read_rows(tmp_path / "toy" / "r")["value"]) == [1.0]  # what finished is kept
     events = []
     result = run_suite(toy, cfg, out=tmp_path, run_id="r", resume=True,

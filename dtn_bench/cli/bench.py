@@ -1,4 +1,4 @@
-"""``dtn-bench bench norms`` and ``dtn-bench bench lra-scaling``: what a normaliser costs."""
+"""``dtn-bench bench norms``, ``bench seq-norms`` and ``bench lra-scaling``: what a normaliser costs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from dtn_bench.cli.options import (
     OutOpt,
     RunIdOpt,
     SeedOpt,
+    ThreadsOpt,
     TuneMallocOpt,
     WarmupOpt,
     csv_list,
@@ -45,7 +46,7 @@ def bench_norms(
     model_batch: Annotated[int | None, typer.Option("--model-batch", help="Batch of the model throughput.")] = None,
     iters: ItersOpt = None,
     warmup: WarmupOpt = None,
-    threads: Annotated[int, typer.Option(help="torch threads (0: default).")] = 0,
+    threads: ThreadsOpt = None,
     tune_malloc: TuneMallocOpt = True,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -102,3 +103,41 @@ def bench_lra_scaling(
                                                                                    "positive integers"),
         models=csv_list(models), norms=csv_list(norms), device=device, seed=seed, tune_malloc=tune_malloc)
     run_with_progress(sb.SUITE, cfg, out, run_id)
+
+
+@bench.command("seq-norms")
+def bench_seq_norms(
+    preset: Annotated[str, typer.Option("--preset", help="Preset of suites/bench-seq-norms.yaml: default, quick.")]
+    = "default",
+    shapes: Annotated[str | None, typer.Option(help="Comma-separated lra-listops presets whose shape is timed "
+                                               "(quick,lra).")] = None,
+    batches: Annotated[str | None, typer.Option(help="Comma-separated batch per shape (32,2).")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated attentions: transformer,bigbird,reformer.")]
+    = None,
+    norms: Annotated[str | None, typer.Option(help="Comma-separated normalisers (layernorm,dtn).")] = None,
+    cases: Annotated[str | None, typer.Option(help="Comma-separated cases: layer (one norm layer fwd+bwd), step "
+                                              "(one ListOps training step).")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Interleaved repetitions (the ratio's spread is over them).")]
+    = None,
+    iters: ItersOpt = None,
+    warmup: WarmupOpt = None,
+    threads: ThreadsOpt = None,
+    tune_malloc: TuneMallocOpt = True,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Time a padding-masked 1-D norm layer and one ListOps training step per attention, LN against DTN.
+
+    At the lra-listops quick and lra shapes, with the preset's generated lengths and padding mask; LN and DTN
+    interleaved in every repetition. Writes rows, table.md/.tex (ratios with min-median-max) and seq_norms.png.
+    """
+    from dtn_bench.bench import seq_norms as sn
+
+    cfg = sn.SeqNormBenchConfig.from_preset(
+        preset, shapes=csv_list(shapes), models=csv_list(models), norms=csv_list(norms), cases=csv_list(cases),
+        batches=None if batches is None else parse_ints(batches, "--batches", "32,2", "positive integers"),
+        repeats=repeats, iters=iters, warmup=warmup, threads=threads, device=device, seed=seed,
+        tune_malloc=tune_malloc)
+    run_with_progress(sn.SUITE, cfg, out, run_id)

@@ -27,6 +27,8 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cu
                                               "takes the GPU when there is one).")]
 ItersOpt = Annotated[int | None, typer.Option("--iters", help="Timed repetitions per measured point.")]
 WarmupOpt = Annotated[int | None, typer.Option("--warmup", help="Untimed warm-up repetitions per measured point.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch threads (0: torch's default; default: "
+                                             "the preset's).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the preset's, 0).")]
 
 EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="With --checkpoint: load its EMA weights when it has "

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dtn_bench.cli.options import OutOpt, RunIdOpt, csv_list, parse_ints
+from dtn_bench.cli.options import OutOpt, RunIdOpt, ThreadsOpt, csv_list, parse_ints
 from dtn_bench.cli.output import run_with_progress
 from dtn_bench.errors import DTNBenchError
 
@@ -60,7 +60,7 @@ def profile(
                                                  "process (default) or all in this one.")] = None,
     oom_halving: Annotated[bool | None, typer.Option("--oom-halving/--no-oom-halving",
                                                      help="On out-of-memory halve the batch and retry.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch threads (0: default).")] = None,
+    threads: ThreadsOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed of inputs and parameters.")] = None,
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,

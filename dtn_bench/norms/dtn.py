@@ -27,24 +27,34 @@ moment is taken of the pooled features), and mean and variance are nearest-upsam
 1-D sequences (``grid_size=None``): positions ``0..T-1``, logits ``a0 * d + a1 * d^2`` with ``d = j - i``
 (``a0 = pos_proj.weight[:, 0]``, ``a1 = pos_proj.weight[:, 2]``; column 1 is unused), an optional boolean
 ``mask [B, T]`` (True = real token) so that padding never enters a real token's statistics, and a window:
-sources with ``|d| > window`` are dropped. The window makes the cost ``O(T * window)``. The error this causes is
-bounded and reported by :meth:`DTN.truncation_bound`: with ``delta_h = sum_{window < |d| < T} exp(logit_h(d))``
-(``logit_h(0) = 0``), every real token's windowed mean differs from the full-length one by at most
-``2 * delta_h * max|xn|`` and its second moment by at most ``2 * delta_h * max(xn^2)``. With the local init
-(``a1 = -1``) and the default window of 64, ``delta`` underflows to 0 in float64 for any length. ``window=None``
-keeps every source (exact, ``O(T^2)`` time, still no ``[B, T, T]`` tensor).
+sources with ``|d| > window`` are dropped. The error this causes is bounded and reported by
+:meth:`DTN.truncation_bound`: with ``delta_h = sum_{window < |d| < T} exp(logit_h(d))`` (``logit_h(0) = 0``), every
+real token's windowed mean differs from the full-length one by at most ``2 * delta_h * max|xn|`` and its second
+moment by at most ``2 * delta_h * max(xn^2)``. With the local init (``a1 = -1``) and the default window of 64,
+``delta`` underflows to 0 in float64 for any length. ``window=None`` keeps every source.
 
-The 1-D statistics are ratios of banded sums of ``exp(logit - shift)`` with one shift per head, so they are exact
-(to fp32 rounding) while the kernel's peak within the window is less than about 87 nats above its self term
-``logit(0) = 0``: always for a concave kernel (``a1 < 0``, peak ``a0^2 / (4 |a1|)``) such as the local init, whose
-peak is at most 16 nats. Past that range (e.g. a strongly convex kernel) a token whose available sources all lie that
-far below the peak gets inter-token statistics of 0 instead of NaN.
+Away from the ends the 1-D kernel is translation-invariant, so the masked statistics are ratios of depthwise
+convolutions along the sequence, ``P xn = (K * (m xn)) / (K * m)`` (likewise ``xn^2``; ``K_h(d) = exp(logit_h(d) -
+shift_h)``, ``m`` the mask, zero outside the sequence): ``O(T (2w + 1))`` per channel for a half-width ``w``. The
+layer uses ``w = DTN.effective_window(T)``: on the CPU the window is narrowed to where the kernel's dropped weight is
+below ``eps / (2 d)`` of the dtype, so that every statistic moves by less than the dtype's epsilon (the same bound,
+tested); with the local init that is 5 to 9 tokens. A hand-written backward (:class:`_Sequence`) replaces autograd;
+on CPU tensors the layer runs the fused kernels of :mod:`dtn_bench.norms.dtn_cpu` (numba), which pack the samples'
+spans of real tokens so that padding costs no convolution work; elsewhere, under ``torch.compile`` and under a torch
+dispatch mode (a flop counter) it runs torch operations (the convolution is ``F.conv2d``).
+
+The shift (one per head) keeps the statistics exact (to fp32 rounding) while the kernel's peak within the window is
+less than about 87 nats above its self term ``logit(0) = 0``: always for a concave kernel (``a1 < 0``, peak
+``a0^2 / (4 |a1|)``) such as the local init, whose peak is at most 16 nats. Past that range (e.g. a strongly convex
+kernel) a token whose available sources all lie that far below the peak gets inter-token statistics of 0 instead of
+NaN. Padding tokens get inter-token statistics 0 (their LN statistics only) and pass no gradient to the kernel.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,33 +70,62 @@ _GRID_CHUNK = 160_000
 # Inference scratch buffers, shared by every DTN layer (layers run one after another); keyed by role, shape, dtype and
 # device. Reusing them avoids faulting in fresh pages for every chunk of every layer.
 _WORKSPACE: dict[tuple, torch.Tensor] = {}
-# Inference kernel for unpooled 2-D grids: "eager" (torch ops, any device) or "triton" (dtn_triton, CUDA): set_kernel.
+# 1-D layers on CPU tensors run the fused kernels of dtn_cpu (False: torch operations only, as on other devices).
+_CPU_KERNELS = True
+# Inference kernels of a layer on an unpooled 2-D grid (DTN.kernel): torch ops on any device, or dtn_triton (CUDA).
 KERNELS = ("eager", "triton")
-_KERNEL = "eager"
 
 
-def set_kernel(name: str) -> None:
-    """Choose the inference kernel of every DTN layer on an unpooled 2-D grid: ``eager`` (torch ops, the default) or
-    ``triton`` (the fused kernels of :mod:`dtn_bench.norms.dtn_triton`, CUDA only). Autograd, ``torch.compile``,
-    pooled grids and 1-D sequences always use the eager path."""
-    global _KERNEL
+def check_kernel(name: str) -> str:
+    """``name`` when it is a DTN inference kernel (:data:`KERNELS`) that can run here.
+
+    Otherwise a one-line :class:`DTNBenchError`.
+    """
     if name not in KERNELS:
         raise DTNBenchError(f"DTN kernel {name!r}: choose {' or '.join(KERNELS)}")
     if name == "triton":
         from dtn_bench.norms import dtn_triton
 
         dtn_triton.check_available()
-    _KERNEL = name
+    return name
 
 
-def get_kernel() -> str:
-    """The inference kernel chosen by :func:`set_kernel`."""
-    return _KERNEL
+class use_kernel:  # noqa: N801 - used like a function (as torch.set_grad_enabled)
+    """``kernel = name`` on every :class:`DTN` in ``model`` (``model`` itself included), from the call on.
+
+    Used in a ``with`` block it restores each layer's previous kernel when the block ends (error or not)::
+
+        with use_kernel(model, "triton"):
+            model(x)
+
+    Args:
+        model: a module; its DTN layers get the kernel (the others are left alone).
+        name: ``eager`` or ``triton`` (:data:`KERNELS`).
+
+    Raises:
+        DTNBenchError: an unknown name, or ``triton`` without the triton package (before any layer changes).
+    """
+
+    def __init__(self, model: nn.Module, name: str):
+        check_kernel(name)
+        self.layers = [mod for mod in model.modules() if isinstance(mod, DTN)]
+        self.before = [mod.kernel for mod in self.layers]
+        for mod in self.layers:
+            mod.kernel = name
+
+    def __enter__(self) -> list[DTN]:
+        return self.layers
+
+    def __exit__(self, *exc) -> None:
+        for mod, name in zip(self.layers, self.before, strict=True):
+            mod.kernel = name
 
 
 def _scratch(role: str, shape, like: torch.Tensor) -> torch.Tensor:
-    """A reusable CPU buffer (not thread-safe: one forward at a time); elsewhere a fresh tensor, since CUDA's caching
-    allocator already reuses memory and held buffers would only inflate peak-memory figures."""
+    """A reusable CPU buffer (not thread-safe: one forward at a time); elsewhere a fresh tensor.
+
+    Off the CPU, CUDA's caching allocator already reuses memory and held buffers would only inflate peak-memory figures.
+    """
     if like.device.type != "cpu":
         return torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
     # inference tensors (made under inference_mode) cannot be updated in place outside it: one buffer per mode
@@ -100,10 +139,12 @@ def _scratch(role: str, shape, like: torch.Tensor) -> torch.Tensor:
 
 
 def _flush_subnormal(p: torch.Tensor) -> torch.Tensor:
-    """Zero the weights below 1e-20 (fp32; 1e-200 in fp64). They change no result measurably (the weights of a
-    token sum to 1), but they and their products with small features are subnormal numbers, which send every matrix
-    product and elementwise op downstream onto the CPU's slow path: a local kernel has weights like ``exp(-169)``,
-    and without this the layer ran 10-40x slower on x86."""
+    """Zero the weights below 1e-20 (fp32; 1e-200 in fp64).
+
+    They change no result measurably (the weights of a token sum to 1), but they and their products with small features
+    are subnormal numbers, which send every matrix product and elementwise op downstream onto the CPU's slow path: a
+    local kernel has weights like ``exp(-169)``, and without this the layer ran 10-40x slower on x86.
+    """
     floor = 1e-200 if p.dtype == torch.float64 else 1e-20
     return torch.where(p >= floor, p, torch.zeros((), dtype=p.dtype, device=p.device))
 
@@ -113,7 +154,8 @@ def _inv_or_zero(den: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
     A real token's ``den`` includes its own weight ``exp(-shift)``, while a padding token's may be 0 or as small as the
     flush threshold (1e-20, a real token far away): its ``1 / den^2`` in the gradient overflows to inf, and inf times
-    the padding's zero gradient is NaN in the kernel's gradient. Padding gets statistics 0 and no gradient at all."""
+    the padding's zero gradient is NaN in the kernel's gradient. Padding gets statistics 0 and no gradient at all.
+    """
     return den.masked_fill((den <= 0) | ~real, math.inf).reciprocal()
 
 
@@ -189,6 +231,310 @@ class _Standardise(torch.autograd.Function):
         return gx, g_st, g_mean_ln, g_var_ln, g_lam_m, g_lam_v, None
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# 1-D sequences: statistics as ratios of depthwise convolutions along the sequence
+def _token_stats(xh: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token statistics of ``xh [B, T, H, d]``: RMS factors, LN mean and variance, chunk mean squares.
+
+    The RMS pre-normalisation factor ``r [B, T, H, 1]`` of every (token, head) chunk, the LN mean and (unbiased)
+    variance ``[B, T, 1, 1]`` of ``xn = x * r`` over all ``C`` channels, from per-chunk sums (no ``[B, T, C]``
+    temporaries): mean = sum_h r_h sum_c x / C, E[xn^2] = mean_h ms / (ms + eps); and the mean square ``ms`` of every
+    chunk.
+    """
+    d = xh.shape[-1]
+    C = d * xh.shape[-2]
+    ms = torch.linalg.vector_norm(xh, dim=-1, keepdim=True).square() / d  # mean square
+    r = torch.rsqrt(ms + eps)
+    mean_ln = (xh.sum(-1, keepdim=True) * r).sum(-2, keepdim=True) / C
+    e2 = (ms / (ms + eps)).mean(-2, keepdim=True)
+    return r, mean_ln, (e2 - mean_ln * mean_ln) * (C / (C - 1)), ms
+
+
+def _seq_kernel(a: torch.Tensor, w: int, dtype) -> torch.Tensor:
+    """``K [H, 2w + 1]``: ``exp(a0 * d + a1 * d^2 - shift)`` at ``d = -w .. w`` (``a = pos_proj.weight [H, 3]``).
+
+    The shift (one per head) keeps the largest term at most ``e^60``, so the sums cannot overflow, while the self term
+    (logit 0) stays representable unless the kernel rises more than ~147 nats above it; it cancels in the ratios.
+    Weights below the subnormal range are flushed to 0 (:func:`_flush_subnormal`).
+    """
+    dlt = torch.arange(-w, w + 1, device=a.device, dtype=dtype)
+    logits = a[:, 0:1].to(dtype) * dlt + a[:, 2:3].to(dtype) * (dlt * dlt)
+    shift = (logits.amax(dim=1, keepdim=True) - _MAX_EXP).clamp_min(0.0)
+    return _flush_subnormal(torch.exp(logits - shift))
+
+
+def _seq_taps(k: torch.Tensor, d: int, flip: bool) -> torch.Tensor:
+    """Per-channel taps ``[2C + H, 2w + 1]`` of the head kernels ``k [H, 2w + 1]``.
+
+    For the channels ``[xn (C), xn^2 (C), mask (H)]`` of :func:`_seq_conv`'s input, reversed along the taps with
+    ``flip``.
+    """
+    kc = k.flip(1) if flip else k
+    per_channel = kc.repeat_interleave(d, dim=0)
+    return torch.cat([per_channel, per_channel, kc], dim=0)
+
+
+def _seq_conv(u: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """A depthwise convolution along the sequence of token-major ``u [B, L, K]`` with ``taps [K, 2w + 1]``.
+
+    ``out[b, j, c] = sum_t taps[c, t] u[b, j + t - w, c]`` (zero outside the sequence). It runs channels-last (on the
+    CPU oneDNN's depthwise kernel), so a contiguous ``u`` goes in and the output comes out token-major, no transposing
+    copy either way.
+    """
+    K, n = taps.shape
+    v = F.conv2d(u.transpose(1, 2).unsqueeze(2), taps.reshape(K, 1, 1, n), padding=(0, n // 2), groups=K)
+    return v.squeeze(2).transpose(1, 2)
+
+
+def _seq_input(xn: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+    """The convolution input ``u = [m xn, m xn^2, m] [B, L, 2C + H]`` (contiguous) of ``xn [B, L, H, d]``.
+
+    ``m [B, L, 1, 1]`` is the float mask (``None``: every token real).
+    """
+    B, L, H, d = xn.shape
+    C = H * d
+    u = xn.new_empty(B, L, 2 * C + H)
+    u1, u2 = u[..., :C].view(B, L, H, d), u[..., C : 2 * C].view(B, L, H, d)
+    if m is None:
+        u1.copy_(xn)
+        u[..., 2 * C :].fill_(1.0)
+    else:
+        torch.mul(xn, m, out=u1)
+        u[..., 2 * C :].copy_(m.view(B, L, 1).expand(B, L, H))
+    torch.mul(u1, u1, out=u2)
+    return u
+
+
+def _seq_forward(x: torch.Tensor, m: torch.Tensor | None, kernels: tuple, weight: torch.Tensor, bias: torch.Tensor,
+                 g_mean: torch.Tensor | None, g_var: torch.Tensor, eps: float, keep: bool):
+    """The 1-D layer on ``x [B, L, C]`` (no prefix tokens) without autograd.
+
+    Returns the output and, with ``keep``, the tensors :class:`_Sequence` 's backward needs. ``m [B, L, 1, 1]`` is the
+    float mask (``None``: all real), ``kernels`` the head kernels and their taps (:meth:`DTN._seq_kernels`), the gates
+    given as their parameters (``g_mean`` None for ``only_var``).
+    """
+    k, taps = kernels[0], kernels[1]
+    B, L, C = x.shape
+    H = k.shape[0]
+    d = C // H
+    xh = x.view(B, L, H, d)
+    r, mean_ln, var_ln, _ = _token_stats(xh, eps)
+    xn = xh * r
+    u = _seq_input(xn, m)
+    v = _seq_conv(u, taps)  # [sum K m xn, sum K m xn^2, sum K m] per target token
+    den = v[..., 2 * C :].unsqueeze(-1)  # [B, L, H, 1]; a real token's includes its own weight
+    real = den > 0 if m is None else (den > 0) & (m > 0)
+    inv = torch.where(real, den.reciprocal(), torch.zeros((), dtype=x.dtype, device=x.device))
+    st = torch.mul(v[..., : 2 * C].view(B, L, 2, H, d), inv.unsqueeze(2))  # [A, M2]; 0 for padding tokens
+    A, M2 = st[:, :, 0], st[:, :, 1]
+    var_in = torch.addcmul(M2, A, A, value=-1.0)
+    lam_v = torch.sigmoid(g_var).view(1, 1, H, 1)
+    # rsqrt((1 - lam_v) var_in + lam_v var_ln + eps), 1 - lam_v as sigmoid(-g) (no cancellation)
+    s = torch.addcmul(lam_v * var_ln + eps, var_in, torch.sigmoid(-g_var).view(1, 1, H, 1)).rsqrt_()
+    if g_mean is None:
+        y = torch.sub(xn, mean_ln)
+        lam_m = None
+    else:  # xn - mu = xn - (1 - lam_m) A - lam_m mean_ln
+        lam_m = torch.sigmoid(g_mean).view(1, 1, H, 1)
+        y = torch.addcmul(xn, A, -torch.sigmoid(-g_mean).view(1, 1, H, 1)).sub_(lam_m * mean_ln)
+    y.mul_(s)
+    out = torch.addcmul(bias, y.view(B, L, C), weight)
+    if not keep:
+        return out, None
+    return out, (xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v)
+
+
+def _cpu_kernels(x: torch.Tensor) -> bool:
+    """Whether the 1-D layer runs :mod:`dtn_bench.norms.dtn_cpu` on ``x``.
+
+    It does for a CPU tensor with no torch dispatch mode active (a flop counter, an allocation tracker, fake tensors),
+    which sees torch operations only.
+    """
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _CPU_KERNELS and x.device.type == "cpu" and _get_current_dispatch_mode() is None
+
+
+def _seq_gates(g_mean: torch.Tensor | None, g_var: torch.Tensor) -> torch.Tensor:
+    """The gates ``[lam_m, 1 - lam_m, lam_v, 1 - lam_v] [4, H]``.
+
+    ``1 - lam`` is computed as ``sigmoid(-g)``; ``lam_m = 1`` without a mean gate.
+    """
+    if g_mean is None:
+        ones = torch.ones_like(g_var)
+        return torch.stack([ones, ones - ones, torch.sigmoid(g_var), torch.sigmoid(-g_var)])
+    return torch.stack([torch.sigmoid(g_mean), torch.sigmoid(-g_mean), torch.sigmoid(g_var), torch.sigmoid(-g_var)])
+
+
+def _seq_forward_cpu(x: torch.Tensor, m: torch.Tensor | None, kernels: tuple, weight: torch.Tensor,
+                     bias: torch.Tensor, g_mean: torch.Tensor | None, g_var: torch.Tensor, eps: float):
+    """:func:`_seq_forward` on the CPU by the fused kernels of :mod:`dtn_bench.norms.dtn_cpu`.
+
+    The convolution runs over the samples' packed spans of real tokens; returns the output and what the backward needs.
+    """
+    from dtn_bench.norms import dtn_cpu
+
+    k, taps = kernels[0], kernels[3]
+    B, L, C = x.shape
+    H = k.shape[0]
+    d = C // H
+    N, K, w = B * L, 2 * C + H, (k.shape[1] - 1) // 2
+    dt, threads = x.dtype, torch.get_num_threads()
+    x = x.contiguous()
+    cst = torch.tensor([eps, 1.0, 1.0 / d, 1.0 / C, 1.0 / H, C / (C - 1), 0.5, 2.0, 2.0 / (C - 1)], dtype=dt)
+    mf = torch.ones(N, dtype=dt) if m is None else m.reshape(N).contiguous()
+    xv, cv, mv = x.view(N, H, d).numpy(), cst.numpy(), mf.numpy()
+    pv, P, gaps = dtn_cpu.pack(mv, B, L, w)
+    r, mean_ln, var_ln = x.new_empty(N, H), x.new_empty(N), x.new_empty(N)
+    u, v = x.new_empty(P, K), x.new_empty(P, K)
+    dtn_cpu.run(dtn_cpu.prepare, N, threads, xv, mv, pv, gaps, cv, r.numpy(), mean_ln.numpy(), var_ln.numpy(),
+                u.numpy())
+    gates = _seq_gates(g_mean, g_var).contiguous()
+    out, S, inv = x.new_empty(B, L, C), x.new_empty(N, H, d), x.new_empty(N, H)
+    dtn_cpu.run(dtn_cpu.finish, N, threads, xv, mv, u.numpy(), taps.numpy(), pv, r.numpy(), mean_ln.numpy(),
+                var_ln.numpy(), gates.numpy(), weight.contiguous().numpy(), bias.contiguous().numpy(), cv,
+                out.view(N, H, d).numpy(), S.numpy(), inv.numpy(), v.numpy())
+    pidx, gaps = torch.from_numpy(pv), torch.from_numpy(gaps)
+    return out, (x, mf, pidx, gaps, r, mean_ln, var_ln, v, S, inv, u, gates, cst)
+
+
+def _seq_backward_cpu(ctx, grad: torch.Tensor):
+    """The backward of :class:`_Sequence` on the CPU.
+
+    By the fused kernels (module docstring of :mod:`dtn_bench.norms.dtn_cpu`).
+    """
+    from dtn_bench.norms import dtn_cpu
+
+    x, mf, pidx, gaps, r, mean_ln, var_ln, v, S, inv, u, gates, cst, k, weight = ctx.saved_tensors
+    only_var, w = ctx.only_var, ctx.w
+    B, L, C = x.shape
+    H = k.shape[0]
+    d = C // H
+    N, (P, K) = B * L, u.shape
+    threads = torch.get_num_threads()
+    shards = max(1, min(threads, N))
+    need = ctx.needs_input_grad
+    xv, cv, mv, pv, gates_v = x.view(N, H, d).numpy(), cst.numpy(), mf.numpy(), pidx.numpy(), gates.numpy()
+    G = grad.detach().contiguous()
+    gv, e = x.new_empty(P, K), x.new_empty(N, H, d)
+    E, F = x.new_empty(N, H), x.new_empty(N, H)
+    part = torch.zeros(shards, 2 * C + 2 * H, dtype=torch.float64)
+    dtn_cpu.run(dtn_cpu.grad_stats, N, threads, G.view(N, H, d).numpy(), xv, v.numpy(), pv, gaps.numpy(),
+                r.numpy(), mean_ln.numpy(), var_ln.numpy(), S.numpy(), inv.numpy(), gates_v,
+                weight.contiguous().numpy(), cv, gv.numpy(), e.numpy(), E.numpy(), F.numpy(), part.numpy())
+    sums = part.sum(0).to(x.dtype)
+    g_weight = sums[:C] if need[3] else None
+    g_bias = sums[C : 2 * C] if need[4] else None
+    g_g_mean = None
+    if need[5] and not only_var:
+        g_g_mean = sums[2 * C : 2 * C + H] * gates[0] * gates[1]
+    g_g_var = sums[2 * C + H :] * gates[2] * gates[3] if need[6] else None
+    gx = x.new_empty(B, L, C)
+    R = torch.zeros(shards, H, 2 * w + 1, dtype=torch.float64)
+    dtn_cpu.run(dtn_cpu.grad_input, N, threads, e.numpy(), gv.numpy(), u.numpy(), ctx.taps_back.numpy(), pv, xv,
+                r.numpy(), mv, mean_ln.numpy(), E.numpy(), F.numpy(), gates_v, cv, only_var, gx.view(N, H, d).numpy(),
+                R.numpy())
+    g_a = None
+    if need[2]:
+        Rk = R.sum(0) * k.to(torch.float64)
+        dlt = torch.arange(-w, w + 1, dtype=torch.float64)
+        g_a = torch.stack([Rk @ dlt, torch.zeros(H, dtype=torch.float64), Rk @ (dlt * dlt)], dim=1).to(x.dtype)
+    return gx if need[0] else None, None, g_a, g_weight, g_bias, g_g_mean, g_g_var, None, None
+
+
+class _Sequence(torch.autograd.Function):
+    """The 1-D layer (module docstring, steps 1-5, no prefix tokens) with a hand-written backward.
+
+    Forward: ``u = [m xn, m xn^2, m]``, ``v = K * u`` (:func:`_seq_conv`, per head), ``[A, M2] = v_{1,2} / v_3`` for
+    real tokens (0 for padding), then the gates and the standardisation. Backward, with ``e = dL/dy * w * s`` and
+    ``f = e * y * s`` (``= -2 dL/dvar``): the statistics' gradients over ``v_3`` (``gv``, the mask channel's entry
+    ``-sum_c gv * [A, M2]``), back through the convolution (``K`` reversed), and ``dL/da_p = sum gv * (d^p K) * u`` for
+    ``a_p`` = ``pos_proj.weight[:, 0]`` (``p = 1``) and ``[:, 2]`` (``p = 2``): two more convolutions, since the
+    gradient of a depthwise convolution's weights is slow on the CPU. Autograd through the same arithmetic runs about
+    three times as many passes over the tensors, and PyTorch's depthwise-convolution backward is far slower than its
+    forward. Checked by gradcheck in float64 and against autograd in the tests.
+    """
+
+    @staticmethod
+    def forward(ctx, x, m, a, weight, bias, g_mean, g_var, eps, kernels):
+        k = kernels[0]
+        ctx.w, ctx.only_var = (k.shape[1] - 1) // 2, g_mean is None
+        ctx.cpu = _cpu_kernels(x)
+        ctx.taps_back = kernels[4] if ctx.cpu else kernels[2]
+        if ctx.cpu:
+            out, saved = _seq_forward_cpu(x, m, kernels, weight, bias, g_mean, g_var, eps)
+            ctx.save_for_backward(*saved, k, weight)
+            return out
+        out, saved = _seq_forward(x, m, kernels, weight, bias, g_mean, g_var, eps, keep=True)
+        xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v = saved
+        ctx.save_for_backward(xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v, m, k, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.cpu:
+            return _seq_backward_cpu(ctx, grad)
+        xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v, m, k, weight = ctx.saved_tensors
+        B, L, H, d = xn.shape
+        C = H * d
+        need = ctx.needs_input_grad
+        G = grad.contiguous().view(B, L, H, d)
+        g_weight = (G * y).sum(dim=(0, 1)).view(C) if need[3] else None
+        g_bias = G.sum(dim=(0, 1)).view(C) if need[4] else None
+        e = torch.mul(G, s).mul_(weight.view(H, d))  # dL/dxn through the numerator of y; dL/dmu = -e
+        f = torch.mul(e, y).mul_(s)  # -2 dL/dvar
+        A = st[:, :, 0]
+        E, Fh = e.sum(-1, keepdim=True), f.sum(-1, keepdim=True)  # per (token, head)
+        g_var_ln = (Fh * lam_v).sum(-2, keepdim=True).mul_(-0.5)
+        g_g_var = None
+        if need[6]:
+            g_lam_v = ((f * var_in).sum(dim=(0, 1, 3)) - (Fh * var_ln).sum(dim=(0, 1, 3))).mul_(0.5)
+            g_g_var = g_lam_v * lam_v.view(H) * (1.0 - lam_v.view(H))
+        g_g_mean = None
+        if lam_m is None:
+            g_mean_ln = -E.sum(-2, keepdim=True)
+        else:
+            g_mean_ln = -(E * lam_m).sum(-2, keepdim=True)
+            if need[5]:
+                g_lam_m = (e * A).sum(dim=(0, 1, 3)) - (E * mean_ln).sum(dim=(0, 1, 3))
+                g_g_mean = g_lam_m * lam_m.view(H) * (1.0 - lam_m.view(H))
+        # gradients of the convolution's outputs: d/dA and d/dM2 over the denominator, and the denominator's own
+        gv = xn.new_empty(B, L, 2 * C + H)
+        gv1, gv2 = gv[..., :C].view(B, L, H, d), gv[..., C : 2 * C].view(B, L, H, d)
+        torch.mul(f, inv * (-0.5 * (1.0 - lam_v)), out=gv2)  # dL/dM2 = (1 - lam_v) dL/dvar
+        if lam_m is None:  # dL/dA = -2 A dL/dM2 (+ (1 - lam_m) dL/dmu with the mean gate)
+            torch.mul(A, gv2, out=gv1).mul_(-2.0)
+        else:
+            torch.mul(e, inv * (lam_m - 1.0), out=gv1).addcmul_(A, gv2, value=-2.0)
+        gv[..., 2 * C :] = (gv[..., : 2 * C].view(B, L, 2, H, d) * st).sum(dim=(2, 4)).neg_()  # d/d(sum K m)
+        g_a = None
+        if need[2]:
+            w = ctx.w
+            dlt = torch.arange(-w, w + 1, device=k.device, dtype=k.dtype)
+            parts = []
+            for kp in (k * dlt, k * (dlt * dlt)):
+                prod = (gv * _seq_conv(u, _seq_taps(kp, d, flip=True))).sum(dim=(0, 1))  # [2C + H]
+                parts.append(prod[:C].view(H, d).sum(1) + prod[C : 2 * C].view(H, d).sum(1) + prod[2 * C :])
+            g_a = torch.stack([parts[0], torch.zeros_like(parts[0]), parts[1]], dim=1)
+        g_x = None
+        if need[0]:
+            gz = _seq_conv(gv, ctx.taps_back)  # dL/du
+            gu1, gu2 = gz[..., :C].view(B, L, H, d), gz[..., C : 2 * C].view(B, L, H, d)
+            # dL/dxn = e + m gu1 + 2 m xn gu2 + dL/dmean_ln / C + dL/dvar_ln * 2 (xn - mean_ln) / (C - 1)
+            kappa = g_var_ln * (2.0 / (C - 1))
+            if m is None:
+                t = torch.add(kappa, gu2, alpha=2.0)
+                gxn = e.add_(gu1)
+            else:
+                t = torch.addcmul(kappa, gu2, m, value=2.0)
+                gxn = e.addcmul_(gu1, m)
+            gxn.addcmul_(t, xn).add_(g_mean_ln / C - kappa * mean_ln)
+            # through the RMS pre-normalisation: dL/dx = r (dL/dxn - xn mean_c(dL/dxn xn))
+            dot = (gxn * xn).sum(-1, keepdim=True).div_(-d)
+            g_x = gxn.addcmul_(xn, dot).mul_(r).view(B, L, C)
+        return g_x, None, g_a, g_weight, g_bias, g_g_mean, g_g_var, None, None
+
+
 class DTN(nn.Module):
     """Dynamic Token Normalization for ``[B, T, C]`` tokens.
 
@@ -202,6 +548,9 @@ class DTN(nn.Module):
         pool_to: the authors' ``dtn_pool``: grids larger than this are pooled to it for the statistics.
         local_init: ConViT local initialisation of ``pos_proj`` (heads attend to offsets around each token).
         window: 1-D only: largest ``|j - i|`` kept (``None``: all).
+        kernel: inference kernel on an unpooled 2-D grid, ``eager`` (torch ops) or ``triton`` (the fused kernels
+            of :mod:`dtn_bench.norms.dtn_triton`, CUDA); an attribute of the layer (:class:`use_kernel` sets it on
+            a whole model). Autograd, ``torch.compile``, pooled grids and 1-D sequences always run eager.
         device: parameter device.
         dtype: parameter dtype.
     """
@@ -218,10 +567,12 @@ class DTN(nn.Module):
         local_init: bool = True,
         *,
         window: int | None = 64,
+        kernel: str = "eager",
         device=None,
         dtype=None,
     ):
         super().__init__()
+        self.kernel = kernel
         if num_heads <= 0 or dim % num_heads:
             raise DTNBenchError(f"DTN: dim {dim} is not divisible by num_heads {num_heads}")
         grid = _as_grid(grid_size)
@@ -258,6 +609,15 @@ class DTN(nn.Module):
         self.pos_proj = nn.Linear(3, num_heads, **dd)
         self.reset_parameters(local_init)
 
+    @property
+    def kernel(self) -> str:
+        """The inference kernel on an unpooled 2-D grid: ``eager`` or ``triton`` (:data:`KERNELS`)."""
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, name: str) -> None:
+        self._kernel = check_kernel(name)
+
     def reset_parameters(self, local_init: bool = True) -> None:
         """The authors' initialisation: affine 1/0, gates 0, ``pos_proj`` trunc-normal(.02) then local init."""
         nn.init.ones_(self.weight)
@@ -272,9 +632,12 @@ class DTN(nn.Module):
 
     @torch.no_grad()
     def local_init(self, locality_strength: float = 1.0) -> None:
-        """ConViT local init. 2-D: head ``h1 + k*h2`` of the ``k x k = int(sqrt(H))^2`` first heads looks at offset
-        ``(h2 - c, h1 - c)``; the others keep their random weights. 1-D: every head gets ``a1 = -1`` and an offset
-        ``h - c`` (``c`` the centre head), so the heads cover consecutive offsets around the token."""
+        """ConViT local init.
+
+        2-D: head ``h1 + k*h2`` of the ``k x k = int(sqrt(H))^2`` first heads looks at offset ``(h2 - c, h1 - c)``; the
+        others keep their random weights. 1-D: every head gets ``a1 = -1`` and an offset ``h - c`` (``c`` the centre
+        head), so the heads cover consecutive offsets around the token.
+        """
         w = self.pos_proj.weight
         H = self.num_heads
         if self.grid_size is None:
@@ -295,6 +658,7 @@ class DTN(nn.Module):
         w.mul_(locality_strength)
 
     def extra_repr(self) -> str:
+        """The layer's settings for ``repr``: dim, heads, grid, prefix, eps, and ``only_var`` / ``pool`` when set."""
         grid = "1-D" if self.grid_size is None else f"{self.grid_size[0]}x{self.grid_size[1]}"
         s = f"{self.dim}, heads={self.num_heads}, grid={grid}, prefix={self.num_prefix_tokens}, eps={self.eps}"
         if self.only_var:
@@ -303,13 +667,18 @@ class DTN(nn.Module):
             s += f", pool={self.pool}"
         if self.grid_size is None:
             s += f", window={self.window}"
+        if self.kernel != "eager":
+            s += f", kernel={self.kernel}"
         return s
 
     # ----------------------------------------------------------------------------------------------------------------
     # position matrices
     def axis_matrices(self, rows: int, cols: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-head axis factors of ``P``: ``Py [H, rows, rows]`` and ``Px [H, cols, cols]``, indexed
-        ``[h, source, target]`` and normalised over the source, so ``P^h = Py^h (x) Px^h`` (token = y * cols + x)."""
+        """Per-head axis factors of ``P``: ``Py [H, rows, rows]`` and ``Px [H, cols, cols]``.
+
+        Indexed ``[h, source, target]`` and normalised over the source, so ``P^h = Py^h (x) Px^h``
+        (token = y * cols + x).
+        """
         a = self.pos_proj.weight.to(dtype)
 
         def axis(n: int, lin: torch.Tensor) -> torch.Tensor:
@@ -320,33 +689,13 @@ class DTN(nn.Module):
 
         return axis(rows, a[:, 1]), axis(cols, a[:, 0])
 
-    def _kernel_1d(self, s: int, reach: int, dtype, dense_length: int | None = None) -> torch.Tensor:
-        """Banded 1-D kernel ``K [H, 3s, s]``: source ``u`` of blocks (n-1, n, n+1), target ``v`` of block n,
-        ``d = s + v - u``; ``exp(logit(d) - shift)`` where ``|d| <= reach``, else 0. With ``dense_length = L`` the
-        whole ``K [H, L, L]`` (source ``u``, target ``v``, ``d = v - u``) instead, for short sequences."""
-        a = self.pos_proj.weight.to(dtype)
-        if dense_length is not None:
-            u = torch.arange(dense_length, device=a.device, dtype=dtype).view(dense_length, 1)
-            d = u.view(1, dense_length) - u
-        else:
-            u = torch.arange(3 * s, device=a.device, dtype=dtype).view(3 * s, 1)
-            v = torch.arange(s, device=a.device, dtype=dtype).view(1, s)
-            d = s + v - u
-        logits = a[:, 0].view(-1, 1, 1) * d + a[:, 2].view(-1, 1, 1) * d * d
-        keep = d.abs() <= reach
-        logits = logits.masked_fill(~keep, float("-inf"))
-        # Shift so the largest kept term is at most e^60 (no overflow in the sums) while the self term (logit 0)
-        # stays representable unless the kernel's range exceeds ~147 nats; the bias of pos_proj cancels.
-        top = logits.amax(dim=(1, 2), keepdim=True)
-        shift = (top - _MAX_EXP).clamp_min(0.0)
-        return _flush_subnormal(torch.exp(logits - shift))
-
     @torch.no_grad()
     def truncation_bound(self, length: int) -> torch.Tensor:
         """Per-head ``delta_h`` (float64) of the 1-D window at sequence length ``length`` (0 when nothing is cut).
 
         Every real token's windowed mean is within ``2 * delta_h * max|xn|`` of the full-length one, its second
-        moment within ``2 * delta_h * max(xn^2)`` (module docstring)."""
+        moment within ``2 * delta_h * max(xn^2)`` (module docstring).
+        """
         if self.grid_size is not None:
             raise DTNBenchError("DTN.truncation_bound is for 1-D DTN (grid_size=None)")
         H = self.num_heads
@@ -373,7 +722,7 @@ class DTN(nn.Module):
                 )
         elif T <= P:
             raise DTNBenchError(f"DTN: {T} tokens leave no sequence after {P} prefix tokens")
-        if (_KERNEL == "triton" and self.grid_size is not None and self.pool == 1 and x.dtype != torch.float64
+        if (self.kernel == "triton" and self.grid_size is not None and self.pool == 1 and x.dtype != torch.float64
                 and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
             from dtn_bench.norms import dtn_triton
 
@@ -383,36 +732,149 @@ class DTN(nn.Module):
             # A residual stream may be a transposed view ([B, T, C] stored channels-first, from a patch embedding);
             # one copy to token-major order makes every later pass contiguous.
             xc = x.to(cdtype).contiguous()
-            if torch.is_grad_enabled() or torch.compiler.is_compiling():  # functional: autograd, or for fusion
-                y = self._forward(xc, mask)
+            if self.grid_size is None:
+                y = self._forward_seq(xc, mask)
+            elif torch.is_grad_enabled() or torch.compiler.is_compiling():  # functional: autograd, or for fusion
+                y = self._forward(xc)
             else:
                 y = torch.empty(B, T, C, dtype=xc.dtype, device=xc.device)
-                if self.grid_size is not None and self.pool == 1:
+                if self.pool == 1:
                     self._infer_grid(xc, y)
                 else:
                     # On the CPU, cache-sized batch chunks: the temporaries stay small and are reused (_scratch)
                     # instead of being faulted in afresh for every layer.
                     step = max(1, _CPU_CHUNK // (T * C)) if x.device.type == "cpu" else B
                     for i in range(0, B, step):
-                        m = None if mask is None else mask[i : i + step]
-                        self._forward(xc[i : i + step], m, out=y[i : i + step])
+                        self._forward(xc[i : i + step], out=y[i : i + step])
         return y.to(x.dtype)
 
-    def _token_stats(self, xh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For ``xh [B, T, H, d]``: the RMS pre-normalisation factor ``r [B, T, H, 1]`` of every (token, head) chunk
-        and the LN mean and (unbiased) variance ``[B, T, 1, 1]`` of ``xn = x * r`` over all ``C`` channels, from
-        per-chunk sums (no ``[B, T, C]`` temporaries): mean = sum_h r_h sum_c x / C,
-        E[xn^2] = mean_h ms / (ms + eps)."""
-        d = xh.shape[-1]
-        C = d * xh.shape[-2]
-        ms = torch.linalg.vector_norm(xh, dim=-1, keepdim=True).square() / d  # mean square
-        r = torch.rsqrt(ms + self.eps)
-        mean_ln = (xh.sum(-1, keepdim=True) * r).sum(-2, keepdim=True) / C
-        e2 = (ms / (ms + self.eps)).mean(-2, keepdim=True)
-        return r, mean_ln, (e2 - mean_ln * mean_ln) * (C / (C - 1))
+    # 1-D -------------------------------------------------------------------------------------------------------------
+    def effective_window(self, length: int, dtype=torch.float32) -> int:
+        """The largest ``|j - i|`` the 1-D statistics use at sequence length ``length``.
 
-    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The layer on float input. With ``out`` (no autograd) it works in place and writes into ``out``."""
+        ``W = min(window, length - 1)`` (``length - 1`` without a window), reduced on the CPU to the smallest
+        ``w <= W`` whose dropped weight ``sum_{w < |d| <= W} exp(logit_h(d))`` (``logit_h(0) = 0``) is at most
+        ``tol = eps / (2 d)`` for every head, ``eps`` the machine epsilon of ``dtype`` and ``d`` the channels per head.
+        By the bound of :meth:`truncation_bound` (with the cut starting at ``w``) every real token's mean then moves by
+        at most ``2 tol max|xn| <= eps / sqrt(d)`` and its second moment by at most ``2 tol max(xn^2) <= eps`` (the
+        pre-normalised ``xn`` has ``|xn| <= sqrt(d)``): less than the dtype's resolution at 1. With the local init
+        (``a1 = -1``) that is 5 to 9 tokens instead of the window's 64. Elsewhere (no host sync on a GPU) and under
+        ``torch.compile`` it is ``W``.
+        """
+        W = max(0, length - 1 if self.window is None else min(self.window, length - 1))
+        a = self.pos_proj.weight
+        if W == 0 or a.device.type != "cpu" or torch.compiler.is_compiling():
+            return W
+        tol = torch.finfo(dtype).eps / (2 * (self.dim // self.num_heads))
+        a = a.detach().numpy().astype(np.float64)  # numpy: a few small operations, run for every layer and step
+        t = np.arange(1, W + 1, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            quad = a[:, 2:3] * (t * t)
+            mass = np.exp(quad + a[:, 0:1] * t) + np.exp(quad - a[:, 0:1] * t)  # weight at |d| = t, [H, W]
+            tail = np.cumsum(mass[:, ::-1], axis=1)[:, ::-1]  # tail[:, i]: weight at |d| > i (non-increasing in i)
+            return int((~(tail <= tol)).sum(1).max())  # per head the first i with tail <= tol (NaN counts as > tol)
+
+    def inter_token_moments(self, xn: torch.Tensor, mask: torch.Tensor | None = None, width: int | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """1-D: the inter-token statistics ``(P xn, P xn^2)``, each ``[B, L, H, d]``, of pre-normalised tokens.
+
+        The tokens are ``xn [B, L, H, d]`` (prefix tokens excluded) with the optional ``mask [B, L]``; the statistics
+        are 0 for padding tokens.
+
+        ``width`` is the largest ``|j - i|`` used (default :meth:`effective_window`). Differentiable; the layer runs
+        the same arithmetic with a hand-written backward.
+        """
+        B, L, H, d = xn.shape
+        m = None if mask is None else mask.to(device=xn.device, dtype=xn.dtype).view(B, L, 1, 1)
+        return self._seq_moments(xn, m, self.effective_window(L, xn.dtype) if width is None else width)
+
+    def _seq_kernels(self, length: int, dtype) -> tuple[torch.Tensor, ...]:
+        """``(K [H, 2w + 1], taps reversed, taps, both transposed)`` at :meth:`effective_window` ``w``.
+
+        From :func:`_seq_kernel` and :func:`_seq_taps` (``[2C + H, 2w + 1]``, and ``[2w + 1, 2C + H]`` for
+        :mod:`dtn_bench.norms.dtn_cpu`) for the layer's current ``pos_proj`` (no autograd). On the CPU they are kept
+        for the kernel's values, length and dtype.
+        """
+        a = self.pos_proj.weight.detach()
+        key = None
+        if a.device.type == "cpu":
+            key = (tuple(a.reshape(-1).tolist()), length, dtype, self.window)
+            cache = self.__dict__.setdefault("_seq_cache", {})
+            if key in cache:
+                return cache[key]
+        k = _seq_kernel(a, self.effective_window(length, dtype), dtype)
+        d = self.dim // self.num_heads
+        fwd, back = _seq_taps(k, d, flip=True), _seq_taps(k, d, flip=False)
+        out = (k, fwd, back, fwd.t().contiguous(), back.t().contiguous())
+        if key is not None:
+            if len(cache) >= 8:
+                cache.clear()
+            cache[key] = out
+        return out
+
+    def _seq_moments(self, xn: torch.Tensor, m: torch.Tensor | None, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P xn, P xn^2)`` with differentiable ops (the functional form of :func:`_seq_forward`'s statistics)."""
+        B, L, H, d = xn.shape
+        C = H * d
+        mm = xn.new_ones(B, L, 1, 1) if m is None else m
+        u = torch.cat([(xn * mm).reshape(B, L, C), (xn * xn * mm).reshape(B, L, C),
+                       mm.reshape(B, L, 1).expand(B, L, H)], dim=-1)
+        v = _seq_conv(u, _seq_taps(_seq_kernel(self.pos_proj.weight, w, xn.dtype), d, flip=True))
+        inv = _inv_or_zero(v[..., 2 * C :].unsqueeze(-1), mm > 0)
+        return v[..., :C].reshape(B, L, H, d) * inv, v[..., C : 2 * C].reshape(B, L, H, d) * inv
+
+    def _forward_seq(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The 1-D layer on float, contiguous ``x [B, T, C]``.
+
+        The hand-written backward of :class:`_Sequence` under autograd, its forward alone for inference, the functional
+        form under ``torch.compile``.
+        """
+        B, T, C = x.shape
+        H, P, eps = self.num_heads, self.num_prefix_tokens, self.eps
+        L = T - P
+        dt = x.dtype
+        if mask is not None and tuple(mask.shape) != (B, T):
+            raise DTNBenchError(f"DTN: mask shape {list(mask.shape)} does not match tokens [{B}, {T}]")
+        m = None if mask is None else mask[:, P:].to(device=x.device, dtype=dt).reshape(B, L, 1, 1)
+        xs = x[:, P:]
+        weight, bias = self.weight.to(dt), self.bias.to(dt)
+        g_mean = None if self.only_var else self.mean_norm_weight.to(dt)
+        g_var = self.var_norm_weight.to(dt)
+        if torch.compiler.is_compiling():
+            xh = xs.reshape(B, L, H, C // H)
+            r, mean_ln, var_ln = self._token_stats(xh)
+            xn = xh * r
+            A, M2 = self._seq_moments(xn, m, self.effective_window(L, dt))
+            lam_v = torch.sigmoid(g_var).view(1, 1, H, 1)
+            lam_m = None if g_mean is None else torch.sigmoid(g_mean).view(1, 1, H, 1)
+            y = _Standardise.apply(xn, torch.cat([A, M2], dim=-1), mean_ln, var_ln, lam_m, lam_v, eps)
+            y = torch.addcmul(bias, y.reshape(B, L, C), weight)
+        else:
+            kernels = self._seq_kernels(L, dt)
+            if torch.is_grad_enabled():
+                y = _Sequence.apply(xs, m, self.pos_proj.weight.to(dt), weight, bias, g_mean, g_var, eps, kernels)
+            elif _cpu_kernels(x):
+                y, _ = _seq_forward_cpu(xs, m, kernels, weight, bias, g_mean, g_var, eps)
+            else:
+                y, _ = _seq_forward(xs, m, kernels, weight, bias, g_mean, g_var, eps, keep=False)
+        if not P:
+            return y
+        # prefix tokens: LN statistics only
+        xp = x[:, :P].reshape(B, P, H, C // H)
+        rp, mean_p, var_p = self._token_stats(xp)
+        yp = (xp * rp - mean_p) * torch.rsqrt(var_p + eps)
+        return torch.cat([torch.addcmul(bias, yp.reshape(B, P, C), weight), y], dim=1)
+
+    def _token_stats(self, xh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``r [B, T, H, 1]`` and the LN mean and variance ``[B, T, 1, 1]`` of ``xh [B, T, H, d]``.
+
+        Computed by :func:`_token_stats`.
+        """
+        r, mean_ln, var_ln, _ = _token_stats(xh, self.eps)
+        return r, mean_ln, var_ln
+
+    def _forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """A 2-D layer on float input. With ``out`` (no autograd, pooled grids) it works in place into ``out``."""
         B, T, C = x.shape
         H, eps, P = self.num_heads, self.eps, self.num_prefix_tokens
         d = C // H
@@ -420,16 +882,11 @@ class DTN(nn.Module):
         xh = x.view(B, T, H, d)
         r, mean_ln, var_ln = self._token_stats(xh)
 
-        # 1-D sequences and pooled grids: the P products run in a head-major layout ("L") where both are plain batched
-        # GEMMs (2-D: [H, B, rows, c, cols], 1-D: [H, B, c, L]); everything elementwise runs token-major ([B, T, H, d]),
-        # where the innermost axis is a contiguous run of d channels and the per-token statistics broadcast cheaply.
-        # Unpooled grids use the layout of _stats_grid / _infer_grid, which needs no transposing copy.
-        seq = self.grid_size is None
-        to_l = self._to_l_1d if seq else self._to_l_2d
-        from_l = self._from_l_1d if seq else self._from_l_2d
-        cdim = 2 if seq else 3
-        stats = self._stats_1d if seq else self._stats_2d
-        m = None if mask is None else mask[:, P:]
+        # Pooled grids: the P products run in a head-major layout ("L", [H, B, rows, c, cols]) where both are plain
+        # batched GEMMs; everything elementwise runs token-major ([B, T, H, d]), where the innermost axis is a
+        # contiguous run of d channels and the per-token statistics broadcast cheaply. Unpooled grids use the layout
+        # of _stats_grid / _infer_grid, which needs no transposing copy.
+        to_l, from_l, stats = self._to_l_2d, self._from_l_2d, self._stats_2d
         L = T - P
         lam_v = torch.sigmoid(self.var_norm_weight.to(dt)).view(1, 1, H, 1)
         lam_m = None if self.only_var else torch.sigmoid(self.mean_norm_weight.to(dt)).view(1, 1, H, 1)
@@ -439,25 +896,25 @@ class DTN(nn.Module):
         if out is None:
             xn = xh * r  # RMS pre-normalised, token-major [B, T, H, d]
             xs = xn[:, P:]
-            if not seq and self.pool == 1:  # head-major statistics, read through a token-major view (_infer_grid)
+            if self.pool == 1:  # head-major statistics, read through a token-major view (_infer_grid)
                 st = self._stats_grid(xs)
             else:
-                zl = torch.cat([to_l(xs), to_l(xs * xs)], dim=cdim)  # [xn, xn^2] in L, contiguous
-                st = from_l(stats(zl, m)).reshape(B, L, H, 2 * d)  # token-major copy of the statistics
+                zl = torch.cat([to_l(xs), to_l(xs * xs)], dim=3)  # [xn, xn^2] in L, contiguous
+                st = from_l(stats(zl)).reshape(B, L, H, 2 * d)  # token-major copy of the statistics
             y = _Standardise.apply(xs, st, mu_ln, v_ln, lam_m, lam_v, eps)
             if P:
                 yp = (xn[:, :P] - mean_ln[:, :P]) * torch.rsqrt(var_ln[:, :P] + eps)
                 y = torch.cat([yp, y], dim=1)
             return torch.addcmul(b.view(C), y.reshape(B, T, C), w.view(C))
-        # inference (1-D, pooled): the same arithmetic in preallocated buffers and in place, the affine part in `out`;
+        # inference (pooled): the same arithmetic in preallocated buffers and in place, the affine part in `out`;
         # xn is never materialised token-major (the tail uses x * r), eps rides along with the copy of m2, and the
         # mean is kept negated so that x * r - mu is one fused multiply-add.
         shape = list(to_l(xh[:, P:]).shape)
-        shape[cdim] *= 2
+        shape[3] *= 2
         zl = _scratch("z", shape, x)
-        torch.mul(to_l(xh[:, P:]), to_l(r[:, P:]), out=zl.narrow(cdim, 0, d))
-        torch.mul(zl.narrow(cdim, 0, d), zl.narrow(cdim, 0, d), out=zl.narrow(cdim, d, d))
-        sl = stats(zl, m)
+        torch.mul(to_l(xh[:, P:]), to_l(r[:, P:]), out=zl.narrow(3, 0, d))
+        torch.mul(zl.narrow(3, 0, d), zl.narrow(3, 0, d), out=zl.narrow(3, d, d))
+        sl = stats(zl)
         st = _scratch("st", (B, L, H, 2 * d), x)
         sv, lv = st.view(from_l(sl).shape), from_l(sl)
         torch.mul(lv[..., :d], -1.0, out=sv[..., :d])  # -P xn
@@ -480,9 +937,11 @@ class DTN(nn.Module):
         return out
 
     def _stats_grid(self, xs: torch.Tensor) -> torch.Tensor:
-        """Autograd form of :meth:`_infer_grid`'s products: ``[P xn, P xn^2]`` of the patch tokens ``xs [B, L, H, d]``
-        computed head-major (``[H, B, rows, cols, 2d]``, no transposing copy) and returned as a token-major view
-        ``[B, L, H, 2d]``."""
+        """Autograd form of :meth:`_infer_grid`'s products: ``[P xn, P xn^2]`` of the patch tokens ``xs [B, L, H, d]``.
+
+        Computed head-major (``[H, B, rows, cols, 2d]``, no transposing copy) and returned as a token-major view
+        ``[B, L, H, 2d]``.
+        """
         B, L, H, d = xs.shape
         gh, gw = self.grid_size
         z = torch.cat([xs.permute(2, 0, 1, 3), (xs * xs).permute(2, 0, 1, 3)], dim=-1)  # [H, B, L, 2d]
@@ -574,18 +1033,12 @@ class DTN(nn.Module):
     def _from_l_2d(t: torch.Tensor) -> torch.Tensor:
         return t.permute(1, 2, 4, 0, 3)  # [B, rows, cols, H, k]
 
-    @staticmethod
-    def _to_l_1d(t: torch.Tensor) -> torch.Tensor:
-        return t.permute(2, 0, 3, 1)
+    def _stats_2d(self, z: torch.Tensor) -> torch.Tensor:
+        """Inter-token mean and second moment of patch tokens from ``z = [xn, xn^2]`` (``[H, B, rows, 2d, cols]``).
 
-    @staticmethod
-    def _from_l_1d(t: torch.Tensor) -> torch.Tensor:
-        return t.permute(1, 3, 0, 2)
-
-    def _stats_2d(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Inter-token mean and second moment of patch tokens from ``z = [xn, xn^2]`` (``[H, B, rows, 2d, cols]``)
-        through the separable ``P``: one batched GEMM along the grid's x axis, one along y. Returns
-        ``[P xn, P xn^2]`` in the same layout."""
+        Computed through the separable ``P``: one batched GEMM along the grid's x axis, one along y. Returns
+        ``[P xn, P xn^2]`` in the same layout.
+        """
         H, B, gh, d2, gw = z.shape
         d = d2 // 2
         k = self.pool
@@ -606,34 +1059,3 @@ class DTN(nn.Module):
         if k > 1:  # nearest upsampling back to the full grid
             s = s.view(H, B, rows, 1, d2, cols, 1).expand(H, B, rows, k, d2, cols, k).reshape(H, B, gh, d2, gw)
         return s
-
-    def _stats_1d(self, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Windowed, masked inter-token mean and second moment of a sequence from ``z = [xn, xn^2]``
-        (``[H, B, 2d, L]``) as ratios of banded sums, ``mean_j = sum_i K(j-i) m_i x_i / sum_i K(j-i) m_i``
-        (likewise ``x^2``); blocks of ``s`` tokens each see their own and both neighbouring blocks."""
-        H, B, d2, L = z.shape
-        reach = L - 1 if self.window is None else min(self.window, L - 1)
-        s = L if self.window is None else max(1, min(reach, L))
-        nb = math.ceil(L / s)
-        if mask is None:
-            m = z.new_ones(1, B, 1, L)
-            zm = z
-        else:
-            if mask.shape != (B, L):
-                raise DTNBenchError(f"DTN: mask shape {list(mask.shape)} does not match tokens [{B}, {L}]")
-            m = mask.to(z.dtype).view(1, B, 1, L)
-            zm = z * m
-        if L <= 4 * s:  # short: one GEMM with the whole [L, L] kernel costs no more than the three bands
-            K = self._kernel_1d(s, reach, z.dtype, dense_length=L)
-            num = (zm.reshape(H, B * d2, L) @ K).view(H, B, d2, L)
-            den = m.view(1, B, L).expand(H, B, L) @ K  # [H, B, L]
-            # (a product's backward is cheaper than a division's)
-            return num * _inv_or_zero(den, m.view(1, B, L) > 0).unsqueeze(2)
-        zm = torch.cat([zm, m.expand(H, B, 1, L)], dim=2)  # [H, B, 2d + 1, L]
-        zm = F.pad(zm, (s, nb * s - L + s))  # one empty block before, padding and one empty block after
-        zm = zm.view(H, B, d2 + 1, nb + 2, s)
-        z3 = torch.cat([zm[..., :-2, :], zm[..., 1:-1, :], zm[..., 2:, :]], dim=-1)  # [H, B, 2d+1, nb, 3s]
-        K = self._kernel_1d(s, reach, z.dtype)  # [H, 3s, s]
-        out = (z3.view(H, -1, 3 * s) @ K).view(H, B, d2 + 1, nb * s)[..., :L]
-        num, den = out.split([d2, 1], dim=2)
-        return num * _inv_or_zero(den, m > 0)  # den >= exp(-shift) > 0 for real tokens

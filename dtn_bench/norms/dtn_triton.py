@@ -1,6 +1,7 @@
 """A fused Triton inference kernel for :class:`~dtn_bench.norms.dtn.DTN` on an unpooled 2-D grid (CUDA).
 
-Selected with ``dtn_bench.norms.dtn.set_kernel("triton")`` (``dtn-bench profile --dtn-kernel triton``); autograd,
+Selected per layer by ``DTN.kernel = "triton"``, or on every layer of a model by
+``dtn_bench.norms.dtn.use_kernel(model, "triton")`` (``dtn-bench profile --dtn-kernel triton``); autograd,
 ``torch.compile``, pooled grids and 1-D sequences keep the eager path. The arithmetic is the eager layer's (module
 docstring of :mod:`dtn_bench.norms.dtn`), in fp32 whatever the input dtype, with the output in the input's dtype:
 
@@ -46,8 +47,10 @@ def interpreting() -> bool:
 
 
 def check_available(device: torch.device | str | None = None) -> None:
-    """One-line :class:`DTNBenchError` unless the kernel can run on ``device`` (CUDA, or any device when
-    interpreting)."""
+    """One-line :class:`DTNBenchError` unless the kernel can run on ``device``.
+
+    It runs on CUDA, or on any device when interpreting.
+    """
     if triton is None:
         raise DTNBenchError("DTN triton kernel: the triton package is not installed (it comes with torch's Linux "
                             "CUDA wheels); use the eager kernel")
@@ -66,8 +69,10 @@ if triton is not None:
     @triton.jit
     def _ln_stats_kernel(x_ptr, r_ptr, mean_ptr, var_ptr, n_tokens, C, D, H, eps,
                          BT: tl.constexpr, DP: tl.constexpr):
-        """The RMS factor ``r [tokens, H]`` of every (token, head) and the LN statistics of the pre-normalised tokens:
-        ``mean``, unbiased ``var`` over all ``C`` channels."""
+        """The RMS factor ``r [tokens, H]`` of every (token, head) and the LN statistics of the pre-normalised tokens.
+
+        The statistics are the ``mean`` and unbiased ``var`` over all ``C`` channels.
+        """
         t = tl.program_id(0) * BT + tl.arange(0, BT)
         tm = t < n_tokens
         c = tl.arange(0, DP)
@@ -94,8 +99,10 @@ if triton is not None:
     def _grid_kernel(x_ptr, y_ptr, sc_ptr, r_ptr, px_ptr, py_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, gate_ptr,
                      T, C, D, H, GH, GW, P, eps,
                      ONLY_VAR: tl.constexpr, GHP: tl.constexpr, GWP: tl.constexpr, DC: tl.constexpr):
-        """One (sample, head, chunk of DC channels): P along x into the scratch, then along y with the epilogue, one
-        grid column at a time."""
+        """One (sample, head, chunk of DC channels): P along x into the scratch, then along y with the epilogue.
+
+        Both passes go one grid column at a time.
+        """
         pid = tl.program_id(0)
         nc = tl.cdiv(D, DC)
         bh = pid // nc
@@ -157,9 +164,11 @@ if triton is not None:
 
 
 def _layer_constants(mod, gh: int, gw: int) -> tuple[torch.Tensor, ...]:
-    """``Px, Py, gates, weight, bias`` of the layer in fp32, computed once and kept on the module until a parameter
-    changes (keyed on the parameters' storage and in-place version counters): building them takes about a dozen small
-    kernel launches, which would otherwise be paid on every call of every layer."""
+    """``Px, Py, gates, weight, bias`` of the layer in fp32, computed once and kept on the module.
+
+    They are kept until a parameter changes (keyed on the parameters' storage and in-place version counters): building
+    them takes about a dozen small kernel launches, which would otherwise be paid on every call of every layer.
+    """
     params = [mod.pos_proj.weight, mod.var_norm_weight, mod.weight, mod.bias]
     if not mod.only_var:
         params.append(mod.mean_norm_weight)
@@ -182,8 +191,10 @@ def _layer_constants(mod, gh: int, gw: int) -> tuple[torch.Tensor, ...]:
 
 
 def infer_grid(mod, x: torch.Tensor) -> torch.Tensor:
-    """The layer ``mod`` (a :class:`~dtn_bench.norms.dtn.DTN` on an unpooled grid) applied to ``x [B, T, C]`` by the
-    fused kernels, without autograd; the result has ``x``'s dtype."""
+    """The layer ``mod`` (a :class:`~dtn_bench.norms.dtn.DTN` on an unpooled grid) applied to ``x [B, T, C]``.
+
+    Computed by the fused kernels, without autograd; the result has ``x``'s dtype.
+    """
     check_available(x.device)
     B, T, C = x.shape
     H, P, eps = mod.num_heads, mod.num_prefix_tokens, float(mod.eps)

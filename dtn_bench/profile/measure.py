@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from dtn_bench.errors import DTNBenchError
-from dtn_bench.norms.dtn import KERNELS, set_kernel
+from dtn_bench.norms.dtn import KERNELS, use_kernel
 from dtn_bench.results.schema import make_row
 from dtn_bench.runner import PresetConfig
 from dtn_bench.timing import keep_freed_memory, peak_mem_mib, reset_peak, sync, time_ms
@@ -72,8 +72,9 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 
 
 def peak_tflops(device_name: str, autocast: str, tf32: bool) -> tuple[str, str, float] | None:
-    """``(table key, compute dtype, peak TFLOP/s)`` of a GPU by its ``torch.cuda.get_device_name`` (``None``: not in
-    :data:`PEAK_TFLOPS`).
+    """The dense peak of a GPU, by its ``torch.cuda.get_device_name``, for the compute dtype of a run.
+
+    Returns ``(table key, compute dtype, peak TFLOP/s)``, or ``None`` when the GPU is not in :data:`PEAK_TFLOPS`.
 
     Args:
         device_name: e.g. ``"NVIDIA H100 80GB HBM3"`` (an SXM board), ``"NVIDIA H100 PCIe"``, ``"NVIDIA H200"``.
@@ -128,6 +129,24 @@ class ProfileConfig(PresetConfig):
         from dtn_bench.distributed import check_device
         from dtn_bench.profile import models as pm
 
+        self._check_counts()
+        kind = self._check_choices()
+        if not self.norms:
+            raise DTNBenchError("profile: --norms is empty")
+        for n in self.norms:
+            pm.check_norm(n)
+        names = pm.select(self.models)
+        self._check_device_settings(kind, names)
+        self._check_dtn_kernel(kind)
+        if self.compile and self.compile_mode == "reduce-overhead" and kind != "cuda":
+            raise DTNBenchError("profile: --compile-mode reduce-overhead replays CUDA graphs: it needs --device cuda")
+        if not 0 <= self.seed < 2**63:
+            raise DTNBenchError(f"profile: --seed must be in 0..2^63-1, got {self.seed}")
+        hint = "; on a machine without a GPU use --preset cpu (or --device cpu)" if self.preset in GPU_PRESETS else ""
+        check_device("profile", self.device, hint)
+
+    def _check_counts(self) -> None:
+        """Check the batch sizes and the iteration, warm-up and thread counts (part of :meth:`validate`)."""
         if not self.batch_sizes:
             raise DTNBenchError("profile: --batch-sizes is empty")
         for b in self.batch_sizes:
@@ -139,6 +158,9 @@ class ProfileConfig(PresetConfig):
         for name in ("warmup", "compile_warmup", "threads"):
             if getattr(self, name) < 0:
                 raise DTNBenchError(f"profile: --{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+
+    def _check_choices(self) -> str:
+        """Check ``amp``, ``compile_mode`` and the device kind; return the kind (``cpu`` or ``cuda``)."""
         if self.amp not in AUTOCAST:
             raise DTNBenchError(f"profile: --amp {self.amp!r}: choose bf16, fp16 or none")
         if self.compile_mode not in COMPILE_MODES:
@@ -146,17 +168,21 @@ class ProfileConfig(PresetConfig):
         kind = self.device.split(":", 1)[0]
         if kind not in ("cpu", "cuda"):
             raise DTNBenchError(f"profile: --device {self.device!r}: choose cuda or cpu")
-        if not self.norms:
-            raise DTNBenchError("profile: --norms is empty")
-        for n in self.norms:
-            pm.check_norm(n)
-        names = pm.select(self.models)
+        return kind
+
+    def _check_device_settings(self, kind: str, names: list[str]) -> None:
+        """Check that ``amp`` suits the device kind and ``channels_last`` the selected models ``names``."""
+        from dtn_bench.profile import models as pm
+
         if kind == "cpu" and self.amp == "fp16":
             raise DTNBenchError("profile: --amp fp16 is a GPU setting; use --amp bf16 or --amp none with --device cpu")
         if self.channels_last:
             seq = [n for n in names if pm.get(n).input != "image"]
             if seq:
                 raise DTNBenchError(f"profile: --channels-last needs image models; {', '.join(seq)} take token ids")
+
+    def _check_dtn_kernel(self, kind: str) -> None:
+        """Check ``dtn_kernel``: a known kernel, and ``triton`` only for eager CUDA inference."""
         if self.dtn_kernel not in KERNELS:
             raise DTNBenchError(f"profile: --dtn-kernel {self.dtn_kernel!r}: choose {' or '.join(KERNELS)}")
         if self.dtn_kernel == "triton":
@@ -166,15 +192,10 @@ class ProfileConfig(PresetConfig):
             if clash:
                 raise DTNBenchError(f"profile: --dtn-kernel triton is an inference kernel for eager models; drop "
                                     f"{' and '.join(clash)}")
-        if self.compile and self.compile_mode == "reduce-overhead" and kind != "cuda":
-            raise DTNBenchError("profile: --compile-mode reduce-overhead replays CUDA graphs: it needs --device cuda")
-        if not 0 <= self.seed < 2**63:
-            raise DTNBenchError(f"profile: --seed must be in 0..2^63-1, got {self.seed}")
-        hint = "; on a machine without a GPU use --preset cpu (or --device cpu)" if self.preset in GPU_PRESETS else ""
-        check_device("profile", self.device, hint)
 
     @property
     def on_cuda(self) -> bool:
+        """Whether ``device`` is a CUDA device."""
         return self.device.startswith("cuda")
 
     @property
@@ -211,13 +232,16 @@ class Job:
 
     @property
     def label(self) -> str:
+        """``model / norm / batch N`` (or ``/ latency`` for a latency-only job), for progress messages."""
         what = f"batch {self.batch}" if self.throughput else "latency"
         return f"{self.model} / {self.norm} / {what}"
 
 
 def plan(cfg: ProfileConfig) -> list[Job]:
-    """The jobs of a run, model by model, norm by norm (:func:`~dtn_bench.profile.models.pairs`), batch sizes in the
-    given order (duplicates dropped)."""
+    """The jobs of a run, model by model, norm by norm, batch sizes in the given order (duplicates dropped).
+
+    The ``(model, norm)`` pairs come from :func:`~dtn_bench.profile.models.pairs`.
+    """
     from dtn_bench.profile import models as pm
 
     batches = list(dict.fromkeys(cfg.batch_sizes))
@@ -247,8 +271,10 @@ def _percentiles(times_ms: list[float]) -> tuple[float, float]:
 
 
 def static_counts(model: torch.nn.Module, entry, device: torch.device) -> dict[str, float]:
-    """Parameters (M), GMACs per sample (flop counter / 2) and the normalisers' analytic GMACs, from one batch-1
-    forward pass on ``device``."""
+    """Parameters (M), GMACs per sample (flop counter / 2) and the normalisers' analytic GMACs of ``model``.
+
+    All from one batch-1 forward pass on ``device``.
+    """
     from dtn_bench.models.info import count_gmacs, count_input_gmacs
     from dtn_bench.profile.models import IMG_SIZE
     from dtn_bench.profile.normcost import NormMacCounter
@@ -290,6 +316,41 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
 
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
+    tuned = _configure_torch(cfg, cuda)
+    torch.manual_seed(cfg.seed)
+    entry = pm.get(job.model)
+    model = entry.build(job.norm).to(device)
+    counts = static_counts(model, entry, device)  # with a new model's eager DTN: the flop counter misses Triton
+    use_kernel(model, cfg.dtn_kernel)  # for the rest of the job (the model is the job's own)
+
+    warm = cfg.effective_warmup
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    dev_name = device_name(cfg.device)
+    common = _common_fields(cfg, entry, cuda, warm, dev_name, tuned, isolation, timm.__version__)
+
+    def row(metric: str, value: float, phase: str, b: int, unit: str | None = None, **extra) -> dict:
+        return make_row(SUITE, job.model, job.norm, metric, value, unit, phase=phase, batch_size=job.batch if
+                        phase == "throughput" else 1, batch_used=b, **common, **extra)
+
+    rows: list[dict] = _static_rows(row, counts) if job.static else []
+
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train(cfg.train)
+    fn = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if cfg.compile else model
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4) if cfg.train else None
+    make_step = _step_factory(cfg, entry, fn, opt, device, autocast_dtype)
+
+    if job.latency:
+        rows += _latency_rows(row, make_step(1), cfg, device, warm)
+    if job.throughput:
+        rows += _throughput_rows(row, make_step(batch), cfg, device, warm, batch, entry.input, counts["gmacs"],
+                                 dev_name)
+    return rows
+
+
+def _configure_torch(cfg: ProfileConfig, cuda: bool) -> bool:
+    """Apply the run's allocator, thread and CUDA backend settings; return whether the CPU allocator was tuned."""
     tuned = keep_freed_memory() if cfg.tune_malloc and not cuda else False
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -297,48 +358,41 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
         torch.backends.cudnn.allow_tf32 = cfg.tf32
-    torch.manual_seed(cfg.seed)
-    entry = pm.get(job.model)
-    model = entry.build(job.norm).to(device)
-    set_kernel("eager")  # counted with the eager kernel: the flop counter cannot see Triton launches
-    counts = static_counts(model, entry, device)
-    set_kernel(cfg.dtn_kernel)
+    return tuned
 
-    warm = cfg.effective_warmup
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    dev_name = device_name(cfg.device)
-    common = dict(
+
+def _common_fields(cfg: ProfileConfig, entry, cuda: bool, warm: int, dev_name: str, tuned: bool, isolation: str,
+                   timm_version: str) -> dict:
+    """The protocol fields recorded in every row of a job (model description, settings, versions)."""
+    return dict(
         model_label=entry.label, family=entry.family, heads=entry.heads, dim=entry.dim, input=entry.input_desc,
         mode="train" if cfg.train else "inference", warmup=warm, iters=cfg.iters, latency_iters=cfg.latency_iters,
         dtype="float32", autocast=cfg.amp, channels_last=cfg.channels_last,
         compile_mode=cfg.compile_mode if cfg.compile else "none", dtn_kernel=cfg.dtn_kernel,
         cudnn_benchmark=bool(cuda and torch.backends.cudnn.benchmark),
         tf32=bool(cuda and torch.backends.cuda.matmul.allow_tf32), device_name=dev_name,
-        torch_version=torch.__version__, timm_version=timm.__version__,
+        torch_version=torch.__version__, timm_version=timm_version,
         cuda_version=torch.version.cuda if cuda else "none",
         cudnn_version=str(torch.backends.cudnn.version()) if cuda else "none",
         threads=torch.get_num_threads(), malloc_tuned=tuned, isolation=isolation, seed=cfg.seed, preset=cfg.preset,
     )
 
-    def row(metric: str, value: float, phase: str, b: int, unit: str | None = None, **extra) -> dict:
-        return make_row(SUITE, job.model, job.norm, metric, value, unit, phase=phase, batch_size=job.batch if
-                        phase == "throughput" else 1, batch_used=b, **common, **extra)
 
-    rows: list[dict] = []
-    if job.static:
-        rows.append(row("params_m", counts["params_m"], "static", 1, params=counts["params"]))
-        rows.append(row("gmacs", counts["gmacs"], "static", 1, counter="torch.utils.flop_counter / 2"))
-        rows.append(row("norm_gmacs", counts["norm_gmacs"], "static", 1, unit="GMAC",
-                        counter="analytic, as computed (dtn_bench.profile.normcost)",
-                        norm_layers=counts["norm_layers"]))
-        rows.append(row("norm_gmacs_dense", counts["norm_gmacs_dense"], "static", 1, unit="GMAC",
-                        counter="analytic, DTN statistics in the dense T x T form", norm_layers=counts["norm_layers"]))
+def _static_rows(row: Callable[..., dict], counts: dict[str, float]) -> list[dict]:
+    """The parameter, GMACs and norm-MACs rows of a job's first configuration (``counts``: :func:`static_counts`)."""
+    return [
+        row("params_m", counts["params_m"], "static", 1, params=counts["params"]),
+        row("gmacs", counts["gmacs"], "static", 1, counter="torch.utils.flop_counter / 2"),
+        row("norm_gmacs", counts["norm_gmacs"], "static", 1, unit="GMAC",
+            counter="analytic, as computed (dtn_bench.profile.normcost)", norm_layers=counts["norm_layers"]),
+        row("norm_gmacs_dense", counts["norm_gmacs_dense"], "static", 1, unit="GMAC",
+            counter="analytic, DTN statistics in the dense T x T form", norm_layers=counts["norm_layers"]),
+    ]
 
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train(cfg.train)
-    fn = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if cfg.compile else model
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4) if cfg.train else None
+
+def _step_factory(cfg: ProfileConfig, entry, fn: Callable, opt: torch.optim.Optimizer | None, device: torch.device,
+                  autocast_dtype: torch.dtype | None) -> Callable[[int], Callable[[], None]]:
+    """A function of the batch ``b`` that makes the inputs once and returns one step (training or inference)."""
 
     def autocast():
         if autocast_dtype is None:
@@ -364,55 +418,65 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
                     fn(x)
         return step
 
-    if job.latency:
-        step = make_step(1)
-        reset_peak(device)
-        for _ in range(warm):
-            step()
-        sync(device)
-        if cuda:  # one pair of CUDA events per iteration: device time, no host sync inside the loop
-            starts = [torch.cuda.Event(enable_timing=True) for _ in range(cfg.latency_iters)]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in range(cfg.latency_iters)]
-            for s, e in zip(starts, ends, strict=True):
-                s.record()
-                step()
-                e.record()
-            torch.cuda.synchronize(device)
-            times = [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
-            timer = "cuda_events"
-        else:
-            times = time_ms(step, 0, cfg.latency_iters, device)
-            timer = "perf_counter"
-        p50, p90 = _percentiles(times)
-        mem, mem_kind = peak_mem_mib(device)
-        rows.append(row("latency_ms_p50", p50, "latency", 1, timer=timer))
-        rows.append(row("latency_ms_p90", p90, "latency", 1, timer=timer))
-        rows.append(row("peak_mem_mib", mem, "latency", 1, mem_kind=mem_kind))
+    return make_step
 
-    if job.throughput:
-        step = make_step(batch)
-        reset_peak(device)
-        for _ in range(warm):
+
+def _latency_rows(row: Callable[..., dict], step: Callable[[], None], cfg: ProfileConfig, device: torch.device,
+                  warm: int) -> list[dict]:
+    """Warm up, time ``cfg.latency_iters`` batch-1 steps one by one; the p50, p90 and peak-memory rows."""
+    reset_peak(device)
+    for _ in range(warm):
+        step()
+    sync(device)
+    if device.type == "cuda":  # one pair of CUDA events per iteration: device time, no host sync inside the loop
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(cfg.latency_iters)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(cfg.latency_iters)]
+        for s, e in zip(starts, ends, strict=True):
+            s.record()
             step()
-        sync(device)  # one synchronise before and one after the timed iterations
-        t0 = time.perf_counter()
-        for _ in range(cfg.iters):
-            step()
-        sync(device)
-        seconds = time.perf_counter() - t0
-        tp = batch * cfg.iters / seconds
-        metric = THROUGHPUT_METRIC[entry.input]
-        mem, mem_kind = peak_mem_mib(device)
-        rows.append(row(metric, tp, "throughput", batch, unit=THROUGHPUT_UNIT[metric], timer="perf_counter"))
-        rows.append(row("peak_mem_mib", mem, "throughput", batch, mem_kind=mem_kind))
-        peak = peak_tflops(dev_name, cfg.amp, cfg.tf32) if cuda else None
-        if peak is not None:
-            factor = 3 if cfg.train else 1  # a training step: forward + backward ~ 3 forwards
-            achieved = tp * 2 * counts["gmacs"] * 1e9 * factor
-            key, kind, tflops = peak
-            rows.append(row("mfu", achieved / (tflops * 1e12), "throughput", batch, unit="fraction",
-                            peak_tflops=tflops, peak_source=f"{key} dense {kind}",
-                            flops_basis=f"{2 * factor} x gmacs per sample"))
+            e.record()
+        torch.cuda.synchronize(device)
+        times = [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
+        timer = "cuda_events"
+    else:
+        times = time_ms(step, 0, cfg.latency_iters, device)
+        timer = "perf_counter"
+    p50, p90 = _percentiles(times)
+    mem, mem_kind = peak_mem_mib(device)
+    return [
+        row("latency_ms_p50", p50, "latency", 1, timer=timer),
+        row("latency_ms_p90", p90, "latency", 1, timer=timer),
+        row("peak_mem_mib", mem, "latency", 1, mem_kind=mem_kind),
+    ]
+
+
+def _throughput_rows(row: Callable[..., dict], step: Callable[[], None], cfg: ProfileConfig, device: torch.device,
+                     warm: int, batch: int, input_kind: str, gmacs: float, dev_name: str) -> list[dict]:
+    """Warm up, time ``cfg.iters`` steps at ``batch``; the throughput, peak-memory and (GPU) MFU rows."""
+    reset_peak(device)
+    for _ in range(warm):
+        step()
+    sync(device)  # one synchronise before and one after the timed iterations
+    t0 = time.perf_counter()
+    for _ in range(cfg.iters):
+        step()
+    sync(device)
+    seconds = time.perf_counter() - t0
+    tp = batch * cfg.iters / seconds
+    metric = THROUGHPUT_METRIC[input_kind]
+    mem, mem_kind = peak_mem_mib(device)
+    rows = [
+        row(metric, tp, "throughput", batch, unit=THROUGHPUT_UNIT[metric], timer="perf_counter"),
+        row("peak_mem_mib", mem, "throughput", batch, mem_kind=mem_kind),
+    ]
+    peak = peak_tflops(dev_name, cfg.amp, cfg.tf32) if device.type == "cuda" else None
+    if peak is not None:
+        factor = 3 if cfg.train else 1  # a training step: forward + backward ~ 3 forwards
+        achieved = tp * 2 * gmacs * 1e9 * factor
+        key, kind, tflops = peak
+        rows.append(row("mfu", achieved / (tflops * 1e12), "throughput", batch, unit="fraction",
+                        peak_tflops=tflops, peak_source=f"{key} dense {kind}",
+                        flops_basis=f"{2 * factor} x gmacs per sample"))
     return rows
 
 
@@ -437,7 +501,6 @@ def run_inline(cfg: ProfileConfig, job: Job, batch: int) -> list[dict]:
     try:
         return measure_job(cfg, job, batch, "inline")
     finally:
-        set_kernel("eager")
         if cfg.compile:
             torch._dynamo.reset()
         gc.collect()
@@ -500,8 +563,11 @@ def child_main(argv: list[str]) -> int:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What :func:`run_with_halving` did: the rows (``None`` if even the smallest batch ran out of memory), the batch
-    that ran (or the last one tried) and the batches that ran out of memory."""
+    """What :func:`run_with_halving` did.
+
+    The rows (``None`` if even the smallest batch ran out of memory), the batch that ran (or the last one tried) and
+    the batches that ran out of memory.
+    """
 
     rows: list[dict] | None
     batch: int

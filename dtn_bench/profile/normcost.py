@@ -26,10 +26,11 @@ DTN's inter-token statistics (mean and second moment, per head and channel, patc
   sample on the ``H' x W'`` grid the statistics are taken on (``T' = H' W'``; the pooled grid with ``dtn_pool``,
   whose average pooling adds ``C T`` more); the dense ``T' x T'`` form of the authors' code is ``2 C T'^2``
   (``norm_gmacs_dense``). ViT-S layer: 4.2 M vs 29.5 M MACs.
-* 1-D (sequences), as computed: blocks of ``s = min(window, L - 1)`` tokens each read their own and both neighbouring
-  blocks, ``(2 C + H) * 3 s * s * ceil(L / s)`` per sequence (the two maps plus one normalising row per head); a
-  short sequence (``L <= 4 s``, or no window) takes one product with the whole kernel, ``(2 C + H) L^2``; dense:
-  ``2 C L^2``. A test checks these counts against torch's flop counter on the layer.
+* 1-D (sequences), as computed by the torch operations: one depthwise convolution along the sequence of ``2 w + 1``
+  taps over ``2 C + H`` channels (the two maps plus one normalising row per head), ``(2 C + H) L (2 w + 1)`` per
+  sequence, ``w = DTN.effective_window(L)`` (on the CPU the window narrowed to the kernel's fp32 support, 4 to 9
+  tokens with the local init); dense: ``2 C L^2``. The fused CPU kernels do the same work on real tokens only. A test
+  checks these counts against torch's flop counter on the layer.
 
 ``norm_gmacs`` counts DTN as this package computes it; ``norm_gmacs_dense`` counts the authors' dense form (for
 every other normaliser the two agree).
@@ -37,7 +38,6 @@ every other normaliser the two agree).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -95,14 +95,9 @@ def dtn_inter_token_macs(module: nn.Module, shape: tuple[int, ...]) -> tuple[int
         tp = rows * cols
         pool = c * gh * gw if k > 1 else 0
         return n * (2 * c * tp * (rows + cols) + pool), n * (2 * c * tp * tp + pool)
-    window = module.window
-    reach = length - 1 if window is None else min(window, length - 1)
-    s = length if window is None else max(1, min(reach, length))
-    rows = 2 * c + module.num_heads
+    w = module.effective_window(length)
     dense = n * 2 * c * length * length
-    if length <= 4 * s:  # short sequences: one product with the whole [L, L] kernel
-        return n * rows * length * length, dense
-    return n * rows * 3 * s * s * math.ceil(length / s), dense
+    return n * (2 * c + module.num_heads) * length * (2 * w + 1), dense
 
 
 @dataclass
