@@ -35,3 +35,17 @@ def test_the_version_has_one_home():
     import dtn_bench
 
     assert dtn_bench.__version__ == literal.group(1)
+
+
+def test_lint_rules_are_on_and_the_tree_is_clean():
+    """pyproject's ruff rules (docstrings in the Google convention, complexity) hold on the whole tree."""
+    import shutil
+    import subprocess
+
+    lint = _pyproject()["tool"]["ruff"]["lint"]
+    assert {"D", "C901"} <= set(lint["select"]) and lint["pydocstyle"]["convention"] == "google"
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff (the dev extra) is not installed"
+    done = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", str(ROOT)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -13,8 +13,10 @@ largest zoom factor (exclusive end of ``np.arange(1, end, 0.01)``, step 0.01 for
 is given as fractions of the image size (the scripts multiply by ``IMSIZE``); ``frost`` also rescales its photographs
 by :data:`FROST_PHOTO_SCALE` before the random crop. :func:`parameter_table` renders one table as Markdown.
 
-Not yet wired into the generator: :mod:`dtn_bench.data.corruptions` applies ImageNet-C's table at 224 px; writing
-these formats needs its functions to take a parameter table and an image size.
+Wired into the generator: :mod:`dtn_bench.cifar_c.generate` builds each dataset's
+:class:`~dtn_bench.data.corruptions.Recipe` from these tables (and the scripts' size-dependent choices: fog's plasma
+map of 32 / 64, :data:`FROST_PHOTO_SCALE`, elastic fractions times the size, zoom steps of 0.01), which
+``dtn-bench corrupt --format cifar10-c|cifar100-c|tiny-imagenet-c`` passes to the corruption functions.
 """
 
 from __future__ import annotations
@@ -96,3 +98,21 @@ def parameter_table(dataset: str) -> str:
     for name, values in TABLES[dataset].items():
         lines.append(f"| {name} | " + " | ".join(str(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def parameter_document() -> str:
+    """The text of ``docs/cifar_c_parameters.md``.
+
+    Every dataset's :func:`parameter_table` under one heading, with what the cells mean.
+    """
+    frost = ", ".join(f"{k} {v}" for k, v in FROST_PHOTO_SCALE.items())
+    head = (
+        "# Severity parameters of CIFAR-10-C / CIFAR-100-C and Tiny-ImageNet-C\n\n"
+        "What `dtn-bench corrupt --format cifar10-c|cifar100-c|tiny-imagenet-c` applies, from\n"
+        "`dtn_bench/cifar_c/params.py` (this file is `dtn_bench.cifar_c.params.parameter_document()`; a test keeps\n"
+        "them equal). Each cell is the per-severity constant `c` of Hendrycks' script (the same meaning as in\n"
+        "ImageNet-C's `make_imagenet_c.py`); zoom_blur is the largest zoom factor (`np.arange(1, end, 0.01)`),\n"
+        "elastic_transform is given as fractions of the image size, and frost rescales its photographs before the\n"
+        f"random crop ({frost}).\n"
+    )
+    return head + "".join(f"\n## {name}\n\n{parameter_table(name)}" for name in TABLES)

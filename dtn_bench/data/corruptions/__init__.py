@@ -25,7 +25,9 @@ the released data were made without a seed, so nothing is bit-exact anyway):
   crystals, crosses of line kernels at random angles), and its statistics are the photographs': each image picks one
   of the five as the recipe does and gets that photograph's per-channel mean and contrast (:data:`FROST_PHOTO_STATS`,
   measured on 224 crops of the photographs; mean over the five RGB 143.7 / 164.8 / 176.8, std within a crop 13-36).
-  Same blend ``clip(c0 * x + c1 * frost)`` and weights as the table.
+  Same blend ``clip(c0 * x + c1 * frost)`` and weights as the table. Where the CIFAR / Tiny-ImageNet scripts
+  shrink the photographs (by 0.2 / 0.3) before the crop, the texture is made at ``size / scale`` and resized
+  to the image bilinearly (:func:`~dtn_bench.data.corruptions.weather.frost`).
 * ``motion_blur`` and ``snow``: ImageMagick's ``MotionBlurImage`` is replaced by the same line kernel computed
   here: width ``w = 2 * ceil(radius) + 1``, weights ``k_i ∝ exp(-i^2 / (2 sigma^2))`` for ``i = 0..w-1``
   (one-sided), taps at ``(round(i cos a), round(i sin a))``, edge pixels repeated; applied with an FFT and truncated
@@ -74,8 +76,10 @@ from dtn_bench.data.corruptions.blur import glass_codes as glass_codes
 from dtn_bench.data.corruptions.blur import prepare_compiled as prepare_compiled
 from dtn_bench.data.corruptions.blur import zoom_factors as zoom_factors
 from dtn_bench.data.corruptions.digital import contrast, elastic_transform, jpeg_compression, pixelate, saturate
+from dtn_bench.data.corruptions.filters import IMAGENET_C as IMAGENET_C
 from dtn_bench.data.corruptions.filters import SIZE as SIZE
 from dtn_bench.data.corruptions.filters import Gens as Gens
+from dtn_bench.data.corruptions.filters import Recipe as Recipe
 from dtn_bench.data.corruptions.filters import _clipped_zoom as _clipped_zoom
 from dtn_bench.data.corruptions.filters import _gaussian as _gaussian
 from dtn_bench.data.corruptions.filters import motion_kernel as motion_kernel
@@ -92,6 +96,7 @@ __all__ = [
     "ALL_CORRUPTIONS",
     "CORRUPTION_FNS",
     "CorruptSummary",
+    "IMAGENET_C",
     "IMAGE_EXTENSIONS",
     "check_folder_args",
     "corrupt_batch",
@@ -99,6 +104,7 @@ __all__ = [
     "image_seed",
     "load_image",
     "plasma_fractal",
+    "Recipe",
     "resolve_corruptions",
     "resolve_severities",
 ]
@@ -107,7 +113,9 @@ ALL_CORRUPTIONS: tuple[str, ...] = CORRUPTIONS + EXTRA_CORRUPTIONS
 """The 15 of the mCE, then the 4 extras: the canonical order."""
 
 CORRUPTION_FNS = Registry("corruption")
-"""name -> ``fn(x, severity, gens)``; meta ``params`` (the severity table) and ``stochastic``."""
+"""name -> ``fn(x, severity, gens, recipe=IMAGENET_C)``; meta ``params`` (ImageNet-C's severity table) and
+``stochastic``. Another dataset's table and image size come in a :class:`Recipe` (CIFAR-10/100-C and
+Tiny-ImageNet-C: :mod:`dtn_bench.cifar_c.generate`)."""
 
 _TABLE = (
     # name, function, parameters at severities 1..5 (each function's docstring names them), stochastic
@@ -240,8 +248,9 @@ def resolve_severities(values: Sequence[int | str] | None, *, order: Literal["gi
 
 
 def corrupt_batch(images: torch.Tensor, name: str, severity: int,
-                  generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
-    """Corrupts a batch of images as the ImageNet-C recipe does, up to (not including) the JPEG save.
+                  generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                  recipe: Recipe | None = None) -> torch.Tensor:
+    """Corrupts a batch of images as a recipe does (ImageNet-C's by default), up to (not including) any file save.
 
     Args:
         images: uint8 ``[N, 3, H, W]`` or ``[3, H, W]`` (RGB; ImageNet-C uses ``H = W = 224``), on any device. A
@@ -251,6 +260,8 @@ def corrupt_batch(images: torch.Tensor, name: str, severity: int,
         generator: one :class:`torch.Generator` per image (the result of image ``i`` then depends only on
             ``generator[i]``), or a single generator used for the images in order, or ``None`` (a fresh unseeded
             one; not reproducible).
+        recipe: the dataset's :class:`Recipe` (table, image size); ``None``: ImageNet-C's table, any image size.
+            Given, the images must be ``recipe.size`` square.
 
     Returns:
         uint8 tensor of the input's shape and device: ``trunc(clip(out, 0, 255))`` as ``np.uint8`` would.
@@ -264,6 +275,9 @@ def corrupt_batch(images: torch.Tensor, name: str, severity: int,
     x = images[None] if single else images
     if x.dim() != 4 or x.shape[1] != 3:
         raise DTNBenchError(f"corrupt_batch: expected [N, 3, H, W] images, got shape {tuple(images.shape)}")
+    if recipe is not None and tuple(x.shape[-2:]) != (recipe.size, recipe.size):
+        raise DTNBenchError(f"corrupt_batch: {recipe.name} images are {recipe.size}x{recipe.size}, got "
+                            f"{x.shape[-2]}x{x.shape[-1]}")
     n = x.shape[0]
     if generator is None:
         generator = torch.Generator()
@@ -272,7 +286,8 @@ def corrupt_batch(images: torch.Tensor, name: str, severity: int,
         raise DTNBenchError(f"corrupt_batch: {len(gens)} generators for {n} images")
     xf = x.to(torch.float32).contiguous() / 255
     with torch.no_grad():
-        out = entry.factory(xf, int(severity), gens)
+        out = entry.factory(xf, int(severity), gens) if recipe is None else entry.factory(xf, int(severity), gens,
+                                                                                            recipe)
     out = torch.floor(out.clamp_(0, 255)).to(torch.uint8)
     return out[0] if single else out
 

@@ -1,6 +1,7 @@
 """Blur corruptions: defocus, glass, motion, zoom and gaussian blur.
 
-Each function reads its severity parameters from the table in :mod:`dtn_bench.data.corruptions`.
+Each function reads its severity parameters from the table of its ``recipe`` (a
+:class:`~dtn_bench.data.corruptions.filters.Recipe`; ImageNet-C's, in :mod:`dtn_bench.data.corruptions`, by default).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from dtn_bench.data.corruptions.filters import (
+    IMAGENET_C,
     Gens,
+    Recipe,
     _fft_correlate,
     _filter_matrix,
     _gaussian,
@@ -42,16 +45,16 @@ def _disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
     return blur @ disk @ blur.T
 
 
-def defocus_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def defocus_blur(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """``clip(x ⋆ disk(r, s), 0, 1) * 255`` with the anti-aliased disk of :func:`_disk_kernel`, reflect-101 border."""
-    r, s = severity_params("defocus_blur", severity)
+    r, s = severity_params("defocus_blur", severity, recipe)
     kern = torch.from_numpy(_disk_kernel(r, s))
     return _fft_correlate(x, kern, "reflect101").clamp_(0, 1) * 255
 
 
-def gaussian_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """The skimage ``gaussian(x, sigma=c)``: truncated at ``4 sigma``, border ``nearest``; ``clip * 255``."""
-    c = severity_params("gaussian_blur", severity)
+    c = severity_params("gaussian_blur", severity, recipe)
     return _gaussian(x, c).clamp_(0, 1) * 255
 
 
@@ -80,7 +83,7 @@ def glass_codes(gens: Gens, h: int, w: int, d: int, iterations: int) -> torch.Te
     return out
 
 
-def glass_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def glass_blur(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Gaussian(sigma), uint8, ``iterations`` serial sweeps of local pixel moves within ``d``, Gaussian(sigma).
 
     The output is ``clip * 255``. The sweep is the recipe's: rows ``h`` from ``224 - d`` down to ``d + 1``, and
@@ -91,7 +94,7 @@ def glass_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
     image as the earlier moves left it, so pixels travel along chains (compiled loop, :func:`_glass_sweep`; shifts
     from :func:`glass_codes`).
     """
-    sigma, d, iters = severity_params("glass_blur", severity)
+    sigma, d, iters = severity_params("glass_blur", severity, recipe)
     h, w = x.shape[-2:]
     y = torch.floor(_gaussian(x, sigma).clamp_(0, 1) * 255)  # np.uint8(gaussian(x) * 255)
     codes = glass_codes(gens, h, w, d, iters).numpy()
@@ -101,33 +104,42 @@ def glass_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
     return _gaussian(y / 255, sigma).clamp_(0, 1) * 255
 
 
-def motion_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def motion_blur(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Line-kernel motion blur (radius, sigma) at an angle ``~ U(-45, 45)`` degrees per image.
 
     The output is 8-bit (truncated). Deviation: the kernel of :func:`motion_kernel` instead of ImageMagick (see the
     module docstring).
     """
-    radius, sigma = severity_params("motion_blur", severity)
+    radius, sigma = severity_params("motion_blur", severity, recipe)
     angles = _scalars(gens, -45, 45)
     return _motion_blur(x * 255, radius, sigma, angles)
 
 
-def zoom_factors(severity: int) -> np.ndarray:
-    """The zoom-blur factors: ``np.arange(1, stop, step)`` as in the recipe (12, 16, 11, 13, 11 values)."""
-    stop, step = [(1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)][severity - 1]
+def zoom_factors(severity: int, recipe: Recipe | None = None) -> np.ndarray:
+    """The zoom-blur factors: ``np.arange(1, stop, step)`` as in the recipe's script.
+
+    ImageNet-C (``recipe`` ``None`` or without a table of its own): per-severity (stop, step) pairs, 12, 16, 11, 13,
+    11 values. Other recipes: ``stop`` from their table, their ``zoom_step`` (0.01 in the CIFAR and Tiny-ImageNet
+    scripts).
+    """
+    if recipe is None or recipe.table is None or recipe.zoom_step is None:
+        stop, step = [(1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)][severity - 1]
+    else:
+        stop, step = severity_params("zoom_blur", severity, recipe), recipe.zoom_step
     return np.arange(1, stop, step)
 
 
-def zoom_blur(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def zoom_blur(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """``(x + sum_z clipped_zoom(x, z)) / (Z + 1)`` over the recipe's zoom factors, ``clip * 255``.
 
-    ``clipped_zoom``: the central ``ch = ceil(224 / z)`` square (from ``top = (224 - ch) // 2``) resized bilinearly
-    to ``m = round(ch z)`` with scipy's corner-aligned grid (``u = j (ch - 1) / (m - 1)``, i.e.
-    ``align_corners=True``), then the central 224 kept (from ``(m - 224) // 2``); see :func:`_zoom_taps`.
+    ``clipped_zoom`` of an ``n``-pixel side (224 in ImageNet-C): the central ``ch = ceil(n / z)`` square (from
+    ``top = (n - ch) // 2``) resized bilinearly to ``m = round(ch z)`` with scipy's corner-aligned grid
+    (``u = j (ch - 1) / (m - 1)``, i.e. ``align_corners=True``), then the central ``n`` kept (from ``(m - n) // 2``);
+    see :func:`_zoom_taps`. Factors from :func:`zoom_factors`.
     """
     n, c, h, w = x.shape
     acc = x.clone()
-    zs = zoom_factors(severity)
+    zs = zoom_factors(severity, recipe)
     for z in zs:
         ch = int(np.ceil(h / z))
         top = (h - ch) // 2

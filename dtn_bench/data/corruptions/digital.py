@@ -1,6 +1,7 @@
 """Digital corruptions: contrast, elastic transform, pixelate, JPEG compression, and saturate (an extra).
 
-Each function reads its severity parameters from the table in :mod:`dtn_bench.data.corruptions`.
+Each function reads its severity parameters from the table of its ``recipe`` (a
+:class:`~dtn_bench.data.corruptions.filters.Recipe`; ImageNet-C's, in :mod:`dtn_bench.data.corruptions`, by default).
 """
 
 from __future__ import annotations
@@ -12,25 +13,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dtn_bench.data.corruptions.filters import Gens, _gaussian, _uniform, _value_saturation, severity_params
+from dtn_bench.data.corruptions.filters import (
+    IMAGENET_C,
+    Gens,
+    Recipe,
+    _gaussian,
+    _uniform,
+    _value_saturation,
+    severity_params,
+)
 
 
-def contrast(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def contrast(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """``clip((x - mu) c + mu, 0, 1) * 255`` with ``mu`` the per-image, per-channel mean."""
-    c = severity_params("contrast", severity)
+    c = severity_params("contrast", severity, recipe)
     mu = x.mean(dim=(2, 3), keepdim=True)
     return ((x - mu) * c + mu).clamp_(0, 1) * 255
 
 
-def elastic_transform(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def elastic_transform(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Random affine, then a smooth random displacement, both bilinear.
 
     Affine: the points ``c + (s, s), c + (s, -s), c - (s, s)`` (``c = 112``, ``s = 74``) each moved by
     ``U(-c2, c2)^2``; reflect-101 border. Displacement: ``dx, dy = alpha * gaussian(U(-1, 1), sigma, reflect,
     truncate=3)``; output ``x(row + dy, col + dx)`` with half-sample reflection; ``clip * 255``. (The table's pixel
-    values are the recipe's ``244 * (2, 0.7, 0.1)`` etc.; 244 is the recipe's typo for 224, kept as released.)
+    values are the recipe's ``244 * (2, 0.7, 0.1)`` etc.; 244 is the recipe's typo for 224, kept as released. The
+    CIFAR and Tiny-ImageNet tables hold fractions of the image size, multiplied by ``recipe.elastic_unit`` = the
+    size, as those scripts' ``IMSIZE * ...``; the centre ``c = n // 2`` and ``s = n // 3`` follow the size ``n``.)
     """
-    alpha, sigma, jitter = severity_params("elastic_transform", severity)
+    alpha, sigma, jitter = (recipe.elastic_unit * v for v in severity_params("elastic_transform", severity, recipe))
     n, _, h, w = x.shape
     centre, half = np.float64(min(h, w) // 2), min(h, w) // 3
     pts1 = np.array([[centre + half, centre + half], [centre + half, centre - half], [centre - half, centre - half]])
@@ -105,19 +116,22 @@ def _pil_box_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.floor(mh @ y + 0.5).clamp_(0, 255).to(x.dtype)
 
 
-def pixelate(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
-    """Pillow BOX down to ``int(224 c)`` and BOX back up to 224 (8-bit between and after the passes)."""
-    c = severity_params("pixelate", severity)
+def pixelate(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
+    """Pillow BOX down to ``int(n c)`` and BOX back up to ``n`` (8-bit between and after the passes).
+
+    ``n`` is the image side: 224 in ImageNet-C, 32 / 64 in the CIFAR / Tiny-ImageNet scripts.
+    """
+    c = severity_params("pixelate", severity, recipe)
     size = x.shape[-1]
     img = torch.round(x * 255)
     return _pil_box_resize(_pil_box_resize(img, int(size * c)), size)
 
 
-def jpeg_compression(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def jpeg_compression(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Pillow JPEG round trip at quality ``c`` (libjpeg, 4:2:0), decoded to 8-bit RGB."""
     from PIL import Image
 
-    q = severity_params("jpeg_compression", severity)
+    q = severity_params("jpeg_compression", severity, recipe)
     arr = torch.round(x * 255).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = []
     for a in arr:
@@ -128,13 +142,13 @@ def jpeg_compression(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device, x.dtype)
 
 
-def saturate(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def saturate(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """HSV: ``S <- clip(S c0 + c1, 0, 1)``, back to RGB.
 
     With ``V = max``, ``D = max - min``, ``S = D / V``, hue kept: ``x' = V - (S'/S)(V - x)`` for ``D > 0``; a grey
     pixel (``D = 0``, hue 0) becomes ``(V, V (1 - S'), V (1 - S'))`` (reddish when ``c1 > 0``, as in skimage).
     """
-    c0, c1 = severity_params("saturate", severity)
+    c0, c1 = severity_params("saturate", severity, recipe)
     v, delta = _value_saturation(x)
     s = torch.where(delta > 0, delta / v.clamp(min=1e-12), torch.zeros_like(v))
     s2 = (s * c0 + c1).clamp(0, 1)

@@ -1,6 +1,7 @@
 """Helpers several corruption families share.
 
-Per-image random draws, linear filters with explicit borders, the recipe's ``clipped_zoom`` resampling, the
+The :class:`Recipe` of a corrupted dataset (its severity table, image size and the size-dependent choices of its
+script), per-image random draws, linear filters with explicit borders, the recipe's ``clipped_zoom`` resampling, the
 motion-blur line kernel, and HSV value / saturation.
 
 Conventions (see :mod:`dtn_bench.data.corruptions`): images are float32 ``[N, C, H, W]``; ``gens`` holds one
@@ -10,7 +11,8 @@ Conventions (see :mod:`dtn_bench.data.corruptions`): images are float32 ``[N, C,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -24,12 +26,50 @@ SIZE = 224
 Gens = Sequence[torch.Generator]
 
 
-def severity_params(name: str, severity: int) -> Any:
-    """The parameters of corruption ``name`` at ``severity`` (1..5), from the table of the package.
+@dataclass(frozen=True)
+class Recipe:
+    """What a corruption function needs to know about the dataset it makes, beyond the image.
 
-    The table (``CORRUPTION_FNS``, meta ``params``) is in :mod:`dtn_bench.data.corruptions`, read at call time: every
-    corruption module is imported before it is filled.
+    ImageNet-C (:data:`IMAGENET_C`, the default of every corruption function) is ``make_imagenet_c.py`` at 224 px;
+    CIFAR-10/100-C and Tiny-ImageNet-C (:mod:`dtn_bench.cifar_c.generate`) are Hendrycks' ``make_cifar_c.py`` (32 px)
+    and ``make_tinyimagenet_c.py`` (64 px), whose per-severity constants differ and which also differ in a few
+    size-dependent choices, each a field here.
+
+    Attributes:
+        name: the format's name (``imagenet-c``, ``cifar10-c``, ...).
+        size: the side of its (square) images.
+        table: corruption -> its parameters at severities 1..5; ``None``: ImageNet-C's table (``CORRUPTION_FNS``, meta
+            ``params``, in :mod:`dtn_bench.data.corruptions`).
+        fog_mapsize: side of fog's plasma fractal before the crop to ``size`` (256 / 32 / 64 in the three scripts).
+        frost_scale: the factor the frost photographs are resized by before the random ``size`` crop (``None``: not
+            resized, ImageNet-C; 0.2 CIFAR, 0.3 Tiny-ImageNet).
+        elastic_unit: what ``elastic_transform``'s table values are multiplied by (1: ImageNet-C's table holds
+            pixels; the image size where the table holds fractions of it, as the CIFAR / Tiny scripts' ``IMSIZE *``).
+        zoom_step: step of ``zoom_blur``'s factors ``np.arange(1, table value, step)``; ``None``: ImageNet-C's
+            per-severity (end, step) pairs (:func:`dtn_bench.data.corruptions.blur.zoom_factors`).
     """
+
+    name: str
+    size: int = SIZE
+    table: Mapping[str, tuple[Any, ...]] | None = None
+    fog_mapsize: int = 256
+    frost_scale: float | None = None
+    elastic_unit: float = 1.0
+    zoom_step: float | None = None
+
+
+IMAGENET_C = Recipe("imagenet-c")
+"""ImageNet-C: ``make_imagenet_c.py``'s table at 224 px (the default of every corruption function)."""
+
+
+def severity_params(name: str, severity: int, recipe: Recipe | None = None) -> Any:
+    """The parameters of corruption ``name`` at ``severity`` (1..5) in ``recipe``'s table (ImageNet-C's by default).
+
+    ImageNet-C's table (``CORRUPTION_FNS``, meta ``params``) is in :mod:`dtn_bench.data.corruptions`, read at call
+    time: every corruption module is imported before it is filled.
+    """
+    if recipe is not None and recipe.table is not None:
+        return recipe.table[name][severity - 1]
     from dtn_bench.data.corruptions import CORRUPTION_FNS
 
     return CORRUPTION_FNS.get(name).meta["params"][severity - 1]
@@ -87,7 +127,13 @@ def _border_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
 
 
 def _gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
-    """The 1-D Gaussian of scipy: ``w_k ∝ exp(-k^2 / (2 sigma^2))`` for ``|k| <= int(truncate * sigma + 0.5)``."""
+    """The 1-D Gaussian of scipy: ``w_k ∝ exp(-k^2 / (2 sigma^2))`` for ``|k| <= int(truncate * sigma + 0.5)``.
+
+    ``sigma <= 1e-15`` is the identity (``[1]``), as scipy's ``gaussian_filter`` skips such an axis (CIFAR-C's
+    elastic transform at severity 1 smooths with sigma 0).
+    """
+    if float(sigma) <= 1e-15:
+        return np.ones(1)
     radius = int(truncate * float(sigma) + 0.5)
     k = np.arange(-radius, radius + 1, dtype=np.float64)
     w = np.exp(-0.5 * k**2 / float(sigma) ** 2)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from dtn_bench.checks import read_json_object
 from dtn_bench.data.corruptions import corrupt_batch, resolve_corruptions, resolve_severities
 from dtn_bench.data.corruptions.blur import prepare_compiled
-from dtn_bench.data.corruptions.filters import SIZE
+from dtn_bench.data.corruptions.filters import SIZE, Recipe
 from dtn_bench.distributed import check_device
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.metrics import SEVERITIES
@@ -57,14 +57,18 @@ def image_seed(seed: int, corruption: str, severity: int, relpath: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def load_image(path: str | Path) -> torch.Tensor:
+def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     """Reads an image as RGB and applies ``Resize(256)`` (bilinear, Pillow, antialiased) + ``CenterCrop(224)``.
+
+    With ``size``: ``Resize((size, size))`` instead (bilinear, antialiased, the aspect ratio not kept), as
+    ``make_tinyimagenet_c.py`` makes its 64 x 64 images.
 
     Args:
         path: the image file.
+        size: ``None`` for ImageNet-C's resize and crop, else the side of the square resize.
 
     Returns:
-        uint8 ``[3, 224, 224]``.
+        uint8 ``[3, 224, 224]`` (``[3, size, size]``).
 
     Raises:
         DTNBenchError: the file is not a readable image.
@@ -78,7 +82,10 @@ def load_image(path: str | Path) -> torch.Tensor:
             img = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DTNBenchError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-    img = TF.center_crop(TF.resize(img, 256, interpolation=InterpolationMode.BILINEAR), SIZE)
+    if size is None:
+        img = TF.center_crop(TF.resize(img, 256, interpolation=InterpolationMode.BILINEAR), SIZE)
+    else:
+        img = TF.resize(img, [size, size], interpolation=InterpolationMode.BILINEAR)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
@@ -244,6 +251,8 @@ class _Job:
     progress: Callable[[int, int], None] | None
     per: dict[str, float]
     """Seconds of corruption maths per corruption."""
+    recipe: Recipe | None = None
+    """The dataset's recipe; ``None``: ImageNet-C (224 px, its table)."""
 
     def report(self) -> None:
         """Tells the progress callback how many files are there."""
@@ -311,7 +320,8 @@ def _write_image(job: _Job, target: Path, image: torch.Tensor) -> None:
 def _corrupt_chunk(job: _Job, chunk: list[Path], dev: torch.device) -> None:
     """Loads a batch of source images and writes every file of theirs still to do."""
     try:
-        batch = torch.stack([load_image(job.src / r) for r in chunk]).to(dev)
+        size = None if job.recipe is None else job.recipe.size
+        batch = torch.stack([load_image(job.src / r, size) for r in chunk]).to(dev)
     except DTNBenchError as e:
         raise job.stop(str(e)) from None
     for name, sev in job.jobs:
@@ -320,7 +330,7 @@ def _corrupt_chunk(job: _Job, chunk: list[Path], dev: torch.device) -> None:
             continue
         t1 = time.perf_counter()
         gens = [torch.Generator().manual_seed(image_seed(job.seed, name, sev, chunk[i].as_posix())) for i in pick]
-        result = corrupt_batch(batch[pick] if len(pick) < len(chunk) else batch, name, sev, gens).cpu()
+        result = corrupt_batch(batch[pick] if len(pick) < len(chunk) else batch, name, sev, gens, job.recipe).cpu()
         job.per[name] += time.perf_counter() - t1
         for i, img in zip(pick, result, strict=True):
             _write_image(job, job.out / name / str(sev) / _output_name(chunk[i]), img)
@@ -336,6 +346,8 @@ def _finish(job: _Job, source: str, names: tuple[str, ...], sevs: tuple[int, ...
     manifest = {"generator": "dtn-bench corrupt", "dtn_bench_version": dtn_bench_version(), "source": source,
                 "seed": job.seed, "corruptions": list(names), "severities": list(sevs), "images": images,
                 "files": job.total, "jpeg_quality": JPEG_QUALITY, "size": SIZE, "device": str(dev)}
+    if job.recipe is not None:
+        manifest.update(format=job.recipe.name, size=job.recipe.size)
     path = job.out / MANIFEST_NAME
     atomic_write_bytes(path, _json_bytes(manifest))
     (job.out / PARTIAL_NAME).unlink()
@@ -345,8 +357,13 @@ def _finish(job: _Job, source: str, names: tuple[str, ...], sevs: tuple[int, ...
 def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] | None = None,
                    severities: Sequence[int] = SEVERITIES, *, extra: bool = False, seed: int = 0,
                    device: str | torch.device = "cpu", batch_size: int = 32,
-                   progress: Callable[[int, int], None] | None = None) -> CorruptSummary:
+                   progress: Callable[[int, int], None] | None = None,
+                   recipe: Recipe | None = None) -> CorruptSummary:
     """Writes ImageNet-C from an image folder: ``OUT/<corruption>/<severity>/<class>/<image>``.
+
+    With a ``recipe`` of a folder format (Tiny-ImageNet-C, :mod:`dtn_bench.cifar_c.generate`): the same layout and
+    JPEG save, the images resized to ``recipe.size`` square (:func:`load_image`) and corrupted with its table; the
+    manifest also records ``format``.
 
     Every source image gets ``Resize(256) + CenterCrop(224)``, each corruption x severity, uint8 truncation, and is
     saved as JPEG quality 85. Files are written atomically (temporary file + rename). Each output's randomness comes
@@ -370,6 +387,7 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
         device: torch device of the corruption maths.
         batch_size: images per batch.
         progress: called as ``progress(done, total)`` with counts of files written (or kept).
+        recipe: the dataset's recipe; ``None``: ImageNet-C.
 
     Returns:
         A :class:`CorruptSummary`.
@@ -385,6 +403,7 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
     source = str(src.resolve())
     resuming = _begin(out, source, seed)
     job = _plan(src, out, seed, rels, names, sevs, resuming, progress)
+    job.recipe = recipe
     skipped = job.done
     work = [rel for rel in rels if job.todo[rel]]
     t0 = time.perf_counter()

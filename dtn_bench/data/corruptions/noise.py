@@ -1,6 +1,7 @@
 """Noise corruptions: gaussian, shot (Poisson), impulse (salt and pepper) and speckle noise.
 
-Each function reads its severity parameters from the table in :mod:`dtn_bench.data.corruptions`.
+Each function reads its severity parameters from the table of its ``recipe`` (a
+:class:`~dtn_bench.data.corruptions.filters.Recipe`; ImageNet-C's, in :mod:`dtn_bench.data.corruptions`, by default).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from dtn_bench.data.corruptions.filters import Gens, _draw, severity_params
+from dtn_bench.data.corruptions.filters import IMAGENET_C, Gens, Recipe, _draw, severity_params
 
 
-def gaussian_noise(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def gaussian_noise(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """``clip(x + N(0, c^2), 0, 1) * 255``, noise i.i.d. per pixel and channel."""
-    c = severity_params("gaussian_noise", severity)
+    c = severity_params("gaussian_noise", severity, recipe)
     return (x + c * _draw(gens, "randn", tuple(x.shape[1:]), x.device)).clamp_(0, 1) * 255
 
 
@@ -60,14 +61,14 @@ def _poisson_lookup(c: int) -> tuple[torch.Tensor, torch.Tensor]:
     return flat, packed.reshape(-1).float()
 
 
-def shot_noise(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def shot_noise(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """``clip(Poisson(c x) / c, 0, 1) * 255`` (photon noise at ``c`` photons per unit intensity).
 
     Exact inversion of the Poisson CDF per grey level ``l``: ``count = #{k < c : CDF_l(k) <= u}``, ``u ~ U(0, 1)``
     (counts >= c all clip to 1). A table indexed by ``(l, floor(1024 u))`` answers wherever no CDF step falls inside
     the ``u`` bin; the few remaining values (~2%) are found with a binary search (:func:`_poisson_table`).
     """
-    c = severity_params("shot_noise", severity)
+    c = severity_params("shot_noise", severity, recipe)
     flat_cdf, packed = (t.to(x.device) for t in _poisson_lookup(c))
     level = torch.round(x * 255)
     u = _draw(gens, "rand", tuple(x.shape[1:]), x.device, 0.0, float(_POISSON_BINS))  # 1024 u
@@ -82,19 +83,19 @@ def shot_noise(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
     return out.view(x.shape)
 
 
-def impulse_noise(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def impulse_noise(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Salt and pepper: each value (pixel and channel) is replaced with prob. ``c`` by 0 or 1 (even odds).
 
     One ``u ~ U(0, 1)`` per value: ``u < c / 2`` gives 0, ``c / 2 <= u < c`` gives 1, else unchanged.
     """
-    c = severity_params("impulse_noise", severity)
+    c = severity_params("impulse_noise", severity, recipe)
     u = _draw(gens, "rand", tuple(x.shape[1:]), x.device)
     # u < c flips the value; the lower half of that band is pepper (0), the upper half salt (1)
     out = torch.where(u < c, (u >= c / 2).to(x.dtype), x)
     return out * 255
 
 
-def speckle_noise(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def speckle_noise(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Multiplicative noise ``clip(x + x N(0, c^2), 0, 1) * 255``."""
-    c = severity_params("speckle_noise", severity)
+    c = severity_params("speckle_noise", severity, recipe)
     return (x + x * (c * _draw(gens, "randn", tuple(x.shape[1:]), x.device))).clamp_(0, 1) * 255

@@ -3,7 +3,8 @@
 Spatter needs OpenCV's Canny detector, distance transform, histogram equalisation and emboss filter, re-implemented
 here in torch.
 
-Each function reads its severity parameters from the table in :mod:`dtn_bench.data.corruptions`.
+Each function reads its severity parameters from the table of its ``recipe`` (a
+:class:`~dtn_bench.data.corruptions.filters.Recipe`; ImageNet-C's, in :mod:`dtn_bench.data.corruptions`, by default).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from dtn_bench.data.corruptions.filters import (
+    IMAGENET_C,
     SIZE,
     Gens,
+    Recipe,
     _clipped_zoom,
     _draw,
     _fft_correlate,
@@ -73,14 +76,14 @@ def plasma_fractal(gens: Gens, mapsize: int = 256, wibbledecay: float = 3.0,
     return grid / grid.amax(dim=(1, 2), keepdim=True)
 
 
-def snow(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def snow(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Snow: a motion-blurred layer of flakes over a brightened, greyed image.
 
     Snow layer ``S`` = ``N(loc, scale)`` field, clipped-zoomed, zeroed below ``threshold``, 8-bit, motion-blurred
     (radius, sigma, angle ``~ U(-135, -45)``). Output ``clip(b x + (1 - b) max(x, 1.5 gray(x) + 0.5) + S +
     rot180(S), 0, 1) * 255``.
     """
-    loc, scale, zoom, thr, radius, sigma, blend = severity_params("snow", severity)
+    loc, scale, zoom, thr, radius, sigma, blend = severity_params("snow", severity, recipe)
     n, _, h, w = x.shape
     layer = loc + scale * _draw(gens, "randn", (1, h, w), x.device)
     angles = _scalars(gens, -135, -45)
@@ -171,33 +174,50 @@ def _frost_level_scale(z: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     return a, b
 
 
-def frost(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
-    """``clip(c0 * x_uint8 + c1 * frost_uint8, 0, 255)``; frost from :func:`frost_texture` (deviation)."""
-    c0, c1 = severity_params("frost", severity)
-    tex = frost_texture(gens, x.shape[-1], x.device)
+def frost(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
+    """``clip(c0 * x_uint8 + c1 * frost_uint8, 0, 255)``; frost from :func:`frost_texture` (deviation).
+
+    Where the recipe's script resizes its photographs by ``recipe.frost_scale`` before the random crop (CIFAR 0.2,
+    Tiny-ImageNet 0.3), the texture is made at the photograph's scale, ``round(n / frost_scale)`` pixels (160 for
+    CIFAR's 32, 213 for Tiny-ImageNet's 64), and resized to ``n`` as ``cv2.resize`` does (bilinear on half-pixel
+    centres, no anti-aliasing, rounded to 8 bits): the crop of a resized photograph (:func:`_frost_resized`).
+    """
+    c0, c1 = severity_params("frost", severity, recipe)
+    size = x.shape[-1]
+    if recipe.frost_scale is None:
+        tex = frost_texture(gens, size, x.device)
+    else:
+        tex = _frost_resized(frost_texture(gens, round(size / recipe.frost_scale), x.device), size)
     return (c0 * torch.round(x * 255) + c1 * tex).clamp_(0, 255)
 
 
-def fog(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def _frost_resized(tex: torch.Tensor, size: int) -> torch.Tensor:
+    """``[N, 3, T, T]`` uint8-valued texture resized to ``size`` like ``cv2.resize(INTER_LINEAR)``, rounded."""
+    out = F.interpolate(tex, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    return torch.round(out).clamp_(0, 255)
+
+
+def fog(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Fog: a plasma fractal added, the contrast lowered to keep the maximum.
 
-    ``m = max(x)``; ``x + c0 P`` with ``P`` a 256 plasma fractal (decay ``c1``) cropped to 224; output
-    ``clip((x + c0 P) m / (m + c0), 0, 1) * 255``.
+    ``m = max(x)``; ``x + c0 P`` with ``P`` a plasma fractal of side ``recipe.fog_mapsize`` (256 for ImageNet-C, 32
+    for CIFAR, 64 for Tiny-ImageNet; decay ``c1``) cropped to the image; output ``clip((x + c0 P) m / (m + c0), 0,
+    1) * 255``.
     """
-    c0, c1 = severity_params("fog", severity)
+    c0, c1 = severity_params("fog", severity, recipe)
     h, w = x.shape[-2:]
     m = x.amax(dim=(1, 2, 3), keepdim=True)
-    plasma = plasma_fractal(gens, 256, c1, x.device)[:, None, :h, :w]
+    plasma = plasma_fractal(gens, recipe.fog_mapsize, c1, x.device)[:, None, :h, :w]
     return ((x + c0 * plasma) * m / (m + c0)).clamp_(0, 1) * 255
 
 
-def brightness(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def brightness(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """HSV: ``V <- clip(V + c, 0, 1)``, back to RGB.
 
     Hue and saturation are unchanged, so RGB scales by ``V'/V`` (``x' = x V'/V``); a black pixel (``V = 0``: hue 0,
     saturation 0) becomes grey ``V'``. Equal to skimage's ``rgb2hsv``/``hsv2rgb`` round trip.
     """
-    c = severity_params("brightness", severity)
+    c = severity_params("brightness", severity, recipe)
     v, _ = _value_saturation(x)
     v2 = (v + c).clamp(0, 1)
     out = torch.where(v > 0, x * (v2 / v.clamp(min=1e-12)), v2.expand_as(x))
@@ -285,7 +305,7 @@ def _equalize_hist(img: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, flat).reshape(img.shape).to(img.dtype)
 
 
-def spatter(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
+def spatter(x: torch.Tensor, severity: int, gens: Gens, recipe: Recipe = IMAGENET_C) -> torch.Tensor:
     """Water (mode 0) or mud (mode 1) splashes from a thresholded, smoothed ``N(loc, scale)`` field ``L``.
 
     Water: ``E`` = Canny(8-bit L, 50, 150); ``D = box3(min(dist(E), 20))`` to 8 bits, equalised, embossed with
@@ -293,7 +313,7 @@ def spatter(x: torch.Tensor, severity: int, gens: Gens) -> torch.Tensor:
     238, 238)/255)``. Mud: ``m = gaussian(L > thr, c4)``, zeroed below 0.8; output ``x (1 - m) + m (63, 42,
     20)/255``. Deviation: OpenCV's operators re-implemented (module docstring).
     """
-    loc, scale, sigma, thr, intensity, mode = severity_params("spatter", severity)
+    loc, scale, sigma, thr, intensity, mode = severity_params("spatter", severity, recipe)
     n, _, h, w = x.shape
     liquid = loc + scale * _draw(gens, "randn", (1, h, w), x.device)
     liquid = _gaussian(liquid, sigma)
