@@ -7,7 +7,7 @@ seed ``seed``) padded to the preset's ``max_len``, so the padding mask is the on
 
 * ``layer``: forward + backward of one norm layer (train mode) on ``x [batch, max_len + 1, dim]`` (standard normal)
   with the batch's mask (CLS first, True), the gradient of a fixed random upstream gradient; the layer is built as
-  the encoder builds its norm slots (``build_norm(norm, dim, num_heads=heads, grid_size=None)``, ``eps = ln_eps``
+  the encoder builds its norm slots (:func:`dtn_bench.sequence.encoder.norm_slot`: ``eps = ln_eps``
   for LayerNorm).
 * ``step`` (per attention): one training step of the ListOps classifier exactly as ``lra listops`` builds and
   trains it (:func:`dtn_bench.lra.train.build_model` from the preset, AdamW with the preset's betas, eps and weight
@@ -25,7 +25,6 @@ Measurement only: rows out, nothing printed.
 
 from __future__ import annotations
 
-import csv
 import statistics
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -139,35 +138,23 @@ def listops_config(shape: str, batch: int | None, device: str):
 
 def listops_batch(lcfg, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ids [batch, max_len], labels [batch])``: the first ``batch`` generated samples of the preset's lengths."""
-    from dtn_bench.data.listops import encode, generate
+    from dtn_bench.data.listops import generate, load_split
 
-    n = lcfg.batch
     with tempfile.TemporaryDirectory() as folder:
-        generate(folder, train=n, val=0, test=0, seed=seed, min_length=lcfg.gen_min_length,
+        generate(folder, train=lcfg.batch, val=0, test=0, seed=seed, min_length=lcfg.gen_min_length,
                  max_length=min(lcfg.gen_max_length, lcfg.max_len + 1), max_depth=lcfg.gen_max_depth,
                  max_args=lcfg.gen_max_args, workers=1)
-        with open(Path(folder) / "basic_train.tsv", newline="") as f:
-            rows = list(csv.reader(f, delimiter="\t"))[1:]
-    ids = torch.zeros(n, lcfg.max_len, dtype=torch.long)
-    labels = torch.zeros(n, dtype=torch.long)
-    for i, (source, target) in enumerate(rows[:n]):
-        tokens = encode(source)
-        ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        labels[i] = int(target)
-    return ids, labels
-
-
-def _norm_layer(norm: str, lcfg, device: torch.device) -> torch.nn.Module:
-    from dtn_bench.norms import build_norm
-
-    extra = {"eps": lcfg.ln_eps} if norm == "layernorm" else {}
-    return build_norm(norm, lcfg.dim, num_heads=lcfg.heads, grid_size=None, device=device, **extra)
+        split = load_split(folder, "train", lcfg.max_len)
+    n = lcfg.batch
+    return torch.from_numpy(split.ids[:n]).long(), torch.from_numpy(split.labels[:n]).long()
 
 
 def layer_unit(norm: str, lcfg, ids: torch.Tensor, seed: int, device: torch.device) -> Callable[[], None]:
     """One forward + backward of the norm layer on the batch's token shape and mask (with CLS)."""
+    from dtn_bench.sequence.encoder import norm_slot
+
     torch.manual_seed(seed)
-    layer = _norm_layer(norm, lcfg, device).train()
+    layer = norm_slot(norm, lcfg.dim, lcfg.heads, lcfg.ln_eps).to(device).train()
     B, L = ids.shape
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(B, L + 1, lcfg.dim, generator=gen).to(device).requires_grad_(True)

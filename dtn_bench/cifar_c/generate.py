@@ -28,6 +28,7 @@ import io
 import pickle
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,7 @@ from dtn_bench.metrics import SEVERITIES
 
 CIFAR10_C = Recipe("cifar10-c", 32, CIFAR, fog_mapsize=32, frost_scale=FROST_PHOTO_SCALE["cifar"], elastic_unit=32,
                    zoom_step=0.01)
-CIFAR100_C = Recipe("cifar100-c", 32, CIFAR, fog_mapsize=32, frost_scale=FROST_PHOTO_SCALE["cifar"], elastic_unit=32,
-                    zoom_step=0.01)
+CIFAR100_C = replace(CIFAR10_C, name="cifar100-c")  # one script makes both
 TINY_IMAGENET_C = Recipe("tiny-imagenet-c", 64, TINY_IMAGENET, fog_mapsize=64,
                          frost_scale=FROST_PHOTO_SCALE["tiny-imagenet"], elastic_unit=64, zoom_step=0.01)
 FORMATS: dict[str, Recipe | None] = {"imagenet-c": None, "cifar10-c": CIFAR10_C, "cifar100-c": CIFAR100_C,
@@ -150,16 +150,13 @@ def corrupt_arrays(src: str | Path, out: str | Path, fmt: str, corruptions: Sequ
     """
     from dtn_bench.data.corruptions import CorruptSummary, corrupt_batch, image_seed, resolve_corruptions
     from dtn_bench.data.corruptions.blur import prepare_compiled
-    from dtn_bench.data.corruptions.job import MANIFEST_NAME, PARTIAL_NAME, _begin, _json_bytes
-    from dtn_bench.distributed import check_device
+    from dtn_bench.data.corruptions.job import MANIFEST_NAME, PARTIAL_NAME, _begin, _json_bytes, check_job_settings
     from dtn_bench.results.env import dtn_bench_version
     from dtn_bench.results.writer import atomic_write_bytes
 
     recipe = FORMATS[fmt]
     names = resolve_corruptions(corruptions, extra)
-    if batch_size <= 0:
-        raise DTNBenchError(f"batch size must be > 0, got {batch_size}")
-    dev = check_device("corrupt", device)
+    dev = check_job_settings(batch_size, device)
     images, y = load_source(src, labels, fmt)
     out, n = Path(out), images.shape[0]
     source = f"{Path(src).resolve()} ({fmt})"

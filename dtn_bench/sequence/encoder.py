@@ -85,7 +85,7 @@ GELUS = {"exact": "none", "tanh": "tanh"}
 INITS = ("torch", "lra")
 
 
-def _norm(norm: str, dim: int, heads: int, ln_eps: float | None) -> nn.Module:
+def norm_slot(norm: str, dim: int, heads: int, ln_eps: float | None) -> nn.Module:
     """A norm slot: ``ln_eps`` (when given) is the epsilon of a LayerNorm; other normalisers keep their own."""
     extra = {"eps": ln_eps} if norm == "layernorm" and ln_eps is not None else {}
     return build_norm(norm, dim, num_heads=heads, grid_size=None, **extra)
@@ -120,11 +120,11 @@ class EncoderBlock(nn.Module):
                  attention_kwargs: dict | None = None, gelu: str = "exact", ln_eps: float | None = None):
         super().__init__()
         _check_choice("gelu", gelu, GELUS)
-        self.norm1 = _norm(norm, dim, heads, ln_eps)
+        self.norm1 = norm_slot(norm, dim, heads, ln_eps)
         self.attn = build_attention(attention, dim, heads, layer_index=layer_index, dropout=attn_dropout,
                                     **(attention_kwargs or {}))
         self.drop = nn.Dropout(dropout)
-        self.norm2 = _norm(norm, dim, heads, ln_eps)
+        self.norm2 = norm_slot(norm, dim, heads, ln_eps)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(approximate=GELUS[gelu]), nn.Dropout(dropout),
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
 
@@ -209,7 +209,7 @@ class LRAEncoder(nn.Module):
                          attn_dropout=attn_dropout, attention_kwargs=attention_kwargs, gelu=gelu, ln_eps=ln_eps)
             for i in range(depth)
         )
-        self.norm_f = _norm(norm, dim, heads, ln_eps)
+        self.norm_f = norm_slot(norm, dim, heads, ln_eps)
         self.head = nn.Sequential(nn.Linear(dim, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, num_classes))
         self.reset_parameters()
 

@@ -286,8 +286,7 @@ def corrupt_batch(images: torch.Tensor, name: str, severity: int,
         raise DTNBenchError(f"corrupt_batch: {len(gens)} generators for {n} images")
     xf = x.to(torch.float32).contiguous() / 255
     with torch.no_grad():
-        out = entry.factory(xf, int(severity), gens) if recipe is None else entry.factory(xf, int(severity), gens,
-                                                                                            recipe)
+        out = entry.factory(xf, int(severity), gens, IMAGENET_C if recipe is None else recipe)
     out = torch.floor(out.clamp_(0, 255)).to(torch.uint8)
     return out[0] if single else out
 

@@ -207,6 +207,13 @@ class CorruptSummary:
     manifest: Path | None = None
 
 
+def check_job_settings(batch_size: int, device: str | torch.device) -> torch.device:
+    """The torch device of a corruption job, after checking ``batch_size > 0`` and the device (one-line errors)."""
+    if batch_size <= 0:
+        raise DTNBenchError(f"batch size must be > 0, got {batch_size}")
+    return check_device("corrupt", device)
+
+
 def check_folder_args(src: str | Path, out: str | Path, batch_size: int,
                       device: str | torch.device) -> tuple[torch.device, list[Path]]:
     """Checks the arguments of :func:`corrupt_folder` before anything is written.
@@ -224,9 +231,7 @@ def check_folder_args(src: str | Path, out: str | Path, batch_size: int,
     Raises:
         DTNBenchError: bad batch size or device, a bad source layout, an unreadable image, OUT inside SRC.
     """
-    if batch_size <= 0:
-        raise DTNBenchError(f"batch size must be > 0, got {batch_size}")
-    dev = check_device("corrupt", device)
+    dev = check_job_settings(batch_size, device)
     src, out = Path(src), Path(out)
     rels = list_images(src)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
