@@ -67,6 +67,10 @@ TINY_FLAGS = [
     "2",
     "--device",
     "cpu",
+    "--workers",
+    "1",
+    "--seeds",
+    "0",
 ]
 
 
@@ -536,7 +540,7 @@ def test_config_precedence_defaults_preset_flags(monkeypatch):
     """One precedence: dataclass defaults < preset < flags given (None: not given); a preset may set the device."""
     assert ListOpsConfig.from_preset(None) == ListOpsConfig()
     quick = ListOpsConfig.from_preset("quick")
-    assert (quick.preset, quick.steps, quick.device, quick.gen_train) == ("quick", 800, "auto", 20_000)
+    assert (quick.preset, quick.steps, quick.device, quick.gen_train) == ("quick", 500, "auto", 20_000)
     _preset_with(monkeypatch, device="cuda", steps=7)
     cfg = ListOpsConfig.from_preset("quick")
     assert (cfg.device, cfg.steps) == ("cuda", 7)
@@ -575,7 +579,8 @@ def test_python_api_resumes_an_interrupted_run_from_its_checkpoint(data_dir, tmp
     from dtn_bench.results.io import read_rows
 
     flags = dict(models=("transformer",), norms=("layernorm", "dtn"), max_len=40, dim=16, heads=2, depth=1,
-                 mlp_dim=32, batch=8, steps=4, eval_every=2, device="cpu", data_dir=str(data_dir))
+                 mlp_dim=32, batch=8, steps=4, eval_every=2, device="cpu", data_dir=str(data_dir), workers=1,
+                 seeds=(0,))
     res = tmp_path / "res"
     full = listops("quick", out=res, run_id="full", **flags)
     assert full.path == res / "lra-listops" / "full" and (full.path / "table.md").is_file()
@@ -778,3 +783,68 @@ def test_a_seed_measured_twice_counts_once():
     seeds = pd.DataFrame([row(0, 0.30), row(0, 0.32), row(1, 0.35)])
     s = accuracy_stats(seeds).loc[("transformer", "dtn")]
     assert s["n"] == 2 and s["mean"] == pytest.approx(33.0) and s["std"] == pytest.approx(math.sqrt(8.0))
+
+
+def test_runs_side_by_side_give_the_rows_of_runs_one_after_another(data_dir, tmp_path):
+    """workers=2: two runs train at once in spawned processes (1 torch thread each); their measured rows equal those
+    of the same runs trained one after another with 1 thread, both runs' events reach the caller, in order per run."""
+    from dtn_bench.lra import listops
+
+    flags = dict(models=("transformer",), norms=("layernorm", "dtn"), max_len=40, dim=16, heads=2, depth=1,
+                 mlp_dim=32, batch=8, steps=4, eval_every=2, device="cpu", data_dir=str(data_dir), seeds=(0,))
+    before = torch.get_num_threads()
+    events = []
+    try:
+        torch.set_num_threads(1)
+        one = listops("quick", out=tmp_path, run_id="one", workers=1, **flags)
+        torch.set_num_threads(2)
+        two = listops("quick", out=tmp_path, run_id="two", workers=0, **flags,
+                      on_event=lambda kind, **info: events.append((kind, info)))
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((two.path / "config.json").read_text())["workers"] == 0
+    assert [i["workers"] for k, i in events if k == "runs"] == [2]
+    for norm in ("layernorm", "dtn"):
+        steps = [i["step"] for k, i in events if k == "run_step" and i["norm"] == norm]
+        assert steps == [1, 2, 3, 4]
+    assert [i["label"] for k, i in events if k == "trained"] == ["transformer/layernorm/seed 0",
+                                                                  "transformer/dtn/seed 0"]
+    key = ["model", "norm", "metric", "split", "checkpoint", "step"]
+    sel = lambda df: df[df.metric.isin(["accuracy", "loss"])].set_index(key)["value"].sort_index()  # noqa: E731
+    pd.testing.assert_series_equal(sel(two.rows), sel(one.rows))
+
+
+def test_workers_need_one_cpu_process():
+    from dtn_bench.distributed import DistContext
+    from dtn_bench.lra.suite import _check_workers
+
+    cfg = ListOpsConfig(**{**TINY, "workers": 2})
+    assert _check_workers(cfg, DistContext(), runs=5) == 2
+    assert _check_workers(cfg, DistContext(), runs=1) == 1
+    assert _check_workers(replace(cfg, workers=0), DistContext(world=2), runs=5) == 1
+    with pytest.raises(DTNBenchError, match="--workers 2 trains runs side by side in one job on the CPU; this job "
+                       "runs on 2 processes"):
+        _check_workers(cfg, DistContext(world=2), runs=5)
+    with pytest.raises(DTNBenchError, match="device meta"):
+        _check_workers(cfg, DistContext(device=torch.device("meta")), runs=5)
+    with pytest.raises(DTNBenchError, match="workers must be >= 0"):
+        ListOpsConfig(**{**TINY, "workers": -1}).validate()
+
+
+def test_curves_plot_band_spans_the_seeds(data, tmp_path):
+    """Two seeds: the line is their mean at each step and the band spans their minimum to maximum."""
+    from matplotlib.collections import PolyCollection
+
+    rows = []
+    for seed, values in ((0, (0.2, 0.4)), (1, (0.3, 0.2))):
+        for step, value in zip((50, 100), values, strict=True):
+            rows.append(dict(model="transformer", norm="layernorm", seed=seed, step=step, checkpoint="curve",
+                             metric="accuracy", split="val", value=value))
+    fig = curves_plot(pd.DataFrame(rows))
+    (ax,) = fig.axes
+    line = ax.get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), [25.0, 30.0])
+    assert "mean, min-max of 2 seeds" in line.get_label()
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(20.0) and ys.max() == pytest.approx(40.0)

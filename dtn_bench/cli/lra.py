@@ -176,6 +176,9 @@ def lra_listops(
                                               "--nproc_per_node N -m dtn_bench lra listops ...")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue the run RUN_ID (finished runs are kept, "
                                                "the interrupted one continues from its last checkpoint).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help=(
+        "CPU, one process: runs trained side by side, each in its own process with threads / N torch threads "
+        "(quick preset: 2; 1: one after another)."))] = None,
     tune_malloc: TuneMallocOpt = None,
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
@@ -203,6 +206,7 @@ def lra_listops(
         shuffle_buffer=None if shuffle_buffer is None else parse_ints(shuffle_buffer, "--shuffle-buffer",
                                                                        "10000,1024", "sizes"),
         precision=precision, gen_train=train_samples, device=device, tune_malloc=tune_malloc, world_size=world,
+        workers=workers,
         seeds=None if seeds is None else parse_ints(seeds, "--seeds", "0,1,2"),
         data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()))
     _run_listops(cfg, out, resume or run_id, resume is not None)
@@ -249,8 +253,9 @@ def _settings_table(cfg, world: int, device: str, malloc_tuned: bool) -> Table:
 class _ListOpsView:
     """What ``lra listops`` shows of the suite's events (:mod:`dtn_bench.lra.suite`).
 
-    The settings table, the data bar, notes, the training bars (all runs, the current run: loss, accuracy, validation
-    accuracy, tokens/s) and a line per finished run once its rows are written.
+    The settings table, the data bar, notes, the training bars (all runs, and each run being trained: loss, accuracy,
+    validation accuracy, tokens/s; several with ``--workers``) and a line per finished run once its rows are
+    written.
     """
 
     def __init__(self, cfg):
@@ -259,8 +264,9 @@ class _ListOpsView:
         self.training = False
         self.accuracy: dict[str, float] = {}
         self.bars: dict[str, object] = {}  # "data" / "runs" -> a live rich Progress
-        self.data_task = self.overall = self.current = None
-        self.done_before = 0
+        self.data_task = self.overall = None
+        self.current: dict[str, int] = {}  # label of a run being trained -> its bar
+        self.progress: dict[str, int] = {}  # label -> steps done (finished runs keep theirs)
 
     def on_event(self, kind: str, **info) -> None:
         handler = getattr(self, f"_on_{kind}", None)
@@ -299,35 +305,47 @@ class _ListOpsView:
     def _on_note(self, text: str) -> None:
         err_console.print(f"note: {text}")
 
-    def _on_runs(self, total: int, steps: int, run_id: str | None) -> None:
+    def _on_runs(self, total: int, steps: int, run_id: str | None, workers: int = 1) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
         self.training, self.run_id = True, run_id
         bar = self._open("runs", TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]} "
                                     "{task.fields[tps]} tok/s"), TimeRemainingColumn())
-        self.overall = bar.add_task("all runs", total=total, loss="-", acc="-", val="-", tps="-")
-        self.current = bar.add_task("", total=steps, loss="-", acc="-", val="-", tps="-")
+        self.overall = bar.add_task("all runs" if workers == 1 else f"all runs ({workers} side by side)",
+                                    total=total, loss="-", acc="-", val="-", tps="-")
+
+    @staticmethod
+    def _run_label(info: dict) -> str:
+        return f"{info['model']}/{info['norm']}/seed {info['seed']}"
 
     def _on_run_start(self, **info) -> None:
-        bar = self.bars["runs"]
-        self.done_before = bar.tasks[self.overall].completed
-        bar.reset(self.current, total=info["steps"], completed=info["step"],
-                  description=f"{info['model']}/{info['norm']}/seed {info['seed']}", loss="-", acc="-", val="-",
-                  tps="-")
-        bar.update(self.overall, completed=self.done_before + info["step"])
+        bar, label = self.bars["runs"], self._run_label(info)
+        self.current[label] = bar.add_task(label, total=info["steps"], completed=info["step"], loss="-", acc="-",
+                                           val="-", tps="-")
+        self._advance(label, info["step"])
+
+    def _advance(self, label: str, step: int) -> None:
+        self.progress[label] = step
+        self.bars["runs"].update(self.overall, completed=sum(self.progress.values()))
 
     def _on_run_step(self, **info) -> None:
-        bar = self.bars["runs"]
+        label = self._run_label(info)
+        if label not in self.current:  # a late event of a finished run
+            return
         fields = dict(loss=f"{info['loss']:.3f}", acc=f"{info['acc']:.1%}", tps=f"{info['tokens_s']:,.0f}")
-        bar.update(self.current, completed=info["step"], **fields)
-        bar.update(self.overall, completed=self.done_before + info["step"])
+        self.bars["runs"].update(self.current[label], completed=info["step"], **fields)
+        self._advance(label, info["step"])
 
     def _on_run_eval(self, **info) -> None:
-        self.bars["runs"].update(self.current, val=f"{info['val_acc']:.1%}")
+        label = self._run_label(info)
+        if label in self.current:
+            self.bars["runs"].update(self.current[label], val=f"{info['val_acc']:.1%}")
 
     def _on_trained(self, label: str, test_accuracy: float) -> None:
         self.accuracy[label] = test_accuracy
+        if label in self.current:
+            self.bars["runs"].remove_task(self.current.pop(label))
 
     def _on_step(self, label: str, rows: int) -> None:
         if label in self.accuracy:  # the run's rows are written

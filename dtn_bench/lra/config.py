@@ -94,7 +94,10 @@ class ListOpsConfig(PresetConfig):
     Where and how: ``device`` (``auto``, ``cpu``, ``cuda``), ``precision``, ``world_size`` (the job's number of
     processes; :func:`dtn_bench.lra.listops` and the CLI take it from torchrun's ``WORLD_SIZE``), ``tune_malloc``
     (keep freed memory on the CPU, :func:`~dtn_bench.timing.keep_freed_memory`; a process setting, so not part of
-    :meth:`as_dict`: the run records whether it took effect as ``malloc_tuned``).
+    :meth:`as_dict`: the run records whether it took effect as ``malloc_tuned``), ``workers`` (on the CPU in one
+    process: how many ``(model, norm, seed)`` runs train side by side, each in its own process with ``threads //
+    workers`` torch threads; 0 is one per torch thread there and 1 elsewhere; it changes a run's tokens/s and, through
+    its threads, at most the rounding of its sums, so it is recorded but is not one of the :meth:`run_settings`).
     """
 
     SUITE = SUITE
@@ -156,6 +159,7 @@ class ListOpsConfig(PresetConfig):
     world_size: int = 1
     preset: str = "lra"
     tune_malloc: bool = True
+    workers: int = 1
 
     def validate(self) -> None:
         """One-line :class:`DTNBenchError` for any bad field (names checked against the registries)."""
@@ -191,6 +195,8 @@ class ListOpsConfig(PresetConfig):
                 raise DTNBenchError(f"lra listops: {name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.dim % self.heads:
             raise DTNBenchError(f"lra listops: dim {self.dim} is not divisible by heads {self.heads}")
+        if self.workers < 0:
+            raise DTNBenchError(f"lra listops: workers must be >= 0 (0: one per torch thread), got {self.workers}")
 
     def _check_modes(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -278,9 +284,9 @@ class ListOpsConfig(PresetConfig):
         return d
 
     def run_settings(self) -> dict:
-        """The fields that determine one model's training (all but the lists of models, norms and seeds)."""
+        """The fields that determine one model's training: all but the lists of models, norms and seeds, and workers."""
         d = self.as_dict()
-        for k in ("models", "norms", "seeds"):
+        for k in ("models", "norms", "seeds", "workers"):
             d.pop(k)
         return d
 

@@ -354,7 +354,11 @@ def render_report(df: pd.DataFrame, fmt: str = "md", ci: str = "t") -> str:
 
 
 def curves_plot(df: pd.DataFrame):
-    """Validation accuracy (%) vs step, one panel per model, one line per normaliser (mean over seeds)."""
+    """Validation accuracy (%) vs step, one panel per model, one line per normaliser.
+
+    The line is the mean over seeds (a seed measured by several runs counts once, with the mean of its runs); with
+    several seeds a shaded band spans their minimum to maximum at each step.
+    """
     from dtn_bench.plots import _plt
 
     plt = _plt()
@@ -366,8 +370,16 @@ def curves_plot(df: pd.DataFrame):
     for ax, m in zip(axes[0], models, strict=True):
         part = sel[sel["model"] == m]
         for norm in dict.fromkeys(part["norm"]):
-            line = part[part["norm"] == norm].groupby("step")["value"].mean() * 100
-            ax.plot(line.index, line.values, marker="o", markersize=3, label=_label(norm, NORM_LABELS))
+            curve = part[part["norm"] == norm]
+            keys = ["step", "seed"] if "seed" in curve.columns else ["step"]
+            per_seed = curve.groupby(keys)["value"].mean().mul(100).reset_index()
+            stats = per_seed.groupby("step")["value"].agg(["mean", "min", "max", "count"])
+            seeds = int(stats["count"].max())
+            label = _label(norm, NORM_LABELS) + (f" (mean, min-max of {seeds} seeds)" if seeds > 1 else "")
+            (line,) = ax.plot(stats.index, stats["mean"], marker="o", markersize=2, label=label)
+            if seeds > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2,
+                                linewidth=0)
         if base is not None:
             ax.axhline(base, color="grey", linestyle="--", linewidth=1, label="majority class")
         ax.set_title(_label(m, MODEL_LABELS))

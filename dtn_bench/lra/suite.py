@@ -15,7 +15,8 @@ Progress goes to the caller as events (``on_event(kind, **info)``, rank 0 only),
 - ``settings``: ``world``, ``device``, ``malloc_tuned``, ``run_id``: the run starts;
 - ``data_start``, ``data`` (``done``, ``total``: samples generated), ``data_done``: data preparation;
 - ``note`` (``text``): something the caller must report (truncated sequences);
-- ``runs`` (``total``: training steps of the runs to do, ``steps`` per run, ``run_id``): training starts;
+- ``runs`` (``total``: training steps of the runs to do, ``steps`` per run, ``run_id``, ``workers``: runs trained
+  side by side): training starts;
 - ``run_start``, ``run_step``, ``run_eval``: :func:`~dtn_bench.lra.train.train_run`'s events (model, norm, seed,
   step, steps, loss, acc, tokens_s, lr, val_acc, ...);
 - ``trained`` (``label``, ``test_accuracy``: the last checkpoint's): a run finished; its rows come next.
@@ -37,7 +38,7 @@ from dtn_bench.suites import register
 
 LISTOPS_ROW_SETTINGS = ("preset", "max_len", "data")
 """ListOps row columns that must agree (with the training length, the ``step`` of the last checkpoint)."""
-LISTOPS_NOT_TRAINING = ("models", "norms", "seeds", "device", "malloc_tuned")
+LISTOPS_NOT_TRAINING = ("models", "norms", "seeds", "device", "malloc_tuned", "workers")
 """``config.json`` fields of a ListOps run that may differ between combined runs (all others must agree)."""
 RESUME_KEY = ("model", "norm", "seed")
 """The row columns of one finished training run (the baseline's are ``majority-class, none, -1``)."""
@@ -188,14 +189,104 @@ def run(cfg: ListOpsConfig, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]
     if not ctx.is_done(*BASELINE):
         yield "majority-class baseline", lt.baseline_rows(cfg, data)
     todo = [r for r in lt.runs(cfg) if not ctx.is_done(*r)]
-    ctx.emit("runs", total=len(todo) * cfg.steps, steps=cfg.steps, run_id=run_id)
-    for model, norm, seed in todo:
-        folder = Path(ctx.run_dir) / "checkpoints" / lt.run_key(model, norm, seed)
-        result = lt.train_run(cfg, data, model, norm, seed, folder, dist,
-                              lambda kind, info: ctx.emit(f"run_{kind}", **info))
+    workers = _check_workers(cfg, dist, len(todo))
+    ctx.emit("runs", total=len(todo) * cfg.steps, steps=cfg.steps, run_id=run_id, workers=workers)
+    folders = [Path(ctx.run_dir) / "checkpoints" / lt.run_key(*r) for r in todo]
+    if workers > 1:
+        finished = _train_side_by_side(cfg, data, todo, folders, workers, ctx)
+    else:
+        finished = ((lt.train_run(cfg, data, *r, folder, dist, lambda kind, info: ctx.emit(f"run_{kind}", **info)),
+                     r) for r, folder in zip(todo, folders, strict=True))
+    for result, (model, norm, seed) in finished:
         label = f"{model}/{norm}/seed {seed}"
         ctx.emit("trained", label=label, test_accuracy=result.final["last"]["test"][0])
         yield label, lt.result_rows(result, cfg, data)
+
+
+def _check_workers(cfg: ListOpsConfig, dist, runs: int) -> int:
+    """The number of training processes to use, at most one per run left.
+
+    ``cfg.workers``; 0 (auto) is one per torch thread on the CPU in a single process, and 1 elsewhere.
+
+    Raises:
+        DTNBenchError: ``workers > 1`` under torchrun or off the CPU.
+    """
+    import torch
+
+    alone_on_cpu = dist.world == 1 and dist.device.type == "cpu"
+    if cfg.workers > 1 and not alone_on_cpu:
+        where = f"{dist.world} processes (torchrun)" if dist.world > 1 else f"device {dist.device}"
+        raise DTNBenchError(f"lra listops: --workers {cfg.workers} trains runs side by side in one job on the CPU; "
+                            f"this job runs on {where}: use --workers 1")
+    workers = cfg.workers or (torch.get_num_threads() if alone_on_cpu else 1)
+    return max(1, min(workers, runs))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# runs side by side (cfg.workers > 1, on the CPU): one process per run at a time, threads split between them
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_start(cfg: ListOpsConfig, data, threads: int, events) -> None:
+    """A training process: ``threads`` torch threads, the data, and the queue its runs' events go to."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+    torch.set_num_threads(threads)
+    _tuned(cfg, torch.device("cpu"))
+    _WORKER.update(cfg=cfg, data=data, events=events)
+
+
+def _worker_train(model: str, norm: str, seed: int, folder: str):
+    """Train one run in a worker process; its events go to the parent through the queue."""
+    from dtn_bench.lra import train as lt
+
+    events = _WORKER["events"]
+    return lt.train_run(_WORKER["cfg"], _WORKER["data"], model, norm, seed, Path(folder), None,
+                        lambda kind, info: events.put((f"run_{kind}", dict(info))))
+
+
+def _train_side_by_side(cfg: ListOpsConfig, data, todo: list[tuple], folders: list[Path], workers: int,
+                        ctx: RunContext) -> Iterator[tuple[Any, tuple]]:
+    """Train ``todo`` in ``workers`` processes; yields ``(result, run)`` in the order of ``todo``.
+
+    Each process gets ``max(1, threads // workers)`` of this process's torch threads. The workers' events are passed
+    on from this process while it waits. A run that fails stops the others (its error is raised here); so does
+    Ctrl-C. Finished runs whose rows are not yet written keep their final checkpoints, so a resumed run only
+    evaluates them again.
+    """
+    import multiprocessing as mp
+    import queue
+
+    import torch
+
+    spawn = mp.get_context("spawn")  # no fork of a process whose torch / numba threads are running
+    events = spawn.Queue()
+    threads = max(1, torch.get_num_threads() // workers)
+    pool = spawn.Pool(workers, _worker_start, (cfg, data, threads, events))
+    try:
+        pending = [pool.apply_async(_worker_train, (*r, str(f))) for r, f in zip(todo, folders, strict=True)]
+        for job, run in zip(pending, todo, strict=True):
+            while not job.ready():
+                try:
+                    kind, info = events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                ctx.emit(kind, **info)
+            result = job.get()
+            while True:  # the events sent before the result
+                try:
+                    kind, info = events.get_nowait()
+                except queue.Empty:
+                    break
+                ctx.emit(kind, **info)
+            yield result, run
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _console(df) -> list[ConsoleTable | str]:

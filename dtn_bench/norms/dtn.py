@@ -274,6 +274,28 @@ def _seq_taps(k: torch.Tensor, d: int, flip: bool) -> torch.Tensor:
     return torch.cat([per_channel, per_channel, kc], dim=0)
 
 
+def _seq_kernels_numpy(a: np.ndarray, w: int, d: int, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_seq_kernel` and the transposed :func:`_seq_taps` (``[2w + 1, 2C + H]``, reversed and natural), in numpy.
+
+    ``a = pos_proj.weight [H, 3]``; the same arithmetic in ``dtype`` (float32 or float64).
+    """
+    nd = np.float64 if dtype == torch.float64 else np.float32
+    dlt = np.arange(-w, w + 1, dtype=nd)
+    logits = a[:, 0:1].astype(nd) * dlt + a[:, 2:3].astype(nd) * (dlt * dlt)
+    shift = np.maximum(logits.max(axis=1, keepdims=True) - nd(_MAX_EXP), nd(0))
+    k = np.exp(logits - shift)
+    k[k < (1e-200 if nd is np.float64 else 1e-20)] = 0  # _flush_subnormal
+    H = k.shape[0]
+
+    def taps(kc: np.ndarray) -> torch.Tensor:
+        t = np.empty((2 * w + 1, (2 * d + 1) * H), dtype=nd)
+        per_channel = np.repeat(kc, d, axis=0).T
+        t[:, : d * H], t[:, d * H : 2 * d * H], t[:, 2 * d * H :] = per_channel, per_channel, kc.T
+        return torch.from_numpy(t)
+
+    return torch.from_numpy(k), taps(k[:, ::-1]), taps(k)
+
+
 def _seq_conv(u: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """A depthwise convolution along the sequence of token-major ``u [B, L, K]`` with ``taps [K, 2w + 1]``.
 
@@ -355,91 +377,116 @@ def _cpu_kernels(x: torch.Tensor) -> bool:
     return _CPU_KERNELS and x.device.type == "cpu" and _get_current_dispatch_mode() is None
 
 
-def _seq_gates(g_mean: torch.Tensor | None, g_var: torch.Tensor) -> torch.Tensor:
-    """The gates ``[lam_m, 1 - lam_m, lam_v, 1 - lam_v] [4, H]``.
+def _seq_gates(g_mean: torch.Tensor | None, g_var: torch.Tensor) -> np.ndarray:
+    """The gates ``[lam_m, 1 - lam_m, lam_v, 1 - lam_v] [4, H]`` (numpy, the parameters' dtype).
 
-    ``1 - lam`` is computed as ``sigmoid(-g)``; ``lam_m = 1`` without a mean gate.
+    ``1 - lam`` is computed as ``sigmoid(-g)``; ``lam_m = 1`` without a mean gate. numpy: a handful of tiny operations
+    for every layer call, each several times cheaper than a torch operation.
     """
-    if g_mean is None:
-        ones = torch.ones_like(g_var)
-        return torch.stack([ones, ones - ones, torch.sigmoid(g_var), torch.sigmoid(-g_var)])
-    return torch.stack([torch.sigmoid(g_mean), torch.sigmoid(-g_mean), torch.sigmoid(g_var), torch.sigmoid(-g_var)])
+    gv = g_var.detach().numpy()
+    one = np.ones_like(gv)
+    gm = None if g_mean is None else g_mean.detach().numpy()
+    lam_v, lam_v1 = one / (one + np.exp(-gv)), one / (one + np.exp(gv))
+    if gm is None:
+        return np.stack([one, one - one, lam_v, lam_v1])
+    return np.stack([one / (one + np.exp(-gm)), one / (one + np.exp(gm)), lam_v, lam_v1])
 
 
-def _seq_forward_cpu(x: torch.Tensor, m: torch.Tensor | None, kernels: tuple, weight: torch.Tensor,
+_CPU_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _cpu_constants(eps: float, H: int, d: int, dtype) -> np.ndarray:
+    """``[eps, 1, 1/d, 1/C, 1/H, C/(C-1), 1/2, 2, 2/(C-1)]`` in ``dtype`` for :mod:`dtn_bench.norms.dtn_cpu` (kept)."""
+    key = (eps, H, d, dtype)
+    cst = _CPU_CONSTANTS.get(key)
+    if cst is None:
+        C = H * d
+        cst = _CPU_CONSTANTS[key] = torch.tensor([eps, 1.0, 1.0 / d, 1.0 / C, 1.0 / H, C / (C - 1), 0.5, 2.0,
+                                                  2.0 / (C - 1)], dtype=dtype)
+    return cst.numpy()
+
+
+def _seq_forward_cpu(x: torch.Tensor, mf: torch.Tensor, prefix: int, kernels: tuple, weight: torch.Tensor,
                      bias: torch.Tensor, g_mean: torch.Tensor | None, g_var: torch.Tensor, eps: float):
-    """:func:`_seq_forward` on the CPU by the fused kernels of :mod:`dtn_bench.norms.dtn_cpu`.
+    """:func:`_seq_forward` on the CPU by the fused kernels of :mod:`dtn_bench.norms.dtn_cpu`, prefix tokens included.
 
-    The convolution runs over the samples' packed spans of real tokens; returns the output and what the backward needs.
+    ``x [B, T, C]`` is contiguous, ``mf [B, T]`` the float mask with its first ``prefix`` columns (the prefix tokens,
+    normalised with their LN statistics alone) set to 0. The convolution runs over the samples' packed spans of real
+    tokens; returns the output ``[B, T, C]`` and what the backward needs.
     """
     from dtn_bench.norms import dtn_cpu
 
-    k, taps = kernels[0], kernels[3]
-    B, L, C = x.shape
+    k, taps = kernels[0], kernels[1]
+    B, T, C = x.shape
     H = k.shape[0]
     d = C // H
-    N, K, w = B * L, 2 * C + H, (k.shape[1] - 1) // 2
-    dt, threads = x.dtype, torch.get_num_threads()
-    x = x.contiguous()
-    cst = torch.tensor([eps, 1.0, 1.0 / d, 1.0 / C, 1.0 / H, C / (C - 1), 0.5, 2.0, 2.0 / (C - 1)], dtype=dt)
-    mf = torch.ones(N, dtype=dt) if m is None else m.reshape(N).contiguous()
-    xv, cv, mv = x.view(N, H, d).numpy(), cst.numpy(), mf.numpy()
-    pv, P, gaps = dtn_cpu.pack(mv, B, L, w)
+    N, K, w = B * T, 2 * C + H, (k.shape[1] - 1) // 2
+    threads = torch.get_num_threads()
+    cv = _cpu_constants(eps, H, d, x.dtype)
+    xv, mv = x.view(N, H, d).numpy(), mf.view(N).numpy()
+    pv, P, gaps = dtn_cpu.pack(mv, B, T, w)
     r, mean_ln, var_ln = x.new_empty(N, H), x.new_empty(N), x.new_empty(N)
     u, v = x.new_empty(P, K), x.new_empty(P, K)
-    dtn_cpu.run(dtn_cpu.prepare, N, threads, xv, mv, pv, gaps, cv, r.numpy(), mean_ln.numpy(), var_ln.numpy(),
-                u.numpy())
-    gates = _seq_gates(g_mean, g_var).contiguous()
-    out, S, inv = x.new_empty(B, L, C), x.new_empty(N, H, d), x.new_empty(N, H)
-    dtn_cpu.run(dtn_cpu.finish, N, threads, xv, mv, u.numpy(), taps.numpy(), pv, r.numpy(), mean_ln.numpy(),
-                var_ln.numpy(), gates.numpy(), weight.contiguous().numpy(), bias.contiguous().numpy(), cv,
-                out.view(N, H, d).numpy(), S.numpy(), inv.numpy(), v.numpy())
-    pidx, gaps = torch.from_numpy(pv), torch.from_numpy(gaps)
-    return out, (x, mf, pidx, gaps, r, mean_ln, var_ln, v, S, inv, u, gates, cst)
+    rv, mlv, vlv, uv = r.numpy(), mean_ln.numpy(), var_ln.numpy(), u.numpy()
+    dtn_cpu.run(dtn_cpu.prepare, N, threads, xv, mv, pv, gaps, cv, rv, mlv, vlv, uv)
+    gates = _seq_gates(g_mean, g_var)
+    out, S, inv = x.new_empty(B, T, C), x.new_empty(N, H, d), x.new_empty(N, H)
+    dtn_cpu.run(dtn_cpu.finish, N, threads, xv, mv, uv, taps.numpy(), pv, rv, mlv, vlv, gates,
+                weight.detach().numpy(), bias.detach().numpy(), cv, T, prefix, out.view(N, H, d).numpy(), S.numpy(),
+                inv.numpy(), v.numpy())
+    return out, (x, mf, torch.from_numpy(pv), torch.from_numpy(gaps), r, mean_ln, var_ln, v, S, inv, u,
+                 torch.from_numpy(gates))
 
 
 def _seq_backward_cpu(ctx, grad: torch.Tensor):
     """The backward of :class:`_Sequence` on the CPU.
 
-    By the fused kernels (module docstring of :mod:`dtn_bench.norms.dtn_cpu`).
+    By the fused kernels (module docstring of :mod:`dtn_bench.norms.dtn_cpu`); the small reductions in numpy.
     """
     from dtn_bench.norms import dtn_cpu
 
-    x, mf, pidx, gaps, r, mean_ln, var_ln, v, S, inv, u, gates, cst, k, weight = ctx.saved_tensors
-    only_var, w = ctx.only_var, ctx.w
-    B, L, C = x.shape
+    x, mf, pidx, gaps, r, mean_ln, var_ln, v, S, inv, u, gates, k, weight = ctx.saved_tensors
+    only_var, w, prefix = ctx.only_var, ctx.w, ctx.prefix
+    B, T, C = x.shape
     H = k.shape[0]
     d = C // H
-    N, (P, K) = B * L, u.shape
+    N = B * T
     threads = torch.get_num_threads()
     shards = max(1, min(threads, N))
     need = ctx.needs_input_grad
-    xv, cv, mv, pv, gates_v = x.view(N, H, d).numpy(), cst.numpy(), mf.numpy(), pidx.numpy(), gates.numpy()
+    cv = _cpu_constants(ctx.eps, H, d, x.dtype)
+    xv, mv, pv, gates_v = x.view(N, H, d).numpy(), mf.view(N).numpy(), pidx.numpy(), gates.numpy()
+    rv, mlv, uv = r.numpy(), mean_ln.numpy(), u.numpy()
     G = grad.detach().contiguous()
-    gv, e = x.new_empty(P, K), x.new_empty(N, H, d)
-    E, F = x.new_empty(N, H), x.new_empty(N, H)
-    part = torch.zeros(shards, 2 * C + 2 * H, dtype=torch.float64)
-    dtn_cpu.run(dtn_cpu.grad_stats, N, threads, G.view(N, H, d).numpy(), xv, v.numpy(), pv, gaps.numpy(),
-                r.numpy(), mean_ln.numpy(), var_ln.numpy(), S.numpy(), inv.numpy(), gates_v,
-                weight.contiguous().numpy(), cv, gv.numpy(), e.numpy(), E.numpy(), F.numpy(), part.numpy())
-    sums = part.sum(0).to(x.dtype)
-    g_weight = sums[:C] if need[3] else None
-    g_bias = sums[C : 2 * C] if need[4] else None
-    g_g_mean = None
+    gv, e = x.new_empty(u.shape), x.new_empty(N, H, d)
+    E, F = np.empty((N, H), dtype=xv.dtype), np.empty((N, H), dtype=xv.dtype)
+    part = np.zeros((shards, 2 * C + 2 * H))
+    ev, gvv = e.numpy(), gv.numpy()
+    dtn_cpu.run(dtn_cpu.grad_stats, N, threads, G.view(N, H, d).numpy(), xv, v.numpy(), pv, gaps.numpy(), rv, mlv,
+                var_ln.numpy(), S.numpy(), inv.numpy(), gates_v, weight.detach().numpy(), cv, T, prefix, gvv, ev, E, F,
+                part)
+    sums = part.sum(0).astype(xv.dtype)
+    grads = [None] * 10
+    if need[3]:
+        grads[3] = torch.from_numpy(sums[:C])
+    if need[4]:
+        grads[4] = torch.from_numpy(sums[C : 2 * C])
     if need[5] and not only_var:
-        g_g_mean = sums[2 * C : 2 * C + H] * gates[0] * gates[1]
-    g_g_var = sums[2 * C + H :] * gates[2] * gates[3] if need[6] else None
-    gx = x.new_empty(B, L, C)
-    R = torch.zeros(shards, H, 2 * w + 1, dtype=torch.float64)
-    dtn_cpu.run(dtn_cpu.grad_input, N, threads, e.numpy(), gv.numpy(), u.numpy(), ctx.taps_back.numpy(), pv, xv,
-                r.numpy(), mv, mean_ln.numpy(), E.numpy(), F.numpy(), gates_v, cv, only_var, gx.view(N, H, d).numpy(),
-                R.numpy())
-    g_a = None
+        grads[5] = torch.from_numpy(sums[2 * C : 2 * C + H] * gates_v[0] * gates_v[1])
+    if need[6]:
+        grads[6] = torch.from_numpy(sums[2 * C + H :] * gates_v[2] * gates_v[3])
+    gx = x.new_empty(B, T, C)
+    R = np.zeros((shards, H, 2 * w + 1))
+    dtn_cpu.run(dtn_cpu.grad_input, N, threads, ev, gvv, uv, ctx.taps_back.numpy(), pv, xv, rv, mv, mlv, E, F,
+                gates_v, cv, only_var, T, prefix, gx.view(N, H, d).numpy(), R)
     if need[2]:
-        Rk = R.sum(0) * k.to(torch.float64)
-        dlt = torch.arange(-w, w + 1, dtype=torch.float64)
-        g_a = torch.stack([Rk @ dlt, torch.zeros(H, dtype=torch.float64), Rk @ (dlt * dlt)], dim=1).to(x.dtype)
-    return gx if need[0] else None, None, g_a, g_weight, g_bias, g_g_mean, g_g_var, None, None
+        Rk = R.sum(0) * k.numpy().astype(np.float64)
+        dlt = np.arange(-w, w + 1, dtype=np.float64)
+        g_a = np.stack([Rk @ dlt, np.zeros(H), Rk @ (dlt * dlt)], axis=1).astype(xv.dtype)
+        grads[2] = torch.from_numpy(g_a)
+    if need[0]:
+        grads[0] = gx
+    return tuple(grads)
 
 
 class _Sequence(torch.autograd.Function):
@@ -456,13 +503,13 @@ class _Sequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, m, a, weight, bias, g_mean, g_var, eps, kernels):
+    def forward(ctx, x, m, a, weight, bias, g_mean, g_var, eps, kernels, prefix):
         k = kernels[0]
-        ctx.w, ctx.only_var = (k.shape[1] - 1) // 2, g_mean is None
-        ctx.cpu = _cpu_kernels(x)
-        ctx.taps_back = kernels[4] if ctx.cpu else kernels[2]
+        ctx.w, ctx.only_var, ctx.eps, ctx.prefix = (k.shape[1] - 1) // 2, g_mean is None, eps, prefix
+        ctx.cpu = _cpu_kernels(x)  # then kernels are in the CPU kernels' form (DTN._seq_kernels)
+        ctx.taps_back = kernels[2]
         if ctx.cpu:
-            out, saved = _seq_forward_cpu(x, m, kernels, weight, bias, g_mean, g_var, eps)
+            out, saved = _seq_forward_cpu(x, m, prefix, kernels, weight, bias, g_mean, g_var, eps)
             ctx.save_for_backward(*saved, k, weight)
             return out
         out, saved = _seq_forward(x, m, kernels, weight, bias, g_mean, g_var, eps, keep=True)
@@ -532,7 +579,7 @@ class _Sequence(torch.autograd.Function):
             # through the RMS pre-normalisation: dL/dx = r (dL/dxn - xn mean_c(dL/dxn xn))
             dot = (gxn * xn).sum(-1, keepdim=True).div_(-d)
             g_x = gxn.addcmul_(xn, dot).mul_(r).view(B, L, C)
-        return g_x, None, g_a, g_weight, g_bias, g_g_mean, g_g_var, None, None
+        return g_x, None, g_a, g_weight, g_bias, g_g_mean, g_g_var, None, None, None
 
 
 class DTN(nn.Module):
@@ -788,24 +835,28 @@ class DTN(nn.Module):
         m = None if mask is None else mask.to(device=xn.device, dtype=xn.dtype).view(B, L, 1, 1)
         return self._seq_moments(xn, m, self.effective_window(L, xn.dtype) if width is None else width)
 
-    def _seq_kernels(self, length: int, dtype) -> tuple[torch.Tensor, ...]:
-        """``(K [H, 2w + 1], taps reversed, taps, both transposed)`` at :meth:`effective_window` ``w``.
+    def _seq_kernels(self, length: int, dtype, cpu: bool) -> tuple[torch.Tensor, ...]:
+        """The head kernels ``K [H, 2w + 1]`` (:func:`_seq_kernel`) at :meth:`effective_window` ``w``, and their taps.
 
-        From :func:`_seq_kernel` and :func:`_seq_taps` (``[2C + H, 2w + 1]``, and ``[2w + 1, 2C + H]`` for
-        :mod:`dtn_bench.norms.dtn_cpu`) for the layer's current ``pos_proj`` (no autograd). On the CPU they are kept
-        for the kernel's values, length and dtype.
+        ``cpu``: ``(K, taps reversed, taps)`` with the taps ``[2w + 1, 2C + H]`` for :mod:`dtn_bench.norms.dtn_cpu`,
+        computed in numpy (a few tiny operations for every layer call, the kernel changing with every update);
+        otherwise ``(K, taps reversed, taps)`` of :func:`_seq_taps` (``[2C + H, 2w + 1]``), with torch operations.
+        No autograd. In inference (the kernel unchanged) they are kept for its values, the length and the dtype.
         """
         a = self.pos_proj.weight.detach()
         key = None
         if a.device.type == "cpu":
-            key = (tuple(a.reshape(-1).tolist()), length, dtype, self.window)
+            key = (tuple(a.reshape(-1).tolist()), length, dtype, self.window, cpu)
             cache = self.__dict__.setdefault("_seq_cache", {})
             if key in cache:
                 return cache[key]
-        k = _seq_kernel(a, self.effective_window(length, dtype), dtype)
+        w = self.effective_window(length, dtype)
         d = self.dim // self.num_heads
-        fwd, back = _seq_taps(k, d, flip=True), _seq_taps(k, d, flip=False)
-        out = (k, fwd, back, fwd.t().contiguous(), back.t().contiguous())
+        if cpu:
+            out = _seq_kernels_numpy(a.numpy(), w, d, dtype)
+        else:
+            k = _seq_kernel(a, w, dtype)
+            out = (k, _seq_taps(k, d, flip=True), _seq_taps(k, d, flip=False))
         if key is not None:
             if len(cache) >= 8:
                 cache.clear()
@@ -835,11 +886,20 @@ class DTN(nn.Module):
         dt = x.dtype
         if mask is not None and tuple(mask.shape) != (B, T):
             raise DTNBenchError(f"DTN: mask shape {list(mask.shape)} does not match tokens [{B}, {T}]")
-        m = None if mask is None else mask[:, P:].to(device=x.device, dtype=dt).reshape(B, L, 1, 1)
-        xs = x[:, P:]
         weight, bias = self.weight.to(dt), self.bias.to(dt)
         g_mean = None if self.only_var else self.mean_norm_weight.to(dt)
         g_var = self.var_norm_weight.to(dt)
+        if not torch.compiler.is_compiling() and _cpu_kernels(x):
+            # every token, prefix tokens included (with mask 0), in one sweep: no slicing or concatenation
+            mf = torch.ones(B, T, dtype=dt) if mask is None else mask.to(dtype=dt, copy=True)
+            mf[:, :P] = 0
+            kernels = self._seq_kernels(L, dt, cpu=True)
+            if torch.is_grad_enabled():
+                return _Sequence.apply(x, mf, self.pos_proj.weight.to(dt), weight, bias, g_mean, g_var, eps, kernels,
+                                       P)
+            return _seq_forward_cpu(x, mf, P, kernels, weight, bias, g_mean, g_var, eps)[0]
+        m = None if mask is None else mask[:, P:].to(device=x.device, dtype=dt).reshape(B, L, 1, 1)
+        xs = x[:, P:]
         if torch.compiler.is_compiling():
             xh = xs.reshape(B, L, H, C // H)
             r, mean_ln, var_ln = self._token_stats(xh)
@@ -850,11 +910,9 @@ class DTN(nn.Module):
             y = _Standardise.apply(xn, torch.cat([A, M2], dim=-1), mean_ln, var_ln, lam_m, lam_v, eps)
             y = torch.addcmul(bias, y.reshape(B, L, C), weight)
         else:
-            kernels = self._seq_kernels(L, dt)
+            kernels = self._seq_kernels(L, dt, cpu=False)
             if torch.is_grad_enabled():
-                y = _Sequence.apply(xs, m, self.pos_proj.weight.to(dt), weight, bias, g_mean, g_var, eps, kernels)
-            elif _cpu_kernels(x):
-                y, _ = _seq_forward_cpu(xs, m, kernels, weight, bias, g_mean, g_var, eps)
+                y = _Sequence.apply(xs, m, self.pos_proj.weight.to(dt), weight, bias, g_mean, g_var, eps, kernels, 0)
             else:
                 y, _ = _seq_forward(xs, m, kernels, weight, bias, g_mean, g_var, eps, keep=False)
         if not P:

@@ -19,13 +19,17 @@ Used by :class:`dtn_bench.norms.dtn._Sequence` on CPU tensors. The arithmetic is
 Rows of the convolution are packed (:func:`pack`): each sample's span from its first to its last real token, one
 after another with ``w`` zero rows between them, so that no window reaches into the next sample. Padding contributes
 exact zeros to every sum, so the convolutions and lag sums skip it: with ListOps' lengths (21-199 tokens of 201)
-that is less than half the rows.
+that is less than half the rows. Prefix tokens (the first ``pre`` rows of every sample, mask 0) go through the same
+sweeps with the LN statistics alone, so the caller needs no slicing or concatenation.
 
 Every kernel works on a range of rows and writes only those rows (and its own shard's partial sums); :func:`run`
-splits the rows into as many contiguous shards as torch uses threads and runs them in a numba parallel loop on numba's
-``workqueue`` threads, unless ``NUMBA_THREADING_LAYER`` chooses another layer. Handing work to a Python thread costs
-about 0.1 ms per call; numba's OpenMP layer is a second OpenMP runtime beside torch's, whose idle threads spin while
-the other's work, which on a busy 2-core machine made each parallel loop wait for a scheduler time slice (7 ms).
+splits the rows into as many contiguous shards as torch uses threads and runs them in a numba parallel loop, on
+numba's OpenMP threads where that layer loads (else ``workqueue``), unless ``NUMBA_THREADING_LAYER`` chooses another
+layer. Measured on a 2-core VM (quick shape, one layer forward + backward): OpenMP 1.9 ms, ``workqueue`` 3.3 ms (its
+two shards ran no faster than one), two shards by a Python thread 2.5 ms; in a ListOps training step OpenMP alone
+beat one thread. With one thread (runs side by side, ``--threads 1``) no parallel loop runs and the layer does not
+matter. With another process busy on the second core, OpenMP's barrier waits for a time slice (the layer 5-6 ms
+against ``workqueue``'s 3.6 ms): there ``NUMBA_THREADING_LAYER=workqueue`` or one torch thread is faster.
 
 Scalars come in as arrays of the tensors' dtype so that fp32 arithmetic stays fp32 (numba would widen a Python float
 to fp64). Inner loops index 1-D row slices: numba's negative-index handling on multi-dimensional indexing keeps LLVM
@@ -43,7 +47,7 @@ import numpy as np
 # vectorisable (the divisions are guarded where that matters).
 _FAST = {"reassoc", "contract"}
 if numba.config.THREADING_LAYER == "default":  # not chosen by the user (NUMBA_THREADING_LAYER); read at the first loop
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
 
 def run(kernel, n: int, threads: int, *args) -> None:
@@ -165,7 +169,8 @@ def _prepare_rows(x, m, pidx, gaps, cst, r, mean_ln, var_ln, u, lo, hi, shard, s
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, out, S, inv, v, lo, hi, shard, shards):
+def _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v, lo, hi, shard,
+                 shards):
     N, H, d = x.shape
     C = H * d
     eps, one = cst[0], cst[1]
@@ -176,6 +181,7 @@ def _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, out,
         mu_ln = mean_ln[n]
         vl = var_ln[n]
         p = pidx[n]
+        prefix = n % T < pre
         if p >= 0:
             vr = v[p]
             _conv_row(u, taps, p, vr)
@@ -186,6 +192,8 @@ def _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, out,
             iv = one / den if (mn > zero and den > zero) else zero
             inv[n, h] = iv
             lm, lm1, lv, lv1 = gates[0, h], gates[1, h], gates[2, h], gates[3, h]
+            if prefix:  # the LN statistics alone
+                lm, lm1, lv, lv1 = one, zero, one, zero
             c0 = lv * vl + eps
             rh = r[n, h]
             xh, v1, v2, oh, sh = x[n, h], vr[h * d : h * d + d], vr[C + h * d : C + h * d + d], out[n, h], S[n, h]
@@ -199,11 +207,11 @@ def _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, out,
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, gv, e_out, E, F, part, lo, hi,
-                     shard, shards):
+def _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, gv, e_out, E, F, part,
+                     lo, hi, shard, shards):
     N, H, d = x.shape
     C = H * d
-    eps, half, two = cst[0], cst[6], cst[7]
+    eps, one, half, two = cst[0], cst[1], cst[6], cst[7]
     zero = eps - eps
     ng = gaps.shape[0]
     _zero_rows(gv, gaps, ng * shard // shards, ng * (shard + 1) // shards)
@@ -218,9 +226,12 @@ def _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, 
         p = pidx[n]
         gvr = gv[p] if p >= 0 else scratch
         vr = v[p] if p >= 0 else blank
+        prefix = n % T < pre
         for h in range(H):
             iv = inv[n, h]
             lm, lm1, lv1 = gates[0, h], gates[1, h], gates[3, h]
+            if prefix:  # the LN statistics alone: the gates take no part
+                lm, lm1, lv1 = one, zero, zero
             rh = r[n, h]
             xh, sh, gh, eh = x[n, h], S[n, h], g[n, h], e_out[n, h]
             v1, v2 = vr[h * d : h * d + d], vr[C + h * d : C + h * d + d]
@@ -255,8 +266,9 @@ def _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, 
             gvr[2 * C + h] = -gden
             E[n, h] = e_sum
             F[n, h] = f_sum
-            acc[2 * C + h] += glm
-            acc[2 * C + H + h] += half * glv
+            if not prefix:
+                acc[2 * C + h] += glm
+                acc[2 * C + H + h] += half * glv
         if (n - lo) % block == block - 1 or n == hi - 1:
             ps = part[shard]
             for i in range(acc.shape[0]):
@@ -281,7 +293,7 @@ def _flush_lag(lag, Rs, H, d):
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _grad_input_rows(  # noqa: C901 - one fused sweep: a numba kernel split in two costs a pass over the rows
-    e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, gx, R, lo, hi, shard, shards
+    e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gx, R, lo, hi, shard, shards
 ):
     N, H, d = x.shape
     C = H * d
@@ -298,9 +310,10 @@ def _grad_input_rows(  # noqa: C901 - one fused sweep: a numba kernel split in t
     for n in range(lo, hi):
         g_mean = zero
         g_var = zero
+        prefix = n % T < pre
         for h in range(H):
-            g_mean -= E[n, h] if only_var else gates[0, h] * E[n, h]
-            g_var -= half * gates[2, h] * F[n, h]
+            g_mean -= E[n, h] if (only_var or prefix) else gates[0, h] * E[n, h]
+            g_var -= half * F[n, h] if prefix else half * gates[2, h] * F[n, h]
         kappa = g_var * two_c1
         shift = g_mean * inv_c - kappa * mean_ln[n]
         mn = m[n]
@@ -351,42 +364,44 @@ def prepare(x, m, pidx, gaps, cst, r, mean_ln, var_ln, u, n, shards):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def finish(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, out, S, inv, v, n, shards):
+def finish(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v, n, shards):
     """The forward's second sweep (module docstring, 2.): the output ``out [N, H, d]`` and what the backward keeps.
 
     Writes ``out [N, H, d]``, the factor ``S = 1 / sqrt(var + eps) [N, H, d]``, ``inv [N, H]`` (``1 / v_3`` for real
     tokens, else 0) and the packed convolution ``v [P, 2C + H]`` of ``u`` with ``taps [2w + 1, 2C + H]``
     (``A = v_1 inv``, ``M2 = v_2 inv``). ``gates = [lam_m, 1 - lam_m, lam_v, 1 - lam_v] [4, H]`` (``lam_m = 1`` for
-    the LN mean).
+    the LN mean); the first ``pre`` rows of every ``T`` (prefix tokens, ``m = 0``) use the LN statistics alone, as if
+    both gates were 1.
     """
     for s in numba.prange(shards):
-        _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, out, S, inv, v, n * s // shards,
-                     n * (s + 1) // shards, s, shards)
+        _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v,
+                     n * s // shards, n * (s + 1) // shards, s, shards)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def grad_stats(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, gv, e_out, E, F, part, n, shards):
+def grad_stats(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, gv, e_out, E, F, part, n,
+               shards):
     """The backward's first sweep (module docstring, 3.) with ``v``, ``S``, ``inv`` from :func:`finish`.
 
     Writes the packed rows of ``gv [P, 2C + H]`` (those between samples zeroed), ``e_out [N, H, d]``, ``E``,
     ``F [N, H]``, and into ``part[shard] = [dL/dw (C), dL/db (C), dL/dlam_m (H), dL/dlam_v (H)]`` (float64) the
-    shards' sums.
+    shards' sums (prefix rows, as in :func:`finish`, add nothing to the gates' sums).
     """
     for s in numba.prange(shards):
-        _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, gv, e_out, E, F, part,
-                         n * s // shards, n * (s + 1) // shards, s, shards)
+        _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, gv, e_out, E, F,
+                         part, n * s // shards, n * (s + 1) // shards, s, shards)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def grad_input(e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, gx, R, n, shards):
+def grad_input(e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gx, R, n, shards):
     """The backward's second sweep (module docstring, 4.): ``dL/dx [N, H, d]`` and the lag sums.
 
     ``dL/dx`` comes from ``e``, ``E``, ``F`` and ``dL/du = sum_t taps[t] gv[p + t - w]`` (``taps`` the kernels in
     natural order); into ``R[shard, h, t]`` (float64) go the shard's lag sums ``sum_i sum_c u[i, c] gv[i + t - w, c]``
-    over head ``h``'s channels. ``cst[8] = 2 / (C - 1)``.
+    over head ``h``'s channels. ``cst[8] = 2 / (C - 1)``; prefix rows as in :func:`finish`.
     """
     for s in numba.prange(shards):
-        _grad_input_rows(e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, gx, R,
+        _grad_input_rows(e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gx, R,
                          n * s // shards, n * (s + 1) // shards, s, shards)
 
 
