@@ -848,3 +848,30 @@ def test_curves_plot_band_spans_the_seeds(data, tmp_path):
     (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
     ys = band.get_paths()[0].vertices[:, 1]
     assert ys.min() == pytest.approx(20.0) and ys.max() == pytest.approx(40.0)
+
+
+def test_flush_denormal_is_a_recorded_training_setting_and_is_undone_after_the_run(data_dir, tmp_path):
+    """``flush_denormal`` flushes fp32 values below 1.2e-38 to zero while the job runs, and is a training setting."""
+    from dtn_bench.lra import listops
+    from dtn_bench.timing import flush_denormals
+
+    tiny = torch.tensor([1e-39])
+    assert (tiny * 1.0).item() != 0.0  # torch's default: denormals kept
+    assert ListOpsConfig(**TINY).run_settings()["flush_denormal"] is True
+    try:
+        assert flush_denormals(True)
+        assert (tiny * 1.0).item() == 0.0
+    finally:
+        flush_denormals(False)
+    seen = []
+    res = listops("quick", out=tmp_path, run_id="ftz", models=("transformer",), norms=("layernorm",), seeds=(0,),
+                  max_len=40, dim=16, heads=2, depth=1, mlp_dim=32, batch=8, steps=2, eval_every=2, device="cpu",
+                  data_dir=str(data_dir), workers=1,
+                  on_event=lambda kind, **info: seen.append((tiny * 1.0).item()) if kind == "run_step" else None)
+    assert seen and set(seen) == {0.0}  # flushed during training
+    assert (tiny * 1.0).item() != 0.0  # and not after it
+    assert json.loads((res.path / "config.json").read_text())["flush_denormal"] is True
+    off = listops("quick", out=tmp_path, run_id="keep", models=("transformer",), norms=("layernorm",), seeds=(0,),
+                  max_len=40, dim=16, heads=2, depth=1, mlp_dim=32, batch=8, steps=2, eval_every=2, device="cpu",
+                  data_dir=str(data_dir), workers=1, flush_denormal=False)
+    assert json.loads((off.path / "config.json").read_text())["flush_denormal"] is False

@@ -66,6 +66,7 @@ class SeqNormBenchConfig(PresetConfig):
     iters: int = 3
     threads: int = 0  # 0: torch's default
     tune_malloc: bool = True
+    flush_denormal: bool = True  # as lra listops trains (ListOpsConfig.flush_denormal)
     device: str = "cpu"
     seed: int = 0
     preset: str = "default"
@@ -243,10 +244,21 @@ def units(cfg: SeqNormBenchConfig) -> list[tuple[str, str, str]]:
 
 def run(cfg: SeqNormBenchConfig, ctx: RunContext | None = None) -> Iterator[tuple[str, list[dict]]]:
     """Run the benchmark; yields ``(label, rows)`` as each (shape, case, model) finishes; skips finished units."""
-    from dtn_bench.timing import keep_freed_memory
+    from dtn_bench.timing import flush_denormals
 
     ctx = ctx or RunContext()
     cfg.validate()
+    flushed = cfg.flush_denormal and torch.device(cfg.device).type == "cpu" and flush_denormals(True)
+    try:  # set before the first torch operation of a CLI job: the thread pool inherits it
+        yield from _run(cfg, ctx)
+    finally:
+        if flushed:
+            flush_denormals(False)
+
+
+def _run(cfg: SeqNormBenchConfig, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]:
+    from dtn_bench.timing import keep_freed_memory
+
     tuned = keep_freed_memory() if cfg.tune_malloc and torch.device(cfg.device).type == "cpu" else False
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -11,6 +11,7 @@ from dtn_bench.cli.options import (
     DepthOpt,
     DeviceOpt,
     DimOpt,
+    FlushDenormalOpt,
     HeadsOpt,
     ItersOpt,
     MlpDimOpt,
@@ -123,6 +124,7 @@ def bench_seq_norms(
     warmup: WarmupOpt = None,
     threads: ThreadsOpt = None,
     tune_malloc: TuneMallocOpt = True,
+    flush_denormal: FlushDenormalOpt = True,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     out: OutOpt = Path("results"),
@@ -139,5 +141,5 @@ def bench_seq_norms(
         preset, shapes=csv_list(shapes), models=csv_list(models), norms=csv_list(norms), cases=csv_list(cases),
         batches=None if batches is None else parse_ints(batches, "--batches", "32,2", "positive integers"),
         repeats=repeats, iters=iters, warmup=warmup, threads=threads, device=device, seed=seed,
-        tune_malloc=tune_malloc)
+        tune_malloc=tune_malloc, flush_denormal=flush_denormal)
     run_with_progress(sn.SUITE, cfg, out, run_id)

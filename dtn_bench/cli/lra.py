@@ -17,6 +17,7 @@ from dtn_bench.cli.options import (
     DepthOpt,
     DeviceOpt,
     DimOpt,
+    FlushDenormalOpt,
     HeadsOpt,
     MlpDimOpt,
     OutOpt,
@@ -180,6 +181,7 @@ def lra_listops(
         "CPU, one process: runs trained side by side, each in its own process with threads / N torch threads "
         "(quick preset: 2; 1: one after another)."))] = None,
     tune_malloc: TuneMallocOpt = None,
+    flush_denormal: FlushDenormalOpt = None,
     out: OutOpt = Path("results"),
     run_id: RunIdOpt = None,
 ) -> None:
@@ -206,7 +208,7 @@ def lra_listops(
         shuffle_buffer=None if shuffle_buffer is None else parse_ints(shuffle_buffer, "--shuffle-buffer",
                                                                        "10000,1024", "sizes"),
         precision=precision, gen_train=train_samples, device=device, tune_malloc=tune_malloc, world_size=world,
-        workers=workers,
+        workers=workers, flush_denormal=flush_denormal,
         seeds=None if seeds is None else parse_ints(seeds, "--seeds", "0,1,2"),
         data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()))
     _run_listops(cfg, out, resume or run_id, resume is not None)

@@ -18,6 +18,8 @@ RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name 
 NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
 TuneMallocOpt = Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc", help="Keep freed memory in the process "
                                              "on CPU (as jemalloc would); recorded with the results.")]
+FlushDenormalOpt = Annotated[bool, typer.Option("--flush-denormal/--no-flush-denormal", help="Flush denormal floats "
+                                               "to zero on the CPU (faster; changes values below 1.2e-38 only).")]
 # model-shape options shared by several commands
 DimOpt = Annotated[int | None, typer.Option(help="Channels.")]
 HeadsOpt = Annotated[int | None, typer.Option(help="Attention heads (DTN groups).")]

@@ -97,7 +97,9 @@ class ListOpsConfig(PresetConfig):
     :meth:`as_dict`: the run records whether it took effect as ``malloc_tuned``), ``workers`` (on the CPU in one
     process: how many ``(model, norm, seed)`` runs train side by side, each in its own process with ``threads //
     workers`` torch threads; 0 is one per torch thread there and 1 elsewhere; it changes a run's tokens/s and, through
-    its threads, at most the rounding of its sums, so it is recorded but is not one of the :meth:`run_settings`).
+    its threads, at most the rounding of its sums, so it is recorded but is not one of the :meth:`run_settings`),
+    ``flush_denormal`` (denormal floats flushed to zero on the CPU, :func:`~dtn_bench.timing.flush_denormals`: a
+    training setting, as it can change results below fp32's normal range).
     """
 
     SUITE = SUITE
@@ -160,6 +162,7 @@ class ListOpsConfig(PresetConfig):
     preset: str = "lra"
     tune_malloc: bool = True
     workers: int = 1
+    flush_denormal: bool = True
 
     def validate(self) -> None:
         """One-line :class:`DTNBenchError` for any bad field (names checked against the registries)."""

@@ -133,6 +133,13 @@ def _tuned(cfg: ListOpsConfig, device) -> bool:
     return keep_freed_memory() if cfg.tune_malloc and device.type == "cpu" else False
 
 
+def _flush(cfg: ListOpsConfig, device) -> bool:
+    """Flush denormals to zero in this thread when ``cfg.flush_denormal`` and training runs on the CPU; whether set."""
+    from dtn_bench.timing import flush_denormals
+
+    return cfg.flush_denormal and device.type == "cpu" and flush_denormals(True)
+
+
 def _device(cfg: ListOpsConfig, rank: int = 0) -> str:
     from dtn_bench.distributed import resolve_device
 
@@ -176,12 +183,24 @@ def run(cfg: ListOpsConfig, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]
         DTNBenchError: the config's ``world_size`` is not this job's; what data loading and training raise.
     """
     from dtn_bench.distributed import DistContext
-    from dtn_bench.lra import train as lt
 
     dist = ctx.dist or DistContext()
     if cfg.world_size != dist.world:
         raise DTNBenchError(f"lra listops: the config is for {cfg.world_size} process(es) but this job has "
                             f"{dist.world} (WORLD_SIZE)")
+    flushed = _flush(cfg, dist.device)
+    try:
+        yield from _run(cfg, ctx, dist)
+    finally:
+        if flushed:  # the process's floating-point mode as it was (torch's default)
+            from dtn_bench.timing import flush_denormals
+
+            flush_denormals(False)
+
+
+def _run(cfg: ListOpsConfig, ctx: RunContext, dist) -> Iterator[tuple[str, list[dict]]]:
+    from dtn_bench.lra import train as lt
+
     run_id = ctx.run_dir.name if ctx.run_dir is not None else None
     ctx.emit("settings", world=dist.world, device=str(dist.device), malloc_tuned=_tuned(cfg, dist.device),
              run_id=run_id)
@@ -234,6 +253,7 @@ def _worker_start(cfg: ListOpsConfig, data, threads: int, events) -> None:
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+    _flush(cfg, torch.device("cpu"))  # before any torch operation: the thread pool inherits it
     torch.set_num_threads(threads)
     _tuned(cfg, torch.device("cpu"))
     _WORKER.update(cfg=cfg, data=data, events=events)
