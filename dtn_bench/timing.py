@@ -5,13 +5,15 @@
 - :func:`peak_mem_mib` / :func:`reset_peak` read and reset the peak memory: ``torch.cuda.max_memory_allocated`` on a
   GPU, the whole process's maximum resident set size on the CPU (which cannot be reset: labelled as such).
 - :func:`keep_freed_memory` makes glibc keep freed memory in the process (as jemalloc and tcmalloc do).
+- :func:`flush_denormals` / :func:`denormals_flushed` flush denormal floats to zero on the CPU.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -69,6 +71,20 @@ def flush_denormals(on: bool = True) -> bool:
     import torch
 
     return bool(torch.set_flush_denormal(on))
+
+
+@contextmanager
+def denormals_flushed(on: bool = True) -> Iterator[bool]:
+    """Denormals flushed to zero (:func:`flush_denormals`) while the block runs, when ``on``; yields whether they are.
+
+    Afterwards torch's default again (denormals kept).
+    """
+    flushed = on and flush_denormals(True)
+    try:
+        yield flushed
+    finally:
+        if flushed:
+            flush_denormals(False)
 
 
 def keep_freed_memory() -> bool:

@@ -244,16 +244,13 @@ def units(cfg: SeqNormBenchConfig) -> list[tuple[str, str, str]]:
 
 def run(cfg: SeqNormBenchConfig, ctx: RunContext | None = None) -> Iterator[tuple[str, list[dict]]]:
     """Run the benchmark; yields ``(label, rows)`` as each (shape, case, model) finishes; skips finished units."""
-    from dtn_bench.timing import flush_denormals
+    from dtn_bench.timing import denormals_flushed
 
     ctx = ctx or RunContext()
     cfg.validate()
-    flushed = cfg.flush_denormal and torch.device(cfg.device).type == "cpu" and flush_denormals(True)
-    try:  # set before the first torch operation of a CLI job: the thread pool inherits it
+    # set before the first torch operation of a CLI job: the thread pool inherits it
+    with denormals_flushed(cfg.flush_denormal and torch.device(cfg.device).type == "cpu"):
         yield from _run(cfg, ctx)
-    finally:
-        if flushed:
-            flush_denormals(False)
 
 
 def _run(cfg: SeqNormBenchConfig, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]:

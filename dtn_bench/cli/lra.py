@@ -319,7 +319,9 @@ class _ListOpsView:
 
     @staticmethod
     def _run_label(info: dict) -> str:
-        return f"{info['model']}/{info['norm']}/seed {info['seed']}"
+        from dtn_bench.lra.suite import run_label
+
+        return run_label(info["model"], info["norm"], info["seed"])
 
     def _on_run_start(self, **info) -> None:
         bar, label = self.bars["runs"], self._run_label(info)

@@ -133,13 +133,6 @@ def _tuned(cfg: ListOpsConfig, device) -> bool:
     return keep_freed_memory() if cfg.tune_malloc and device.type == "cpu" else False
 
 
-def _flush(cfg: ListOpsConfig, device) -> bool:
-    """Flush denormals to zero in this thread when ``cfg.flush_denormal`` and training runs on the CPU; whether set."""
-    from dtn_bench.timing import flush_denormals
-
-    return cfg.flush_denormal and device.type == "cpu" and flush_denormals(True)
-
-
 def _device(cfg: ListOpsConfig, rank: int = 0) -> str:
     from dtn_bench.distributed import resolve_device
 
@@ -183,19 +176,14 @@ def run(cfg: ListOpsConfig, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]
         DTNBenchError: the config's ``world_size`` is not this job's; what data loading and training raise.
     """
     from dtn_bench.distributed import DistContext
+    from dtn_bench.timing import denormals_flushed
 
     dist = ctx.dist or DistContext()
     if cfg.world_size != dist.world:
         raise DTNBenchError(f"lra listops: the config is for {cfg.world_size} process(es) but this job has "
                             f"{dist.world} (WORLD_SIZE)")
-    flushed = _flush(cfg, dist.device)
-    try:
+    with denormals_flushed(cfg.flush_denormal and dist.device.type == "cpu"):  # training on the CPU
         yield from _run(cfg, ctx, dist)
-    finally:
-        if flushed:  # the process's floating-point mode as it was (torch's default)
-            from dtn_bench.timing import flush_denormals
-
-            flush_denormals(False)
 
 
 def _run(cfg: ListOpsConfig, ctx: RunContext, dist) -> Iterator[tuple[str, list[dict]]]:
@@ -217,9 +205,14 @@ def _run(cfg: ListOpsConfig, ctx: RunContext, dist) -> Iterator[tuple[str, list[
         finished = ((lt.train_run(cfg, data, *r, folder, dist, lambda kind, info: ctx.emit(f"run_{kind}", **info)),
                      r) for r, folder in zip(todo, folders, strict=True))
     for result, (model, norm, seed) in finished:
-        label = f"{model}/{norm}/seed {seed}"
+        label = run_label(model, norm, seed)
         ctx.emit("trained", label=label, test_accuracy=result.final["last"]["test"][0])
         yield label, lt.result_rows(result, cfg, data)
+
+
+def run_label(model: str, norm: str, seed: int) -> str:
+    """How events and the CLI name one ``(model, norm, seed)`` run (the ``trained`` event's ``label``)."""
+    return f"{model}/{norm}/seed {seed}"
 
 
 def _check_workers(cfg: ListOpsConfig, dist, runs: int) -> int:
@@ -252,8 +245,10 @@ def _worker_start(cfg: ListOpsConfig, data, threads: int, events) -> None:
 
     import torch
 
+    from dtn_bench.timing import flush_denormals
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
-    _flush(cfg, torch.device("cpu"))  # before any torch operation: the thread pool inherits it
+    flush_denormals(cfg.flush_denormal)  # before any torch operation: the thread pool inherits it
     torch.set_num_threads(threads)
     _tuned(cfg, torch.device("cpu"))
     _WORKER.update(cfg=cfg, data=data, events=events)
@@ -268,6 +263,18 @@ def _worker_train(model: str, norm: str, seed: int, folder: str):
                         lambda kind, info: events.put((f"run_{kind}", dict(info))))
 
 
+def _pass_on(events, ctx: RunContext, timeout: float | None = None) -> bool:
+    """Emit the next worker event from the queue (waiting up to ``timeout`` seconds); whether there was one."""
+    import queue
+
+    try:
+        kind, info = events.get(timeout=timeout) if timeout else events.get_nowait()
+    except queue.Empty:
+        return False
+    ctx.emit(kind, **info)
+    return True
+
+
 def _train_side_by_side(cfg: ListOpsConfig, data, todo: list[tuple], folders: list[Path], workers: int,
                         ctx: RunContext) -> Iterator[tuple[Any, tuple]]:
     """Train ``todo`` in ``workers`` processes; yields ``(result, run)`` in the order of ``todo``.
@@ -278,7 +285,6 @@ def _train_side_by_side(cfg: ListOpsConfig, data, todo: list[tuple], folders: li
     evaluates them again.
     """
     import multiprocessing as mp
-    import queue
 
     import torch
 
@@ -290,18 +296,10 @@ def _train_side_by_side(cfg: ListOpsConfig, data, todo: list[tuple], folders: li
         pending = [pool.apply_async(_worker_train, (*r, str(f))) for r, f in zip(todo, folders, strict=True)]
         for job, run in zip(pending, todo, strict=True):
             while not job.ready():
-                try:
-                    kind, info = events.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                ctx.emit(kind, **info)
+                _pass_on(events, ctx, timeout=0.1)
             result = job.get()
-            while True:  # the events sent before the result
-                try:
-                    kind, info = events.get_nowait()
-                except queue.Empty:
-                    break
-                ctx.emit(kind, **info)
+            while _pass_on(events, ctx):  # the events sent before the result
+                pass
             yield result, run
         pool.close()
     finally:

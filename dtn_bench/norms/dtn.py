@@ -138,6 +138,11 @@ def _scratch(role: str, shape, like: torch.Tensor) -> torch.Tensor:
     return buf
 
 
+def _subnormal_floor(dtype) -> float:
+    """The weight below which :func:`_flush_subnormal` zeroes: 1e-200 in fp64, 1e-20 otherwise."""
+    return 1e-200 if dtype in (torch.float64, np.float64) else 1e-20
+
+
 def _flush_subnormal(p: torch.Tensor) -> torch.Tensor:
     """Zero the weights below 1e-20 (fp32; 1e-200 in fp64).
 
@@ -145,8 +150,7 @@ def _flush_subnormal(p: torch.Tensor) -> torch.Tensor:
     are subnormal numbers, which send every matrix product and elementwise op downstream onto the CPU's slow path: a
     local kernel has weights like ``exp(-169)``, and without this the layer ran 10-40x slower on x86.
     """
-    floor = 1e-200 if p.dtype == torch.float64 else 1e-20
-    return torch.where(p >= floor, p, torch.zeros((), dtype=p.dtype, device=p.device))
+    return torch.where(p >= _subnormal_floor(p.dtype), p, torch.zeros((), dtype=p.dtype, device=p.device))
 
 
 def _inv_or_zero(den: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -284,7 +288,7 @@ def _seq_kernels_numpy(a: np.ndarray, w: int, d: int, dtype) -> tuple[torch.Tens
     logits = a[:, 0:1].astype(nd) * dlt + a[:, 2:3].astype(nd) * (dlt * dlt)
     shift = np.maximum(logits.max(axis=1, keepdims=True) - nd(_MAX_EXP), nd(0))
     k = np.exp(logits - shift)
-    k[k < (1e-200 if nd is np.float64 else 1e-20)] = 0  # _flush_subnormal
+    k[k < _subnormal_floor(nd)] = 0  # _flush_subnormal
     H = k.shape[0]
 
     def taps(kc: np.ndarray) -> torch.Tensor:
