@@ -447,6 +447,8 @@ def test_cli_generates_data_into_the_cache(tmp_path, invoke):
         (["--shuffle-buffer", "10k"], "--shuffle-buffer '10k': expected comma-separated sizes"),
         (["--init", "xavier"], "--init must be torch or lra"),
         (["--lr-step-origin", "2"], "lr-step-origin must be 0"),
+        (["--workers", "-1"], "workers must be >= 0 (0: one per torch thread), got -1"),
+        (["--flush-denormal=no"], "--flush-denormal"),  # a switch takes no value
     ],
 )
 def test_cli_bad_input(args, message, data_dir, tmp_path, invoke):
