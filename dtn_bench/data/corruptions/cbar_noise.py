@@ -247,13 +247,22 @@ def _s_curve(t: torch.Tensor) -> torch.Tensor:
     return t**2 * (3.0 - 2.0 * t)
 
 
-def perlin_lattice_noise(u: torch.Tensor, v: torch.Tensor, perm: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+def corner_gradients(perm: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """``[256 * 256, 2]``: the gradient of lattice corner ``(a, b)`` at row ``256 a + b``, ``grads[p[p[a] + b]]``.
+
+    ``p`` is read modulo 256, as the recipe's table of ``2 B + 2`` entries repeats its first ``B + 2``.
+    """
+    b = torch.arange(PERLIN_B, device=perm.device)
+    return grads[perm[(perm[:, None] + b[None, :]) % PERLIN_B]].reshape(-1, 2)
+
+
+def perlin_lattice_noise(u: torch.Tensor, v: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
     """Ken Perlin's 2-D gradient noise at ``(u, v)``, as ``PerlinNoiseGenerator.noise`` (about ``[-1.5, 1.5]``).
 
     ``t = u + 4096``: lattice cell ``b0 = floor(t) mod 256``, ``b1 = b0 + 1 mod 256``, offsets ``r0 = t mod 1``, ``r1
-    = r0 - 1`` (and the same for ``v``); corner hashes ``b_ij = p[p[bu_i] + bv_j]`` (``p`` read modulo 256);
-    ``1.5 * lerp(s(rv0), lerp(s(ru0), g_00 . (ru0, rv0), g_10 . (ru1, rv0)), lerp(s(ru0), g_01 . (ru0, rv1),
-    g_11 . (ru1, rv1)))`` with ``s(t) = t^2 (3 - 2 t)``.
+    = r0 - 1`` (and the same for ``v``); corner ``(i, j)`` has the gradient ``g_ij = grads[p[p[bu_i] + bv_j]]``
+    (:func:`corner_gradients`); ``1.5 * lerp(s(rv0), lerp(s(ru0), g_00 . (ru0, rv0), g_10 . (ru1, rv0)),
+    lerp(s(ru0), g_01 . (ru0, rv1), g_11 . (ru1, rv1)))`` with ``s(t) = t^2 (3 - 2 t)``.
     """
     tu, tv = u + PERLIN_OFFSET, v + PERLIN_OFFSET
     fu, fv = torch.floor(tu), torch.floor(tv)
@@ -261,16 +270,15 @@ def perlin_lattice_noise(u: torch.Tensor, v: torch.Tensor, perm: torch.Tensor, g
     bu1, bv1 = (bu0 + 1) % PERLIN_B, (bv0 + 1) % PERLIN_B
     ru0, rv0 = tu - fu, tv - fv
     ru1, rv1 = ru0 - 1.0, rv0 - 1.0
-    i, j = perm[bu0], perm[bu1]
 
-    def dot(b: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        h = perm[b % PERLIN_B]
-        return a * grads[h, 0] + c * grads[h, 1]
+    def dot(bu: torch.Tensor, bv: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        g = corners[bu * PERLIN_B + bv]
+        return a * g[..., 0] + c * g[..., 1]
 
     su, sv = _s_curve(ru0), _s_curve(rv0)
-    lo_u, lo_v = dot(i + bv0, ru0, rv0), dot(j + bv0, ru1, rv0)
+    lo_u, lo_v = dot(bu0, bv0, ru0, rv0), dot(bu1, bv0, ru1, rv0)
     a = lo_u + su * (lo_v - lo_u)
-    hi_u, hi_v = dot(i + bv1, ru0, rv1), dot(j + bv1, ru1, rv1)
+    hi_u, hi_v = dot(bu0, bv1, ru0, rv1), dot(bu1, bv1, ru1, rv1)
     b = hi_u + su * (hi_v - hi_u)
     return 1.5 * (a + sv * (b - a))
 
@@ -281,14 +289,14 @@ def perlin_field(size: int, p: Params, device: torch.device) -> torch.Tensor:
     Turbulence ``sum_{f = 1, 2, 4, .. <= 16} |noise(f u, f v)| / f`` at ``(u, v) = (y, x) / (32 S / 224)`` (the row is
     the noise's first coordinate, as in the recipe).
     """
-    yy, xx = pixel_grid(size, device)
+    ar = torch.arange(size, dtype=torch.float64, device=device)
     inv = 1.0 / p["period"]
-    u, v = yy * inv, xx * inv
-    perm, grads = p["perm"].to(device), p["grads"].to(device)
+    u, v = ar[:, None] * inv, ar[None, :] * inv  # a row and a column: the lattice maths broadcasts to [S, S]
+    corners = corner_gradients(p["perm"].to(device), p["grads"].to(device))
     total = torch.zeros_like(u)
     f = 1.0
     while f <= p["turbulence"]:
-        total = total + torch.abs(perlin_lattice_noise(f * u, f * v, perm, grads)) / f
+        total = total + torch.abs(perlin_lattice_noise(f * u, f * v, corners)) / f
         f *= 2
     return torch.clamp(p["gain"] * total + p["bias"], 0.0, 1.0)
 
