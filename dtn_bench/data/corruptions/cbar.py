@@ -15,12 +15,11 @@ by the level (``caustic_refraction/2.35/``); the preprocessed release the README
 ``<corruption>/<severity 1..5>/<wnid>/<image>`` (:data:`RELEASED_LEVEL_FOLDERS` maps the script's names).
 
 Seeding: the script seeds NumPy's global generator once (``np.random.seed(--seed)``, default 0) and draws each
-image's parameters from it inside the DataLoader's worker processes (10 by default), each of which starts from a copy
-of that state, so an image's draws depend on the worker that loads it and its place in that worker's queue (some
-corruptions then seed a ``RandomState`` from a draw). Here, as for ImageNet-C, every output image has its own torch
+image's parameters from NumPy inside the DataLoader's worker processes (10 by default; some corruptions then seed a
+``RandomState`` from a draw), whose NumPy state depends on the worker, the PyTorch version and the start method: an
+image's draws cannot be reproduced from the seed alone. Here, as for ImageNet-C, every output image has its own torch
 generator seeded with :func:`~dtn_bench.data.corruptions.image_seed` ``(seed, corruption, severity, relative path)``
-and draws its parameters from it in a fixed order: same seed, same bytes, at any batch size; not the released bytes
-(nobody can reproduce those).
+and draws its parameters from it in a fixed order: same seed, same bytes, at any batch size; not the released bytes.
 
 Deviations (the formulas are the recipe's; see each function):
 
