@@ -47,11 +47,11 @@ def _severities(text: str | None, cset: str = "imagenet-c") -> tuple[int, ...]:
     values = csv_list(text) or ()
     if not values:
         raise DTNBenchError(f"--severities {text!r}: expected comma-separated integers 1..5 like 1,3,5")
-    if cset == "imagenet-c":
-        return resolve_severities(values)
     try:
         return resolve_severities(values)
     except DTNBenchError as e:
+        if cset == "imagenet-c":
+            raise
         raise DTNBenchError(f"{e} (--set {cset} has severities 1..5, each a level of its table: "
                             f"docs/imagenet_c_bar_parameters.md)") from None
 
@@ -110,8 +110,8 @@ def corrupt(
             raise DTNBenchError(f"--src-labels is for the CIFAR formats (a .npy SRC), not --format {fmt}")
         check_folder_args(src, out, batch_size, device)  # every input error before the progress bar
     label = {"imagenet-c": "ImageNet-C", "cifar10-c": "CIFAR-10-C", "cifar100-c": "CIFAR-100-C",
-             "tiny-imagenet-c": "Tiny-ImageNet-C", "imagenet-c-bar": "ImageNet-C-bar"}[fmt if cset == "imagenet-c"
-                                                                                        else cset]
+             "tiny-imagenet-c": "Tiny-ImageNet-C", "imagenet-c-bar": "ImageNet-C-bar"}[fmt if recipe is None
+                                                                                        else recipe.name]
     unit = "images" if arrays else "files"
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                   TimeRemainingColumn(), console=err_console, transient=True) as bar:
