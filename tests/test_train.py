@@ -34,6 +34,8 @@ RANDOM_AUG = dict(aa="rand-m9-mstd0.5-inc1", hflip=0.5, reprob=0.25, mixup=0.8, 
 NO_AUG = dict(aa=None, hflip=0.0, reprob=0.0, mixup=0.0, cutmix=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0),
               color_jitter=0.0, repeated_aug=False, drop_path=0.0, dropout=0.0)
 """Nothing random in the data (the 1- vs 2-process comparison)."""
+OWN_SHAPE = dict(img_size=None, patch_size=None, embed_dim=None, depth=None, num_heads=None, local_up_to_layer=None)
+"""The model's own shape (the quick recipe sets a small one), as the evaluation suites build it by name."""
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -461,7 +463,7 @@ def test_diagnostics_read_gates_alpha_and_saturation_of_any_normaliser():
 # checkpoints into the evaluation suites
 def test_checkpoint_round_trip_into_cifar_c_takes_the_ema_weights(cifar, tmp_path, invoke):
     res = train("quick", out=tmp_path, run_id="full", model="vit_cifar_t_ln", dataset="cifar10",
-                data_dir=str(cifar), epochs=1, batch=8, device="cpu", diag_images=4)
+                data_dir=str(cifar), epochs=1, batch=8, device="cpu", diag_images=4, **OWN_SHAPE)
     ckpt = res.path / "checkpoints" / "last.pth.tar"
     saved = read_ckpt(ckpt)
     assert any(not torch.equal(saved["state_dict"][k], v) for k, v in saved["state_dict_ema"].items())
@@ -474,7 +476,7 @@ def test_checkpoint_round_trip_into_cifar_c_takes_the_ema_weights(cifar, tmp_pat
                             str(ckpt), "--corruptions", "fog", "--device", "cpu", "--out", str(tmp_path / "ev"))
     assert code == 0, err
     assert "loaded the EMA weights (state_dict_ema)" in err
-    from dtn_bench.imagenet_c.evaluation import build_model
+    from dtn_bench.cifar_c.evaluation import build_model
     from dtn_bench.train import load_trained
 
     model, cfg, info = load_trained(ckpt)
@@ -482,7 +484,7 @@ def test_checkpoint_round_trip_into_cifar_c_takes_the_ema_weights(cifar, tmp_pat
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved["state_dict_ema"].items())
     from dtn_bench.cifar_c import make_config
 
-    ev, _ = build_model(make_config("vit_cifar_t_ln", corrupted, checkpoint=ckpt, device="cpu"))
+    ev, _ = build_model(make_config("vit_cifar_t_ln", corrupted, checkpoint=ckpt, device="cpu"), 10)
     assert all(torch.equal(ev.state_dict()[k], v) for k, v in saved["state_dict_ema"].items())
 
 
@@ -491,8 +493,7 @@ def test_checkpoint_round_trip_into_imagenet_c(tmp_path, invoke):
     classes = ("n01440764", "n01443537", "n01484850")
     data = write_imagenet(tmp_path / "imagenet", classes=classes, per=2)
     res = train("quick", out=tmp_path, run_id="vit-t", model="vit_t_ln", dataset="imagenet", data_dir=str(data),
-                epochs=1, batch=6, device="cpu", diag_images=2, img_size=None, patch_size=None, embed_dim=None,
-                depth=None, num_heads=None, local_up_to_layer=None)
+                epochs=1, batch=6, device="cpu", diag_images=2, **OWN_SHAPE)
     ckpt = res.path / "checkpoints" / "last.pth.tar"
     layout = tmp_path / "imagenet-c"
     rng = np.random.default_rng(1)
