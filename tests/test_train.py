@@ -463,7 +463,7 @@ def test_diagnostics_read_gates_alpha_and_saturation_of_any_normaliser():
 # checkpoints into the evaluation suites
 def test_checkpoint_round_trip_into_cifar_c_takes_the_ema_weights(cifar, tmp_path, invoke):
     res = train("quick", out=tmp_path, run_id="full", model="vit_cifar_t_ln", dataset="cifar10",
-                data_dir=str(cifar), epochs=1, batch=8, device="cpu", diag_images=4, **OWN_SHAPE)
+                data_dir=str(cifar), epochs=1, batch=20, device="cpu", diag_images=4, **OWN_SHAPE)
     ckpt = res.path / "checkpoints" / "last.pth.tar"
     saved = read_ckpt(ckpt)
     assert any(not torch.equal(saved["state_dict"][k], v) for k, v in saved["state_dict_ema"].items())
@@ -538,3 +538,15 @@ def test_ddp_gloo_two_processes_match_one_process(cifar, tmp_path, invoke):
     for key in ("state_dict", "state_dict_ema"):
         for k, v in w1[key].items():
             torch.testing.assert_close(w2[key][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_pointwise_diagnostics_rows_and_the_table_command(cifar, tmp_path, invoke):
+    res = train("quick", out=tmp_path, run_id="dyt", **tiny(cifar, norm="dyt", epochs=1))
+    df = res.rows
+    alpha = df[df.metric == "alpha"]
+    assert set(alpha["layer"]) == {"blocks.0.norm1", "blocks.0.norm2"} and (alpha["value"] != 0.5).all()  # trained
+    sat = df[df.metric == "saturated_frac"]
+    assert set(sat["layer"]) == set(alpha["layer"]) and sat["value"].between(0, 1).all()
+    code, out, err = invoke("table", "train", str(res.path))
+    assert code == 0, err
+    assert "vit_cifar_t_ln" in out and "dyt" in out

@@ -32,7 +32,7 @@ MODEL_KWARGS = {"img_size": "img_size", "patch_size": "patch_size", "embed_dim":
                 "num_heads": "num_heads", "local_up_to_layer": "local_up_to_layer", "drop_path": "drop_path_rate",
                 "dropout": "drop_rate"}
 """Config field -> keyword of the model constructor (``None`` fields are not passed: the model's own value)."""
-HOW_KEYS = ("device", "workers", "eval_batch", "diag_images")
+HOW_KEYS = ("device", "workers", "threads", "eval_batch", "diag_images")
 """Settings that say how to run, not what to train: shown and recorded, free to differ on ``--resume``."""
 
 
@@ -65,9 +65,10 @@ class TrainConfig(PresetConfig):
 
     Where and how: ``seed``, ``device`` (``auto``, ``cpu``, ``cuda``), ``precision`` (``auto``: bf16 autocast on
     GPUs and fp32 on the CPU; ``fp16`` uses timm's ``NativeScaler``), ``channels_last`` and ``compile`` (GPUs only),
-    ``workers`` (data-loading processes), ``eval_batch`` (``None``: ``batch``), ``diag_images`` (validation images the
-    per-epoch diagnostics see), ``world_size`` (processes of the job; taken from torchrun), ``recipe`` (the preset's
-    name).
+    ``workers`` (data-loading processes), ``threads`` (torch threads of the process; 0: torch's default; a resumed
+    run is bit-identical only with the same number), ``eval_batch`` (``None``: ``batch``), ``diag_images``
+    (validation images the per-epoch diagnostics see), ``world_size`` (processes of the job; taken from torchrun),
+    ``recipe`` (the preset's name).
     """
 
     SUITE = SUITE
@@ -135,6 +136,7 @@ class TrainConfig(PresetConfig):
     channels_last: bool = False
     compile: bool = False
     workers: int = 0
+    threads: int = 0
     eval_batch: int | None = None
     diag_images: int = 64
     world_size: int = 1
@@ -237,7 +239,7 @@ class TrainConfig(PresetConfig):
                        diag_images=self.diag_images, num_classes=self.num_classes, img_size=self.img_size,
                        patch_size=self.patch_size, embed_dim=self.embed_dim, depth=self.depth,
                        num_heads=self.num_heads, eval_batch=self.eval_batch, lr=self.lr, lr_base=self.lr_base)
-        for name in ("cooldown_epochs", "warmup_epochs", "workers", "local_up_to_layer"):
+        for name in ("cooldown_epochs", "warmup_epochs", "workers", "threads", "local_up_to_layer"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise DTNBenchError(f"train: {name} must be >= 0, got {value}")

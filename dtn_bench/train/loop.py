@@ -287,6 +287,8 @@ def build(cfg: TrainConfig, data: TrainData, folder: Path, dist: DistContext | N
     dist = dist or DistContext()
     dev = dist.device
     cfg.check_device(dev)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)  # the initial weights: the same on every process
     model = build_model(cfg, data.classes).to(dev)
     if cfg.channels_last:
