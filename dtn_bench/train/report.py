@@ -83,8 +83,11 @@ def console(df: pd.DataFrame) -> list:
     table = summary_table(df)
     if table.empty:
         return []
-    table.index = [" / ".join(map(str, k)) for k in table.index]
-    return [ConsoleTable.from_frame(table.map(_cell), "Training", "model / norm / recipe / data / seed"), NOTE]
+    data = "; ".join(dict.fromkeys(str(d) for d in table.index.get_level_values("data")))
+    recipes = ", ".join(dict.fromkeys(str(r) for r in table.index.get_level_values("recipe")))
+    table.index = [f"{m} / {n} / seed {s}" for m, n, _, _, s in table.index]
+    return [ConsoleTable.from_frame(table.map(_cell), f"Training, recipe {recipes}, on {data}",
+                                    "model / norm / seed"), NOTE]
 
 
 def _cell(v) -> str:
