@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
@@ -26,7 +27,7 @@ from dtn_bench.checks import check_positive
 from dtn_bench.distributed import check_device
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
-from dtn_bench.runner import ConsoleTable, PresetConfig, Report, Suite, run_suite
+from dtn_bench.runner import EMPTY_OK, ConsoleTable, PresetConfig, Report, Suite, run_suite
 from dtn_bench.suites import register
 from dtn_bench.timing import keep_freed_memory, time_ms
 
@@ -49,7 +50,7 @@ class NormBenchConfig(PresetConfig):
     warmup: int = 2
     iters: int = 5
     authors_iters: int = 2
-    models: tuple[str, ...] = ("vit_s_ln", "vit_s_dtn")
+    models: Annotated[tuple[str, ...], EMPTY_OK] = ("vit_s_ln", "vit_s_dtn")  # empty: the layers only
     model_batch: int = 32
     model_warmup: int = 1
     model_iters: int = 3

@@ -62,7 +62,8 @@ def bench_norms(
 
     cfg = nb.NormBenchConfig.from_preset(
         preset, batch=batch_size, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
-        grid=None if grid is None else parse_grid(grid), norms=csv_list(norms), models=csv_list(models),
+        grid=None if grid is None else parse_grid(grid), norms=csv_list(norms, "--norms"),
+        models=csv_list(models, "--models", empty_ok=True),
         authors=authors, threads=threads, device=device, seed=seed, tune_malloc=tune_malloc)
     run_with_progress(nb.SUITE, cfg, out, run_id)
 
@@ -102,7 +103,8 @@ def bench_lra_scaling(
         preset, batch=batch_size, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
         bucket_size=bucket_size, lengths=None if lengths is None else parse_ints(lengths, "--lengths", "512,1024",
                                                                                    "positive integers"),
-        models=csv_list(models), norms=csv_list(norms), device=device, seed=seed, tune_malloc=tune_malloc)
+        models=csv_list(models, "--models"), norms=csv_list(norms, "--norms"), device=device, seed=seed,
+        tune_malloc=tune_malloc)
     run_with_progress(sb.SUITE, cfg, out, run_id)
 
 
@@ -138,7 +140,8 @@ def bench_seq_norms(
     from dtn_bench.bench import seq_norms as sn
 
     cfg = sn.SeqNormBenchConfig.from_preset(
-        preset, shapes=csv_list(shapes), models=csv_list(models), norms=csv_list(norms), cases=csv_list(cases),
+        preset, shapes=csv_list(shapes, "--shapes"), models=csv_list(models, "--models"),
+        norms=csv_list(norms, "--norms"), cases=csv_list(cases, "--cases"),
         batches=None if batches is None else parse_ints(batches, "--batches", "32,2", "positive integers"),
         repeats=repeats, iters=iters, warmup=warmup, threads=threads, device=device, seed=seed,
         tune_malloc=tune_malloc, flush_denormal=flush_denormal)

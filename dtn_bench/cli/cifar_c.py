@@ -104,7 +104,8 @@ def cifar_c(
 
     cfg = cc.make_config(model, data_dir, preset=preset, dataset=dataset, norm=norm, checkpoint=checkpoint, ema=ema,
                          num_classes=num_classes, clean_images=clean_images, clean_labels=clean_labels,
-                         corruptions=csv_list(corruptions), severities=parse_severities(severities), extra=extra,
+                         corruptions=csv_list(corruptions, "--corruptions"), severities=parse_severities(severities),
+                         extra=extra,
                          batch_size=batch_size, device=device, amp=amp, data_label=data_label, seed=seed)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with _Progress(cfg.data_name) as progress:

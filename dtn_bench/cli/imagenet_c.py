@@ -258,7 +258,8 @@ def imagenet_c(
     """
     from dtn_bench import imagenet_c as ic
 
-    settings = dict(norm=norm, corruptions=csv_list(corruptions), severities=parse_severities(severities), extra=extra,
+    settings = dict(norm=norm, corruptions=csv_list(corruptions, "--corruptions"),
+                    severities=parse_severities(severities), extra=extra,
                     subset=subset, subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size,
                     workers=workers, device=device, amp=amp, strict=strict, allow_resize=allow_resize)
     if demo:
@@ -342,7 +343,7 @@ def bench_imagenet_c_pipeline(
         from dtn_bench.imagenet_c.data import data_label
 
         label = data_label(data_dir)
-    corr, sevs = csv_list(corruptions), parse_severities(severities)
+    corr, sevs = csv_list(corruptions, "--corruptions"), parse_severities(severities)
     cfg = PipelineConfig.from_preset(
         None, model=model, data_dir=str(data_dir), num_classes=num_classes, corruption=corr[0] if corr else None,
         severity=sevs[0] if sevs else None, images=images, batch_size=batch_size, workers=workers, device=device,

@@ -199,7 +199,8 @@ def lra_listops(
     if resume is not None and run_id is not None and run_id != resume:
         raise DTNBenchError(f"--resume {resume} and --run-id {run_id} name different runs")
     cfg = ListOpsConfig.from_preset(
-        preset, models=csv_list(models), norms=csv_list(norms), max_len=max_len, len_policy=len_policy, steps=steps,
+        preset, models=csv_list(models, "--models"), norms=csv_list(norms, "--norms"), max_len=max_len,
+        len_policy=len_policy, steps=steps,
         batch=batch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad,
         eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim,
         pooling=pooling, dropout=dropout, lra_quirks=lra_quirks, attn_dropout=attn_dropout,

@@ -62,11 +62,18 @@ def parse_grid(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def csv_list(text: str | None) -> tuple[str, ...] | None:
-    """``"a, b,,c"`` -> ``("a", "b", "c")`` (items stripped, empty ones dropped); ``None`` (not given) -> ``None``."""
+def csv_list(text: str | None, flag: str = "a list option", empty_ok: bool = False) -> tuple[str, ...] | None:
+    """``"a, b,,c"`` -> ``("a", "b", "c")`` (items stripped, empty ones dropped); ``None`` (not given) -> ``None``.
+
+    A value given with no item (``--corruptions ''``) is a one-line error naming ``flag`` (it would otherwise read as
+    "not given" and mean the default, all 15 corruptions), unless ``empty_ok`` (``bench norms --models ''``: none).
+    """
     if text is None:
         return None
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values and not empty_ok:
+        raise DTNBenchError(f"{flag} {text!r} is empty: give one value at least, or leave {flag} out for the default")
+    return values
 
 
 def parse_ints(text: str, flag: str, example: str, what: str = "integers") -> tuple[int, ...]:
@@ -81,7 +88,7 @@ def parse_ints(text: str, flag: str, example: str, what: str = "integers") -> tu
 
 def parse_severities(text: str | None) -> tuple[int, ...] | None:
     """``"1,3"`` -> ``(1, 3)`` (``None``: not given); anything but comma-separated integers is a one-line error."""
-    values = csv_list(text)
+    values = csv_list(text, "--severities")
     if values is None:
         return None
     try:

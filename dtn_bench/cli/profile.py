@@ -80,7 +80,7 @@ def profile(
 
     if resume and run_id is None:
         raise DTNBenchError("profile: --resume needs the --run-id of the run to continue")
-    overrides = dict(models=csv_list(models), norms=csv_list(norms), device=device,
+    overrides = dict(models=csv_list(models, "--models"), norms=csv_list(norms, "--norms"), device=device,
                      batch_sizes=None if batch_sizes is None else _parse_batch_sizes(batch_sizes), amp=amp,
                      channels_last=channels_last, compile=compile_, compile_mode=compile_mode, dtn_kernel=dtn_kernel,
                      train=train,

@@ -59,13 +59,13 @@ TABLE_OPTIONS = {"ci": (CiOpt, "t"), "n_boot": (NBootOpt, None), "mcnemar": (McN
 
 
 def _write(files: dict[Path, str | bytes]) -> None:
-    from dtn_bench.results.writer import atomic_write_bytes, atomic_write_text
+    from dtn_bench.results.writer import atomic_write_bytes
 
     for path, content in files.items():
-        if isinstance(content, bytes):
-            atomic_write_bytes(path, content)
-        else:
-            atomic_write_text(path, content)
+        try:
+            atomic_write_bytes(path, content if isinstance(content, bytes) else content.encode())
+        except OSError as e:
+            raise DTNBenchError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
 
 
 def _print(text: str, fmt: str) -> None:
@@ -73,11 +73,15 @@ def _print(text: str, fmt: str) -> None:
     console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True, end="" if fmt == "csv" else "\n")
 
 
-def _read(runs: list[Path], fmt: str):
+def _read(runs: list[Path], fmt: str, out: Path | None):
+    """The rows of ``runs``, after checking ``--format`` and that ``--out`` can be written (nothing printed yet)."""
     from dtn_bench.results.io import read_rows
+    from dtn_bench.results.writer import check_output_folder
 
     if fmt not in FORMATS:
         raise DTNBenchError(f"--format {fmt!r}: choose md, tex or csv")
+    if out is not None:
+        check_output_folder(out)
     return read_rows(runs)
 
 
@@ -105,7 +109,7 @@ def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str, 
     """
     from dtn_bench.suites import get_suite
 
-    df = _read(runs, fmt)
+    df = _read(runs, fmt, out)
     df = df[df["suite"] == suite_name] if "suite" in df.columns else df.iloc[:0]
     if df.empty:
         raise DTNBenchError(f"no {suite_name} rows in {', '.join(map(str, runs))}")
@@ -119,9 +123,10 @@ def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str, 
         files = {out / name: text for name, text in {**docs, **more}.items()}
         files.update({out / name: png for name, png in suite.report.figures(df).items()})
     shown = [docs[f"table.{fmt}"]] + ([t for n, t in more.items() if n.endswith(f".{fmt}")] if fmt != "csv" else [])
-    _print("\n".join(shown), fmt)
     if out is not None:
         _write(files)
+    _print("\n".join(shown), fmt)
+    if out is not None:
         err_console.print(f"written: {out}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -197,7 +202,7 @@ def table_all(runs: RunsArg, out: Annotated[Path | None, typer.Option(
 
     Suites without a table, such as bench-corrupt, are named on stderr and left out.
     """
-    df = _read(runs, fmt)
+    df = _read(runs, fmt, out)
     specs = _suites_with_tables()
     found = list(dict.fromkeys(df["suite"].dropna())) if "suite" in df.columns else []
     chosen = [s for s in found if s in specs]
@@ -214,11 +219,12 @@ def table_all(runs: RunsArg, out: Annotated[Path | None, typer.Option(
         if out is not None:
             files.update({out / suite / name: text for name, text in docs.items()})
             files.update({out / suite / name: png for name, png in spec.report.figures(rows).items()})
+    if out is not None:
+        _write(files)
     _print("\n".join(texts), fmt)
     skipped = [s for s in found if s not in specs]
     if skipped:
         err_console.print(f"no tables for {', '.join(skipped)}: left out", markup=False, highlight=False)
     if out is not None:
-        _write(files)
         err_console.print(f"written: {out}", markup=False, highlight=False, soft_wrap=True)
 

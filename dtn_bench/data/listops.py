@@ -580,10 +580,9 @@ def _draw(spec: ListOpsSpec, collector: _Collector, workers: int, progress: Prog
 
 
 def _output_folder(out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DTNBenchError(f"ListOps output folder {out} exists and is not a folder")
-    return out
+    from dtn_bench.results.writer import check_output_folder  # pandas: imported when needed (CLI start-up)
+
+    return check_output_folder(out_dir, "ListOps output folder")
 
 
 def generate(
@@ -620,14 +619,23 @@ def generate(
         raise DTNBenchError(f"ListOps workers {workers}: must be >= 1")
     out = _output_folder(out_dir)
     started = time.perf_counter()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # what mkdir makes, removed again on failure
     out.mkdir(parents=True, exist_ok=True)
-    files = _SplitFiles(out)
-    collector = _Collector(spec, files)
     try:
-        _draw(spec, collector, workers, progress)
-        files.commit()
+        files = _SplitFiles(out)
+        collector = _Collector(spec, files)
+        try:
+            _draw(spec, collector, workers, progress)
+            files.commit()
+        except BaseException:
+            files.discard()
+            raise
     except BaseException:
-        files.discard()
+        for folder in created:  # innermost first; a folder something else wrote into stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return collector.summary(spec, out, time.perf_counter() - started)
 

@@ -21,6 +21,9 @@ SHUFFLES = ("full", "buffer")
 GELUS = ("exact", "tanh")
 INITS = ("torch", "lra")
 BIGBIRD_RANDOM = ("torch", "lra")
+MAX_SEED = 2**32 - 1
+"""Largest seed of a run: 32 bits, what every generator a run seeds takes (the dropout stream's ``seed * 1000003``
+stays inside torch's 64-bit seed)."""
 
 
 def lra_lr(step: int, base: float, warmup: int, origin: int = 1) -> float:
@@ -185,6 +188,10 @@ class ListOpsConfig(PresetConfig):
                 check_unique(getattr(self, name), name[:-1])
             except ValueError as e:
                 raise DTNBenchError(f"lra listops: --{name} {','.join(map(str, getattr(self, name)))}: {e}") from None
+        for seed in self.seeds:
+            if not 0 <= seed <= MAX_SEED:
+                raise DTNBenchError(f"lra listops: --seeds {seed}: a seed must be in 0..{MAX_SEED} (numpy's and "
+                                    "torch's generators are seeded with it)")
         for m in self.models:
             ATTENTIONS.get(m)
         for n in self.norms:

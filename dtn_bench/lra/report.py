@@ -4,7 +4,8 @@ Accuracies are stored as fractions and shown in percent. With several seeds a ce
 standard deviation, n - 1) over the seeds; with one seed it is the number.
 
 Each normaliser is compared with LayerNorm per model (``DTN - LN (95% CI)``): the test accuracies (percent) of the
-two are paired by seed (a seed measured by several runs counts once, with the mean of its runs), and the mean of
+two are paired by seed (each seed is measured once: ``dtn-bench table listops`` refuses runs that trained the same
+seed, :func:`dtn_bench.lra.suite.check_listops`), and the mean of
 the paired differences is shown with its 95% interval (:mod:`dtn_bench.stats`: Student t over the paired seeds by
 default, the paired percentile bootstrap with ``ci="bootstrap"``), followed by "not significant" when the interval
 contains 0. One paired seed gives no interval ("one seed: no interval"); seeds only one of the two normalisers has
@@ -49,8 +50,8 @@ def _accuracy_pct(df: pd.DataFrame, checkpoint: str, split: str) -> pd.DataFrame
 def seed_accuracies(df: pd.DataFrame, checkpoint: str = "last", split: str = "test") -> pd.DataFrame:
     """The accuracy (%) per ``(model, norm, seed)``: columns ``model``, ``norm``, ``seed``, ``pct``.
 
-    A seed measured by several runs (the same run repeated, or on another machine) counts once, with the mean of its
-    runs. Rows without a ``seed`` column give no seeds (an empty frame).
+    Rows holding a seed twice (which ``dtn-bench table listops`` refuses) would give the mean of the two. Rows without a
+    ``seed`` column give no seeds (an empty frame).
     """
     sel = _accuracy_pct(df, checkpoint, split)
     if sel.empty or "seed" not in sel.columns:
@@ -61,8 +62,8 @@ def seed_accuracies(df: pd.DataFrame, checkpoint: str = "last", split: str = "te
 def accuracy_stats(df: pd.DataFrame, checkpoint: str = "last", split: str = "test") -> pd.DataFrame:
     """Mean, std and count over seeds of the accuracy (%) per ``(model, norm)`` for one checkpoint kind and split.
 
-    A seed measured by several runs (the same run repeated, or on another machine) counts once, with the mean of its
-    runs: the count and the spread are over distinct seeds.
+    The count and the spread are over distinct seeds (each measured once: ``dtn-bench table listops`` refuses runs
+    that trained the same seed).
     """
     sel = _accuracy_pct(df, checkpoint, split)
     if sel.empty:
@@ -356,8 +357,7 @@ def render_report(df: pd.DataFrame, fmt: str = "md", ci: str = "t") -> str:
 def curves_plot(df: pd.DataFrame):
     """Validation accuracy (%) vs step, one panel per model, one line per normaliser.
 
-    The line is the mean over seeds (a seed measured by several runs counts once, with the mean of its runs); with
-    several seeds a shaded band spans their minimum to maximum at each step.
+    The line is the mean over seeds; with several seeds a shaded band spans their minimum to maximum at each step.
     """
     from dtn_bench.plots import _plt
 

@@ -96,6 +96,9 @@ def prepare_data(cfg: ListOpsConfig, ctx: DistContext | None = None, *, cache_ro
     ctx.barrier()
     if not ctx.is_main:
         data = load()
+    for split in (data.val, data.test):
+        if len(split) == 0:
+            raise DTNBenchError(f"{split.path}: 0 samples; lra listops needs a {split.split} sample at least")
     if len(data.train) < cfg.batch:
         raise DTNBenchError(f"{data.train.path}: {len(data.train)} training samples are fewer than one batch "
                             f"({cfg.batch})")
@@ -229,10 +232,16 @@ def _save(path: Path, obj: dict) -> None:
 
 
 def _load(path: Path) -> dict:
+    from dtn_bench.checkpoint import file_kind, load_weights_only, refusal_reason
+
+    hint = " (delete it to train that run from the start)"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        file_kind(path)
+        return load_weights_only(path)
+    except DTNBenchError as e:
+        raise DTNBenchError(f"{e}{hint}") from None
     except Exception as e:  # truncated or foreign file
-        raise DTNBenchError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        raise DTNBenchError(f"cannot read checkpoint {path}: {refusal_reason(e)}{hint}") from None
 
 
 def _settings_difference(old: dict, new: dict) -> str | None:
