@@ -632,7 +632,9 @@ def test_cli_interrupted_run_says_how_to_resume(data_dir, tmp_path, invoke, monk
     code, _, err = invoke("lra", "listops", *flags)
     assert code == 130
     (run,) = (tmp_path / "res" / "lra-listops").iterdir()
-    assert f"interrupted: continue with --resume {run.name} (same options)" in err
+    assert err.strip().splitlines()[-1] == (f"interrupted: rows finished so far are saved; continue with --resume "
+                                            f"{run.name} (same options)")
+    assert "interrupted" not in "\n".join(err.strip().splitlines()[:-1])  # one line says it
     assert not (pd.read_parquet(run / "rows.parquet").model == "transformer").any()
     assert torch.load(run / "checkpoints" / "transformer-layernorm-seed0" / "last.pt", weights_only=True)["step"] == 4
     monkeypatch.setattr(lt, "evaluate", real)
