@@ -70,6 +70,10 @@ class SuiteRegistry(Registry):
         self._load()
         return super().list(pattern)
 
+    def registered(self) -> list:
+        """The suites registered so far, without loading the built-in ones (a test's toy suite, a loaded built-in)."""
+        return [e.meta["suite"] for e in super().__iter__()]
+
 
 SUITES = SuiteRegistry()
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dtn_bench.cli.options import EmaOpt, OutOpt, RunIdOpt, csv_list, parse_severities
-from dtn_bench.cli.output import STATE, console, err_console, print_tables
+from dtn_bench.cli.output import STATE, console, err_console, print_tables, say_rows_are_kept
 
 app = typer.Typer()
 
@@ -108,6 +108,7 @@ def cifar_c(
                          extra=extra,
                          batch_size=batch_size, device=device, amp=amp, data_label=data_label, seed=seed)
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    say_rows_are_kept()
     with _Progress(cfg.data_name) as progress:
         result = cc.evaluate_config(cfg, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
                                     on_event=progress if rank0 else None)

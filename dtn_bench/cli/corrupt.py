@@ -175,8 +175,9 @@ def bench_corrupt(
                        "on a loaded 2-core machine 2 threads were slower than 1).")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    # help is rich markup: the escaped bracket keeps "[peer]" in it
     peer: Annotated[bool | None, typer.Option("--peer/--no-peer", help="Also time imagecorruptions on the same "
-                    "images when it imports (pip install 'dtn-bench[peer]'); default on.")] = None,
+                    "images when it imports (pip install 'dtn-bench\\[peer]'); default on.")] = None,
     peer_batch: Annotated[int | None, typer.Option("--peer-batch", help="Images the peer corrupts per timed run.")]
     = None,
     out: OutOpt = Path("results"),

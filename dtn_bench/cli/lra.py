@@ -26,7 +26,7 @@ from dtn_bench.cli.options import (
     csv_list,
     parse_ints,
 )
-from dtn_bench.cli.output import console, err_console, print_tables
+from dtn_bench.cli.output import console, err_console, print_tables, say_rows_are_kept
 from dtn_bench.data.listops import LRA_SPEC
 from dtn_bench.errors import DTNBenchError
 
@@ -224,8 +224,9 @@ def _run_listops(cfg, out: Path, run_id: str | None, resume: bool) -> None:
     try:
         result = listops(cfg, out=out, run_id=run_id, resume=resume, on_event=view.on_event)
     except KeyboardInterrupt:
-        if view.training:
-            err_console.print(f"interrupted: continue with --resume {view.run_id} (same options)")
+        if view.training:  # the one line main() prints on Ctrl-C
+            say_rows_are_kept(f"interrupted: rows finished so far are saved; continue with --resume {view.run_id} "
+                              "(same options)")
         raise
     finally:
         view.close()

@@ -30,6 +30,7 @@ half-written folder.
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -134,8 +135,8 @@ def _comparison_options(suite) -> tuple[str, ...]:
     return tuple(getattr(suite.report, "comparison_options", ()))
 
 
-def _table_command(suite):
-    """The command function of ``table <suite>``, with the options its report declares (render and comparison)."""
+def _declaration(suite) -> dict:
+    """What ``table <command>`` of ``suite`` needs to exist and show its help: the suite, the help, the options."""
     unknown = sorted(set(suite.report.options) - set(RENDER_OPTIONS))
     if unknown:
         raise ValueError(f"suite {suite.name}: no table option for render options {unknown}")
@@ -143,9 +144,35 @@ def _table_command(suite):
     unknown = sorted(set(names) - set(TABLE_OPTIONS))
     if unknown:
         raise ValueError(f"suite {suite.name}: no table option for {unknown}")
+    return {"suite": suite.name, "help": suite.table_help, "options": names}
+
+
+TABLE_INDEX = Path(__file__).with_name("table_commands.json")
+"""The ``table`` command of every built-in suite with a report: command -> :func:`_declaration`.
+
+Generated from the suites by ``python -m dtn_bench.cli.table`` (a test checks that it is current), so that listing
+the commands and their ``--help`` import no suite, and so no torch."""
+
+
+def table_index() -> dict[str, dict]:
+    """Command -> declaration of every registered suite with a table (imports the built-in suites)."""
+    return {s.command: _declaration(s) for s in _suites_with_tables().values()}
+
+
+def _known() -> dict[str, dict]:
+    """The index, with the suites registered so far over it (a test's toy suite); imports no suite."""
+    from dtn_bench.suites import SUITES
+
+    known = json.loads(TABLE_INDEX.read_text(encoding="utf-8"))
+    known.update({s.command: _declaration(s) for s in SUITES.registered() if s.report is not None and s.command})
+    return known
+
+
+def _table_command(suite_name: str, names: list[str]):
+    """The command function of ``table <suite>``, with the options its report declares (render and comparison)."""
 
     def command(runs, out=None, fmt="md", **options) -> None:
-        render_suite(suite.name, runs, out, fmt, **options)
+        render_suite(suite_name, runs, out, fmt, **options)
 
     # typer reads the options from the signature: the fixed ones, then those the report declares
     keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -161,23 +188,23 @@ def _table_command(suite):
 
 def suite_commands() -> list[str]:
     """The ``table`` sub-command of every registered suite with a report."""
-    return [s.command for s in _suites_with_tables().values()]
+    return list(_known())
 
 
 def suite_command(name: str):
     """The click command ``dtn-bench table <name>`` of the suite whose ``command`` is ``name`` (``None``: none)."""
-    for suite in _suites_with_tables().values():
-        if suite.command == name:
-            one = typer.Typer()
-            one.command(suite.command, help=suite.table_help)(_table_command(suite))
-            return typer.main.get_command(one)
-    return None
+    declared = _known().get(name)
+    if declared is None:
+        return None
+    one = typer.Typer()
+    one.command(name, help=declared["help"])(_table_command(declared["suite"], declared["options"]))
+    return typer.main.get_command(one)
 
 
 class SuiteTablesGroup(TyperGroup):
     """The ``table`` group: its fixed commands (``all``) and one command per registered suite with a report.
 
-    The suite commands are made on demand (so ``dtn-bench --help`` imports no suite).
+    The suite commands are made on demand from :data:`TABLE_INDEX` (so no ``--help`` imports a suite).
     """
 
     def list_commands(self, ctx):  # noqa: D102
@@ -228,3 +255,8 @@ def table_all(runs: RunsArg, out: Annotated[Path | None, typer.Option(
     if out is not None:
         err_console.print(f"written: {out}", markup=False, highlight=False, soft_wrap=True)
 
+
+
+if __name__ == "__main__":  # python -m dtn_bench.cli.table: rewrite TABLE_INDEX from the suites
+    TABLE_INDEX.write_text(json.dumps(table_index(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"written: {TABLE_INDEX}")

@@ -285,13 +285,12 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_start(cfg: ListOpsConfig, data, threads: int, events) -> None:
     """A training process: ``threads`` torch threads, the data, and the queue its runs' events go to."""
-    import signal
-
     import torch
 
+    from dtn_bench.processes import start_worker
     from dtn_bench.timing import flush_denormals
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+    start_worker()  # the parent stops the pool on Ctrl-C; the worker dies with the parent
     flush_denormals(cfg.flush_denormal)  # before any torch operation: the thread pool inherits it
     torch.set_num_threads(threads)
     _tuned(cfg, torch.device("cpu"))
@@ -299,12 +298,21 @@ def _worker_start(cfg: ListOpsConfig, data, threads: int, events) -> None:
 
 
 def _worker_train(model: str, norm: str, seed: int, folder: str):
-    """Train one run in a worker process; its events go to the parent through the queue."""
+    """Train one run in a worker process; its events go to the parent through the queue.
+
+    The worker ends at its next event (every step) once the parent is gone
+    (:func:`~dtn_bench.processes.exit_if_orphaned`, for systems where the kernel does not end it).
+    """
     from dtn_bench.lra import train as lt
+    from dtn_bench.processes import exit_if_orphaned
 
     events = _WORKER["events"]
-    return lt.train_run(_WORKER["cfg"], _WORKER["data"], model, norm, seed, Path(folder), None,
-                        lambda kind, info: events.put((f"run_{kind}", dict(info))))
+
+    def on_event(kind: str, info: dict) -> None:
+        exit_if_orphaned()
+        events.put((f"run_{kind}", dict(info)))
+
+    return lt.train_run(_WORKER["cfg"], _WORKER["data"], model, norm, seed, Path(folder), None, on_event)
 
 
 def _pass_on(events, ctx: RunContext, timeout: float | None = None) -> bool:
@@ -332,11 +340,15 @@ def _train_side_by_side(cfg: ListOpsConfig, data, todo: list[tuple], folders: li
 
     import torch
 
+    from dtn_bench.processes import sigint_held, stop_pool
+
     spawn = mp.get_context("spawn")  # no fork of a process whose torch / numba threads are running
     events = spawn.Queue()
     threads = max(1, torch.get_num_threads() // workers)
-    pool = spawn.Pool(workers, _worker_start, (cfg, data, threads, events))
+    pool = None
     try:
+        with sigint_held():  # a Ctrl-C while the workers start reaches this process only, once they exist
+            pool = spawn.Pool(workers, _worker_start, (cfg, data, threads, events))
         pending = [pool.apply_async(_worker_train, (*r, str(f))) for r, f in zip(todo, folders, strict=True)]
         for job, run in zip(pending, todo, strict=True):
             while not job.ready():
@@ -347,8 +359,8 @@ def _train_side_by_side(cfg: ListOpsConfig, data, todo: list[tuple], folders: li
             yield result, run
         pool.close()
     finally:
-        pool.terminate()
-        pool.join()
+        if pool is not None:
+            stop_pool(pool)
 
 
 def _console(df) -> list[ConsoleTable | str]:
