@@ -1040,3 +1040,69 @@ def test_cli_unreadable_tsv_and_read_only_out_fail_before_the_run_folder(data_di
     done = subprocess.run([*cli, "--data-dir", str(data_dir), "--out", str(tmp_path / "file")], env=env,
                           capture_output=True, text=True, timeout=300)
     assert_one_line_error(done.returncode, done.stderr, f"{tmp_path / 'file'} is a file, not a folder")
+def _wide_dtn_kernels(monkeypatch):
+    """1-D DTN layers built with a window of 8 and kernels as wide as a trained one can drift to (a1 = -0.01)."""
+    from dtn_bench.norms.dtn import DTN
+
+    local_init = DTN.local_init
+
+    def wide(self, locality_strength=1.0):
+        local_init(self, locality_strength)
+        if self.grid_size is None:
+            self.window = 8
+            with torch.no_grad():
+                self.pos_proj.weight[:, 2] = -0.01
+
+    monkeypatch.setattr(DTN, "local_init", wide)
+
+
+def test_train_run_reports_the_dtn_window_truncation_of_its_last_weights(data, tmp_path):
+    """Every 1-D DTN layer's truncation bound at the end of training (max over heads), recomputed here from last.pt;
+    the row holds the largest; a LayerNorm run has none."""
+    from dtn_bench.norms.dtn import DTN
+
+    cfg = ListOpsConfig(**{**TINY, "steps": 2})
+    with pytest.MonkeyPatch.context() as mp:
+        _wide_dtn_kernels(mp)
+        result = lt.train_run(cfg, data, "transformer", "dtn", 0, tmp_path / "ck")
+        model = lt.build_model(cfg, "transformer", "dtn")
+    model.load_state_dict(torch.load(tmp_path / "ck" / "last.pt", weights_only=True)["model"])
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, DTN)]
+    assert len(layers) == 2 * cfg.depth + 1  # both norms of every block and the final norm
+    assert cfg.pooling == "cls"
+    length = cfg.max_len + 1  # the CLS token
+    tol = torch.finfo(torch.float32).eps / (2 * (cfg.dim // cfg.heads))
+    assert [n for n, _, _ in result.truncation] == [n for n, _ in layers]
+    for (_, bound, layer_tol), (_, layer) in zip(result.truncation, layers, strict=True):
+        assert bound == pytest.approx(layer.truncation_bound(length).max().item(), rel=1e-12)
+        assert bound > 1.0 and layer_tol == pytest.approx(tol)
+    rows = pd.DataFrame(lt.result_rows(result, cfg, data))
+    row = rows[rows.metric == "dtn_truncation_bound"]
+    assert len(row) == 1 and row.unit.iloc[0] == "ratio"
+    assert row.value.iloc[0] == max(b for _, b, _ in result.truncation)
+    ln = lt.train_run(cfg, data, "transformer", "layernorm", 0, tmp_path / "ln")
+    assert ln.truncation == [] and "dtn_truncation_bound" not in {r["metric"] for r in lt.result_rows(ln, cfg, data)}
+
+
+def test_cli_warns_when_the_dtn_window_changes_the_function(data_dir, tmp_path, invoke):
+    """A DTN run whose window drops more than the fp32 tolerance gets a warning line and the bound in the report;
+    with the local init (bound 0 at this length) there is none."""
+    out = tmp_path / "res"
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm,dtn",
+             "--steps", "2", "--out", str(out)]
+    code, _, err = invoke("lra", "listops", *flags, "--run-id", "plain")
+    assert code == 0, err
+    assert "warning" not in err
+    with pytest.MonkeyPatch.context() as mp:
+        _wide_dtn_kernels(mp)
+        code, _, err = invoke("lra", "listops", *flags, "--run-id", "wide")
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "transformer/dtn/seed 0: the DTN window may change the trained function" in warning[0]
+    assert "in 3 of 3 DTN layers" in warning[0]
+    for run, wide in (("plain", False), ("wide", True)):
+        df = pd.read_parquet(out / "lra-listops" / run / "rows.parquet")
+        bound = df[df.metric == "dtn_truncation_bound"]
+        assert list(bound.norm) == ["dtn"] and (bound.value.iloc[0] > 1.0) == wide
+        assert (bound.value.iloc[0] == 0.0) == (not wide)
+        assert "DTN window bound (max)" in (out / "lra-listops" / run / "table.md").read_text()

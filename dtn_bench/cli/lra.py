@@ -309,6 +309,9 @@ class _ListOpsView:
     def _on_note(self, text: str) -> None:
         err_console.print(f"note: {text}")
 
+    def _on_warning(self, message: str) -> None:
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
     def _on_runs(self, total: int, steps: int, run_id: str | None, workers: int = 1) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 

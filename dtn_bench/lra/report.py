@@ -246,7 +246,8 @@ def details_table(df: pd.DataFrame) -> pd.DataFrame:
     """The details table, per model x norm.
 
     Test accuracy of the last and best-validation checkpoints, the best step, parameters, training tokens/s, training
-    time and peak memory (means over seeds).
+    time and peak memory (means over seeds), and with 1-D DTN runs the largest window truncation bound of their last
+    weights (``DTN.truncation_bound``, max over layers, heads and seeds).
     """
     last, best = accuracy_stats(df, "last"), accuracy_stats(df, "best")
     if last.empty:
@@ -274,6 +275,9 @@ def details_table(df: pd.DataFrame) -> pd.DataFrame:
             rows[-1]["peak GPU MiB"] = metric("peak_mem_mib")
         else:
             rows[-1]["peak RSS MiB (process)"] = metric("peak_rss_mib")
+        if (df["metric"] == "dtn_truncation_bound").any():
+            bound = df[(df["model"] == m) & (df["norm"] == n) & (df["metric"] == "dtn_truncation_bound")]["value"]
+            rows[-1]["DTN window bound (max)"] = f"{bound.max():.2g}" if not bound.empty else "-"
     return pd.DataFrame(rows).set_index(["model", "norm"])
 
 

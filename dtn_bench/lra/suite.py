@@ -251,7 +251,18 @@ def _run(cfg: ListOpsConfig, ctx: RunContext, dist) -> Iterator[tuple[str, list[
     for result, (model, norm, seed) in finished:
         label = run_label(model, norm, seed)
         ctx.emit("trained", label=label, test_accuracy=result.final["last"]["test"][0])
+        _warn_truncation(label, result.truncation, ctx)
         yield label, lt.result_rows(result, cfg, data)
+
+
+def _warn_truncation(label: str, truncation: list[tuple[str, float, float]], ctx: RunContext) -> None:
+    """A ``warning`` event when a 1-D DTN layer's window truncation bound passes the fp32 tolerance (train.py)."""
+    over = [(name, bound, tol) for name, bound, tol in truncation if not bound <= tol]
+    if over:
+        name, bound, tol = max(over, key=lambda item: item[1] / item[2])
+        ctx.emit("warning", message=f"{label}: the DTN window may change the trained function: truncation bound "
+                 f"{bound:.3g} > fp32 tolerance {tol:.3g} in {len(over)} of {len(truncation)} DTN layers (largest "
+                 f"in {name}); row dtn_truncation_bound, see DTN.truncation_bound")
 
 
 def run_label(model: str, norm: str, seed: int) -> str:
@@ -375,7 +386,7 @@ LISTOPS_SUITE = register(Suite(
     SUITE, "Long-Range Arena ListOps: train and test Transformer, BigBird and Reformer with each normaliser "
     "(accuracy, loss, learning curves, tokens/s, memory)",
     {"accuracy": True, "loss": False, "tokens_s": True, "train_time_s": False, "params": False,
-     "peak_mem_mib": False, "peak_rss_mib": False},
+     "peak_mem_mib": False, "peak_rss_mib": False, "dtn_truncation_bound": False},
     ListOpsConfig, run,
     Report(report.render_report, lambda df, ci="t": report.paper_table(df, "last", ci),
            "test accuracy of a last checkpoint", {"curves.png": report.curves_plot},

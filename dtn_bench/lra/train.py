@@ -288,6 +288,7 @@ class RunResult:
     peak_mem_mib: float | None
     peak_rss_mib: float
     resumed_from: int
+    truncation: list[tuple[str, float, float]] = field(default_factory=list)  # dtn_truncation of the last weights
 
     @property
     def tokens_per_s(self) -> float:
@@ -372,7 +373,21 @@ def train_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str,
     return RunResult(model=model_name, norm=norm, seed=seed, params=run.info["params"], steps=state.step,
                      tokens=state.tokens, train_seconds=state.train_seconds, final=final,
                      best_step=int(state.best["step"]) or state.step, curve=state.curve, peak_mem_mib=peak,
-                     peak_rss_mib=_peak_rss_mib(), resumed_from=state.resumed_from)
+                     peak_rss_mib=_peak_rss_mib(), resumed_from=state.resumed_from,
+                     truncation=dtn_truncation(run.model, cfg.max_len + (cfg.pooling == "cls")))
+
+
+def dtn_truncation(model: nn.Module, length: int) -> list[tuple[str, float, float]]:
+    """``(name, bound, tolerance)`` of every 1-D DTN layer of ``model`` at sequences of ``length`` tokens.
+
+    ``bound`` is the largest over heads of :meth:`~dtn_bench.norms.dtn.DTN.truncation_bound` (the weight, relative to
+    a token's own, of the sources the layer's window drops), ``tolerance`` the fp32
+    :meth:`~dtn_bench.norms.dtn.DTN.truncation_tolerance`: past it the window may change the layer's function.
+    """
+    from dtn_bench.norms.dtn import DTN
+
+    return [(name, float(mod.truncation_bound(length - mod.num_prefix_tokens).max()), mod.truncation_tolerance())
+            for name, mod in model.named_modules() if isinstance(mod, DTN) and mod.grid_size is None]
 
 
 def _start_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str, seed: int, ckpt_dir: Path,
@@ -559,6 +574,9 @@ def result_rows(result: RunResult, cfg: ListOpsConfig, data: ListOpsData) -> lis
     if result.peak_mem_mib is not None:
         rows.append(make_row(SUITE, result.model, result.norm, "peak_mem_mib", result.peak_mem_mib, **cost))
     rows.append(make_row(SUITE, result.model, result.norm, "peak_rss_mib", result.peak_rss_mib, "MiB", **cost))
+    if result.truncation:  # 1-D DTN layers: the largest window truncation bound of the last weights
+        rows.append(make_row(SUITE, result.model, result.norm, "dtn_truncation_bound",
+                             max(bound for _, bound, _ in result.truncation), "ratio", **cost))
     return rows
 
 
