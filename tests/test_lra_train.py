@@ -877,3 +877,25 @@ def test_flush_denormal_is_a_recorded_training_setting_and_is_undone_after_the_r
                   max_len=40, dim=16, heads=2, depth=1, mlp_dim=32, batch=8, steps=2, eval_every=2, device="cpu",
                   data_dir=str(data_dir), workers=1, flush_denormal=False)
     assert json.loads((off.path / "config.json").read_text())["flush_denormal"] is False
+
+
+def test_cli_trains_derf_and_identity_at_a_placement(data_dir, tmp_path, invoke):
+    """``--norms derf,identity --placement peri``: both train; the placement is in config, rows and the table."""
+    out = tmp_path / "res"
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm,derf,identity",
+             "--placement", "peri", "--out", str(out), "--run-id", "p"]
+    code, _, err = invoke("lra", "listops", *flags)
+    assert code == 0, err
+    run = out / "lra-listops" / "p"
+    df = pd.read_parquet(run / "rows.parquet")
+    finals = df[(df.metric == "accuracy") & (df.split == "test") & (df.checkpoint == "last")]
+    assert sorted(finals.norm) == ["derf", "identity", "layernorm"] and set(finals.placement) == {"peri"}
+    assert json.loads((run / "config.json").read_text())["placement"] == "peri"
+    md = (run / "table.md").read_text()
+    assert "placement peri" in md and "Derf - LN" in md and "Identity - LN" in md
+    params = df[df.metric == "params"].set_index("norm")["value"]
+    # peri: 2 norms more per block (depth 1); Derf's two scalars per layer; the identity has no parameters
+    assert params["derf"] - params["identity"] == 5 * (2 * 16 + 2)
+    assert params["layernorm"] - params["identity"] == 5 * 32
+    code, _, err = invoke("lra", "listops", *flags[:-1], "p2", "--placement", "middle")
+    assert_one_line_error(code, err, "--placement 'middle'")

@@ -10,7 +10,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dtn_bench.cli.options import EmaOpt, OutOpt, PretrainedFileOpt, PretrainedOpt, RunIdOpt, csv_list, parse_severities
+from dtn_bench.cli.options import (
+    EmaOpt,
+    OutOpt,
+    PlacementOpt,
+    PretrainedFileOpt,
+    PretrainedOpt,
+    RunIdOpt,
+    csv_list,
+    parse_severities,
+)
 from dtn_bench.cli.output import STATE, console, err_console
 from dtn_bench.errors import DTNBenchError
 
@@ -202,6 +211,7 @@ def imagenet_c(
     model: ModelOpt,
     data_dir: DataOpt = None,
     norm: NormOpt = None,
+    placement: PlacementOpt = None,
     checkpoint: CkptOpt = None,
     ema: EmaOpt = True,
     pretrained: PretrainedOpt = False,
@@ -258,8 +268,9 @@ def imagenet_c(
     """
     from dtn_bench import imagenet_c as ic
 
-    settings = dict(norm=norm, corruptions=csv_list(corruptions), severities=parse_severities(severities), extra=extra,
-                    subset=subset, subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size,
+    settings = dict(norm=norm, placement=placement, corruptions=csv_list(corruptions),
+                    severities=parse_severities(severities), extra=extra, subset=subset, subset_file=subset_file,
+                    subset_seed=subset_seed, batch_size=batch_size,
                     workers=workers, device=device, amp=amp, strict=strict, allow_resize=allow_resize)
     if demo:
         if data_dir is not None or checkpoint is not None or clean_dir is not None or clean_error is not None \
