@@ -224,3 +224,17 @@ def test_cli_placement_and_contradiction_errors(invoke):
 
 def test_build_norm_in_a_masked_slot_of_an_encoder_is_checked():
     assert build_norm("dtn", D, num_heads=HEADS, masked=True).grid_size is None
+
+
+def test_tables_label_the_placement():
+    import pandas as pd
+
+    from dtn_bench.bench.report import summary_table
+    from dtn_bench.results.schema import make_row
+    from dtn_bench.results.tables import placement_label
+
+    assert [placement_label(p) for p in ("pre", "post", "peri", None, float("nan"))] == ["", " [post]", " [peri]", "",
+                                                                                         ""]
+    rows = pd.DataFrame([make_row("bench-norms", "vit_s_ln", "layernorm", "throughput_img_s", 10.0, stat="median",
+                                  batch=2, placement="peri")])
+    assert "vit_s_ln [peri] inference throughput (batch 2, fp32 eager)" in summary_table(rows).index

@@ -169,6 +169,8 @@ def test_derf_and_identity_at_a_placement(tmp_path):
     assert set(rows["norm"]) == {"layernorm", "derf", "identity"}
     assert set(rows.loc[rows["case"] == "step", "placement"]) == {"post"}
     assert rows.loc[rows["case"] == "layer", "placement"].isna().all()
-    assert set(sn.ratio_table(rows)["norm"]) == {"derf", "identity"}
+    ratios = sn.ratio_table(rows)
+    assert set(ratios["norm"]) == {"derf", "identity"} and "quick / transformer [post]" in set(ratios.index)
+    assert "quick / transformer [post]" in set(sn.tokens_table(rows).index)
     with pytest.raises(DTNBenchError, match="placement 'peri-ln'"):
         sn.SeqNormBenchConfig.from_preset("quick", placement="peri-ln")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pandas as pd
 
 from dtn_bench.results.published import DERF_IMAGENET_TOP1, NORM_COMPARISON_TOP1, NOT_PUBLISHED
-from dtn_bench.results.tables import pivot, render
+from dtn_bench.results.tables import pivot, placement_label, render
 from dtn_bench.stats import Spread, pair_by_key, ratio_spread, spread
 
 PAPER_NORMS = (("LN", "layernorm"), ("BN", "batchnorm"), ("IN", "instancenorm"), ("GN", "groupnorm"), ("SN", "sn"),
@@ -35,7 +35,8 @@ COMPARISON_ROWS = tuple((*m, NORM_COMPARISON_TOP1) for m in PAPER_MODELS) + tupl
 """Every row block of the comparison with the published table (one source each) its top-1 comes from."""
 NOT_MEASURED = "not measured"
 NOT_PROVIDED = "not provided"
-COMPARISON_TITLE = "Normaliser comparison, DTN paper layout: published ImageNet-1k top-1 beside our layer cost"
+COMPARISON_TITLE = ("Normaliser comparison, DTN paper layout (ViT-S, ViT-S*) and Derf README (ViT-B, ViT-L): published "
+                    "ImageNet-1k top-1 beside our layer cost")
 
 
 REP = "rep"
@@ -240,7 +241,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         at = df[df["batch"] == r["batch"]]
         spreads[figure] = paired_ratio_spread(_time_reps(at, AUTHORS, r["pass"]), _time_reps(at, "dtn", r["pass"]))
     for _, r in df[(df["metric"] == "throughput_img_s") & (df["stat"] == "median")].iterrows():
-        figure = f"{r['model']} inference throughput (batch {int(r['batch'])}, fp32 eager)"
+        figure = (f"{r['model']}{placement_label(r.get('placement'))} inference throughput (batch {int(r['batch'])}, "
+                  "fp32 eager)")
         rows.append({"figure": figure, "value": r["value"], "unit": "img/s"})
         spreads[figure] = value_spread(_throughput_reps(df[df["batch"] == r["batch"]], r["model"]))
     for r in throughput_ratios(df).to_dict("records"):

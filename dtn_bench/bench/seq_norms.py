@@ -37,6 +37,7 @@ import torch
 from dtn_bench.checks import check_positive
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
+from dtn_bench.results.tables import placement_label
 from dtn_bench.runner import ConsoleTable, PresetConfig, Report, RunContext, Suite, run_suite
 from dtn_bench.suites import register
 
@@ -319,7 +320,8 @@ def ratio_table(df: pd.DataFrame) -> pd.DataFrame:
             if not num:
                 continue
             sp = ratio_spread(num, den)
-            label = f"{shape} / {model}" if case == "step" else f"{shape} / one layer"
+            placed = placement_label(other["placement"].iloc[0]) if "placement" in other.columns else ""
+            label = f"{shape} / {model}{placed}" if case == "step" else f"{shape} / one layer"
             out.append({"shape / case": label, "norm": norm, "LN ms": statistics.median(base["value"]),
                         "ms": statistics.median(other["value"]), "tok/s ratio (median)": sp.median, "min": sp.min,
                         "max": sp.max, "reps": sp.n})
@@ -333,8 +335,9 @@ def tokens_table(df: pd.DataFrame) -> pd.DataFrame:
     t = df[(df["metric"] == "tokens_s") & (df["stat"] == "rep")]
     if t.empty:
         return pd.DataFrame()
-    t = t.assign(unit_label=[f"{s} / {m}" if c == "step" else f"{s} / one layer"
-                             for s, c, m in zip(t["shape"], t["case"], t["model"], strict=True)])
+    placed = t["placement"] if "placement" in t.columns else pd.Series(None, index=t.index, dtype=object)
+    t = t.assign(unit_label=[f"{s} / {m}{placement_label(p)}" if c == "step" else f"{s} / one layer"
+                             for s, c, m, p in zip(t["shape"], t["case"], t["model"], placed, strict=True)])
     table = t.groupby(["unit_label", "norm"], sort=False)["value"].median().unstack("norm")
     table = table.reindex(index=list(dict.fromkeys(t["unit_label"])), columns=list(dict.fromkeys(t["norm"])))
     table.index.name = "shape / case"
