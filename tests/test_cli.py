@@ -45,7 +45,8 @@ def test_list_models_pattern(invoke):
     code, out, err = invoke("list", "models", "vit_s*")
     assert code == 0, err
     names = {line.split()[1] for line in out.splitlines() if line.startswith("│")}
-    assert names == {f"vit_s{star}_{norm}" for star in ("", "_star") for norm in ("ln", "dtn", "dyt", "powernorm")}
+    assert names == {f"vit_s{star}_{norm}" for star in ("", "_star")
+                     for norm in ("ln", "dtn", "dyt", "powernorm", "derf", "identity")}
     assert "vit_t_ln" not in out
 
 

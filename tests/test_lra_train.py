@@ -1106,3 +1106,23 @@ def test_cli_warns_when_the_dtn_window_changes_the_function(data_dir, tmp_path, 
         assert list(bound.norm) == ["dtn"] and (bound.value.iloc[0] > 1.0) == wide
         assert (bound.value.iloc[0] == 0.0) == (not wide)
         assert "DTN window bound (max)" in (out / "lra-listops" / run / "table.md").read_text()
+def test_cli_trains_derf_and_identity_at_a_placement(data_dir, tmp_path, invoke):
+    """``--norms derf,identity --placement peri``: both train; the placement is in config, rows and the table."""
+    out = tmp_path / "res"
+    flags = [*TINY_FLAGS, "--data-dir", str(data_dir), "--models", "transformer", "--norms", "layernorm,derf,identity",
+             "--placement", "peri", "--out", str(out), "--run-id", "p"]
+    code, _, err = invoke("lra", "listops", *flags)
+    assert code == 0, err
+    run = out / "lra-listops" / "p"
+    df = pd.read_parquet(run / "rows.parquet")
+    finals = df[(df.metric == "accuracy") & (df.split == "test") & (df.checkpoint == "last")]
+    assert sorted(finals.norm) == ["derf", "identity", "layernorm"] and set(finals.placement) == {"peri"}
+    assert json.loads((run / "config.json").read_text())["placement"] == "peri"
+    md = (run / "table.md").read_text()
+    assert "placement peri" in md and "Derf - LN" in md and "Identity - LN" in md
+    params = df[df.metric == "params"].set_index("norm")["value"]
+    # peri: 2 norms more per block (depth 1); Derf's two scalars per layer; the identity has no parameters
+    assert params["derf"] - params["identity"] == 5 * (2 * 16 + 2)
+    assert params["layernorm"] - params["identity"] == 5 * 32
+    code, _, err = invoke("lra", "listops", *flags[:-1], "p2", "--placement", "middle")
+    assert_one_line_error(code, err, "--placement 'middle'")

@@ -201,11 +201,16 @@ def test_table_norms_paper_comparison(tmp_path, invoke):
     code, out, err = invoke("table", "norms", str(run), "--format", "csv")
     assert code == 0, err
     t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["model", "figure"])
-    assert list(t.columns) == [*PAPER_COLUMNS, "dtn_var", "rmsnorm", "dtn_authors"]  # then the others measured
+    # then DyT and Derf (the Derf README's rows publish them), then the others measured
+    assert list(t.columns) == [*PAPER_COLUMNS, "dyt", "derf", "dtn_var", "rmsnorm", "dtn_authors"]
     paper = t.xs("top-1 (%), paper", level="figure")
     assert paper.loc["ViT-S", PAPER_COLUMNS].tolist() == "79.9 77.3 77.7 78.3 80.1 80.0 79.8 80.6".split()
     assert paper.loc["ViT-S*", PAPER_COLUMNS].tolist() == "80.6 77.2 77.6 79.5 81.0 80.6 80.4 81.7".split()
     assert set(paper[["dtn_var", "rmsnorm", "dtn_authors"]].to_numpy().ravel()) == {"not published"}
+    # the Derf README (stock timm ViT-B / ViT-L, every LayerNorm replaced): LN, DyT, Derf; nothing else published
+    assert paper.loc["ViT-B", ["LN", "dyt", "derf"]].tolist() == ["82.3", "82.5", "82.8"]
+    assert paper.loc["ViT-L", ["LN", "dyt", "derf"]].tolist() == ["83.1", "83.6", "83.8"]
+    assert set(paper.loc["ViT-B", ["BN", "DTN", "PN"]]) == set(paper.loc["ViT-S", ["dyt", "derf"]]) == {"not published"}
     ours = t.xs("top-1 (%), ours", level="figure")
     assert set(ours[["LN", "BN", "DTN", "rmsnorm"]].to_numpy().ravel()) == {"not measured"}
     not_paper = t.drop(index="top-1 (%), paper", level="figure")

@@ -51,6 +51,7 @@ class NormBenchConfig(PresetConfig):
     iters: int = 5
     authors_iters: int = 2
     models: Annotated[tuple[str, ...], EMPTY_OK] = ("vit_s_ln", "vit_s_dtn")  # empty: the layers only
+    placement: str = "pre"  # of the models (a single layer has none)
     model_batch: int = 32
     model_warmup: int = 1
     model_iters: int = 3
@@ -75,6 +76,9 @@ class NormBenchConfig(PresetConfig):
         if self.authors and self.grid[0] != self.grid[1]:
             raise DTNBenchError("bench norms: the authors' algorithm needs a square --grid (or --no-authors)")
         check_device("bench norms", self.device)
+        from dtn_bench.placement import check_placement
+
+        check_placement(self.placement, "bench norms: --placement")
         norm_names(self)  # unknown norm names fail before any work
         from dtn_bench.models import MODELS
 
@@ -179,12 +183,12 @@ def bench_model(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> 
 
     device = torch.device(cfg.device)
     entry = MODELS.get(name)
-    model = create(name).to(device).eval()
+    model = create(name, placement=cfg.placement).to(device).eval()
     x = torch.randn(cfg.model_batch, 3, 224, 224, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     with torch.inference_mode():
         ts = time_ms(lambda: model(x), cfg.model_warmup, cfg.model_iters, device)
     settings = dict(batch=cfg.model_batch, iters=cfg.model_iters, warmup=cfg.model_warmup, dtype="float32",
-                    mode="eager", preset=cfg.preset, malloc_tuned=malloc_tuned)
+                    mode="eager", preset=cfg.preset, malloc_tuned=malloc_tuned, placement=cfg.placement)
     norm = entry.meta.get("norm", "")
     return [
         make_row(SUITE, name, norm, "throughput_img_s", cfg.model_batch / (statistics.median(ts) / 1e3),
@@ -228,7 +232,7 @@ def steps(cfg: NormBenchConfig) -> int:
     return len(norm_names(cfg)) + len(cfg.models)
 
 
-NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", "mode", "malloc_tuned")
+NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", "mode", "malloc_tuned", "placement")
 """Row columns that must agree within each ``model`` before runs combine (the layer rows, each whole model)."""
 
 

@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dtn_bench.cli.options import EmaOpt, OutOpt, PretrainedFileOpt, PretrainedOpt, RunIdOpt, csv_list, parse_severities
+from dtn_bench.cli.options import (
+    EmaOpt,
+    OutOpt,
+    PlacementOpt,
+    PretrainedFileOpt,
+    PretrainedOpt,
+    RunIdOpt,
+    csv_list,
+    parse_severities,
+)
 from dtn_bench.cli.output import STATE, console, err_console, say_rows_are_kept
 from dtn_bench.errors import DTNBenchError
 
@@ -201,6 +210,7 @@ def imagenet_c(
     model: ModelOpt,
     data_dir: DataOpt = None,
     norm: NormOpt = None,
+    placement: PlacementOpt = None,
     checkpoint: CkptOpt = None,
     ema: EmaOpt = True,
     pretrained: PretrainedOpt = False,
@@ -257,9 +267,9 @@ def imagenet_c(
     """
     from dtn_bench import imagenet_c as ic
 
-    settings = dict(norm=norm, corruptions=csv_list(corruptions, "--corruptions"),
-                    severities=parse_severities(severities), extra=extra,
-                    subset=subset, subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size,
+    settings = dict(norm=norm, placement=placement, corruptions=csv_list(corruptions, "--corruptions"),
+                    severities=parse_severities(severities), extra=extra, subset=subset, subset_file=subset_file,
+                    subset_seed=subset_seed, batch_size=batch_size,
                     workers=workers, device=device, amp=amp, strict=strict, allow_resize=allow_resize)
     if demo:
         if data_dir is not None or checkpoint is not None or clean_dir is not None or clean_error is not None \

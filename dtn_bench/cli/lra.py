@@ -21,6 +21,7 @@ from dtn_bench.cli.options import (
     HeadsOpt,
     MlpDimOpt,
     OutOpt,
+    PlacementOpt,
     RunIdOpt,
     TuneMallocOpt,
     csv_list,
@@ -153,6 +154,7 @@ def lra_listops(
                                              "lra presets).")] = None,
     ln_eps: Annotated[float | None, typer.Option("--ln-eps", help="LayerNorm epsilon (1e-5; lra presets: 1e-6 as in "
                                                  "flax); other normalisers keep their own.")] = None,
+    placement: PlacementOpt = None,
     init: Annotated[str | None, typer.Option(help=(
         "Initialisation: torch (PyTorch defaults, frozen zero padding embedding) or lra (xavier-uniform Q/K/V/O and "
         "MLP, MLP biases N(0, 1e-6), lecun-normal head with zero bias, trained padding embedding; lra presets)."))]
@@ -205,7 +207,7 @@ def lra_listops(
         eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim,
         pooling=pooling, dropout=dropout, lra_quirks=lra_quirks, attn_dropout=attn_dropout,
         sparse_attn_dropout=sparse_attn_dropout, bigbird_random=bigbird_random, bigbird_block=bigbird_block,
-        gelu=gelu, ln_eps=ln_eps, init=init, lr_step_origin=lr_step_origin, shuffle=shuffle,
+        gelu=gelu, ln_eps=ln_eps, init=init, placement=placement, lr_step_origin=lr_step_origin, shuffle=shuffle,
         shuffle_buffer=None if shuffle_buffer is None else parse_ints(shuffle_buffer, "--shuffle-buffer",
                                                                        "10000,1024", "sizes"),
         precision=precision, gen_train=train_samples, device=device, tune_malloc=tune_malloc, world_size=world,

@@ -16,6 +16,10 @@ from dtn_bench.errors import DTNBenchError
 OutOpt = Annotated[Path, typer.Option("--out", help="Results root; the run folder is OUT/<suite>/<run-id>.")]
 RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name (default: timestamp + random).")]
 NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
+PlacementOpt = Annotated[str | None, typer.Option("--placement", help="Where the normalisers sit in every block: pre "
+                                                  "(x + F(N(x)), the default), post (N(x + F(x))) or peri "
+                                                  "(x + N_out(F(N_in(x))), each norm its own layer). Recorded with "
+                                                  "the results.")]
 TuneMallocOpt = Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc", help="Keep freed memory in the process "
                                              "on CPU (as jemalloc would); recorded with the results.")]
 FlushDenormalOpt = Annotated[bool, typer.Option("--flush-denormal/--no-flush-denormal", help="Flush denormal floats "

@@ -57,6 +57,7 @@ def _default(name: str):
 
 
 def make_config(model: str = "vit_t_dtn", data_dir: str | Path | None = None, *, norm: str | None = None,
+                placement: str | None = None,
                 checkpoint: str | Path | None = None, ema: bool | None = None, pretrained: bool | None = None,
                 pretrained_file: str | Path | None = None, num_classes: int | None = None,
                 clean_dir: str | Path | None = None, clean_error: float | None = None,
@@ -83,7 +84,7 @@ def make_config(model: str = "vit_t_dtn", data_dir: str | Path | None = None, *,
 
     text = lambda v: None if v is None else str(v)  # noqa: E731
     return ImageNetCConfig.from_preset(
-        None, model=model, norm=norm, checkpoint=text(checkpoint), ema=ema, pretrained=pretrained,
+        None, model=model, norm=norm, placement=placement, checkpoint=text(checkpoint), ema=ema, pretrained=pretrained,
         pretrained_file=text(pretrained_file), num_classes=num_classes,
         data_dir=text(data_dir), clean_dir=text(clean_dir), clean_error=clean_error,
         corruptions=resolve_corruptions(corruptions, extra=extra), severities=resolve_severities(severities),

@@ -36,7 +36,7 @@ from dtn_bench.lra.config import SUITE, ListOpsConfig
 from dtn_bench.runner import ConsoleTable, Event, Report, RunContext, RunResult, Suite, run_suite
 from dtn_bench.suites import register
 
-LISTOPS_ROW_SETTINGS = ("preset", "max_len", "data")
+LISTOPS_ROW_SETTINGS = ("preset", "max_len", "data", "placement")
 """ListOps row columns that must agree (with the training length, the ``step`` of the last checkpoint)."""
 LISTOPS_NOT_TRAINING = ("models", "norms", "seeds", "device", "malloc_tuned", "workers")
 """``config.json`` fields of a ListOps run that may differ between combined runs (all others must agree)."""

@@ -179,7 +179,8 @@ def build_model(cfg: ListOpsConfig, model: str, norm: str) -> nn.Module:
     return LRAEncoder(VOCAB_SIZE, 10, dim=cfg.dim, heads=cfg.heads, depth=cfg.depth, mlp_dim=cfg.mlp_dim,
                       max_len=cfg.max_len, attention=model, norm=norm, pooling=cfg.pooling, positions=cfg.positions,
                       dropout=cfg.dropout, attn_dropout=cfg.attention_dropout(model),
-                      attention_kwargs=cfg.attention_kwargs(model), gelu=cfg.gelu, ln_eps=cfg.ln_eps, init=cfg.init)
+                      attention_kwargs=cfg.attention_kwargs(model), gelu=cfg.gelu, ln_eps=cfg.ln_eps, init=cfg.init,
+                      placement=cfg.placement)
 
 
 def autocast_dtype(cfg: ListOpsConfig, device: torch.device) -> torch.dtype | None:
@@ -553,7 +554,8 @@ def _final_evaluation(run: _Run) -> dict[str, dict[str, tuple[float, float]]]:
 # rows
 def result_rows(result: RunResult, cfg: ListOpsConfig, data: ListOpsData) -> list[dict]:
     """Tidy rows of one run: accuracy and loss per split and checkpoint kind, the validation curve, cost figures."""
-    common = {"seed": result.seed, "preset": cfg.preset, "max_len": cfg.max_len, "data": _data_label(data)}
+    common = {"seed": result.seed, "preset": cfg.preset, "max_len": cfg.max_len, "data": _data_label(data),
+              "placement": cfg.placement}
     rows = []
     for kind, step in (("last", result.steps), ("best", result.best_step)):
         for split, (acc, loss) in result.final[kind].items():

@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.norms.base import NormInfo, register_norm
 
 # 1-D kernel bands (_seq_bands): per dtype, the largest log-weight M a band keeps above its shift and the log of the
 # smallest denominator e^-R a token accepts from a band; at most _MAX_BANDS bands, past that the per-offset form.
@@ -1239,3 +1240,56 @@ class DTN(nn.Module):
         if k > 1:  # nearest upsampling back to the full grid
             s = s.view(H, B, rows, 1, d2, cols, 1).expand(H, B, rows, k, d2, cols, k).reshape(H, B, gh, d2, gw)
         return s
+
+
+# ------------------------------------------------------------------------------------------------------------ registry
+def inter_token_macs(module: DTN, shape: tuple[int, ...]) -> tuple[int, int]:
+    """MACs of one DTN layer's inter-token statistics on an input of ``shape = [N, T, C]``, summed over ``N``.
+
+    Returns ``(as computed here, the authors' dense T x T form)``:
+
+    * 2-D (``P^h`` separable): ``2 C T' (H' + W')`` per sample on the ``H' x W'`` grid the statistics are taken on
+      (``T' = H' W'``; the pooled grid with ``pool_to``, whose average pooling adds ``C T`` more); dense ``2 C T'^2``.
+    * 1-D: one depthwise convolution of ``2 w + 1`` taps over ``2 C + H`` channels (the two maps and one normalising
+      row per head), ``(2 C + H) L (2 w + 1)`` per sequence, ``w = effective_window(L)``; dense ``2 C L^2``.
+    """
+    n, t, c = (int(v) for v in shape)
+    length = t - module.num_prefix_tokens
+    if module.grid_size is not None:
+        gh, gw = module.grid_size
+        k = module.pool
+        rows, cols = gh // k, gw // k
+        tp = rows * cols
+        pool = c * gh * gw if k > 1 else 0
+        return n * (2 * c * tp * (rows + cols) + pool), n * (2 * c * tp * tp + pool)
+    w = module.effective_window(length)
+    return n * (2 * c + module.num_heads) * length * (2 * w + 1), n * 2 * c * length * length
+
+
+_PASSES = ("RMS pre-normalisation (sum of squares, scale), LN sum, xn^2, var_in = m2 - mean_in^2, gate lerp of "
+           "mean and of variance, standardise, affine; plus the inter-token statistics (inter_token_macs)")
+_PAPER = "Shao et al., ICLR 2022 (Dynamic Token Normalization)"
+DTN_INFO = NormInfo(
+    label="DTN", paper=_PAPER, mask="sequence", zoo_suffix="dtn", small_zoo=True, macs_per_element=9,
+    macs_passes=_PASSES, inter_token_macs=inter_token_macs,
+    published=("imagenet_top1", "paper_flops_g", "paper_params_m", "norm_comparison_top1"),
+    formula="(x - mu) / sqrt(var + eps) * w + b, mu/var = gated mix of LN and P^h-weighted inter-token "
+            "statistics per head")
+DTN_VAR_INFO = NormInfo(
+    label="DTN (var only)", paper=_PAPER, mask="sequence", macs_per_element=9, macs_passes=_PASSES,
+    inter_token_macs=inter_token_macs,
+    formula="(x - E_c x) / sqrt(var + eps) * w + b, LN mean, DTN's mixed variance")
+
+@register_norm("dtn", DTN_INFO, cls=DTN)
+def _dtn(dim, *, num_heads=1, grid_size=None, num_prefix_tokens=0, eps=1e-5, pool_to=None, local_init=True,
+         window=64, kernel="eager", device=None, dtype=None):
+    return DTN(dim, num_heads, grid_size=grid_size, num_prefix_tokens=num_prefix_tokens, eps=eps, pool_to=pool_to,
+               local_init=local_init, window=window, kernel=kernel, device=device, dtype=dtype)
+
+
+@register_norm("dtn_var", DTN_VAR_INFO, cls=DTN)
+def _dtn_var(dim, *, num_heads=1, grid_size=None, num_prefix_tokens=0, eps=1e-5, pool_to=None, local_init=True,
+             window=64, kernel="eager", device=None, dtype=None):
+    return DTN(dim, num_heads, grid_size=grid_size, num_prefix_tokens=num_prefix_tokens, eps=eps, only_var=True,
+               pool_to=pool_to, local_init=local_init, window=window, kernel=kernel, device=device, dtype=dtype)
+
