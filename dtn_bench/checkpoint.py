@@ -43,12 +43,15 @@ class StateDict:
         weights: ``ema`` (the file's EMA set) or ``raw``.
         key: where in the file they were (``state_dict_ema``, ``state_dict``, ...; ``""`` for a flat file).
         has_ema: the file holds an EMA set (whether or not it was taken).
+        placement: the block placement the file records (``args.placement`` of a ``dtn-bench train`` checkpoint);
+            ``None`` when it records none (the authors' files, timm's, a flat state dict).
     """
 
     tensors: dict[str, torch.Tensor]
     weights: str
     key: str
     has_ema: bool
+    placement: str | None = None
 
 
 def file_kind(path: str | Path, what: str = "checkpoint") -> str:
@@ -138,17 +141,25 @@ def read_weights(path: str | Path, *, ema: bool = True) -> StateDict:
     """Read a checkpoint file: its EMA weights when it has them and ``ema`` is true, else its raw weights."""
     p = Path(path)
     obj = _read_file(p)
+    placement = _recorded_placement(obj)
     ema_key = next((k for k in EMA_KEYS if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)
                     and obj[k]), None)
     if ema_key is not None and ema:
         tensors = unwrap(obj[ema_key], where=f"{p} ({ema_key})")
-        return StateDict(_strip_module(tensors), "ema", ema_key, True)
+        return StateDict(_strip_module(tensors), "ema", ema_key, True, placement)
     raw = {k: v for k, v in obj.items() if k not in EMA_KEYS} if ema_key is not None else obj
     key = next((k for k in NESTING_KEYS if isinstance(raw, Mapping) and isinstance(raw.get(k), Mapping)), "")
     if ema_key is not None and not key:
         raise DTNBenchError(f"checkpoint {p} holds EMA weights ({ema_key}) but no raw state dict (looked under "
                             f"{', '.join(k for k in NESTING_KEYS if k not in EMA_KEYS)}); drop --no-ema")
-    return StateDict(_strip_module(unwrap(raw, where=str(p))), "raw", key, ema_key is not None)
+    return StateDict(_strip_module(unwrap(raw, where=str(p))), "raw", key, ema_key is not None, placement)
+
+
+def _recorded_placement(obj) -> str | None:
+    """``args.placement`` of a checkpoint (timm's ``args`` is an ``argparse.Namespace``; a dict is read too)."""
+    args = obj.get("args") if isinstance(obj, Mapping) else None
+    value = args.get("placement") if isinstance(args, Mapping) else getattr(args, "placement", None)
+    return value if isinstance(value, str) else None
 
 
 def read_state_dict(path: str | Path, *, ema: bool = True) -> dict[str, torch.Tensor]:
@@ -225,9 +236,15 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, ema: bool = True, deb
         was asked of a file without EMA weights).
 
     Raises:
-        DTNBenchError: unreadable file, no state dict inside, or keys/shapes that do not fit.
+        DTNBenchError: unreadable file, no state dict inside, keys/shapes that do not fit, or a file that records
+            another placement than ``model.placement``.
     """
     read = read_weights(path, ema=ema)
+    have = getattr(model, "placement", None)
+    if read.placement is not None and have is not None and read.placement != have:
+        # post / peri blocks name their norms as pre blocks do, so the weights would load and silently mean else
+        raise DTNBenchError(f"checkpoint {path} was trained with --placement {read.placement}, the model was built "
+                            f"with --placement {have}: pass --placement {read.placement}")
     sd = map_authors_vit(read.tensors, model)
     where = f"{path} (EMA weights, {read.key})" if read.weights == "ema" else str(path)
     try:
