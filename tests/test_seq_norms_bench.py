@@ -130,7 +130,7 @@ def test_registered_with_presets():
     ({"models": ["transformr"]}, "transformer"),
     ({"repeats": 0}, "--repeats must be > 0"),
     ({"warmup": -1}, "--warmup and --threads must be >= 0"),
-    ({"norms": []}, "--norms is empty"),
+    ({"norms": []}, "--norms '' (an empty list): expected one value at least"),
     ({"norms": ["dtn", "dtn"]}, "--norms repeats a value"),
     ({"bogus": 1}, "unknown settings ['bogus']"),
 ])
