@@ -93,36 +93,6 @@ def _from_text(text: str, hint: Any) -> Any:
     return _scalar_from_text(text, hint)
 
 
-def _scalar_value(value: Any, kind: type) -> Any:
-    """A Python value as ``kind``: ints are floats where a float is wanted; nothing else is converted."""
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(value)
-    if kind in (int, float) and isinstance(value, bool):
-        raise ValueError(value)
-    if not isinstance(value, kind):
-        raise ValueError(value)
-    return value
-
-
-def _from_value(value: Any, hint: Any) -> Any:
-    if _is_optional(hint):
-        if value is None:
-            return None
-        return _from_value(value, next(a for a in typing.get_args(hint) if a is not type(None)))
-    if typing.get_origin(hint) is tuple:
-        if isinstance(value, str) or not isinstance(value, Iterable):
-            raise ValueError(value)
-        items = list(value)
-        args = typing.get_args(hint)
-        kinds = [args[0]] * len(items) if len(args) == 2 and args[1] is Ellipsis else list(args)
-        if len(kinds) != len(items):
-            raise ValueError(value)
-        return tuple(_scalar_value(v, k) for v, k in zip(items, kinds, strict=True))
-    return _scalar_value(value, hint)
-
-
 def _unknown(key: str, known: Iterable[str], where: str) -> DTNBenchError:
     return DTNBenchError(f"{where}: unknown setting {key!r}{did_you_mean(key, list(known), show=None)}")
 
@@ -130,16 +100,20 @@ def _unknown(key: str, known: Iterable[str], where: str) -> DTNBenchError:
 def check_value(cls: type, key: str, value: Any, where: str) -> Any:
     """``value`` (Python) checked against the type of field ``key`` of ``cls``; lists become tuples.
 
+    The check is :func:`dtn_bench.runner.typed_value`, the one every suite's presets and flags go through.
+
     Raises:
         DTNBenchError: no such field (with the near matches), or a value of another type.
     """
+    from dtn_bench.runner import typed_value  # the one type check of config values (presets, flags, settings)
+
     types_ = field_types(cls)
     if key not in types_:
         raise _unknown(key, types_, where)
     try:
-        return _from_value(value, types_[key])
-    except (ValueError, TypeError):
-        raise DTNBenchError(f"{where}: {key}={value!r} is not {_article(types_[key])}") from None
+        return typed_value(types_[key], value)
+    except TypeError as e:
+        raise DTNBenchError(f"{where}: {key}={value!r}: {e}") from None
 
 
 def check_values(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:

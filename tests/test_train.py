@@ -189,7 +189,7 @@ def test_recipe_values_are_type_checked(monkeypatch):
     monkeypatch.setattr(suites, "load_preset", lambda s, n: {**real(s, n), "epochs": "ten"})
     with pytest.raises(DTNBenchError) as e:
         TrainConfig.resolve("quick", {})
-    assert_one_line_message(e.value, "suites/train.yaml recipe quick: epochs='ten' is not an int")
+    assert_one_line_message(e.value, "suites/train.yaml recipe quick: epochs='ten': expected an integer")
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -69,7 +69,6 @@ def check_listops(df, runs: list[Path]) -> None:
         raise DTNBenchError(f"table listops: {run_label(row['model'], row['norm'], row['seed'])} has an accuracy row "
                             "without a value")
     folders = _run_folders(runs)
-    _check_seeds_once({folder: rows for folder, (rows, _) in folders.items()})
     configs = [with_defaults(c) for _, c in folders.values() if c is not None]
     common = [k for k in dict.fromkeys(k for c in configs for k in c)
               if k not in LISTOPS_NOT_TRAINING and all(k in c for c in configs)]
@@ -78,6 +77,7 @@ def check_listops(df, runs: list[Path]) -> None:
         if len(values) > 1:
             raise DTNBenchError(f"table listops: the runs differ in {key} ({', '.join(values)}); render them "
                                 "separately")
+    _check_seeds_once({folder: rows for folder, (rows, _) in folders.items()})  # runs of one setting: seeds once
 
 
 def _check_seeds_once(folders: dict) -> None:
