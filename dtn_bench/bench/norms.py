@@ -30,6 +30,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
@@ -37,7 +38,7 @@ from dtn_bench.checks import check_positive
 from dtn_bench.distributed import check_device
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
-from dtn_bench.runner import ConsoleTable, PresetConfig, Report, Suite, run_suite
+from dtn_bench.runner import EMPTY_OK, ConsoleTable, PresetConfig, Report, Suite, run_suite
 from dtn_bench.suites import register
 from dtn_bench.timing import keep_freed_memory, time_ms
 
@@ -60,7 +61,8 @@ class NormBenchConfig(PresetConfig):
     warmup: int = 2
     iters: int = 5
     authors_iters: int = 2
-    models: tuple[str, ...] = ("vit_s_ln", "vit_s_dtn")
+    models: Annotated[tuple[str, ...], EMPTY_OK] = ("vit_s_ln", "vit_s_dtn")  # empty: the layers only
+    placement: str = "pre"  # of the models (a single layer has none)
     model_batch: int = 32
     model_warmup: int = 1
     model_iters: int = 3
@@ -96,6 +98,9 @@ class NormBenchConfig(PresetConfig):
         if self.authors and self.grid[0] != self.grid[1]:
             raise DTNBenchError("bench norms: the authors' algorithm needs a square --grid (or --no-authors)")
         check_device("bench norms", self.device)
+        from dtn_bench.placement import check_placement
+
+        check_placement(self.placement, "bench norms: --placement")
         norm_names(self)  # unknown norm names fail before any work
         from dtn_bench.models import MODELS
 
@@ -239,12 +244,13 @@ def bench_model(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> 
 
     device = torch.device(cfg.device)
     entry = MODELS.get(name)
-    model = create(name).to(device).eval()
+    model = create(name, placement=cfg.placement).to(device).eval()
     x = torch.randn(cfg.model_batch, 3, 224, 224, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     with torch.inference_mode():
         ts = time_ms(lambda: model(x), cfg.model_warmup, cfg.model_iters, device)
     settings = dict(batch=cfg.model_batch, iters=cfg.model_iters, warmup=cfg.model_warmup, dtype="float32",
-                    mode="eager", preset=cfg.preset, malloc_tuned=malloc_tuned, load=0)
+                    mode="eager", preset=cfg.preset, malloc_tuned=malloc_tuned, load=0,
+                    placement=cfg.placement)
     return _throughput_rows(name, entry.meta.get("norm", ""), cfg.model_batch, ts, **settings)
 
 
@@ -267,7 +273,7 @@ def bench_loaded(cfg: NormBenchConfig, malloc_tuned: bool = False) -> list[dict]
     from dtn_bench.timing import background_load, interleaved_ms
 
     device = torch.device(cfg.device)
-    models = [create(name).to(device).eval() for name in cfg.models]
+    models = [create(name, placement=cfg.placement).to(device).eval() for name in cfg.models]
     x = torch.randn(cfg.model_batch, 3, 224, 224, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
 
     def unit(model: torch.nn.Module):
@@ -281,15 +287,17 @@ def bench_loaded(cfg: NormBenchConfig, malloc_tuned: bool = False) -> list[dict]
         times = interleaved_ms([unit(m) for m in models], cfg.model_warmup, cfg.load_repeats, cfg.model_iters, device)
     settings = dict(batch=cfg.model_batch, iters=cfg.model_iters, warmup=cfg.model_warmup, repeats=cfg.load_repeats,
                     dtype="float32", mode="eager", preset=cfg.preset, malloc_tuned=malloc_tuned, load=cfg.load,
-                    case="loaded", threads=torch.get_num_threads())
+                    case="loaded", threads=torch.get_num_threads(), placement=cfg.placement)
     rows = []
     for name, ts in zip(cfg.models, times, strict=True):
         rows += _throughput_rows(name, MODELS.get(name).meta.get("norm", ""), cfg.model_batch, ts, **settings)
     return rows
 
 
-def train_unit(family: str, norm: str, batch: int, seed: int, device: torch.device):
-    """One training step of ``<family>_ln`` with ``norm`` in blocks 0-9, on a fixed random batch; and its image size.
+def train_unit(family: str, norm: str, batch: int, seed: int, device: torch.device, placement: str = "pre"):
+    """One training step of ``<family>_ln`` with ``norm`` in blocks 0-9 at ``placement``, and the image size.
+
+    The batch is fixed and random.
 
     The step: ``zero_grad``, forward, cross-entropy against random labels, backward, an AdamW step (timm's
     ``create_optimizer_v2``: lr 1e-3, weight decay 0.05, none on norms and biases).
@@ -299,7 +307,7 @@ def train_unit(family: str, norm: str, batch: int, seed: int, device: torch.devi
     from dtn_bench.models.small import create
 
     torch.manual_seed(seed)
-    model = create(f"{family}_ln", norm=norm).to(device).train()
+    model = create(f"{family}_ln", norm=norm, placement=placement).to(device).train()
     size = tuple(model.patch_embed.img_size)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, *size, generator=gen).to(device)
@@ -339,12 +347,13 @@ def bench_train(family: str, batch: int, cfg: NormBenchConfig, malloc_tuned: boo
     norms = train_norms(cfg)
     units, size = [], None
     for norm in norms:
-        step, size = train_unit(family, norm, batch, cfg.seed, device)
+        step, size = train_unit(family, norm, batch, cfg.seed, device, cfg.placement)
         units.append(step)
     times = interleaved_ms(units, cfg.train_warmup, cfg.train_repeats, cfg.train_iters, device)
     settings = dict(batch=batch, img_size=f"{size[0]}x{size[1]}", iters=cfg.train_iters, warmup=cfg.train_warmup,
                     repeats=cfg.train_repeats, dtype="float32", mode="eager", preset=cfg.preset,
-                    malloc_tuned=malloc_tuned, load=0, case="train", threads=torch.get_num_threads())
+                    malloc_tuned=malloc_tuned, load=0, case="train", threads=torch.get_num_threads(),
+                    placement=cfg.placement)
     return [make_row(SUITE, family, norm, "train_img_s", batch / (ms / 1e3), stat="rep", repetition=k, **settings)
             for norm, ts in zip(norms, times, strict=True) for k, ms in enumerate(ts)]
 
@@ -386,7 +395,8 @@ def steps(cfg: NormBenchConfig) -> int:
     return len(norm_names(cfg)) + len(cfg.models) + int(bool(cfg.load and cfg.models)) + len(cfg.train_models)
 
 
-NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", "mode", "malloc_tuned", "img_size")
+NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", "mode", "malloc_tuned", "img_size",
+                  "placement")
 """Row columns that must agree within each ``model`` and ``load`` before runs combine (the layer rows, each whole
 model; a model measured under load and without it, or trained, are separate groups)."""
 

@@ -3,7 +3,7 @@
 This module makes the app and mounts one module per command group on it (``add_typer``; the modules import nothing
 from here): :mod:`~dtn_bench.cli.listing` (list, info), :mod:`~dtn_bench.cli.lra` (lra generate, lra listops),
 :mod:`~dtn_bench.cli.imagenet_c`, :mod:`~dtn_bench.cli.cifar_c`, :mod:`~dtn_bench.cli.corrupt`,
-:mod:`~dtn_bench.cli.profile`,
+:mod:`~dtn_bench.cli.profile`, :mod:`~dtn_bench.cli.train`,
 :mod:`~dtn_bench.cli.bench` (bench norms, bench lra-scaling; the other bench commands live beside their suite's
 command) and :mod:`~dtn_bench.cli.table`. Shared options are in :mod:`~dtn_bench.cli.options`, printing in
 :mod:`~dtn_bench.cli.output`.
@@ -20,8 +20,8 @@ from typing import Annotated
 import typer
 
 from dtn_bench import __version__
-from dtn_bench.cli import bench, cifar_c, corrupt, imagenet_c, listing, lra, profile, table
-from dtn_bench.cli.output import STATE, console, err_console
+from dtn_bench.cli import bench, cifar_c, corrupt, imagenet_c, listing, lra, profile, table, train
+from dtn_bench.cli.output import STATE, console, err_console, print_error
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer(
@@ -34,7 +34,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Micro-benchmarks (what a normaliser costs).", no_args_is_help=True)
 for _module in (bench, corrupt, imagenet_c):  # each module's bench commands, merged into one group
     bench_app.add_typer(_module.bench)
-for _module in (listing, corrupt, imagenet_c, cifar_c, profile):  # top-level commands
+for _module in (listing, corrupt, imagenet_c, cifar_c, profile, train):  # top-level commands
     app.add_typer(_module.app)
 app.add_typer(bench_app, name="bench")
 app.add_typer(lra.app, name="lra")
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning user errors into one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    STATE["interrupted"] = "interrupted"  # until a command that writes rows says otherwise
     try:
         rc = app(args=args, prog_name="dtn-bench", standalone_mode=False)
         if rc == 130:  # typer (standalone_mode=False) turns Ctrl-C into this return value
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     except DTNBenchError as e:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        print_error(str(e))
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -76,20 +77,18 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        err_console.print("interrupted; rows finished so far are saved")
+        err_console.print(STATE["interrupted"], highlight=False, soft_wrap=True)
         sys.exit(130)
     except Exception as e:  # click usage errors and the like
         import click
 
         # typer vendors its own click (typer._click): its usage errors are not click.ClickException
         if isinstance(e, (click.ClickException, typer.TyperException)) and hasattr(e, "format_message"):
-            err_console.print(f"[red]error:[/red] {e.format_message()} (dtn-bench --help for the usage)",
-                              highlight=False, soft_wrap=True)
+            print_error(f"{e.format_message()} (dtn-bench --help for the usage)")
             sys.exit(getattr(e, "exit_code", 2))
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {type(e).__name__}: {e} (--debug for the traceback)", highlight=False,
-                          soft_wrap=True)
+        print_error(f"{type(e).__name__}: {e} (--debug for the traceback)")
         sys.exit(1)
 
 
