@@ -68,8 +68,9 @@ class NormBenchConfig(PresetConfig):
     model_iters: int = 3
     load: int = 0  # busy-loop processes of the loaded case (0: no loaded case)
     load_repeats: int = 3
-    train_models: tuple[str, ...] = ()  # families of the train case: vit_cifar_t, vit_s, ... (empty: no train case)
-    train_batches: tuple[int, ...] = ()  # one per family
+    # families of the train case: vit_cifar_t, vit_s, ... (empty: no train case)
+    train_models: Annotated[tuple[str, ...], EMPTY_OK] = ()
+    train_batches: Annotated[tuple[int, ...], EMPTY_OK] = ()  # one per family
     train_warmup: int = 1
     train_repeats: int = 3
     train_iters: int = 1
