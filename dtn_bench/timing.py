@@ -2,6 +2,8 @@
 
 - :func:`sync` waits for a CUDA device's queue (nothing to do on the CPU): the only sync points of a timing.
 - :func:`time_ms` times ``iters`` calls after ``warmup`` calls, synchronising before the first and after each.
+- :func:`interleaved_ms` times several units in interleaved repetitions (ABBA order), for ratios on a noisy machine.
+- :func:`background_load` keeps N busy-loop processes running while a block runs (a loaded machine, made on purpose).
 - :func:`peak_mem_mib` / :func:`reset_peak` read and reset the peak memory: ``torch.cuda.max_memory_allocated`` on a
   GPU, the whole process's maximum resident set size on the CPU (which cannot be reset: labelled as such).
 - :func:`keep_freed_memory` makes glibc keep freed memory in the process (as jemalloc and tcmalloc do).
@@ -10,9 +12,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -37,6 +40,56 @@ def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: torch.dev
         sync(device)
         out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def interleaved_ms(units: Sequence[Callable[[], object]], warmup: int, repeats: int, iters: int,
+                   device: torch.device | str) -> list[list[float]]:
+    """Mean ms per call of each unit, as ``[unit][repetition]``, timed in interleaved repetitions.
+
+    First ``warmup`` calls of each unit, then ``repeats`` repetitions in which each unit runs ``iters`` calls back to
+    back, the order of the units reversed every other repetition (ABBA), so that every unit sees the same drift of a
+    shared, noisy machine and repetition ``k`` of one unit pairs with repetition ``k`` of another.
+    """
+    for fn in units:
+        time_ms(fn, warmup, 0, device)
+    out: list[list[float]] = [[] for _ in units]
+    for rep in range(repeats):
+        order = range(len(units)) if rep % 2 == 0 else reversed(range(len(units)))
+        for i in order:
+            out[i].append(sum(time_ms(units[i], 0, iters, device)) / iters)
+    return out
+
+
+BUSY_LOOP = """
+import os
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(200000):
+        pass
+"""
+"""The code of one background-load process: a pure-Python busy loop at the parent's priority, one core's worth of
+work, that ends by itself within a few ms once its parent is gone (it checks the parent's pid between bursts)."""
+
+
+@contextmanager
+def background_load(procs: int) -> Iterator[list[subprocess.Popen]]:
+    """``procs`` busy-loop processes (:data:`BUSY_LOOP`) running while the block runs, stopped after it.
+
+    A documented, reproducible load: each process keeps one core busy at the caller's priority (they inherit its nice
+    value), as another job on a shared machine would. They are killed when the block ends (error or not), and end by
+    themselves if this process dies first. ``procs = 0`` starts nothing.
+    """
+    started: list[subprocess.Popen] = []
+    try:
+        for _ in range(procs):
+            started.append(subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield started
+    finally:
+        for p in started:
+            p.kill()
+        for p in started:
+            p.wait()
 
 
 def peak_mem_mib(device: torch.device | str) -> tuple[float, str]:

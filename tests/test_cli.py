@@ -131,8 +131,8 @@ def run_folders(out: Path) -> list[Path]:
 def layer_run(tmp_path_factory):
     """One quick layer-only run: layernorm, dtn and the authors' algorithm, no models."""
     out = tmp_path_factory.mktemp("results")
-    code = run_cli(["bench", "norms", "--preset", "quick", "--norms", "layernorm,dtn", "--models", "", "--out",
-                    str(out)])
+    code = run_cli(["bench", "norms", "--preset", "quick", "--norms", "layernorm,dtn", "--models", "", "--train-models",
+                    "", "--out", str(out)])
     return code, out
 
 
@@ -214,12 +214,20 @@ def test_bench_norms_with_models(tmp_path):
     assert set(ratio["model"]) == {"vit_t_dtn"}
     assert set(ratio["versus"]) == {"vit_t_ln"}
     assert (ratio["value"] > 0).all()
-    tp_median = tp[tp["stat"] == "median"].set_index("model")["value"]
-    med_ratio = ratio[ratio["stat"] == "median"]["value"].item()
+    assert set(ratio["load"]) == {0, 1}  # idle, and the loaded case: the quick preset's one busy-loop process
+    idle = ratio[ratio["load"] == 0]
+    tp_median = tp[(tp["stat"] == "median") & (tp["load"] == 0)].set_index("model")["value"]
+    med_ratio = idle[idle["stat"] == "median"]["value"].item()
     assert med_ratio == pytest.approx(tp_median["vit_t_dtn"] / tp_median["vit_t_ln"])
-    reps = tp[tp["stat"] == "rep"]  # the quick preset times each model once: one repetition, its spread
+    reps = tp[(tp["stat"] == "rep") & (tp["load"] == 0)]  # the quick preset times each model once: one repetition
     assert sorted(reps["model"]) == ["vit_t_dtn", "vit_t_ln"] and set(reps["repetition"]) == {0}
-    assert all(s.n == 1 for s in ratio["spread"])
+    assert all(s.n == 1 for s in idle["spread"])
+    loaded = tp[(tp["stat"] == "rep") & (tp["load"] == 1)]  # two interleaved repetitions under load
+    assert sorted(loaded["repetition"]) == [0, 0, 1, 1] and set(loaded["case"]) == {"loaded"}
+    assert all(s.n == 2 for s in ratio[ratio["load"] == 1]["spread"])
+    train = rows[rows["metric"] == "train_img_s"]  # the quick preset's train case: vit_cifar_t, layernorm only
+    assert set(train["model"]) == {"vit_cifar_t"} and set(train["norm"]) == {"layernorm"}
+    assert sorted(train["repetition"]) == [0, 1] and (train["value"] > 0).all()
     assert "(one repetition)" in (run / "table.md").read_text()
 
 
@@ -237,6 +245,14 @@ def test_bench_norms_with_models(tmp_path):
         pytest.param(["--device", "cuda"], "CUDA", id="cuda"),
         pytest.param(["--models", "vit_s_dnt"], "did you mean", id="model"),
         pytest.param(["--device", "cpu:x"], "--device 'cpu:x' is not a device", id="device-string"),
+        pytest.param(["--load", "-1"], "--load must be >= 0", id="load"),
+        pytest.param(["--load-repeats", "0"], "--load-repeats", id="load-repeats"),
+        pytest.param(["--train-models", "vit_cifar"], "did you mean: vit_cifar_t", id="train-family"),
+        pytest.param(["--train-models", "vit_cifar_t,vit_s"], "1 --train-batches for 2 --train-models",
+                     id="train-batches-count"),
+        pytest.param(["--train-batches", "0"], "--train-batches must be positive", id="train-batch"),
+        pytest.param(["--train-batches", "8x"], "--train-batches '8x'", id="train-batches-syntax"),
+        pytest.param(["--train-repeats", "0"], "--train-repeats", id="train-repeats"),
     ],
 )
 def test_bench_norms_bad_input(invoke, monkeypatch, tmp_path, args, expect):

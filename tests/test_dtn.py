@@ -166,7 +166,8 @@ def test_matches_dense_formula_2d(grid, prefix, only_var):
 def test_2d_inference_in_batch_chunks(grid, prefix, only_var, monkeypatch):
     """The CPU inference path of a 2-D grid works on batch chunks with reused buffers: chunks of 2 over a batch of
     5 (a short last chunk) give the dense formula's numbers, under inference_mode and then no_grad (the buffers made
-    as inference tensors are not reused outside inference mode)."""
+    as inference tensors are not reused outside inference mode). The eager path (the GPUs'; CPUs run fused kernels)."""
+    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", False)
     monkeypatch.setattr(dtn_module, "_GRID_CHUNK", 2 * (prefix + grid[0] * grid[1]) * 48)
     mod = randomise(DTN(48, 4, grid_size=grid, num_prefix_tokens=prefix, only_var=only_var), seed=9)
     x = rand_x(5, prefix + grid[0] * grid[1], 48)
@@ -463,8 +464,9 @@ def test_torch_compile_fullgraph(grad):
         assert (c1(x1, mask) - mod1(x1, mask)).abs().max().item() <= 1e-5
 
 
-def test_inference_chunks_equal_one_pass():
+def test_inference_chunks_equal_one_pass(monkeypatch):
     """CPU inference splits the batch; the result equals the autograd path for a batch larger than a chunk."""
+    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", False)  # the eager path's chunks (the GPUs' path)
     mod = randomise(DTN(64, 4, grid_size=(14, 14), num_prefix_tokens=1), seed=16)
     x = rand_x(90, 197, 64)  # 90 * 197 * 64 > 1M elements: several chunks
     with torch.inference_mode():

@@ -9,6 +9,8 @@
   ``k`` of one side pairs with repetition ``k`` of the other within the same run, and the spread is min / median /
   max of the per-repetition ratios (:func:`dtn_bench.stats.ratio_spread`), shown ``"0.82 (0.80-0.85)"`` (median,
   then min-max). Rows of older runs hold only summary statistics: their ratios show :data:`NO_REPETITIONS`.
+* :func:`train_table`: images/s of a full training step per model family and normaliser, with its spread over the
+  interleaved repetitions and the paired ratio to LayerNorm.
 * :func:`comparison_table`: the DTN paper's normaliser comparison (ImageNet-1k top-1 of ViT-S and ViT-S* with LN, BN,
   IN, GN, SN, ScN, PN, DTN) and the Derf paper's (ViT-B and ViT-L with LN, DyT, Derf) with the published accuracies
   beside our layer timings at each model's layer shape.
@@ -182,34 +184,81 @@ def speedups(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["pass", "batch", "value", "spread"])
 
 
-def _throughput_reps(df: pd.DataFrame, model: str) -> pd.DataFrame:
+def loads(df: pd.DataFrame) -> pd.Series:
+    """The background load of each row (busy-loop processes the benchmark ran; 0 where the rows record none)."""
+    if "load" not in df.columns:
+        return pd.Series(0, index=df.index)
+    return df["load"].fillna(0).astype(int)
+
+
+def load_text(load: int) -> str:
+    """``""`` for no background load, else ``", N busy processes"`` (for a figure's name)."""
+    return f", {load} busy process{'es' if load != 1 else ''}" if load else ""
+
+
+def _throughput_reps(df: pd.DataFrame, model: str, load: int = 0) -> pd.DataFrame:
     reps = repetition_rows(df)
-    return reps[(reps["metric"] == "throughput_img_s") & (reps["model"] == model)]
+    return reps[(reps["metric"] == "throughput_img_s") & (reps["model"] == model) & (loads(reps) == load)]
 
 
 def throughput_ratios(df: pd.DataFrame) -> pd.DataFrame:
-    """``<model>_dtn / <model>_ln`` inference throughput (``vit_s_dtn / vit_s_ln``), per run and statistic.
+    """``<model>_dtn / <model>_ln`` inference throughput (``vit_s_dtn / vit_s_ln``), per run, load and statistic.
 
     Args:
         df: bench-norms rows (one or more runs).
 
     Returns:
-        Columns ``model``, ``versus``, ``stat``, ``value`` and ``spread`` (the spread of the per-repetition
-        throughput ratios, :func:`paired_ratio_spread`, the same beside every statistic; ``None`` without
-        repetitions): one row per run, ``*_dtn`` model with its ``*_ln`` pair measured, and statistic (``median``,
-        ``best``), in the order the rows measured them.
+        Columns ``model``, ``versus``, ``load`` (background busy processes, 0 for none), ``stat``, ``value`` and
+        ``spread`` (the spread of the per-repetition throughput ratios, :func:`paired_ratio_spread`, the same beside
+        every statistic; ``None`` without repetitions): one row per run, load, ``*_dtn`` model with its ``*_ln`` pair
+        measured at that load, and statistic (``median``, ``best``), in the order the rows measured them.
     """
     out = []
     for rows in per_run(df):
         t = summary_rows(rows[rows["metric"] == "throughput_img_s"])
-        tp = {(m, s): v for m, s, v in zip(t["model"], t["stat"], t["value"], strict=True)}
-        for (model, stat), value in tp.items():
+        tp = {(m, ld, s): v for m, ld, s, v in zip(t["model"], loads(t), t["stat"], t["value"], strict=True)}
+        for (model, load, stat), value in tp.items():
             base = model[:-4] + "_ln"
-            if model.endswith("_dtn") and (base, stat) in tp:
-                out.append({"model": model, "versus": base, "stat": stat, "value": value / tp[(base, stat)],
-                            "spread": paired_ratio_spread(_throughput_reps(rows, model),
-                                                          _throughput_reps(rows, base))})
-    return pd.DataFrame(out, columns=["model", "versus", "stat", "value", "spread"])
+            if model.endswith("_dtn") and (base, load, stat) in tp:
+                out.append({"model": model, "versus": base, "load": load, "stat": stat,
+                            "value": value / tp[(base, load, stat)],
+                            "spread": paired_ratio_spread(_throughput_reps(rows, model, load),
+                                                          _throughput_reps(rows, base, load))})
+    return pd.DataFrame(out, columns=["model", "versus", "load", "stat", "value", "spread"])
+
+
+TRAIN_BASE = "layernorm"
+"""The normaliser the train case's ratios are taken against."""
+TRAIN_NOTE = ("images/s of one training step (forward, cross-entropy, backward, AdamW step; fp32, eager): median "
+              "(min-max) over the interleaved repetitions; / LN: images/s over LayerNorm's, repetition k over "
+              "repetition k of the same round (median, min-max of those ratios).")
+
+
+def train_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Training-step throughput per model family and normaliser, from the ``train_img_s`` repetition rows.
+
+    Args:
+        df: bench-norms rows (one or more runs; repetitions pair within each run and pool over runs).
+
+    Returns:
+        Index ``model`` (the family with its image size and batch), columns ``norm``, ``s / step`` (median),
+        ``images/s`` and ``/ LN`` (:func:`spread_text` of the repetitions and of the paired ratios to LayerNorm;
+        ``not measured`` without LayerNorm rows); empty without train rows.
+    """
+    reps = repetition_rows(df)
+    reps = reps[reps["metric"] == "train_img_s"] if not reps.empty else reps
+    if reps.empty:
+        return pd.DataFrame()
+    out, index = [], []
+    for (family, batch, size), g in reps.groupby(["model", "batch", "img_size"], sort=False):
+        base = g[g["norm"] == TRAIN_BASE]
+        for norm, rows in g.groupby("norm", sort=False):
+            ratio = paired_ratio_spread(rows, base) if not base.empty else None
+            index.append(f"{family} ({size}, batch {int(batch)})")
+            out.append({"norm": norm, "s / step": float((batch / rows["value"]).median()),
+                        "images/s": spread_text(value_spread(rows)),
+                        "/ LN": NOT_MEASURED if base.empty else spread_text(ratio)})
+    return pd.DataFrame(out, index=pd.Index(index, name="model"))
 
 
 SUMMARY_SPREAD = "over repetitions"
@@ -240,15 +289,17 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({"figure": figure, "value": r["value"], "unit": "x"})
         at = df[df["batch"] == r["batch"]]
         spreads[figure] = paired_ratio_spread(_time_reps(at, AUTHORS, r["pass"]), _time_reps(at, "dtn", r["pass"]))
-    for _, r in df[(df["metric"] == "throughput_img_s") & (df["stat"] == "median")].iterrows():
+    tp = df[(df["metric"] == "throughput_img_s") & (df["stat"] == "median")]
+    for (_, r), load in zip(tp.iterrows(), loads(tp), strict=True):
         figure = (f"{r['model']}{placement_label(r.get('placement'))} inference throughput (batch {int(r['batch'])}, "
-                  "fp32 eager)")
+                  f"fp32 eager{load_text(load)})")
         rows.append({"figure": figure, "value": r["value"], "unit": "img/s"})
-        spreads[figure] = value_spread(_throughput_reps(df[df["batch"] == r["batch"]], r["model"]))
+        spreads[figure] = value_spread(_throughput_reps(df[df["batch"] == r["batch"]], r["model"], load))
     for r in throughput_ratios(df).to_dict("records"):
-        figure = f"{r['model']} / {r['versus']} throughput ({r['stat']})"
+        figure = f"{r['model']} / {r['versus']} throughput ({r['stat']}{load_text(r['load'])})"
         rows.append({"figure": figure, "value": r["value"], "unit": "x"})
-        spreads[figure] = paired_ratio_spread(_throughput_reps(df, r["model"]), _throughput_reps(df, r["versus"]))
+        spreads[figure] = paired_ratio_spread(_throughput_reps(df, r["model"], r["load"]),
+                                              _throughput_reps(df, r["versus"], r["load"]))
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows).groupby(["figure", "unit"], sort=False)["value"].mean().reset_index("unit")[
@@ -396,9 +447,13 @@ def render_report(df: pd.DataFrame, fmt: str = "md") -> str:
                     "speed-ups and ratios (repetition k of one side over repetition k of the other in the same run), "
                     f"of the repetitions themselves for a throughput; {NO_REPETITIONS}: the run kept only summary "
                     "statistics.")
+    if (loads(df) > 0).any():
+        summary_note += (" N busy processes: measured while the benchmark kept N busy-loop processes running (the "
+                         "loaded case: the models timed in interleaved repetitions).")
     parts = [render(table, fmt, title=title, note=note, caption=f"{title}. {note}")
              for title, table, note in (("Normaliser time per layer (median)", layer_table(df), layer_note),
-                                        ("Summary", summary_table(df), summary_note)) if not table.empty]
+                                        ("Summary", summary_table(df), summary_note),
+                                        ("Training step", train_table(df), TRAIN_NOTE)) if not table.empty]
     text = "\n\n".join(parts) + "\n"
     note = comparison_note(df)
     comparison = render(comparison_table(df), fmt, title=COMPARISON_TITLE, note=note,

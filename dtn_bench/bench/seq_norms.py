@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from dtn_bench.results.schema import make_row
 from dtn_bench.results.tables import placement_label
 from dtn_bench.runner import ConsoleTable, PresetConfig, Report, RunContext, Suite, run_suite
 from dtn_bench.suites import register
+from dtn_bench.timing import interleaved_ms
 
 SUITE = "bench-seq-norms"
 MODELS = ("transformer", "bigbird", "reformer")
@@ -194,25 +195,6 @@ def step_unit(model: str, norm: str, lcfg, ids: torch.Tensor, labels: torch.Tens
         opt.step()
 
     return call
-
-
-def interleaved_ms(units: Sequence[Callable[[], None]], warmup: int, repeats: int, iters: int,
-                   device: torch.device) -> list[list[float]]:
-    """Mean ms per call of each unit, as ``[unit][repetition]``, timed in interleaved repetitions.
-
-    First ``warmup`` calls of each unit, then ``repeats`` repetitions in which each unit runs ``iters`` calls back to
-    back, the order of the units reversed every other repetition.
-    """
-    from dtn_bench.timing import time_ms
-
-    for fn in units:
-        time_ms(fn, warmup, 0, device)
-    out: list[list[float]] = [[] for _ in units]
-    for rep in range(repeats):
-        order = range(len(units)) if rep % 2 == 0 else reversed(range(len(units)))
-        for i in order:
-            out[i].append(sum(time_ms(units[i], 0, iters, device)) / iters)
-    return out
 
 
 def bench_unit(shape: str, case: str, model: str, cfg: SeqNormBenchConfig, lcfg, ids: torch.Tensor,

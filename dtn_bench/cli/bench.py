@@ -46,6 +46,16 @@ def bench_norms(
     models: Annotated[str | None, typer.Option(help="Comma-separated zoo models for throughput ('' for none).")]
     = None,
     model_batch: Annotated[int | None, typer.Option("--model-batch", help="Batch of the model throughput.")] = None,
+    load: Annotated[int | None, typer.Option("--load", help="Busy-loop processes the loaded case runs beside the "
+                                             "models' inference (0: no loaded case).")] = None,
+    load_repeats: Annotated[int | None, typer.Option("--load-repeats", help="Interleaved repetitions of the loaded "
+                                                     "case.")] = None,
+    train_models: Annotated[str | None, typer.Option("--train-models", help="Comma-separated model families of the "
+                                                     "training-step case (vit_cifar_t,vit_s; '' for none).")] = None,
+    train_batches: Annotated[str | None, typer.Option("--train-batches", help="Comma-separated batch per train "
+                                                      "family (128,32).")] = None,
+    train_repeats: Annotated[int | None, typer.Option("--train-repeats", help="Interleaved repetitions of the "
+                                                      "training steps.")] = None,
     placement: PlacementOpt = None,
     iters: ItersOpt = None,
     warmup: WarmupOpt = None,
@@ -58,7 +68,9 @@ def bench_norms(
 ) -> None:
     """Time every normaliser (fwd, fwd+bwd) at one shape, DTN against the authors' algorithm, and ViT throughput.
 
-    The throughput is vit_s_ln vs vit_s_dtn inference. Writes rows, table.md/.tex and a bar plot.
+    The throughput is vit_s_ln vs vit_s_dtn inference, idle and with --load busy-loop processes running (interleaved
+    repetitions), then images/s of full training steps of each --train-models family with every normaliser. Writes
+    rows, table.md/.tex and a bar plot.
     """
     from dtn_bench.bench import norms as nb
 
@@ -66,7 +78,11 @@ def bench_norms(
         preset, batch=batch_size, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
         grid=None if grid is None else parse_grid(grid), norms=csv_list(norms, "--norms"),
         models=csv_list(models, "--models", empty_ok=True),
-        authors=authors, threads=threads, device=device, seed=seed, tune_malloc=tune_malloc, placement=placement)
+        authors=authors, threads=threads, device=device, seed=seed, tune_malloc=tune_malloc, placement=placement,
+        load=load, load_repeats=load_repeats, train_models=csv_list(train_models, "--train-models", empty_ok=True),
+        train_repeats=train_repeats,
+        train_batches=None if train_batches is None else parse_ints(train_batches, "--train-batches", "128,32",
+                                                                    "positive integers"))
     run_with_progress(nb.SUITE, cfg, out, run_id)
 
 

@@ -15,7 +15,11 @@ while in fp64 they agree to 1e-11: the difference is rounding, not the formula.
 
 The logits split into an x part and a y part, so ``P^h`` is exactly the Kronecker product of a ``W x W`` and an
 ``H x H`` matrix, each a softmax over its own source axis. ``P^h xn`` is two small matrix products along the grid
-axes: ``O(T (H + W))`` per channel instead of ``O(T^2)``, rectangular grids included.
+axes: ``O(T (H + W))`` per channel instead of ``O(T^2)``, rectangular grids included. On CPU tensors an unpooled grid
+runs the fused numba kernels of :mod:`dtn_bench.norms.dtn_cpu2d` (training with a hand-written backward,
+:class:`_Grid`, and inference): one sweep over the samples per call instead of about 15 torch operations, each of them
+a parallel region whose barrier can wait a whole time slice when other processes share the cores. GPUs,
+``torch.compile``, a torch dispatch mode (a flop counter) and pooled grids run torch operations.
 
 Prefix tokens (class / distillation tokens, ``num_prefix_tokens`` leading tokens) are normalised with the LN
 statistics alone (as if both gates were 1) and take no part in the patch tokens' inter-token statistics.
@@ -84,6 +88,8 @@ _GRID_CHUNK = 160_000
 _WORKSPACE: dict[tuple, torch.Tensor] = {}
 # 1-D layers on CPU tensors run the fused kernels of dtn_cpu (False: torch operations only, as on other devices).
 _CPU_KERNELS = True
+# Unpooled 2-D layers on CPU tensors run the fused kernels of dtn_cpu2d (False: torch operations only).
+_CPU_GRID_KERNELS = True
 # Inference kernels of a layer on an unpooled 2-D grid (DTN.kernel): torch ops on any device, or dtn_triton (CUDA).
 KERNELS = ("eager", "triton")
 
@@ -691,6 +697,92 @@ class _Sequence(torch.autograd.Function):
         return g_x, None, g_a, g_weight, g_bias, g_g_mean, g_g_var, None, None, None
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# 2-D grids on the CPU: the fused kernels of dtn_cpu2d
+def _grid_kernels(x: torch.Tensor) -> bool:
+    """Whether an unpooled 2-D layer runs :mod:`dtn_bench.norms.dtn_cpu2d` on ``x``.
+
+    It does for a CPU tensor outside ``torch.compile`` with no torch dispatch mode active (a flop counter sees torch
+    operations only), unless :data:`_CPU_GRID_KERNELS` is False.
+    """
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return (_CPU_GRID_KERNELS and x.device.type == "cpu" and not torch.compiler.is_compiling()
+            and _get_current_dispatch_mode() is None)
+
+
+def _grid_forward_cpu(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      g_mean: torch.Tensor | None, g_var: torch.Tensor, eps: float, prefix: int):
+    """The 2-D layer on contiguous ``x [B, T, C]`` by :func:`dtn_bench.norms.dtn_cpu2d.forward`.
+
+    ``px [H, cols, cols]``, ``py [H, rows, rows]`` are :meth:`DTN.axis_matrices` (``[head, source, target]``), the gates
+    given as their parameters (``g_mean`` None for ``only_var``). Returns the output and what the backward needs:
+    ``(r [B, T, H], mean_ln, var_ln [B, T], gates)``.
+    """
+    from dtn_bench.norms import dtn_cpu2d
+
+    B, T, C = x.shape
+    H, gw, gh = px.shape[0], px.shape[1], py.shape[1]
+    d = C // H
+    cv = _cpu_constants(eps, H, d, x.dtype)
+    with np.errstate(over="ignore"):  # a gate far past saturation: exp overflows to inf, the sigmoid is exactly 0 / 1
+        gates = _seq_gates(g_mean, g_var)
+    out, r, mean_ln, var_ln = x.new_empty(B, T, C), x.new_empty(B, T, H), x.new_empty(B, T), x.new_empty(B, T)
+    dtn_cpu2d.forward(x.view(B, T, H, d).numpy(), px.detach().contiguous().numpy(), py.detach().contiguous().numpy(),
+                      gates, weight.detach().view(H, d).numpy(), bias.detach().view(H, d).numpy(), cv, prefix, (gh, gw),
+                      out.view(B, T, H, d).numpy(), r.numpy(), mean_ln.numpy(), var_ln.numpy(), torch.get_num_threads())
+    return out, (r, mean_ln, var_ln, gates)
+
+
+class _Grid(torch.autograd.Function):
+    """The unpooled 2-D layer on CPU tensors (module docstring, steps 1-5) by :mod:`dtn_bench.norms.dtn_cpu2d`.
+
+    Forward and backward are fused kernels. Inputs ``(x, px, py, weight, bias, g_mean, g_var, eps, prefix)``: the
+    axis matrices come from :meth:`DTN.axis_matrices` with autograd, so ``dL/dpx``, ``dL/dpy`` flow on through the
+    softmax to ``pos_proj``. The backward keeps only ``x`` and the per-token statistics and recomputes the products
+    (see the kernel module). Checked against the eager path and by gradcheck in float64 in the tests.
+    """
+
+    @staticmethod
+    def forward(ctx, x, px, py, weight, bias, g_mean, g_var, eps, prefix):
+        out, (r, mean_ln, var_ln, gates) = _grid_forward_cpu(x, px, py, weight, bias, g_mean, g_var, eps, prefix)
+        ctx.eps, ctx.prefix, ctx.only_var = eps, prefix, g_mean is None
+        ctx.gates = gates
+        ctx.save_for_backward(x, px, py, weight, r, mean_ln, var_ln)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        from dtn_bench.norms import dtn_cpu2d
+
+        x, px, py, weight, r, mean_ln, var_ln = ctx.saved_tensors
+        B, T, C = x.shape
+        H, gw, gh = px.shape[0], px.shape[1], py.shape[1]
+        d = C // H
+        nd = x.numpy().dtype
+        gates = ctx.gates
+        G = grad.detach().contiguous()
+        gx = x.new_empty(B, T, C)
+        gpx, gpy = np.empty((B, H, gw, gw), dtype=nd), np.empty((B, H, gh, gh), dtype=nd)
+        gwb, ggate = np.empty((B, 2, C), dtype=nd), np.empty((B, 2, H), dtype=nd)
+        dtn_cpu2d.backward(G.view(B, T, H, d).numpy(), x.view(B, T, H, d).numpy(), r.numpy(), mean_ln.numpy(),
+                           var_ln.numpy(), px.contiguous().numpy(), py.contiguous().numpy(), gates,
+                           weight.detach().view(H, d).numpy(), _cpu_constants(ctx.eps, H, d, x.dtype), ctx.only_var,
+                           ctx.prefix, (gh, gw), gx.view(B, T, H, d).numpy(), gpx, gpy, gwb, ggate,
+                           torch.get_num_threads())
+        need = ctx.needs_input_grad
+        sums = gwb.sum(0)
+        g_lam = ggate.sum(0)
+        return (gx if need[0] else None,
+                torch.from_numpy(gpx.sum(0)) if need[1] else None,
+                torch.from_numpy(gpy.sum(0)) if need[2] else None,
+                torch.from_numpy(sums[0]) if need[3] else None,
+                torch.from_numpy(sums[1]) if need[4] else None,
+                torch.from_numpy(g_lam[0] * gates[0] * gates[1]) if need[5] and not ctx.only_var else None,
+                torch.from_numpy(g_lam[1] * gates[2] * gates[3]) if need[6] else None,
+                None, None)
+
+
 class DTN(nn.Module):
     """Dynamic Token Normalization for ``[B, T, C]`` tokens.
 
@@ -897,21 +989,30 @@ class DTN(nn.Module):
             # A residual stream may be a transposed view ([B, T, C] stored channels-first, from a patch embedding);
             # one copy to token-major order makes every later pass contiguous.
             xc = x.to(cdtype).contiguous()
-            if self.grid_size is None:
-                y = self._forward_seq(xc, mask)
-            elif torch.is_grad_enabled() or torch.compiler.is_compiling():  # functional: autograd, or for fusion
-                y = self._forward(xc)
-            else:
-                y = torch.empty(B, T, C, dtype=xc.dtype, device=xc.device)
-                if self.pool == 1:
-                    self._infer_grid(xc, y)
-                else:
-                    # On the CPU, cache-sized batch chunks: the temporaries stay small and are reused (_scratch)
-                    # instead of being faulted in afresh for every layer.
-                    step = max(1, _CPU_CHUNK // (T * C)) if x.device.type == "cpu" else B
-                    for i in range(0, B, step):
-                        self._forward(xc[i : i + step], out=y[i : i + step])
+            y = self._forward_seq(xc, mask) if self.grid_size is None else self._forward_grid(xc)
         return y.to(x.dtype)
+
+    def _forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """A 2-D layer on contiguous float ``x [B, T, C]``.
+
+        Unpooled grids on CPU tensors run the fused kernels (:meth:`_forward_grid_cpu`, training and inference);
+        otherwise the functional form under autograd or ``torch.compile``, else the in-place inference paths.
+        """
+        if self.pool == 1 and _grid_kernels(x):
+            return self._forward_grid_cpu(x)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # functional: autograd, or for fusion
+            return self._forward(x)
+        B, T, C = x.shape
+        y = torch.empty(B, T, C, dtype=x.dtype, device=x.device)
+        if self.pool == 1:
+            self._infer_grid(x, y)
+            return y
+        # On the CPU, cache-sized batch chunks: the temporaries stay small and are reused (_scratch) instead of being
+        # faulted in afresh for every layer.
+        step = max(1, _CPU_CHUNK // (T * C)) if x.device.type == "cpu" else B
+        for i in range(0, B, step):
+            self._forward(x[i : i + step], out=y[i : i + step])
+        return y
 
     # 1-D -------------------------------------------------------------------------------------------------------------
     def effective_window(self, length: int, dtype=torch.float32) -> int:
@@ -1045,6 +1146,17 @@ class DTN(nn.Module):
         rp, mean_p, var_p = self._token_stats(xp)
         yp = (xp * rp - mean_p) * torch.rsqrt(var_p + eps)
         return torch.cat([torch.addcmul(bias, yp.reshape(B, P, C), weight), y], dim=1)
+
+    def _forward_grid_cpu(self, x: torch.Tensor) -> torch.Tensor:
+        """An unpooled 2-D layer on contiguous float ``x [B, T, C]`` by the fused CPU kernels (:class:`_Grid`)."""
+        dt = x.dtype
+        py, px = self.axis_matrices(*self.grid_size, dtype=dt)
+        weight, bias = self.weight.to(dt), self.bias.to(dt)
+        g_mean = None if self.only_var else self.mean_norm_weight.to(dt)
+        g_var = self.var_norm_weight.to(dt)
+        if torch.is_grad_enabled():
+            return _Grid.apply(x, px, py, weight, bias, g_mean, g_var, self.eps, self.num_prefix_tokens)
+        return _grid_forward_cpu(x, px, py, weight, bias, g_mean, g_var, self.eps, self.num_prefix_tokens)[0]
 
     def _token_stats(self, xh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``r [B, T, H, 1]`` and the LN mean and variance ``[B, T, 1, 1]`` of ``xh [B, T, H, d]``.

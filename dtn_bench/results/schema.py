@@ -44,6 +44,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
 UNITS: dict[str, str] = {
     # cost
     "throughput_img_s": "img/s",
+    "train_img_s": "img/s",
     "tokens_s": "tok/s",
     "latency_ms_p50": "ms",
     "latency_ms_p90": "ms",
