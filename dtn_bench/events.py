@@ -9,8 +9,9 @@ name, stable across versions) and :meth:`Event.fields` (its values as a dict).
 - messages: :class:`Note` (something the caller should report), :class:`Warn` (something that may make the numbers
   mean less than they seem);
 - progress: :class:`Progress` (a task's items advanced; ``task`` names the bar), :class:`Estimate` (the time a run
-  will take, from its first batches), :class:`TrainingPlanned` and :class:`TrainingProgress` (a training run's
-  start, step or evaluation);
+  will take, from its first batches), :class:`TrainingPlanned` and :class:`TrainingProgress` (an ``lra`` training
+  run's start, step or evaluation), :class:`DataLoaded`, :class:`TrainStart`, :class:`TrainStep` and
+  :class:`TrainEpoch` (``dtn-bench train``'s data, start, step and epoch);
 - units: :class:`Started` (units to do and already done), :class:`Pending` (what the measurement has left),
   :class:`UnitResult` (an evaluation unit scored), :class:`Trained` (a training run finished), :class:`UnitDone`
   (a unit's rows are written), :class:`Finished` (the measurement's totals), :class:`Rendered` (documents written);
@@ -143,6 +144,58 @@ class TrainingEval(TrainingProgress):
 
     kind: ClassVar[str] = "run_eval"
     phase: ClassVar[str] = "eval"
+
+
+@dataclass(frozen=True)
+class TrainStart(Event):
+    """``dtn-bench train``: training begins (after ``start_epoch`` finished epochs) with this model and data."""
+
+    kind: ClassVar[str] = "train_start"
+    start_epoch: int
+    params: int
+    input_size: tuple[int, ...]
+    lr: float
+    updates_per_epoch: int
+    epochs: int = 0
+    classes: int = 0
+    data: str = ""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    crop_pct: float = 1.0
+    interpolation: str = ""
+
+
+@dataclass(frozen=True)
+class TrainStep(Event):
+    """``dtn-bench train``: an optimiser step of epoch ``epoch`` (0-based), ``step`` of ``steps``."""
+
+    kind: ClassVar[str] = "train_step"
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    img_s: float
+
+
+@dataclass(frozen=True)
+class TrainEpoch(Event):
+    """``dtn-bench train``: an epoch is measured and checkpointed (``record``: its EpochRecord as a dict)."""
+
+    kind: ClassVar[str] = "train_epoch"
+    epoch: int
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DataLoaded(Event):
+    """The data a run trains on: its name, training and validation images, classes."""
+
+    kind: ClassVar[str] = "data"
+    name: str
+    train: int
+    val: int
+    classes: int
 
 
 @dataclass(frozen=True)

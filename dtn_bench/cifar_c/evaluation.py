@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dtn_bench.cifar_c import data as D
 from dtn_bench.distributed import check_device_amp, default_device
@@ -107,6 +108,13 @@ class CifarCConfig(PresetConfig):
     def data_name(self) -> str:
         """The data as tables show it."""
         return self.data_label or D.dataset_spec(self.dataset).label
+
+
+def build_model(cfg: CifarCConfig, classes: int, *, debug: bool = False) -> tuple[torch.nn.Module, dict[str, str]]:
+    """The model of ``cfg`` with ``classes`` outputs in eval mode, weights loaded, and their provenance entries."""
+    model, weights = P.build_model(P.ModelSpec(cfg.model, cfg.norm, cfg.checkpoint, cfg.ema, num_classes=classes,
+                                               seed=cfg.seed), debug=debug)
+    return model, weights.provenance()
 
 
 def _size_error(label: str, size: int):

@@ -29,7 +29,17 @@ DEVIATIONS = (
 )
 
 
-def _severities(text: str | None) -> tuple[int, ...]:
+CBAR_NOTE = (
+    "--set imagenet-c-bar writes ImageNet-C-bar (Mintun et al., NeurIPS 2021) in the same layout, crop, JPEG save, "
+    "seeding and resumable job: its 10 corruptions (blue_noise_sample, brownish_noise, caustic_refraction, "
+    "checkerboard_cutout, cocentric_sine_waves, inverse_sparkles, perlin_noise, plasma_noise, "
+    "single_frequency_greyscale, sparkles) at the levels of imagenet_c_bar.csv (facebookresearch/"
+    "augmentation-corruption; docs/imagenet_c_bar_parameters.md), computed in float64 (within 1 grey level of the "
+    "recipe's formulas). --set imagenet-3dcc is refused: 3DCC needs depth maps; evaluate the released data."
+)
+
+
+def _severities(text: str | None, cset: str = "imagenet-c") -> tuple[int, ...]:
     from dtn_bench.data.corruptions import resolve_severities
 
     if text is None:
@@ -37,7 +47,13 @@ def _severities(text: str | None) -> tuple[int, ...]:
     values = csv_list(text) or ()
     if not values:
         raise DTNBenchError(f"--severities {text!r}: expected comma-separated integers 1..5 like 1,3,5")
-    return resolve_severities(values)
+    try:
+        return resolve_severities(values)
+    except DTNBenchError as e:
+        if cset == "imagenet-c":
+            raise
+        raise DTNBenchError(f"{e} (--set {cset} has severities 1..5, each a level of its table: "
+                            f"docs/imagenet_c_bar_parameters.md)") from None
 
 
 @app.command("corrupt", help="Generate ImageNet-C from an image folder SRC/<class>/<image> into "
@@ -51,7 +67,8 @@ def _severities(text: str | None) -> tuple[int, ...]:
              "make_cifar_c.py / make_tinyimagenet_c.py): CIFAR from SRC = clean test images uint8 [N, 32, 32, 3] .npy "
              "with --src-labels, or the CIFAR python pickle (test_batch, test), into OUT/<corruption>.npy "
              "[5N, 32, 32, 3] (severity 1 first) + OUT/labels.npy, what `cifar-c --data-dir` reads; Tiny-ImageNet-C "
-             "from SRC/<wnid>/<image> resized to 64 x 64, the ImageNet-C folder layout. " + DEVIATIONS)
+             "from SRC/<wnid>/<image> resized to 64 x 64, the ImageNet-C folder layout. " + DEVIATIONS + " "
+             + CBAR_NOTE)
 def corrupt(
     src: Annotated[Path, typer.Argument(help="Source: folder SRC/<class>/<image> (imagenet-c, tiny-imagenet-c); for "
                                         "cifar10-c / cifar100-c a uint8 [N, 32, 32, 3] .npy (with --src-labels) or "
@@ -59,7 +76,7 @@ def corrupt(
     out: Annotated[Path, typer.Argument(help="Output root: OUT/<corruption>/<severity>/<class>/<image>, or "
                                         "OUT/<corruption>.npy + labels.npy (CIFAR formats).")],
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Comma-separated names "
-                           "(default: the 15 mCE corruptions).")] = None,
+                           "(default: the 15 mCE corruptions; --set imagenet-c-bar: its 10).")] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="Comma-separated severities 1..5 "
                           "(default: all five; the CIFAR formats always write all five).")] = None,
     extra: Annotated[bool, typer.Option("--extra", help="Also the 4 extras: speckle_noise, gaussian_blur, "
@@ -73,13 +90,16 @@ def corrupt(
                    "tiny-imagenet-c.")] = "imagenet-c",
     src_labels: Annotated[Path | None, typer.Option("--src-labels", help="CIFAR formats with a .npy SRC: its "
                           "labels, [N] integers .npy.")] = None,
+    cset: Annotated[str, typer.Option("--set", help="Corruption set: imagenet-c (default; --format picks its "
+                    "dataset) or imagenet-c-bar (224 px from SRC/<class>/<image>). imagenet-3dcc is "
+                    "evaluation-only (it needs depth maps).")] = "imagenet-c",
 ) -> None:
     """Generate ImageNet-C from ``src`` into ``out`` (``dtn-bench corrupt``; its --help is the ``help=`` above)."""
     from dtn_bench.data.corruptions import check_folder_args, corrupt_folder, resolve_corruptions
 
-    recipe = _recipe(fmt)
-    names = resolve_corruptions(csv_list(corruptions), extra)
-    sevs = _severities(severities)
+    recipe = _recipe(fmt, cset)
+    names = resolve_corruptions(csv_list(corruptions), extra, recipe=recipe)
+    sevs = _severities(severities, cset)
     arrays = fmt in ("cifar10-c", "cifar100-c")
     if arrays and sevs != (1, 2, 3, 4, 5):
         raise DTNBenchError(f"--format {fmt} writes all 5 severities into each <corruption>.npy: drop --severities")
@@ -88,7 +108,8 @@ def corrupt(
             raise DTNBenchError(f"--src-labels is for the CIFAR formats (a .npy SRC), not --format {fmt}")
         check_folder_args(src, out, batch_size, device)  # every input error before the progress bar
     label = {"imagenet-c": "ImageNet-C", "cifar10-c": "CIFAR-10-C", "cifar100-c": "CIFAR-100-C",
-             "tiny-imagenet-c": "Tiny-ImageNet-C"}[fmt]
+             "tiny-imagenet-c": "Tiny-ImageNet-C", "imagenet-c-bar": "ImageNet-C-bar"}[fmt if recipe is None
+                                                                                        else recipe.name]
     unit = "images" if arrays else "files"
     with ProgressView(label) as view:
         progress = view.counter(unit, f"{label} ({unit})")
@@ -112,8 +133,16 @@ def corrupt(
     console.print(f"manifest: {summary.manifest}", soft_wrap=True, highlight=False)
 
 
-def _recipe(fmt: str):
-    """The recipe of ``--format`` (``None`` for imagenet-c, without importing the CIFAR package)."""
+def _recipe(fmt: str, cset: str = "imagenet-c"):
+    """The recipe of ``--set`` and ``--format`` (``None`` for ImageNet-C, without importing the CIFAR package)."""
+    if cset != "imagenet-c":
+        from dtn_bench.data.corruptions.cbar import resolve_set
+
+        recipe = resolve_set(cset)
+        if recipe is not None and fmt != "imagenet-c":
+            raise DTNBenchError(f"--set {cset} is made at 224 px from an image folder: drop --format {fmt} (it picks "
+                                f"a dataset of ImageNet-C's corruptions)")
+        return recipe
     if fmt == "imagenet-c":
         return None
     from dtn_bench.cifar_c.generate import resolve_format

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
+from dtn_bench.data.corruptions import cbar as _cbar
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 
@@ -70,26 +71,13 @@ THREEDCC_CORRUPTIONS: tuple[str, ...] = (
     "low_light", "xy_motion_blur", "z_motion_blur")
 """RobustBench's 12 ImageNet-3DCC corruptions (``robustbench/data.py``, ``CORRUPTIONS_3DCC``), in its order."""
 
-C_BAR_SEVERITY_PARAMETERS: dict[str, tuple[float, ...]] = {
-    "blue_noise_sample": (0.8, 1.6, 2.4, 4.0, 5.6),
-    "brownish_noise": (1.0, 2.0, 3.0, 4.0, 5.0),
-    "caustic_refraction": (2.35, 3.2, 4.9, 6.6, 9.15),
-    "checkerboard_cutout": (2.0, 3.0, 4.0, 5.0, 6.0),
-    "cocentric_sine_waves": (3.0, 5.0, 8.0, 9.0, 10.0),
-    "inverse_sparkles": (1.0, 2.0, 4.0, 9.0, 10.0),
-    "perlin_noise": (4.6, 5.2, 5.8, 7.6, 8.8),
-    "plasma_noise": (4.75, 7.0, 8.5, 9.25, 10.0),
-    "single_frequency_greyscale": (1.0, 1.5, 2.0, 4.5, 5.0),
-    "sparkles": (1.0, 2.0, 3.0, 5.0, 6.0),
-}
-"""ImageNet-C-bar's corruptions and the parameter of each severity 1..5 (facebookresearch/augmentation-corruption,
-``imagenet_c_bar/imagenet_c_bar.csv``); the generator names the severity folders ``{parameter:.2f}``."""
-C_BAR_CORRUPTIONS: tuple[str, ...] = tuple(C_BAR_SEVERITY_PARAMETERS)
+C_BAR_CORRUPTIONS: tuple[str, ...] = _cbar.CBAR_CORRUPTIONS
+"""ImageNet-C-bar's 10 corruptions (:mod:`dtn_bench.data.corruptions.cbar`, from ``imagenet_c_bar.csv``)."""
 
 
 def c_bar_severity_folders(corruption: str) -> tuple[str, ...]:
     """The severity folder names ImageNet-C-bar's generator writes for ``corruption``: ``2.35``, ``3.20``, ..."""
-    return tuple(f"{v:.2f}" for v in C_BAR_SEVERITY_PARAMETERS[corruption])
+    return _cbar.RELEASED_LEVEL_FOLDERS[corruption]
 
 
 @cache

@@ -33,8 +33,8 @@ MANIFEST_NAME = "dtn-bench-corrupt.json"
 """Written at the root of OUT by :func:`corrupt_folder` last, once every image is there: a folder without it is
 incomplete. ``imagenet-c --data-dir`` reads it to label the data as generated (not the released ImageNet-C)."""
 PARTIAL_NAME = ".dtn-bench-corrupt.partial.json"
-"""Written at the root of OUT when a job starts (source and seed), removed after the manifest: a re-run with the same
-source and seed continues that job."""
+"""Written at the root of OUT when a job starts (source, seed and corruption set), removed after the manifest: a
+re-run with the same source, seed and set continues that job."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -271,14 +271,16 @@ class _Job:
                              f"(finished images are kept)")
 
 
-def _begin(out: Path, source: str, seed: int) -> bool:
+def _begin(out: Path, source: str, seed: int, corruption_set: str = "imagenet-c") -> bool:
     """Starts (or continues) the job in ``out``: writes the marker, removes an earlier manifest.
 
+    A marker without ``set`` (written before ImageNet-C-bar existed) is an ImageNet-C job.
+
     Returns:
-        Whether an unfinished job of the same source and seed is being continued.
+        Whether an unfinished job of the same source, seed and corruption set is being continued.
 
     Raises:
-        DTNBenchError: ``out`` is a file, or holds an unfinished job of another source or seed.
+        DTNBenchError: ``out`` is a file, or holds an unfinished job of another source, seed or corruption set.
     """
     from dtn_bench.results.writer import atomic_write_bytes
 
@@ -288,11 +290,12 @@ def _begin(out: Path, source: str, seed: int) -> bool:
     resuming = marker.is_file()
     if resuming:
         earlier = read_json_object(marker, hint=f" (delete it to start {out} afresh)")
-        if earlier.get("source") != source or earlier.get("seed") != int(seed):
+        earlier_set = earlier.get("set", "imagenet-c")
+        if earlier.get("source") != source or earlier.get("seed") != int(seed) or earlier_set != corruption_set:
             raise DTNBenchError(f"{out} holds an unfinished dtn-bench corrupt job from {earlier.get('source')} with "
-                                f"--seed {earlier.get('seed')}: run that job again to finish it, or choose another "
-                                f"output folder (or delete {out})")
-    atomic_write_bytes(marker, _json_bytes({"source": source, "seed": int(seed)}))
+                                f"--seed {earlier.get('seed')} --set {earlier_set}: run that job again to finish it, "
+                                f"or choose another output folder (or delete {out})")
+    atomic_write_bytes(marker, _json_bytes({"source": source, "seed": int(seed), "set": corruption_set}))
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     return resuming
 
@@ -325,7 +328,7 @@ def _write_image(job: _Job, target: Path, image: torch.Tensor) -> None:
 def _corrupt_chunk(job: _Job, chunk: list[Path], dev: torch.device) -> None:
     """Loads a batch of source images and writes every file of theirs still to do."""
     try:
-        size = None if job.recipe is None else job.recipe.size
+        size = None if job.recipe is None or job.recipe.crop else job.recipe.size
         batch = torch.stack([load_image(job.src / r, size) for r in chunk]).to(dev)
     except DTNBenchError as e:
         raise job.stop(str(e)) from None
@@ -350,7 +353,8 @@ def _finish(job: _Job, source: str, names: tuple[str, ...], sevs: tuple[int, ...
 
     manifest = {"generator": "dtn-bench corrupt", "dtn_bench_version": dtn_bench_version(), "source": source,
                 "seed": job.seed, "corruptions": list(names), "severities": list(sevs), "images": images,
-                "files": job.total, "jpeg_quality": JPEG_QUALITY, "size": SIZE, "device": str(dev)}
+                "files": job.total, "jpeg_quality": JPEG_QUALITY, "size": SIZE, "device": str(dev),
+                "set": "imagenet-c" if job.recipe is None else job.recipe.corruption_set}
     if job.recipe is not None:
         manifest.update(format=job.recipe.name, size=job.recipe.size)
     path = job.out / MANIFEST_NAME
@@ -368,7 +372,9 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
 
     With a ``recipe`` of a folder format (Tiny-ImageNet-C, :mod:`dtn_bench.cifar_c.generate`): the same layout and
     JPEG save, the images resized to ``recipe.size`` square (:func:`load_image`) and corrupted with its table; the
-    manifest also records ``format``.
+    manifest also records ``format``. With the recipe of another corruption set
+    (:data:`~dtn_bench.data.corruptions.cbar.IMAGENET_C_BAR`): its corruptions (``corruptions`` names some of them),
+    the same crop, layout and JPEG save; the marker and the manifest record ``set``.
 
     Every source image gets ``Resize(256) + CenterCrop(224)``, each corruption x severity, uint8 truncation, and is
     saved as JPEG quality 85. Files are written atomically (temporary file + rename). Each output's randomness comes
@@ -385,7 +391,7 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
     Args:
         src: folder ``SRC/<class>/<image>`` (e.g. ImageNet val).
         out: output root (the folder ``imagenet-c --data-dir`` reads).
-        corruptions: names; ``None`` for the 15 mCE corruptions.
+        corruptions: names; ``None`` for the 15 mCE corruptions (a set's recipe: all of its corruptions).
         severities: subset of 1..5.
         extra: also the 4 extra corruptions.
         seed: run seed.
@@ -401,12 +407,12 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
         DTNBenchError: bad names, severities, source layout, unreadable images (one line, naming the file and, once
             files were written, how to continue), an unfinished job in OUT with another source or seed.
     """
-    names = resolve_corruptions(corruptions, extra)
+    names = resolve_corruptions(corruptions, extra, recipe=recipe)
     sevs = resolve_severities(severities)
     src, out = Path(src), Path(out)
     dev, rels = check_folder_args(src, out, batch_size, device)
     source = str(src.resolve())
-    resuming = _begin(out, source, seed)
+    resuming = _begin(out, source, seed, "imagenet-c" if recipe is None else recipe.corruption_set)
     job = _plan(src, out, seed, rels, names, sevs, resuming, progress)
     job.recipe = recipe
     skipped = job.done
