@@ -65,7 +65,8 @@ def own(tmp_path_factory):
     _corrupt(root / "imagenet-c-bar", ("caustic_refraction",), lambda c: (c_bar_severity_folders(c)[0],), CLASSES, 1,
              rng)
     _split(root / "sketch", CLASSES, 2, rng, size=(300, 200))
-    _split(root / "imagenetv2-matched-frequency-format-val", range(3), 2, rng)
+    for variant in ("matched-frequency", "threshold0.7", "top-images"):
+        _split(root / f"imagenetv2-{variant}-format-val", range(3), 1, rng)
     torch.manual_seed(0)
     model = create("vit_t_ln", num_classes=3)
     with torch.no_grad():
@@ -115,19 +116,20 @@ def _units(rows: pd.DataFrame, metric="top1_err") -> dict:
 
 
 def test_every_set_equals_a_plain_loop(own):
-    """Val, C, 3DCC, C-bar, Sketch, V2 (own 3-class model): rows and bits equal the plain loop's; the table."""
+    """Val, C, 3DCC, C-bar, Sketch, V2 x 3 (own 3-class model): rows and bits equal the plain loop's; the table."""
     from dtn_bench.shifts import evaluate
 
     res = evaluate("vit_t_ln", own["root"], checkpoint=own["ckpt"], num_classes=3, severities=[1],
                    out=own["base"] / "out", run_id="all", **KW)
     rows = res.rows
+    v2 = ("imagenet-v2-matched-frequency", "imagenet-v2-threshold0.7", "imagenet-v2-top-images")
     assert set(rows["set"]) == {"imagenet-val", "imagenet-c", "imagenet-3dcc", "imagenet-c-bar", "imagenet-sketch",
-                                "imagenet-v2-matched-frequency"}
+                                *v2}
     bits = C.read_run(res.path)
     errs = _units(rows)
     root = own["root"]
     folders = {"imagenet-val": root / "imagenet-val", "imagenet-sketch": root / "sketch",
-               "imagenet-v2-matched-frequency": root / "imagenetv2-matched-frequency-format-val",
+               **{name: root / f"imagenetv2-{name[len('imagenet-v2-'):]}-format-val" for name in v2},
                "imagenet-c": root / "ImageNet-C", "imagenet-3dcc": root / "imagenet-3dcc",
                "imagenet-c-bar": root / "imagenet-c-bar"}
     checked = 0
@@ -143,7 +145,7 @@ def test_every_set_equals_a_plain_loop(own):
         assert err == pytest.approx(1 - right.mean()), key
         assert bits.images(key) == files and bits.correct(key).tolist() == right.tolist(), key
         checked += 1
-    assert checked == 7  # val, sketch, v2, 2 pairs of -C, one of -3DCC and of -C-bar
+    assert checked == 9  # val, sketch, the 3 variants of V2, 2 pairs of -C, one of -3DCC and of -C-bar
     assert "top5_err" not in set(rows["metric"])  # 3 classes: no top-5
     transforms = dict(zip(rows["set"], rows["transform"], strict=False))
     assert transforms["imagenet-c"] == "as released" and transforms["imagenet-sketch"].startswith("timm eval")
@@ -388,3 +390,54 @@ def test_table_shifts_combines_models_with_paired_intervals(own, tmp_path, invok
         want = 100 * (b.correct(key).mean() - a.correct(key).mean())
         got = paired.loc[paired["set"] == label, "difference"].item()
         assert got == pytest.approx(want)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_cli_set_names_are_the_engines_sets():
+    """``--sets`` help and the ``--<set>-dir`` options (written out for a fast ``--help``) list every set."""
+    from dtn_bench.cli.shifts import SET_NAMES
+
+    assert SET_NAMES == tuple(SETS)
+
+
+def test_generated_c_bar_is_a_set_on_the_engine_and_labelled(own, tmp_path, invoke):
+    """corrupt --set imagenet-c-bar writes a folder that shifts evaluates as ImageNet-C-bar (the plain loop's errors),
+    labelled as generated; a generated folder evaluated as another set is a one-line error naming it."""
+    from dtn_bench.shifts import evaluate
+
+    rng = np.random.default_rng(4)
+    src = _split(tmp_path / "val", CLASSES, 1, rng, size=(260, 300))
+    gen = tmp_path / "ImageNet-C-bar"
+    names = ("plasma_noise", "sparkles")
+    code, _, err = invoke("corrupt", str(src), str(gen), "--set", "imagenet-c-bar", "--corruptions", ",".join(names),
+                          "--severities", "1", "--seed", "2")
+    assert code == 0, err
+    events = []
+    res = evaluate("vit_t_ln", None, set_dirs={"imagenet-c-bar": gen}, checkpoint=own["ckpt"], num_classes=3,
+                   severities=[1], out=tmp_path / "o", on_event=events.append, **KW)
+    assert any(e.kind == "warning" and "holds 2 of its 10 corruptions" in e.text for e in events)
+    errs = _units(res.rows)
+    assert set(errs) == {("imagenet-c-bar", "3 classes", c, 1) for c in names}
+    for c in names:
+        folder = gen / c / "1"
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*"))
+        right = _plain("vit_t_ln", own["ckpt"], 3, folder, files, [CLASSES.index(f.split("/")[0]) for f in files],
+                       transform=False)
+        assert errs[("imagenet-c-bar", "3 classes", c, 1)] == pytest.approx(1 - right.mean())
+    assert set(res.rows["data"]) == {"ImageNet-C-bar (generated by dtn-bench corrupt (seed 2) - not the released "
+                                     "ImageNet-C-bar)"}
+    assert "ImageNet-C-bar generated by dtn-bench corrupt" in (res.path / "table.md").read_text()
+    code, _, err = _shifts(invoke, "--imagenet-c-dir", str(gen), "--num-classes", "3", "--severities", "1",
+                           "--out", str(tmp_path / "bad"))
+    assert_one_line_error(code, err, f"ImageNet-C folder {gen} holds imagenet-c-bar written by dtn-bench corrupt")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_corruption_set_with_the_wrong_layout_is_a_one_line_error(tmp_path, invoke):
+    """Images directly in a corruption folder (no severity folders) of ImageNet-3DCC: the folder is named."""
+    rng = np.random.default_rng(6)
+    root = tmp_path / "data"
+    _save(root / "imagenet-3dcc" / "fog_3d" / "x.JPEG", (224, 224), rng)
+    code, _, err = _shifts(invoke, "--data-root", str(root), "--num-classes", "3", "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, str(root / "imagenet-3dcc"))
+    assert not (tmp_path / "o").exists()
