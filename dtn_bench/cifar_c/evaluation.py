@@ -49,6 +49,8 @@ class CifarCConfig(PresetConfig):
         model: small model (``vit_cifar_t_dtn``), zoo model or timm model name.
         dataset: ``cifar10``, ``cifar100`` or ``tiny-imagenet`` (:data:`~dtn_bench.cifar_c.data.DATASETS`).
         norm: registered normaliser put into the model.
+        placement: where the normalisers sit in every block, ``pre`` / ``post`` / ``peri``
+            (:mod:`dtn_bench.placement`); in rows, run key and run id (the id only when not ``pre``).
         checkpoint: weights file; its SHA-256 keys the run.
         ema: take the checkpoint's EMA weights when it has them.
         num_classes: classifier outputs (default: the dataset's, 10 / 100 / 200).
@@ -69,6 +71,7 @@ class CifarCConfig(PresetConfig):
     model: str = "vit_cifar_t_ln"
     dataset: str = "cifar10"
     norm: str | None = None
+    placement: str = "pre"
     checkpoint: str | None = None
     ema: bool = True
     num_classes: int | None = None
@@ -85,7 +88,10 @@ class CifarCConfig(PresetConfig):
 
     def validate(self) -> None:
         """One-line errors for settings that cannot work together."""
+        from dtn_bench.placement import check_placement
+
         D.dataset_spec(self.dataset)
+        check_placement(self.placement)
         if self.data_dir is None:
             raise DTNBenchError(f"no --data-dir given. {D.download_hint(self.dataset)}")
         if (self.clean_images is None) != (self.clean_labels is None):
@@ -100,8 +106,11 @@ class CifarCConfig(PresetConfig):
         return run_key(self.as_dict(), provenance or {}, RESUME_IGNORED)
 
     def default_run_id(self, provenance: dict[str, Any] | None = None) -> str:
-        """``<model>[-<norm>]-<dataset>-<first 10 hex of the run key>``: the same settings resume the same folder."""
-        parts = [self.model] + ([self.norm] if self.norm else []) + [self.dataset]
+        """``<model>[-<norm>][-<placement>]-<dataset>-<first 10 hex of the run key>``: same settings, same folder.
+
+        The placement is in the id when it is not ``pre``.
+        """
+        parts = P.run_id_parts(self) + [self.dataset]
         return "-".join(parts + [self.run_key(provenance)[:10]])
 
     @property
@@ -113,7 +122,7 @@ class CifarCConfig(PresetConfig):
 def build_model(cfg: CifarCConfig, classes: int, *, debug: bool = False) -> tuple[torch.nn.Module, dict[str, str]]:
     """The model of ``cfg`` with ``classes`` outputs in eval mode, weights loaded, and their provenance entries."""
     model, weights = P.build_model(P.ModelSpec(cfg.model, cfg.norm, cfg.checkpoint, cfg.ema, num_classes=classes,
-                                               seed=cfg.seed), debug=debug)
+                                               placement=cfg.placement, seed=cfg.seed), debug=debug)
     return model, weights.provenance()
 
 
@@ -139,7 +148,8 @@ def plan(cfg: CifarCConfig, *, debug: bool = False) -> P.Plan:
     corruptions = resolve_corruptions(cfg.corruptions)
     severities = resolve_severities(cfg.severities)
     model, weights = P.build_model(P.ModelSpec(cfg.model, cfg.norm, cfg.checkpoint, cfg.ema,
-                                               num_classes=cfg.num_classes or spec.num_classes, seed=cfg.seed),
+                                               num_classes=cfg.num_classes or spec.num_classes,
+                                               placement=cfg.placement, seed=cfg.seed),
                                    debug=debug)
     n_model = P.model_classes(model)
     given = P.model_input(model)
@@ -178,7 +188,7 @@ def _clean_unit(cfg: CifarCConfig, classes: int) -> list[P.Unit]:
 def row_settings(cfg: CifarCConfig, provenance: dict[str, Any]) -> dict[str, Any]:
     """The setting columns every row of the run holds."""
     return dict(dataset=cfg.dataset, data=cfg.data_name, checkpoint_sha256=provenance["checkpoint_sha256"],
-                weights=provenance["weights"], amp=cfg.amp or "fp32")
+                weights=provenance["weights"], amp=cfg.amp or "fp32", placement=cfg.placement)
 
 
 FILING = Filing(key=lambda u: (u.corruption, u.severity), metrics=("n_images", "top1_err", "top5_err",

@@ -12,7 +12,16 @@ from typing import Annotated
 
 import typer
 
-from dtn_bench.cli.options import EmaOpt, OutOpt, PretrainedFileOpt, PretrainedOpt, RunIdOpt, csv_list, parse_severities
+from dtn_bench.cli.options import (
+    EmaOpt,
+    OutOpt,
+    PlacementOpt,
+    PretrainedFileOpt,
+    PretrainedOpt,
+    RunIdOpt,
+    csv_list,
+    parse_severities,
+)
 from dtn_bench.cli.output import STATE, ProgressView, console, err_console, print_tables
 from dtn_bench.errors import DTNBenchError
 
@@ -36,6 +45,7 @@ def shifts(
     pretrained: PretrainedOpt = False,
     pretrained_file: PretrainedFileOpt = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")] = None,
+    placement: PlacementOpt = None,
     num_classes: Annotated[int | None, typer.Option("--num-classes", help="Classifier outputs (default: the "
                                                     "model's; ImageNet sets need 1000).")] = None,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="The folder holding the sets, each in a "
@@ -83,9 +93,9 @@ def shifts(
     from dtn_bench.shifts import suite as S
 
     dirs = {name: str(set_dirs[_dir_param(name)]) for name in SET_NAMES if set_dirs.get(_dir_param(name))}
-    settings = dict(norm=norm, num_classes=num_classes, severities=parse_severities(severities), subset=subset,
-                    subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size, workers=workers,
-                    device=device, amp=amp, strict=strict, allow_resize=allow_resize)
+    settings = dict(norm=norm, placement=placement, num_classes=num_classes, severities=parse_severities(severities),
+                    subset=subset, subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size,
+                    workers=workers, device=device, amp=amp, strict=strict, allow_resize=allow_resize)
     main = is_main_process()
     with ProgressView("shifts", enabled=main) as view:
         if demo:
@@ -102,7 +112,7 @@ def shifts(
         else:
             settings.update(checkpoint=checkpoint, ema=ema, pretrained=pretrained, pretrained_file=pretrained_file,
                             seed=seed if checkpoint is None else None)
-        cfg = S.make_config(model, data_root, sets=csv_list(sets), set_dirs=dirs, **settings)
+        cfg = S.make_config(model, data_root, sets=csv_list(sets, "--sets"), set_dirs=dirs, **settings)
         result = S.evaluate(cfg, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
                             on_event=view if main else None)
     if result.path is None:

@@ -86,7 +86,7 @@ class ImageNetCConfig(P.ModelSettings, PresetConfig):
     the defaults below decide the rest).
 
     The model and weights settings (``model``, ``norm``, ``checkpoint``, ``ema``, ``pretrained``, ``pretrained_file``,
-    ``num_classes``) are :class:`~dtn_bench.shifts.plan.ModelSettings`'.
+    ``num_classes``, ``placement``) are :class:`~dtn_bench.shifts.plan.ModelSettings`'.
 
     Attributes:
         data_dir: the ImageNet-C folder.
@@ -155,8 +155,11 @@ class ImageNetCConfig(P.ModelSettings, PresetConfig):
         return run_key(self.as_dict(), provenance or {}, RESUME_IGNORED)
 
     def default_run_id(self, provenance: dict[str, Any] | None = None) -> str:
-        """``<model>[-<norm>][-demo]-<first 10 hex of the run key>``: the same settings resume the same folder."""
-        parts = [self.model] + ([self.norm] if self.norm else []) + (["demo"] if self.demo else [])
+        """``<model>[-<norm>][-<placement>][-demo]-<first 10 hex of the run key>``: same settings, same folder.
+
+        The placement is in the id when it is not ``pre``.
+        """
+        parts = P.run_id_parts(self) + (["demo"] if self.demo else [])
         return "-".join(parts + [self.run_key(provenance)[:10]])
 
     def subset_label(self, provenance: dict[str, Any] | None = None) -> str:
@@ -262,11 +265,11 @@ def plan(cfg: ImageNetCConfig, *, debug: bool = False, progress: Callable[[int, 
 
 
 def row_settings(cfg: ImageNetCConfig, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The setting columns every row of the run holds (data, subset, weights, autocast, resizing)."""
+    """The setting columns every row of the run holds (data, subset, weights, autocast, resizing, placement)."""
     return dict(data=cfg.data_name(provenance), subset=cfg.subset_label(provenance),
                 checkpoint_sha256=provenance["checkpoint_sha256"], weights=provenance["weights"],
                 weights_source=provenance["weights_source"], weights_sha256=provenance["weights_sha256"],
-                amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
+                amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize, placement=cfg.placement)
 
 
 def _bad_name(unit: P.Unit, name: str) -> str:

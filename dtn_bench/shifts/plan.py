@@ -58,6 +58,8 @@ class ModelSettings:
         pretrained_file: a local weights file through timm's pretrained loader (``--pretrained-file``; its SHA-256
             keys the run).
         num_classes: classifier outputs (default: the model's).
+        placement: where the normalisers sit in every block, ``pre`` / ``post`` / ``peri`` (``--placement``,
+            :mod:`dtn_bench.placement`); in the rows, the run key and the run id (the id only when not ``pre``).
     """
 
     model: str
@@ -67,6 +69,7 @@ class ModelSettings:
     pretrained: bool = False
     pretrained_file: str | None = None
     num_classes: int | None = None
+    placement: str = "pre"
 
     def model_spec(self) -> ModelSpec:
         """The model settings with the seed the weights are built under (the config's ``seed``, else 0)."""
@@ -76,9 +79,11 @@ class ModelSettings:
                          seed=getattr(self, "seed", 0))
 
     def check_weights(self) -> None:
-        """One-line errors for weights settings that cannot work together (pretrained with a checkpoint, ...)."""
+        """One-line errors for model settings that cannot work (a placement, pretrained with a checkpoint)."""
         from dtn_bench.models.pretrained import check_request
+        from dtn_bench.placement import check_placement
 
+        check_placement(self.placement)
         check_request(self.model, pretrained=self.pretrained, pretrained_file=self.pretrained_file,
                       checkpoint=self.checkpoint, ema=self.ema)
 
@@ -131,7 +136,7 @@ def build_model(spec: ModelSpec, *, debug: bool = False) -> tuple[torch.nn.Modul
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
-            model = create(spec.model, norm=spec.norm, **kwargs)
+            model = create(spec.model, norm=spec.norm, placement=spec.placement, **kwargs)
     except TypeError as e:
         raise DTNBenchError(f"cannot build model {spec.model}: {e}") from e
     if spec.checkpoint is not None:
@@ -184,6 +189,15 @@ def model_input(model: torch.nn.Module) -> ModelInput:
         size = tuple(int(v) for v in pe.img_size)
         dc = {**dc, "input_size": (dc["input_size"][0], *size)}
     return ModelInput(size, tuple(dc["mean"]), tuple(dc["std"]), dict(dc))
+
+
+def run_id_parts(settings: Any) -> list[str]:
+    """The model part of a default run id: ``model``, then ``norm`` and ``placement`` where given (not ``pre``).
+
+    ``settings``: any config with ``model``, ``norm`` and ``placement`` fields.
+    """
+    return ([settings.model] + ([settings.norm] if settings.norm else [])
+            + ([settings.placement] if settings.placement != "pre" else []))
 
 
 def own_norm(model: str) -> str:

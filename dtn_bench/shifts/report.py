@@ -33,7 +33,8 @@ from dtn_bench.shifts.sets import NO_CORRUPTION, SETS
 
 SUITE = "shifts"
 VAL = "imagenet-val"
-VARIANT_COLUMNS = ("checkpoint_sha256", "weights", "amp", "allow_resize", "subset")
+VARIANT_COLUMNS = ("checkpoint_sha256", "weights", "amp", "allow_resize", "subset", "placement")
+"""Row columns that tell results of different weights or settings apart (rows that differ in one never mix)."""
 DEFAULT_N_BOOT = 1000
 DELTA = "Δtop-1"
 MASKED = frozenset(s.classes for s in SETS.values() if s.subset_of_1k)
@@ -160,6 +161,9 @@ def _name(model: str, norm: str, variant: str, several: bool) -> str:
     from dtn_bench.shifts.plan import own_norm
 
     name = model if norm in (own_norm(model), "default") else f"{model}+{norm}"
+    placement = variant.split("|")[6] if variant.count("|") >= 6 else ""
+    if placement not in ("", "pre"):  # a placement other than pre is always named, as imagenet-c and cifar-c do
+        name += f" [{placement}]"
     ckpt = variant.split("|")[1] if variant.count("|") >= 1 else ""
     if ckpt.startswith("random init"):
         return f"{name} [{ckpt}]"

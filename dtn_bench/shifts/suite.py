@@ -123,8 +123,11 @@ class ShiftsConfig(P.ModelSettings, PresetConfig):
         check_device_amp(self.device, self.amp)
 
     def default_run_id(self, provenance: dict[str, Any] | None = None) -> str:
-        """``<model>[-<norm>][-demo]-<first 10 hex of the run key>``: the same settings resume the same folder."""
-        parts = [self.model] + ([self.norm] if self.norm else []) + (["demo"] if self.demo else [])
+        """``<model>[-<norm>][-<placement>][-demo]-<first 10 hex of the run key>``: same settings, same folder.
+
+        The placement is in the id when it is not ``pre``.
+        """
+        parts = P.run_id_parts(self) + (["demo"] if self.demo else [])
         return "-".join(parts + [run_key(self.as_dict(), provenance or {}, RESUME_IGNORED)[:10]])
 
 
@@ -368,10 +371,11 @@ def _settings(p: P.Plan):
 
 
 def row_settings(cfg: ShiftsConfig, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The setting columns every row of the run holds (subset, weights, autocast, resizing)."""
+    """The setting columns every row of the run holds (subset, weights, autocast, resizing, placement)."""
     return dict(subset=provenance["subset_label"], checkpoint_sha256=provenance["checkpoint_sha256"],
                 weights=provenance["weights"], weights_source=provenance["weights_source"],
-                weights_sha256=provenance["weights_sha256"], amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
+                weights_sha256=provenance["weights_sha256"], amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize,
+                placement=cfg.placement)
 
 
 def measure(p: P.Plan, ctx) -> Iterator[tuple[str, list[dict]]]:

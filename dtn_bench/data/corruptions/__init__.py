@@ -102,6 +102,7 @@ __all__ = [
     "corrupt_batch",
     "corrupt_folder",
     "image_seed",
+    "job_settings",
     "load_image",
     "plasma_fractal",
     "Recipe",
@@ -315,6 +316,7 @@ from dtn_bench.data.corruptions.job import check_folder_args as check_folder_arg
 from dtn_bench.data.corruptions.job import corrupt_folder as corrupt_folder  # noqa: E402
 from dtn_bench.data.corruptions.job import encode_jpeg as encode_jpeg  # noqa: E402
 from dtn_bench.data.corruptions.job import image_seed as image_seed  # noqa: E402
+from dtn_bench.data.corruptions.job import job_settings as job_settings  # noqa: E402
 from dtn_bench.data.corruptions.job import list_images as list_images  # noqa: E402
 from dtn_bench.data.corruptions.job import load_image as load_image  # noqa: E402
 from dtn_bench.data.corruptions.job import load_peer as load_peer  # noqa: E402
