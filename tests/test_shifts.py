@@ -441,3 +441,23 @@ def test_corruption_set_with_the_wrong_layout_is_a_one_line_error(tmp_path, invo
     code, _, err = _shifts(invoke, "--data-root", str(root), "--num-classes", "3", "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, str(root / "imagenet-3dcc"))
     assert not (tmp_path / "o").exists()
+
+
+def test_placement_is_in_the_rows_the_run_id_and_the_table_label(own, tmp_path):
+    """A post-norm model's run: its rows, run id and table label say so; pre and post runs never mix in the table."""
+    from dtn_bench.results import read_rows
+    from dtn_bench.shifts import evaluate
+    from dtn_bench.shifts.report import shifts_table
+
+    runs = {p: evaluate("vit_t_ln", own["root"], sets=["imagenet-val"], num_classes=3, placement=p, out=tmp_path,
+                        **KW) for p in ("pre", "post")}
+    assert "-post-" in runs["post"].path.name and "-pre-" not in runs["pre"].path.name
+    assert set(runs["post"].rows["placement"]) == {"post"} and set(runs["pre"].rows["placement"]) == {"pre"}
+    both = pd.concat([read_rows(r.path) for r in runs.values()])
+    table = shifts_table(both)
+    names = [n for n in table.index if n.startswith("vit_t_ln")]
+    assert len(names) == 2 and any(n.startswith("vit_t_ln [post]") for n in names), names
+    from dtn_bench.shifts.suite import make_config, plan
+
+    built = plan(make_config("vit_t_ln", own["root"], sets=["imagenet-val"], num_classes=3, placement="post", **KW))
+    assert built.model.placement == "post"  # the model the rows were measured with
