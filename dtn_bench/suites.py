@@ -24,6 +24,7 @@ SUITE_MODULES: dict[str, str] = {
     "bench-corrupt": "dtn_bench.bench.corrupt",
     "cifar-c": "dtn_bench.cifar_c.suite",
     "train": "dtn_bench.train.suite",
+    "robustness": "dtn_bench.robustness.suite",
 }
 """Where each built-in suite is defined (imported on first use, so ``--help`` stays instant)."""
 
