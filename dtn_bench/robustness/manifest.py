@@ -12,9 +12,9 @@ the line: a malformed line, an unknown normaliser, a seed that is not an integer
 path that does not exist (or a run folder without ``checkpoints/last.pth.tar``), and a checkpoint that does not fit:
 
 - a ``dtn-bench train`` checkpoint (it records its settings) must be of this study's model family, trained with the
-  entry's normaliser and seed, for the test set's classes and image size, and every such checkpoint of the manifest
-  must share its training settings (all but the normaliser and seed: a comparison of normalisers trained
-  differently would not be one); its weights must load into the model its settings build;
+  entry's normaliser and seed on the study's training set, for the test set's classes and image size, and every such
+  checkpoint of the manifest must share its training settings (all but the normaliser and seed: a comparison of
+  normalisers trained differently would not be one); its weights must load into the model its settings build;
 - any other weights file (the authors' checkpoints) must load into the family's model with the entry's normaliser
   and the test set's classes (strict: every key and shape).
 """
@@ -70,8 +70,8 @@ def parse(path: str | Path) -> list[tuple[int, str, int, Path]]:
     """The lines of the manifest ``path`` as ``(line, norm, seed, path)`` (format only; nothing opened).
 
     Raises:
-        DTNBenchError: no such file, a line without three fields, a seed that is not an integer, a (norm, seed)
-            listed twice, or no entries.
+        DTNBenchError: no such file, a line without three fields, an unknown normaliser, a seed that is not an
+            integer, a (norm, seed) listed twice, or no entries.
     """
     manifest = Path(path)
     if not manifest.is_file():
@@ -80,6 +80,8 @@ def parse(path: str | Path) -> list[tuple[int, str, int, Path]]:
         lines = manifest.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DTNBenchError(f"--checkpoints {manifest}: cannot read it ({type(e).__name__})") from None
+    from dtn_bench.norms import NORMS
+
     out: list[tuple[int, str, int, Path]] = []
     seen: dict[tuple[str, int], int] = {}
     for number, raw in enumerate(lines, 1):
@@ -90,6 +92,10 @@ def parse(path: str | Path) -> list[tuple[int, str, int, Path]]:
         if len(fields) != 3:
             raise DTNBenchError(f"{manifest} line {number}: expected 'norm, seed, path', got {text.strip()!r}")
         norm, seed_text, where = fields
+        try:
+            NORMS.get(norm)
+        except DTNBenchError as e:
+            raise DTNBenchError(f"{manifest} line {number}: {e}") from None
         try:
             seed = int(seed_text)
         except ValueError:
@@ -125,8 +131,8 @@ def _recorded(ck: Any) -> dict | None:
     return dict(vars(args))
 
 
-def _check_train_checkpoint(where: str, file: Path, settings: dict, norm: str, seed: int, model: str, classes: int,
-                            size: int, ema: bool) -> int:
+def _check_train_checkpoint(where: str, file: Path, settings: dict, norm: str, seed: int, model: str, dataset: str,
+                            classes: int, size: int, ema: bool) -> int:
     """A ``dtn-bench train`` checkpoint against the entry and the study (one-line errors); its planned epochs."""
     from dtn_bench.imagenet_c.evaluation import model_classes, model_input
     from dtn_bench.train.config import TrainConfig
@@ -141,6 +147,8 @@ def _check_train_checkpoint(where: str, file: Path, settings: dict, norm: str, s
                              ("seed", cfg.seed, seed)):
         if have != want:
             raise DTNBenchError(f"{where}: trained with {what} {have}, the entry says {want}; it does not fit")
+    if cfg.dataset != dataset:
+        raise DTNBenchError(f"{where}: trained on {cfg.dataset}, the test set is of {dataset}; it does not fit")
     try:
         net, _, _ = load_trained(file, ema=ema)
     except DTNBenchError as e:
@@ -168,12 +176,14 @@ def _check_weights(where: str, file: Path, model: str, norm: str, classes: int, 
         raise DTNBenchError(f"{where}: {e}") from None
 
 
-def read_manifest(path: str | Path, *, model: str, classes: int, size: int, ema: bool = True) -> list[Entry]:
+def read_manifest(path: str | Path, *, model: str, dataset: str, classes: int, size: int,
+                  ema: bool = True) -> list[Entry]:
     """Every entry of the manifest ``path``, checked (the module docstring); nothing is written.
 
     Args:
         path: the manifest.
         model: the study's model family.
+        dataset: the study's training set (a ``dtn-bench train`` checkpoint must have been trained on it).
         classes: the test set's classes.
         size: the test set's image size.
         ema: the weights the evaluation will take (the EMA set when a file has one).
@@ -181,23 +191,21 @@ def read_manifest(path: str | Path, *, model: str, classes: int, size: int, ema:
     Raises:
         DTNBenchError: the first problem, naming the manifest and the line.
     """
-    from dtn_bench.norms import NORMS
     from dtn_bench.train.loop import read_checkpoint
 
     manifest = Path(path)
     entries = []
     for number, norm, seed, where in parse(manifest):
-        if norm not in NORMS:
-            try:
-                NORMS.get(norm)
-            except DTNBenchError as e:
-                raise DTNBenchError(f"{manifest} line {number}: {e}") from None
         file = _checkpoint_file(manifest, number, where)
         label = f"{manifest} line {number}: {file}"
-        ck = read_checkpoint(file) if file.suffix != ".safetensors" else {}
+        try:
+            ck = read_checkpoint(file) if file.suffix != ".safetensors" else {}
+        except DTNBenchError as e:
+            raise DTNBenchError(f"{label}: not a checkpoint ({e})") from None
         settings = _recorded(ck)
         if settings is not None:
-            planned = _check_train_checkpoint(label, file, settings, norm, seed, model, classes, size, ema)
+            planned = _check_train_checkpoint(label, file, settings, norm, seed, model, dataset, classes, size,
+                                              ema)
             data = (ck["dtn_bench"].get("settings") or {}).get("data")
             entries.append(Entry(norm, seed, str(file), number, settings, tuple(ck.get("history") or ()), data,
                                  planned))

@@ -505,7 +505,7 @@ def _report():
 
     return Report(render_report, main_table, "robustness table (evaluation rows)",
                   {"curves.png": curves_plot, "severity.png": severity_plot, "diagnostics.png": diagnostics_plot},
-                  settings=((("model", "data", "recipe", "corruption_set", "preset", "weights"), ("stage",)),),
+                  settings=((("model", "data", "recipe", "corruption_set", "preset"), ("stage",)),),
                   console=console, runs=True)
 
 

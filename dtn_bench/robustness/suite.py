@@ -100,8 +100,9 @@ def make_plan(cfg: RobustnessConfig) -> Plan:
 def _manifest_plan(cfg: RobustnessConfig, test: TestSet) -> Plan:
     from dtn_bench.robustness.manifest import read_manifest
 
-    entries = {(e.norm, e.seed): e for e in read_manifest(cfg.checkpoints, model=cfg.model, classes=test.classes,
-                                                          size=test.target.size, ema=cfg.ema)}
+    found = read_manifest(cfg.checkpoints, model=cfg.model, dataset=cfg.dataset, classes=test.classes,
+                          size=test.target.size, ema=cfg.ema)
+    entries = {(e.norm, e.seed): e for e in found}
     missing = [f"{n} seed {s}" for n in cfg.norms for s in cfg.seeds if (n, s) not in entries]
     if missing:
         raise DTNBenchError(f"--checkpoints {cfg.checkpoints}: no entry for {', '.join(missing[:4])}"
@@ -258,7 +259,7 @@ def train_stage(cfg: RobustnessConfig, norm: str, seed: int, run_dir: str) -> tu
     result = train(cfg.train_config(norm, seed), out=run_dir, run_id=name, resume=folder.is_dir(), on_event=on_event)
     seconds = time.perf_counter() - t0
     source = f"train/{name}"
-    rows = _rows_of(result.rows, stage="train", source=source)
+    rows = _rows_of(result.rows, stage="train", preset=cfg.preset, source=source)
     rows.append(_seconds_row(cfg, norm, seed, "train", seconds, source=source))
     emit("stage_done", norm=norm, seed=seed, stage="train", summary=_train_summary(result.rows))
     return (norm, seed, "train"), rows
@@ -284,7 +285,7 @@ def manifest_stage(cfg: RobustnessConfig, entry: Entry) -> tuple[tuple, list[dic
     if entry.settings is not None:
         tcfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.settings.items()})
         for record in entry.history:
-            rows += [{**r, "suite": SUITE, "stage": "train", "source": entry.checkpoint}
+            rows += [{**r, "suite": SUITE, "stage": "train", "preset": cfg.preset, "source": entry.checkpoint}
                      for r in epoch_rows(record, tcfg, entry.data or "-")]
     rows.append(_seconds_row(cfg, entry.norm, entry.seed, "train", time.perf_counter() - t0, source=entry.checkpoint))
     emit("stage_done", norm=entry.norm, seed=entry.seed, stage="train", summary=f"checkpoint {entry.checkpoint}")
@@ -316,8 +317,8 @@ def evaluate_stage(cfg: RobustnessConfig, test: TestSet, norm: str, seed: int, c
                       norm=norm, ema=cfg.ema, batch_size=cfg.eval_batch, device=cfg.device, on_event=on_event)
     seconds = time.perf_counter() - t0
     where = "generated" if test.generated else "released"
-    settings = dict(stage="evaluate", seed=seed, data=test.label, corrupt_data=where,
-                    evaluation=str(result.folder.relative_to(run_dir)) if result.rows else "-")
+    settings = dict(stage="evaluate", seed=seed, preset=cfg.preset, data=test.label, corruption_set=test.target.label,
+                    corrupt_data=where, evaluation=str(result.folder.relative_to(run_dir)) if result.rows else "-")
     rows = [{**make_row(SUITE, cfg.model, norm, r["metric"], r["value"], r.get("unit"), **settings),
              "corruption": r["corruption"], "severity": int(r["severity"]),
              "checkpoint_sha256": r.get("checkpoint_sha256"), "weights": r.get("weights")} for r in result.rows]
