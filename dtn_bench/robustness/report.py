@@ -395,18 +395,32 @@ def render_report(df: pd.DataFrame, fmt: str = "md", runs: Sequence[Path] = ()) 
     return "\n\n".join(_section(fmt, t, table, notes) for t, table, notes in sections if not table.empty) + "\n"
 
 
+def difference_table(found: Sequence[Comparison]) -> pd.DataFrame:
+    """The differences from LayerNorm in long form (a row per normaliser and figure; the console's narrow view)."""
+    rows = [{"difference": f"{label(c.norm)} - {label(REFERENCE)}", "figure": c.column,
+             "over seeds (t 95%)": cell(c.seeds), "over images (bootstrap 95%)": cell(c.images, c.images_reason)}
+            for c in found]
+    return pd.DataFrame(rows).set_index("difference") if rows else pd.DataFrame()
+
+
 def console(df: pd.DataFrame, runs: Sequence[Path] = ()) -> list:
-    """The main table and the training table for the console, and the notes."""
+    """The normalisers' figures, their differences from LayerNorm (long form), the training table, the notes."""
     from dtn_bench.runner import ConsoleTable
 
     table = main_table(df, runs)
     if table.empty:
         return []
-    out: list = [ConsoleTable.from_frame(table, _title(df), "normaliser")]
+    found = comparisons(df, runs)
+    per_norm = table[~table.index.str.contains(f" - {label(REFERENCE)}, ", regex=False)]
+    out: list = [ConsoleTable.from_frame(per_norm, _title(df), "normaliser")]
+    differences = difference_table(found)
+    if not differences.empty:
+        out.append(ConsoleTable.from_frame(differences, "Paired differences from LayerNorm (percentage points; "
+                                           "negative: fewer errors)", "difference"))
     train = training_table(df)
     if not train.empty:
         out.append(ConsoleTable.from_frame(train, "Training: validation top-1 of the last epoch", "normaliser"))
-    return out + _notes(df, comparisons(df, runs))
+    return out + _notes(df, found)
 
 
 # ------------------------------------------------------------------------------------------------------------------
