@@ -25,12 +25,17 @@ from dtn_bench.errors import DTNBenchError
 
 Rows = list[dict]
 Event = Callable[..., None]
+EMPTY_OK = "an empty list is a value"
+"""Marks a tuple field where an empty list means something (``models: Annotated[tuple[str, ...], EMPTY_OK]``: no
+models); elsewhere an empty list given in a preset or a flag is an error, not "the default"."""
 
 
 class PresetConfig:
     """Mixin for a suite's frozen config dataclass: one precedence, dataclass defaults < preset < flags given.
 
-    A subclass sets ``SUITE`` (the preset file ``suites/<SUITE>.yaml``) and may define ``validate()``.
+    A subclass sets ``SUITE`` (the preset file ``suites/<SUITE>.yaml``) and may define ``validate()``. Every value
+    from a preset or a flag is checked against its field's annotation first (:func:`typed_value`), so a quoted
+    ``"no"`` is not a true bool and ``nan`` is not a clipping norm.
     """
 
     SUITE: str = ""
@@ -39,7 +44,8 @@ class PresetConfig:
     def from_preset(cls, name: str | None, **flags: Any):
         """The preset ``name`` (``None``: dataclass defaults) with the given flags (not ``None``) over it, validated.
 
-        Lists become tuples; an unknown field (in the preset or the flags) is a one-line error.
+        Lists become tuples; an unknown field (in the preset or the flags) or a value of the wrong type is a one-line
+        error naming the preset file, the preset and the field (or the flag).
         """
         from dtn_bench.suites import load_preset
 
@@ -48,24 +54,163 @@ class PresetConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise DTNBenchError(f"suites/{cls.SUITE}.yaml preset {name!r}: unknown fields {unknown}")
+        values = cls._typed(values, lambda k: f"suites/{cls.SUITE}.yaml preset {name!r}: {k}")
         if "preset" in known and name is not None:
             values["preset"] = name
-        given = {k: v for k, v in flags.items() if v is not None}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise DTNBenchError(f"{cls.SUITE}: unknown settings {unknown}")
-        values.update(given)
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        values.update(cls.typed_flags(**flags))
+        cfg = cls(**values)
         validate = getattr(cfg, "validate", None)
         if validate is not None:
             validate()
         return cfg
 
+    @classmethod
+    def typed_flags(cls, **flags: Any) -> dict[str, Any]:
+        """The flags given (not ``None``) checked against the field annotations (lists as tuples).
+
+        Raises:
+            DTNBenchError: an unknown setting, or a value of the wrong type (naming the flag).
+        """
+        given = {k: v for k, v in flags.items() if v is not None}
+        unknown = sorted(set(given) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
+        if unknown:
+            raise DTNBenchError(f"{cls.SUITE}: unknown settings {unknown}")
+        return cls._typed(given, lambda k: f"{cls.SUITE}: --{k.replace('_', '-')}")
+
+    @classmethod
+    def _typed(cls, values: dict[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
+        import typing
+
+        hints = typing.get_type_hints(cls, include_extras=True)
+        out = {}
+        for key, value in values.items():
+            try:
+                out[key] = typed_value(hints[key], value)
+            except TypeError as e:
+                raise DTNBenchError(f"{where(key)} {_shown(value)}: {e}") from None
+        return out
     def as_dict(self) -> dict[str, Any]:
         """The config as a plain dict (what ``config.json`` holds)."""
         from dataclasses import asdict
 
         return asdict(self)  # type: ignore[call-overload]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return repr(",".join(map(str, value))) if value else "'' (an empty list)"
+    return repr(value) if isinstance(value, str) or value is None else str(value)
+
+
+def _kind(annotation: type) -> str:
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a text"}[annotation]
+
+
+def typed_value(annotation: Any, value: Any) -> Any:
+    """``value`` as a config field annotated ``annotation`` holds it, or a ``TypeError`` saying what was expected.
+
+    ``bool`` takes only ``True`` / ``False`` (not ``"no"``, not 0); ``int`` an integer (not a bool, not ``64.5``);
+    ``float`` a finite number (not ``nan``, not a text); ``str`` a text; ``X | None`` also ``None``;
+    ``tuple[X, ...]`` a non-empty list or tuple of ``X`` (not a bare value, not a text; empty where the annotation
+    is ``Annotated[..., EMPTY_OK]``); ``tuple[X, Y]`` exactly that many. Other annotations take any value.
+    """
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        if EMPTY_OK in annotation.__metadata__ and isinstance(value, (list, tuple)) and not value:
+            return ()
+        return typed_value(args[0], value)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        return typed_value(options[0], value) if len(options) == 1 else value
+    if origin is tuple:
+        return _typed_tuple(args, value)
+    check = _SCALARS.get(annotation)
+    if check is None:
+        return value
+    if value is None:
+        raise TypeError(f"expected {_kind(annotation)}, got nothing")
+    return check(value)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, *np_bool_types()))
+
+
+def _as_bool(value: Any) -> bool:
+    if not _is_bool(value):
+        raise TypeError("expected true or false")
+    return bool(value)
+
+
+def _as_int(value: Any) -> int:
+    import numbers
+
+    if not isinstance(value, numbers.Integral) or _is_bool(value):
+        raise TypeError("expected an integer")
+    return int(value)
+
+
+def _as_float(value: Any) -> float:
+    import math
+    import numbers
+
+    if isinstance(value, str) and _looks_like_float(value):
+        raise TypeError("expected a number, got a text (YAML reads 1e-3 without a point as text: write 1.0e-3)")
+    if not isinstance(value, numbers.Real) or _is_bool(value) or not math.isfinite(value):
+        raise TypeError("expected a finite number")
+    return float(value)
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a text")
+    return value
+
+
+_SCALARS: dict[type, Callable[[Any], Any]] = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
+
+
+def _typed_tuple(args: tuple, value: Any) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError("expected a list" if value is not None else "expected a list, got nothing")
+    if not value:
+        raise TypeError("expected one value at least (leave it out for the default)")
+    if len(args) == 2 and args[1] is Ellipsis:
+        items = [(args[0], v) for v in value]
+    elif args:
+        if len(value) != len(args):
+            raise TypeError(f"expected {len(args)} values")
+        items = list(zip(args, value, strict=True))
+    else:
+        return tuple(value)
+    out = []
+    for annotation, item in items:
+        try:
+            out.append(typed_value(annotation, item))
+        except TypeError as e:
+            raise TypeError(f"item {_shown(item)}: {e}") from None
+    return tuple(out)
+
+
+def np_bool_types() -> tuple[type, ...]:
+    """NumPy's bool scalar type, when NumPy is loaded (a numpy bool is a bool, not an integer)."""
+    import sys
+
+    np = sys.modules.get("numpy")
+    return (np.bool_,) if np is not None else ()
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -280,7 +425,7 @@ def run_suite(name: str | Suite, cfg, *, out: str | Path = "results", run_id: st
 
     Raises:
         DTNBenchError: bad settings or a run folder that cannot be resumed (before any work); whatever the suite
-            raises.
+            raises (a new run folder that got no row by then is removed).
     """
     from dtn_bench.distributed import world_size_from_env
     from dtn_bench.suites import get_suite
@@ -321,16 +466,26 @@ def _run(suite: Suite, cfg, out, run_id, resume, emit: Event, render: bool, dist
     ctx = RunContext(done=done, emit=emit if rank == 0 else quiet, rank=rank, world=world, dist=dist,
                      run_dir=run_dir)
     ctx.emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
-    for label, rows in suite.run(cfg, ctx):
-        if writer is not None:
-            writer.append(rows)
-            emit("step", label=label, rows=len(rows))
+    _measure(suite, cfg, ctx, writer, emit)
     if writer is None:
         return RunResult(None, None)
     if render:
         write_report(suite, writer)
         emit("rendered", path=writer.path)
     return RunResult(writer.path, writer.rows())
+
+
+def _measure(suite: Suite, cfg, ctx: RunContext, writer, emit: Event) -> None:
+    """Runs the suite, appending its rows as they come (rank 0); a new run folder without a row goes on failure."""
+    try:
+        for label, rows in suite.run(cfg, ctx):
+            if writer is not None:
+                writer.append(rows)
+                emit("step", label=label, rows=len(rows))
+    except BaseException:
+        if writer is not None:
+            writer.discard()  # a run that failed before its first row leaves no folder behind
+        raise
 
 
 def write_report(suite: Suite, writer) -> None:

@@ -16,7 +16,9 @@ Formulas (``n`` pairs, level ``1 - alpha``, 95% unless told):
   fraction (modified Lentz, as in Numerical Recipes section 6.4) with the prefactor from ``math.lgamma``.
   ``nu = inf`` (and ``nu > 1e7``, where the two differ by less than 1e-7) is the normal, ``Phi(z) = erfc(-z /
   sqrt(2)) / 2``.
-- **t quantile**: the root of ``P(T > t) = q`` by Newton's method kept inside a bisection bracket.
+- **t and normal quantiles**: the root of ``log P(T > t) = log q`` by Newton's method kept inside a bisection
+  bracket; the normal's far tail ``log Q(z)`` comes from the Mills ratio, so every float ``q`` down to 5e-324 has
+  its quantile (or the search raises; it never returns an unconverged value).
 - **percentile bootstrap**: ``B`` resamples of the ``n`` pairs with replacement, the same indices for A and B;
   the interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles of the ``B`` resampled statistics (numpy's
   default linear interpolation); the point estimate is the statistic of the data itself.
@@ -136,38 +138,70 @@ def _normal_tail(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def _normal_pdf(z: float) -> float:
-    return math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_MILLS_FROM = 30.0  # above this z, log Q(z) comes from the Mills ratio (Q(z) < 5e-198 would lose digits to underflow)
 
 
-def _invert_tail(tail: Callable[[float], float], pdf: Callable[[float], float], q: float, start: float) -> float:
-    """The ``t > 0`` with ``tail(t) = q`` for a decreasing tail with density ``pdf`` (``q < 1/2``)."""
+def _normal_log_pdf(z: float) -> float:
+    return -0.5 * z * z - _LOG_SQRT_2PI
+
+
+def _normal_log_tail(z: float) -> float:
+    """``log Q(z)``, ``Q(z) = P(Z > z)``, without underflow for any finite ``z``.
+
+    Far out, ``Q(z) = phi(z) R(z)`` with the Mills ratio's asymptotic series ``R(z) = (1/z) sum_k (-1)^k (2k - 1)!! /
+    z^(2k)`` (Abramowitz & Stegun 26.2.12), summed while its terms shrink; at ``z >= 30`` they fall by ``(2k + 1) /
+    z^2 < 1/18`` a term, so the sum is exact to rounding long before it diverges.
+    """
+    if z < _MILLS_FROM:
+        return math.log(_normal_tail(z))
+    inv2 = 1.0 / (z * z)
+    term, total, k = 1.0, 1.0, 0
+    while abs(term) > 1e-17 * total:
+        k += 1
+        term *= -(2 * k - 1) * inv2
+        total += term
+    return _normal_log_pdf(z) - math.log(z) + math.log(total)
+
+
+def _invert_tail(log_tail: Callable[[float], float], log_pdf: Callable[[float], float], log_q: float,
+                 start: float) -> float:
+    """The ``t > 0`` with ``tail(t) = q`` for a decreasing tail with density ``pdf`` (``q < 1/2``), given as logs.
+
+    Newton's method on ``g(t) = log tail(t) - log q``, ``g'(t) = -pdf(t) / tail(t)``, kept inside a bisection
+    bracket: in logs the step stays of the order of the distance to the root however far out the tail is (on the
+    tail itself a step from the bracket's middle is ``1 / t`` long, and 400 of them did not reach ``z = 37``).
+
+    Raises:
+        ArithmeticError: When the root is beyond the float range or the iteration does not converge.
+    """
     lo, hi = 0.0, max(1.0, start)
-    while tail(hi) > q:
+    while log_tail(hi) > log_q:
         lo, hi = hi, 2.0 * hi
         if math.isinf(hi):
-            raise ArithmeticError(f"quantile for tail probability {q} is beyond the float range")
+            raise ArithmeticError(f"quantile for tail probability {math.exp(log_q):.6g} is beyond the float range")
     t = start if lo < start < hi else 0.5 * (lo + hi)
-    for _ in range(400):
-        f = tail(t) - q
-        if f == 0.0:
+    for _ in range(200):
+        log_tail_t = log_tail(t)
+        g = log_tail_t - log_q
+        if abs(g) <= 2e-16 * max(1.0, abs(log_q)):  # as close as log tail(t) can be evaluated
             return t
-        if f > 0.0:
+        if g > 0.0:
             lo = t
         else:
             hi = t
-        density = pdf(t)
-        new = t + f / density if density > 0.0 else math.nan  # tail' = -pdf, so the Newton step is +f / pdf
-        if not lo < new < hi:  # a step out of the bracket (or no density) falls back to bisection
+        step = g * math.exp(min(log_tail_t - log_pdf(t), 700.0)) if log_tail_t > -math.inf else math.nan
+        new = t + step  # g' = -pdf / tail, so the Newton step is +g * tail / pdf
+        if not lo < new < hi:  # a step out of the bracket (or none) falls back to bisection
             new = math.sqrt(lo) * math.sqrt(hi) if lo > 0.0 and hi > 4.0 * lo else 0.5 * (lo + hi)
-        if abs(new - t) <= 4e-16 * new:
+        if abs(new - t) <= 4e-16 * new or hi - lo <= 4e-16 * hi:
             return new
         t = new
-    return t
+    raise ArithmeticError(f"quantile for tail probability {math.exp(log_q):.6g} did not converge")
 
 
 def normal_quantile(p: float) -> float:
-    """The standard normal quantile ``Phi^-1(p)``.
+    """The standard normal quantile ``Phi^-1(p)``, for every float ``0 < p < 1`` (down to 5e-324).
 
     Args:
         p: Probability, ``0 < p < 1``.
@@ -180,7 +214,7 @@ def normal_quantile(p: float) -> float:
     if p == 0.5:
         return 0.0
     q = min(p, 1.0 - p)
-    z = _invert_tail(_normal_tail, _normal_pdf, q, math.sqrt(-2.0 * math.log(q)))
+    z = _invert_tail(_normal_log_tail, _normal_log_pdf, math.log(q), math.sqrt(-2.0 * math.log(q)))
     return z if p > 0.5 else -z
 
 
@@ -206,11 +240,17 @@ def _t_tail(t: float, df: float) -> float:
     return 0.5 * _betainc(0.5 * df, 0.5, 1.0 / (1.0 + r), 1.0 / (1.0 + 1.0 / r))
 
 
-def _t_pdf(t: float, df: float) -> float:
+def _t_log_pdf(t: float, df: float) -> float:
     if df > _NORMAL_DF:
-        return _normal_pdf(t)
+        return _normal_log_pdf(t)
     log_c = math.lgamma(0.5 * (df + 1.0)) - math.lgamma(0.5 * df) - 0.5 * math.log(df * math.pi)
-    return math.exp(log_c - 0.5 * (df + 1.0) * math.log1p(t * t / df))
+    return log_c - 0.5 * (df + 1.0) * (2.0 * math.log(t) - math.log(df) + math.log1p(df / (t * t)) if t * t > df
+                                       else math.log1p(t * t / df))
+
+
+def _t_log_tail(t: float, df: float) -> float:
+    tail = _t_tail(t, df)
+    return math.log(tail) if tail > 0.0 else -math.inf
 
 
 def t_cdf(t: float, df: float) -> float:
@@ -259,7 +299,7 @@ def t_quantile(p: float, df: float) -> float:
     z = -normal_quantile(q)
     # start: the first two terms of the Cornish-Fisher expansion (Abramowitz & Stegun 26.7.5)
     start = z + (z**3 + z) / (4.0 * df) + (5.0 * z**5 + 16.0 * z**3 + 3.0 * z) / (96.0 * df * df)
-    t = _invert_tail(lambda u: _t_tail(u, df), lambda u: _t_pdf(u, df), q, start)
+    t = _invert_tail(lambda u: _t_log_tail(u, df), lambda u: _t_log_pdf(u, df), math.log(q), start)
     return t if p > 0.5 else -t
 
 

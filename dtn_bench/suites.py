@@ -71,6 +71,10 @@ class SuiteRegistry(Registry):
         self._load()
         return super().list(pattern)
 
+    def registered(self) -> list:
+        """The suites registered so far, without loading the built-in ones (a test's toy suite, a loaded built-in)."""
+        return [e.meta["suite"] for e in super().__iter__()]
+
 
 SUITES = SuiteRegistry()
 
@@ -91,17 +95,30 @@ def all_suites() -> list:
     return [e.meta["suite"] for e in SUITES]
 
 
+def _preset_text(suite: str) -> str | None:
+    """The text of ``suites/<suite>.yaml`` (``None``: the suite has no preset file)."""
+    try:
+        return resources.files("dtn_bench._suites").joinpath(f"{suite}.yaml").read_text()
+    except (FileNotFoundError, ModuleNotFoundError):
+        return None
+
+
 def load_presets(suite: str) -> dict[str, dict]:
-    """All presets of ``suite`` (``{}`` when it has no preset file)."""
+    """All presets of ``suite`` (``{}`` when it has no preset file); broken YAML is a one-line error naming the line."""
     import yaml
 
     if suite not in SUITE_MODULES:
         SUITES.get(suite)
-    try:
-        text = resources.files("dtn_bench._suites").joinpath(f"{suite}.yaml").read_text()
-    except (FileNotFoundError, ModuleNotFoundError):
+    text = _preset_text(suite)
+    if text is None:
         return {}
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise DTNBenchError(f"suites/{suite}.yaml{where}: not valid YAML ({what})") from None
     if not isinstance(data, dict):
         raise DTNBenchError(f"suites/{suite}.yaml: expected a mapping of presets")
     return data
@@ -112,6 +129,8 @@ def load_preset(suite: str, preset: str) -> dict:
     presets = load_presets(suite)
     if preset not in presets:
         raise DTNBenchError(unknown_name_message(f"{suite} preset", preset, list(presets)))
+    if not isinstance(presets[preset], dict):
+        raise DTNBenchError(f"suites/{suite}.yaml preset {preset!r}: expected a mapping of settings")
     out = dict(presets[preset])
     out.pop("description", None)
     return out

@@ -5,15 +5,18 @@ a share of the threads, over one run with all of them (a small model's step does
 module holds that machinery once:
 
 - :class:`SideBySide` keeps a pool of ``workers`` spawned processes (spawn, not fork: this process may already run
-  torch / numba threads). Each process ignores Ctrl-C (the parent stops the pool), runs the caller's ``setup(*args)``
-  first (before any torch operation, e.g. flushing denormals, which the thread pool then inherits), then takes
-  ``max(1, threads // workers)`` torch threads.
+  torch / numba threads), started with SIGINT held back (:func:`dtn_bench.processes.sigint_held`) and stopped with
+  :func:`dtn_bench.processes.stop_pool`. Each process ignores Ctrl-C and dies with its parent
+  (:func:`dtn_bench.processes.start_worker`), runs the caller's ``setup(*args)`` first (before any torch operation,
+  e.g. flushing denormals, which the thread pool then inherits), then takes ``max(1, threads // workers)`` torch
+  threads.
 - :meth:`SideBySide.run` runs jobs ``(function, args)`` (module-level functions, picklable arguments) and yields
   their results in the order of the jobs, passing the workers' events on to the parent's ``emit`` while it waits.
   A job that fails stops the others (its error is raised in the parent); so does Ctrl-C.
 - A job reports progress with :func:`report` (``report(*args, **kwargs)`` becomes ``emit(*args, **kwargs)`` in the
-  parent); called in the parent itself (``workers == 1``: :func:`run_jobs` runs the jobs in this process), it calls
-  the parent's ``emit`` directly.
+  parent; a worker whose parent is gone ends there, :func:`dtn_bench.processes.exit_if_orphaned`); called in the
+  parent itself (``workers == 1``: :func:`run_jobs` runs the jobs in this process), it calls the parent's ``emit``
+  directly.
 """
 
 from __future__ import annotations
@@ -29,16 +32,19 @@ def report(*args: Any, **kwargs: Any) -> None:
     """Pass an event on to the parent's ``emit(*args, **kwargs)`` (called directly when this is the parent)."""
     queue = _STATE.get("events")
     if queue is not None:
+        from dtn_bench.processes import exit_if_orphaned
+
+        exit_if_orphaned()
         queue.put((args, kwargs))
     else:
         _STATE.get("emit", lambda *a, **k: None)(*args, **kwargs)
 
 
 def _start(threads: int, events, setup: Callable[..., None] | None, setup_args: tuple) -> None:
-    """A worker process: Ctrl-C ignored, the caller's setup, ``threads`` torch threads, the event queue."""
-    import signal
+    """A worker process: Ctrl-C ignored, dies with its parent, the caller's setup, torch threads, the event queue."""
+    from dtn_bench.processes import start_worker
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+    start_worker()  # the parent stops the pool on Ctrl-C; the worker dies with the parent
     if setup is not None:
         setup(*setup_args)  # before any torch operation (e.g. denormals flushed: the thread pool inherits it)
     import torch
@@ -64,12 +70,15 @@ class SideBySide:
 
         import torch
 
+        from dtn_bench.processes import sigint_held
+
         spawn = mp.get_context("spawn")  # no fork of a process whose torch / numba threads are running
         self.emit = emit
         self.workers = workers
         self.threads = max(1, torch.get_num_threads() // workers)
         self.events = spawn.Queue()
-        self.pool = spawn.Pool(workers, _start, (self.threads, self.events, setup, setup_args))
+        with sigint_held():  # a Ctrl-C while the workers start reaches this process only, once they exist
+            self.pool = spawn.Pool(workers, _start, (self.threads, self.events, setup, setup_args))
 
     def _pass_on(self, timeout: float | None = None) -> bool:
         """Emit the next worker event (waiting up to ``timeout`` seconds); whether there was one."""
@@ -95,8 +104,9 @@ class SideBySide:
 
     def close(self) -> None:
         """Stop the processes (finished or not)."""
-        self.pool.terminate()
-        self.pool.join()
+        from dtn_bench.processes import stop_pool
+
+        stop_pool(self.pool)
 
     def __enter__(self) -> SideBySide:
         return self

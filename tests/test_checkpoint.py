@@ -263,3 +263,56 @@ def test_checkpoint_without_state_dict(tmp_path, target):
     with pytest.raises(DTNBenchError, match="no state dict") as ei:
         load_checkpoint(target, path)
     assert_one_line_message(ei.value)
+
+
+# issue 21 section 5: say what the file is and why it was refused; never pass on torch's weights_only=False advice
+class _Evil:
+    def __reduce__(self):  # must never run: it would create a file named PWNED
+        import os
+
+        return os.system, ("touch PWNED",)
+
+
+def test_unsafe_pickle_is_refused_naming_the_blocked_global(tmp_path, target, monkeypatch):
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": _Evil()}, evil)
+    with pytest.raises(DTNBenchError) as ei:
+        load_checkpoint(target, evil)
+    line = assert_one_line_message(ei.value, f"cannot read checkpoint {evil}: refused: it would import ",
+                                   "system, which a weights file never needs", "nothing in it ran")
+    assert "weights_only` set to `False`" not in line and "Re-running" not in line
+    raw = tmp_path / "evil_legacy.pth"  # a plain pickle, not torch.save
+    raw.write_bytes(pickle.dumps(_Evil(), protocol=4))
+    with pytest.raises(DTNBenchError) as ei:
+        load_checkpoint(target, raw)
+    assert_one_line_message(ei.value, "refused: a pickle with opcode", "not a torch weights file")
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"this is not a checkpoint\n", "it is a text file, not a checkpoint (it begins 'this is not a checkpoint')"),
+    (b"", "the file is empty (0 bytes)"),
+    (bytes(range(1, 200)), "not a checkpoint (neither a torch.save file nor safetensors; it begins with the bytes "
+                           "01 02"),
+])
+def test_files_that_are_no_checkpoint_say_what_they_are(content, message, tmp_path, target):
+    # A10 / A25 / G33: a text file said "pop from empty list"
+    for name in ("x.pth", "x.safetensors"):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(DTNBenchError) as ei:
+            load_checkpoint(target, path)
+        assert_one_line_message(ei.value, f"cannot read checkpoint {path}: {message}")
+
+
+def test_a_truncated_checkpoint_gives_torchs_first_sentence(tmp_path, target, source):
+    path = tmp_path / "cut.pth"
+    torch.save(source[1], path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DTNBenchError) as ei:
+        load_checkpoint(target, path)
+    line = assert_one_line_message(ei.value, f"cannot read checkpoint {path}: ")
+    assert "weights_only" not in line and len(line) < 200

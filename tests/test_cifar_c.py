@@ -332,3 +332,13 @@ def test_severity_parameter_tables_cover_the_19_corruptions():
     assert TABLES["cifar100"] is CIFAR
     text = parameter_table("tiny-imagenet")
     assert "make_tinyimagenet_c.py" in text and "| contrast | 0.4 | 0.3 | 0.2 | 0.1 | 0.05 |" in text
+
+
+def test_table_label_shows_the_placement():
+    """The placement is the last variant column: a post / peri run is labelled, rows without the column are pre."""
+    from dtn_bench.cifar_c.report import VARIANT_COLUMNS, _name
+
+    assert VARIANT_COLUMNS[-1] == "placement"
+    assert _name("vit_cifar_t_ln", "layernorm", "|none|raw|fp32|peri", 1) == "vit_cifar_t_ln [peri]"
+    assert _name("vit_cifar_t_ln", "layernorm", "|none|raw|fp32|pre", 1) == "vit_cifar_t_ln"
+    assert _name("vit_cifar_t_ln", "layernorm", "|none|raw|fp32", 1) == "vit_cifar_t_ln"

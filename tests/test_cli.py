@@ -45,7 +45,8 @@ def test_list_models_pattern(invoke):
     code, out, err = invoke("list", "models", "vit_s*")
     assert code == 0, err
     names = {line.split()[1] for line in out.splitlines() if line.startswith("│")}
-    assert names == {f"vit_s{star}_{norm}" for star in ("", "_star") for norm in ("ln", "dtn", "dyt", "powernorm")}
+    assert names == {f"vit_s{star}_{norm}" for star in ("", "_star")
+                     for norm in ("ln", "dtn", "dyt", "powernorm", "derf", "identity")}
     assert "vit_t_ln" not in out
 
 
@@ -301,7 +302,19 @@ def test_ctrl_c_exits_130_with_a_message(monkeypatch, invoke):
     monkeypatch.setattr(cli, "app", lambda **kwargs: 130)
     code, _, err = invoke("lra", "listops")
     assert code == 130
-    assert "interrupted; rows finished so far are saved" in err
+    assert err == "interrupted\n"  # no rows were written: the message does not talk about them
+
+
+def test_ctrl_c_in_a_command_that_writes_rows_says_they_are_kept(monkeypatch, invoke):
+    from dtn_bench.cli import output
+
+    def app(**kwargs):
+        output.say_rows_are_kept()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", app)
+    code, _, err = invoke("bench", "norms")
+    assert (code, err) == (130, "interrupted; rows finished so far are saved\n")
 
 
 @pytest.mark.parametrize("argv, expect", [

@@ -194,3 +194,15 @@ def test_the_parameter_document_in_docs_is_the_rendered_tables():
     assert text == parameter_document()
     assert f"| gaussian_noise | {' | '.join(map(str, CIFAR['gaussian_noise']))} |" in text
     assert f"| shot_noise | {' | '.join(map(str, TINY_IMAGENET['shot_noise']))} |" in text
+
+
+def test_zero_byte_npy_is_a_one_line_error_naming_the_file(tmp_path, invoke):
+    # hostile pass, failure 13: numpy's EOFError became click's "aborted", exit 130, naming no file
+    xs, ys, _, _ = _clean(tmp_path / "src")
+    zero = tmp_path / "zero.npy"
+    zero.write_bytes(b"")
+    for images, labels in ((zero, ys), (xs, zero)):
+        code, _, err = invoke("corrupt", "--format", "cifar10-c", str(images), str(tmp_path / "out"), "--src-labels",
+                              str(labels), "--corruptions", "gaussian_noise")
+        assert_one_line_error(code, err, f"cannot read {zero} as a .npy array: the file is empty (0 bytes)")
+    assert not (tmp_path / "out").exists()

@@ -650,3 +650,89 @@ def test_resolve_severities_at_both_call_sites(values, generator, evaluation):
             assert str(e.value) == want
         else:
             assert fn(values) == want
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 21 section 5: the unfinished-job marker holds every setting that shapes the bytes; modes; leftovers
+def _stopped_job(src, out, capsys, argv) -> bytes:
+    """Runs ``argv`` with n002/a.JPEG truncated, so the job stops part way; returns the good bytes of that image."""
+    good = (src / "n002" / "a.JPEG").read_bytes()
+    _truncate(src / "n002" / "a.JPEG")
+    assert "is incomplete" in _one_line_error(capsys, argv)
+    (src / "n002" / "a.JPEG").write_bytes(good)
+    return good
+
+
+@pytest.mark.parametrize("change, shown", [
+    (["--format", "tiny-imagenet-c"], "--format imagenet-c there, --format tiny-imagenet-c now; size 224 there, size "
+                                      "64 now"),
+    (["--severities", "1,3"], "--severities 1,2 there, --severities 1,3 now"),
+    (["--corruptions", "contrast"], "--corruptions contrast,fog there, --corruptions contrast now"),
+])
+def test_an_unfinished_job_is_continued_only_with_the_same_settings(change, shown, src, tmp_path, capsys):
+    # hostile pass, failure 2: a job stopped in the default format was continued with --format tiny-imagenet-c,
+    # kept 224 px files beside new 64 px ones and wrote a manifest saying 64 px
+    out = tmp_path / "out"
+    argv = ["corrupt", str(src), str(out), "--corruptions", "contrast,fog", "--severities", "1,2", "--batch-size", "1"]
+    _stopped_job(src, out, capsys, argv)
+    marker = json.loads((out / C.PARTIAL_NAME).read_text())
+    assert {k: marker[k] for k in ("seed", "format", "size", "corruptions", "severities", "jpeg_quality")} == {
+        "seed": 0, "format": "imagenet-c", "size": 224, "corruptions": ["contrast", "fog"], "severities": [1, 2],
+        "jpeg_quality": 85}
+    assert marker["source"] == str(src.resolve()) and len(marker["recipe"]) == 16
+    before = _tree(out)
+    err = _one_line_error(capsys, [*argv, *change])
+    assert f"{out} holds an unfinished dtn-bench corrupt job with other settings ({shown}" in err
+    assert _tree(out) == before  # nothing written
+    assert run_cli(argv) == 0  # the same settings continue it
+    assert "8 kept from the unfinished earlier job" in capsys.readouterr().out
+
+
+def test_job_settings_tell_recipes_and_severity_tables_apart():
+    from dtn_bench.cifar_c.generate import CIFAR10_C, CIFAR100_C, TINY_IMAGENET_C
+
+    base = C.job_settings("s", 0, ["fog"], [1], None)
+    assert base["format"] == "imagenet-c" and base["size"] == 224
+    others = [C.job_settings("s", 0, ["fog"], [1], r) for r in (CIFAR10_C, CIFAR100_C, TINY_IMAGENET_C)]
+    assert len({base["recipe"], *(o["recipe"] for o in others)}) == 4
+    assert others[0]["format"] == "cifar10-c" and others[2]["size"] == 64
+    assert C.job_settings("s", 0, ["fog"], [2], None)["recipe"] != base["recipe"]  # another table row
+    assert C.job_settings("s", 0, ["fog"], [1], None, set="c-bar")["set"] == "c-bar"  # a new setting: one more key
+
+
+def test_an_old_marker_without_the_settings_is_refused(src, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / C.PARTIAL_NAME).write_text(json.dumps({"source": str(src.resolve()), "seed": 0}))
+    err = _one_line_error(capsys, ["corrupt", str(src), str(out), "--corruptions", "fog", "--severities", "1"])
+    assert "--format (not recorded) there, --format imagenet-c now" in err
+
+
+def test_continuing_removes_the_writers_leftover_temporary_files(src, tmp_path, capsys):
+    # hostile pass, failure 16: a planted .tmp (a kill inside atomic_write_bytes) was kept in a folder declared complete
+    out = tmp_path / "out"
+    argv = ["corrupt", str(src), str(out), "--corruptions", "contrast", "--severities", "1", "--batch-size", "1"]
+    _stopped_job(src, out, capsys, argv)
+    leftovers = [out / "contrast" / "1" / "n001" / ".a.JPEG.0a1b2c3d.tmp", out / ".dtn-bench-corrupt.json.k_x9y2zq.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    mine = out / "contrast" / "1" / "n001" / ".notes.tmp"  # not named like the writer's: left alone
+    mine.write_text("x")
+    assert run_cli(argv) == 0
+    assert not any(p.exists() for p in leftovers) and mine.exists()
+
+
+def test_written_files_get_the_umask_mode_and_empty_lists_are_refused(src, tmp_path, capsys):
+    # hostile pass, failure 7: every atomically written file was 0600 whatever the umask
+    old = os.umask(0o022)
+    try:
+        C.corrupt_folder(src, tmp_path / "o", ["contrast"], [1])
+    finally:
+        os.umask(old)
+    modes = {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "o").rglob("*") if p.is_file()}
+    assert modes == {"0o644"}
+    # F35: --corruptions '' meant all 15 corruptions
+    err = _one_line_error(capsys, ["corrupt", str(src), str(tmp_path / "e"), "--corruptions", "", "--severities", "1"])
+    assert "--corruptions '' is empty: give one value at least" in err and not (tmp_path / "e").exists()
+    err = _one_line_error(capsys, ["bench", "corrupt", "--corruptions", ",", "--out", str(tmp_path / "b")])
+    assert "--corruptions ',' is empty" in err

@@ -466,6 +466,12 @@ def test_table_never_mixes_checkpoints_and_counts_identical_runs_once(tmp_path, 
     bf16 = _synthetic_run(r, "vit_s_ln", "layernorm", 0.02, "ln-a-bf16", checkpoint_sha256=_hex("a1b2c3"), amp="bf16")
     table, _ = paper_table(read_rows([ln_a, bf16]))
     assert list(table.index) == ["vit_s_ln [fp32]", "vit_s_ln [bf16]"]
+    # another placement: apart, and tagged even alone (rows without the column are pre)
+    post = _synthetic_run(r, "vit_s_ln", "layernorm", 0.03, "ln-a-post", checkpoint_sha256=_hex("a1b2c3"), amp="fp32",
+                          placement="post")
+    table, _ = paper_table(read_rows([ln_a, post]))
+    assert list(table.index) == ["vit_s_ln", "vit_s_ln [post]"]
+    assert list(paper_table(read_rows([post]))[0].index) == ["vit_s_ln [post]"]
     code = run_cli(["table", "imagenet-c", str(ln_a), str(ln_b), str(dtn)])
     printed = capsys.readouterr().out
     assert code == 0 and "vit_s_ln @a1b2c3" in printed and "vit_s_ln @d4e5f6" in printed

@@ -143,7 +143,7 @@ def test_dedup_keeps_distinct_samples_and_reports_too_few(tmp_path):
     assert len(seen) == len(set(seen)) == 200
     with pytest.raises(DTNBenchError, match="distinct"):
         listops.generate(tmp_path / "too_many", train=500, val=0, test=0, **tiny, workers=1)
-    assert not list((tmp_path / "too_many").iterdir())  # nothing half-written
+    assert not (tmp_path / "too_many").exists()  # nothing half-written, not even the folder it made
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -375,3 +375,20 @@ def test_cli_generate_rejects_negative_count(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train count -1" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_failed_generate_leaves_no_folder_it_made(tmp_path):
+    # issue 21 section 5: a failed or interrupted `lra generate` left an empty output folder
+    out = tmp_path / "a" / "b"
+    with pytest.raises(DTNBenchError, match="only 400 distinct ListOps trees"):
+        listops.generate(out, train=1000, val=1, test=1, min_length=1, max_length=20, max_depth=2, max_args=2,
+                         workers=1)
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there before stays
+    with pytest.raises(DTNBenchError):
+        listops.generate(tmp_path / "mine", train=1000, val=1, test=1, min_length=1, max_length=20, max_depth=2,
+                         max_args=2, workers=1)
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DTNBenchError, match="ListOps output folder .*/file/sub: .*/file is a file, not a folder"):
+        listops.generate(tmp_path / "file" / "sub", train=5, val=1, test=1, workers=1)

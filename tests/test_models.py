@@ -13,7 +13,8 @@ from dtn_bench.models import MODELS, VIT_SPECS, LocalViT, convert_norms, create
 from dtn_bench.models.info import count_gmacs
 from dtn_bench.norms import DTN, DyT, PowerNorm, RMSNorm
 
-SUFFIX_NORM = {"ln": "layernorm", "dtn": "dtn", "dyt": "dyt", "powernorm": "powernorm"}
+SUFFIX_NORM = {"ln": "layernorm", "dtn": "dtn", "dyt": "dyt", "powernorm": "powernorm", "derf": "derf",
+               "identity": "identity"}
 ZOO = [f"{arch}_{suffix}" for arch in VIT_SPECS for suffix in SUFFIX_NORM]
 REPLACED_LAYERS = 20  # blocks 0-9, norm1 and norm2
 
@@ -42,12 +43,16 @@ def expected_params(dim: int, heads: int, suffix: str) -> int:
         total += REPLACED_LAYERS * 6 * heads
     if suffix == "dyt":  # the scalar alpha; weight and bias as LayerNorm's
         total += REPLACED_LAYERS
+    if suffix == "derf":  # the scalars alpha and shift
+        total += 2 * REPLACED_LAYERS
+    if suffix == "identity":  # nothing in the 20 slots
+        total -= REPLACED_LAYERS * 2 * dim
     return total  # powernorm: weight and bias as LayerNorm's, its statistics are buffers
 
 
 def test_zoo_names_are_registered():
     assert sorted(MODELS.names()) == sorted(ZOO)
-    assert len(ZOO) == 24
+    assert len(ZOO) == 36
     for name in ZOO:
         assert timm.is_model(name), name
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from cli_helpers import assert_one_line_message
 
 from dtn_bench.errors import DTNBenchError
-from dtn_bench.norms import NORMS, DyT, PowerNorm, build_norm, norm_layer
+from dtn_bench.norms import NORMS, Derf, DyT, Identity, PowerNorm, build_norm, norm_layer
 from dtn_bench.norms.powernorm import PowerFunction, group_scaling
 
 F64 = torch.float64
 
 EXPECTED = {"layernorm", "dtn", "dtn_var", "batchnorm", "instancenorm", "groupnorm", "scalenorm", "rmsnorm", "dyt",
-            "powernorm"}
+            "derf", "powernorm", "identity"}
 
 
 def test_registry_has_the_papers_normalisers():
@@ -26,26 +29,31 @@ def test_timm_compatible_signature_and_shapes(name):
     layer = norm_layer(name, num_heads=4, grid_size=(3, 4))
     mod = layer(32, device="cpu", dtype=torch.float64)
     assert all(p.dtype == torch.float64 for p in mod.parameters())
-    x = torch.randn(5, 12, 32, dtype=torch.float64)
+    x = torch.randn(5, 12, 32, dtype=torch.float64, requires_grad=True)
     y = mod(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     y.sum().backward()  # differentiable
+    assert torch.isfinite(x.grad).all()
     mod.eval()
     assert mod(x, mask=None).shape == x.shape
+
+
+_POINTWISE_REF = {  # per token or per element: no mask effect
+    "layernorm": lambda x: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5),
+    "rmsnorm": lambda x: x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6),
+    "scalenorm": lambda x: x * x.shape[-1] ** 0.5 / x.norm(dim=-1, keepdim=True),
+    "dyt": lambda x: torch.tanh(0.5 * x),
+    "derf": lambda x: x.detach().clone().apply_(lambda v: math.erf(0.5 * v)),  # math.erf: not torch's kernel
+    "identity": lambda x: x,
+}
 
 
 def _ref(name, x, mask=None):
     """The textbook formula of each normaliser (unit affine), per the registry's one-line formulas."""
     eps = 1e-5
     B, T, C = x.shape
-    if name == "layernorm":
-        return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
-    if name == "rmsnorm":
-        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6)
-    if name == "scalenorm":
-        return x * C**0.5 / x.norm(dim=-1, keepdim=True)
-    if name == "dyt":
-        return torch.tanh(0.5 * x)
+    if name in _POINTWISE_REF:
+        return _POINTWISE_REF[name](x)
     m = torch.ones(B, T, dtype=torch.bool) if mask is None else mask
     if name == "powernorm":  # first training step (warm-up): the batch's quadratic mean over real tokens
         g = x.view(B, T, 4, C // 4)
@@ -68,7 +76,7 @@ def _ref(name, x, mask=None):
 
 
 @pytest.mark.parametrize("name", ["layernorm", "rmsnorm", "scalenorm", "batchnorm", "instancenorm", "groupnorm", "dyt",
-                                  "powernorm"])
+                                  "derf", "identity", "powernorm"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_formula(name, masked):
     torch.manual_seed(0)
@@ -129,6 +137,105 @@ def test_dyt_parameters_formula_and_configurable_alpha():
     # d/d alpha of sum(w * tanh(alpha * x) + b) = sum(w * x * (1 - tanh(alpha * x)^2))
     expected = (mod.weight * x * (1 - torch.tanh(0.2 * x) ** 2)).sum().reshape(1)
     torch.testing.assert_close(mod.alpha.grad, expected.detach())
+
+
+class AuthorsDynamicTanh(torch.nn.Module):
+    """Transcription of the DyT authors' ``DynamicTanh`` (github jiachenzhu/DyT, ``dynamic_tanh.py``), channels last."""
+
+    def __init__(self, normalized_shape, alpha_init_value=0.5):
+        super().__init__()
+        self.alpha = torch.nn.Parameter(torch.ones(1) * alpha_init_value)
+        self.weight = torch.nn.Parameter(torch.ones(normalized_shape))
+        self.bias = torch.nn.Parameter(torch.zeros(normalized_shape))
+
+    def forward(self, x):
+        return torch.tanh(self.alpha * x) * self.weight + self.bias
+
+
+class AuthorsDynamicErf(torch.nn.Module):
+    """Transcription of the Derf authors' ``Dynamic_erf`` (github zlab-princeton/Derf, ``ViT/dynamic_erf.py``),
+    channels-last case: ``x = alpha * x + shift; x = erf(x); x * weight + bias``; parameters created in their order
+    (alpha, weight, bias, shift), inits 0.5 and 0."""
+
+    def __init__(self, normalized_shape, alpha_init_value=0.5, shift_init_value=0.0):
+        super().__init__()
+        self.alpha = torch.nn.Parameter(torch.ones(1) * alpha_init_value)
+        self.weight = torch.nn.Parameter(torch.ones(normalized_shape))
+        self.bias = torch.nn.Parameter(torch.zeros(normalized_shape))
+        self.shift = torch.nn.Parameter(torch.ones(1) * shift_init_value)
+
+    def forward(self, x):
+        x = self.alpha * x + self.shift
+        x = torch.erf(x)
+        return x * self.weight + self.bias
+
+
+@pytest.mark.parametrize(("name", "authors"), [("derf", AuthorsDynamicErf), ("dyt", AuthorsDynamicTanh)])
+def test_pointwise_norms_match_the_authors_modules(name, authors):
+    """Same state dict keys and inits as the authors' module; their state dict loads into ours and back, and on
+    random input (and random parameters) both compute the same."""
+    torch.manual_seed(7)
+    ours, theirs = build_norm(name, 12), authors(12)
+    assert dict(ours.named_parameters()).keys() == dict(theirs.named_parameters()).keys()
+    for key, value in theirs.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value)  # the same inits
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn_like(p))
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(3, 7, 12) * 4
+    torch.testing.assert_close(ours(x), theirs(x))
+    back = authors(12)
+    back.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(back(x), theirs(x))
+
+
+def test_derf_parameters_formula_and_gradients():
+    mod = build_norm("derf", 6, alpha_init=0.3, shift_init=-0.2, dtype=F64)
+    assert isinstance(mod, Derf)
+    assert mod.alpha.shape == mod.shift.shape == (1,) and mod.weight.shape == mod.bias.shape == (6,)
+    assert (mod.alpha.item(), mod.shift.item()) == (pytest.approx(0.3), pytest.approx(-0.2))
+    assert sum(p.numel() for p in mod.parameters()) == 2 * 6 + 2
+    torch.manual_seed(1)
+    with torch.no_grad():
+        mod.weight.normal_()
+        mod.bias.normal_()
+    x = torch.randn(2, 4, 6, dtype=F64) * 3
+    w, b = mod.weight.detach(), mod.bias.detach()
+    erf = x.clone().apply_(lambda v: math.erf(0.3 * v - 0.2))
+    torch.testing.assert_close(mod(x), w * erf + b)
+    torch.testing.assert_close(mod(x, torch.zeros(2, 4, dtype=torch.bool)), w * erf + b)  # no statistics
+    mod(x).sum().backward()
+    # d erf(u) / du = 2 / sqrt(pi) exp(-u^2), u = alpha x + s
+    d = 2 / math.sqrt(math.pi) * torch.exp(-(0.3 * x - 0.2) ** 2) * w
+    torch.testing.assert_close(mod.alpha.grad, (d * x).sum().reshape(1))
+    torch.testing.assert_close(mod.shift.grad, d.sum().reshape(1))
+
+
+def test_identity_is_the_control():
+    mod = build_norm("identity", 8)
+    assert isinstance(mod, Identity) and not list(mod.parameters()) and not mod.state_dict()
+    x = torch.randn(2, 3, 8)
+    assert mod(x) is x and mod(x, torch.ones(2, 3, dtype=torch.bool)) is x
+
+
+@pytest.mark.parametrize("name", ["dyt", "derf"])
+def test_alpha_init_per_slot(name):
+    """The authors' LLaMA / GPT-2 recipes: one alpha for the attention-side norms, another for the FFN and final."""
+    from dtn_bench.norms.dyt import LLAMA_ALPHA_INIT
+
+    recipe = LLAMA_ALPHA_INIT["7b"]
+    assert recipe == {"attn": 0.8, "ffn": 0.2, "final": 0.2}
+    for slot, value in recipe.items():
+        assert build_norm(name, 8, slot=slot, alpha_init=recipe).alpha.item() == pytest.approx(value)
+    assert build_norm(name, 8, slot="ffn").alpha.item() == 0.5  # the default: the ViT value in every slot
+    for kwargs, message in (({"slot": "ffn", "alpha_init": {"attn": 0.8}}, "no value for slot 'ffn'"),
+                            ({"alpha_init": recipe}, "needs the layer's slot"),
+                            ({"slot": "attn", "alpha_init": {"atn": 0.8}}, "unknown slot 'atn'"),
+                            ({"slot": "middle"}, "unknown slot 'middle'")):
+        with pytest.raises(DTNBenchError) as excinfo:
+            build_norm(name, 8, **kwargs)
+        assert_one_line_message(excinfo.value, name, message)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_an_unreadable_or_absent_file_is_one_line(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(DTNBenchError) as e:
         create(ARCH, pretrained_file=str(junk), **SMALL)
-    assert_one_line_message(e.value, f"cannot load --pretrained-file {junk}")
+    assert_one_line_message(e.value, f"cannot read --pretrained-file {junk}: it is a text file, not a checkpoint")
     with pytest.raises(DTNBenchError) as e:
         create(ARCH, pretrained_file=str(tmp_path / "absent.pth"), **SMALL)
     assert_one_line_message(e.value, "absent.pth does not exist or is not a file")
@@ -276,3 +276,13 @@ def test_info_with_a_pretrained_file(release, invoke):
     assert "untrained" in err
     code, _, err = invoke("info", "vit_t_ln", "--pretrained")
     assert_one_line_error(code, err, "vit_t_ln is a dtn-bench zoo model")
+
+
+def test_a_text_file_as_pretrained_file_says_what_it_is(tmp_path):
+    # A25 (issue 21 section 5): timm's loader said "IndexError: pop from empty list"
+    text = tmp_path / "weights.pth"
+    text.write_text("this is not a checkpoint\n")
+    with pytest.raises(DTNBenchError) as ei:
+        check_request(ARCH, pretrained=False, pretrained_file=text)
+    assert str(ei.value) == (f"cannot read --pretrained-file {text}: it is a text file, not a checkpoint (it begins "
+                             "'this is not a checkpoint')")

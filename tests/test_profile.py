@@ -13,9 +13,10 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.norms import DTN, build_norm
+from dtn_bench.norms.dtn import inter_token_macs as dtn_inter_token_macs
 from dtn_bench.profile import measure, report
 from dtn_bench.profile import models as pm
-from dtn_bench.profile.normcost import NormMacCounter, dtn_inter_token_macs
+from dtn_bench.profile.normcost import NormMacCounter
 from dtn_bench.results.schema import make_row
 
 PROTOCOL = ["warmup", "iters", "latency_iters", "dtype", "autocast", "channels_last", "compile_mode", "dtn_kernel",
@@ -192,6 +193,32 @@ def test_static_counts_vit_t():
     assert ln["norm_gmacs"] == pytest.approx(4 * 192 * (20 * 196 + 5 * 197) / 1e9)
     assert dtn["norm_gmacs"] == pytest.approx((192 * (9 * 20 * 196 + 4 * 5 * 197) + 20 * per_layer) / 1e9)
     assert dtn["norm_gmacs_dense"] > dtn["norm_gmacs"]
+
+
+def test_static_counts_pointwise_and_identity():
+    """DyT and Derf count 3 MACs per element in blocks 0-9 (LN's 4 after); the identity counts 0 there, and the flop
+    counter sees no matrix product in any of them (the same GMACs as LN)."""
+    entry = pm.get("vit_t")
+    ln = measure.static_counts(entry.build("layernorm"), entry, torch.device("cpu"))
+    after = 4 * 192 * 5 * 197  # blocks 10-11 and the final norm: LayerNorm on 197 tokens
+    for norm, per_element in (("dyt", 3), ("derf", 3), ("identity", 0)):
+        counts = measure.static_counts(entry.build(norm), entry, torch.device("cpu"))
+        assert counts["norm_layers"] == 25 and counts["gmacs"] == pytest.approx(ln["gmacs"])
+        assert counts["norm_gmacs"] == pytest.approx((per_element * 192 * 20 * 196 + after) / 1e9), norm
+        assert counts["norm_gmacs_dense"] == counts["norm_gmacs"]
+
+
+def test_placement_is_built_and_recorded():
+    """post keeps the parameters, peri adds the output norms; the rows record the placement."""
+    entry = pm.get("vit_t")
+    pre, peri = (n_params(entry.build("derf", p)) for p in ("pre", "peri"))
+    assert n_params(entry.build("derf", "post")) == pre
+    assert peri - pre == 10 * 2 * (2 * 192 + 2) + 2 * 2 * (2 * 192)
+    rows = measure.run_inline(cpu_config(norms=("derf",), placement="peri"), measure.Job("vit_t", "derf", 1,
+                                                                                          static=True), 1)
+    assert {r["placement"] for r in rows} == {"peri"}
+    with pytest.raises(DTNBenchError, match="pvt_v2_b0 takes pre only"):
+        cpu_config(models=("pvt_v2_b0",), placement="peri").validate()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

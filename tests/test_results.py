@@ -273,7 +273,8 @@ def test_resume_of_new_folder_starts_it(tmp_path):
 def test_done_keys(tmp_path):
     writer = _writer(tmp_path)
     assert writer.done_keys(["norm", "batch_size"]) == set()
-    writer.append(_rows("dtn", [1, 2]) + _rows("layernorm", [1]) + _rows("dtn", [1]))
+    again = [dict(r, dtype="float16") for r in _rows("dtn", [1])]  # another row of an already done key
+    writer.append(_rows("dtn", [1, 2]) + _rows("layernorm", [1]) + again)
     assert writer.done_keys(["norm", "batch_size"]) == {("dtn", 1), ("dtn", 2), ("layernorm", 1)}
     assert writer.done_keys(["norm", "severity"]) == {("dtn", None), ("layernorm", None)}
     resumed = _writer(tmp_path, resume=True)
@@ -442,3 +443,46 @@ def test_published_lookup():
     assert missing.value is None and missing.note == "not published" and missing.source
     with pytest.raises(DTNBenchError, match="unknown published table 'nope'"):
         published("nope", ("vit_s", "dtn"))
+
+
+# ----------------------------------------------------------------------------------- issue 21 section 5: file modes
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path, umask, mode):
+    # hostile pass, failure 7: mkstemp made every result, checkpoint and generated file 0600 whatever the umask
+    from dtn_bench.results.writer import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"x")
+        atomic_write_bytes(tmp_path / "atomic", b"x")
+        writer = _writer(tmp_path / "res")
+        writer.append(_rows("dtn", [1]))
+    finally:
+        os.umask(old)
+    assert (plain.stat().st_mode & 0o777) == mode
+    assert ((tmp_path / "atomic").stat().st_mode & 0o777) == mode
+    for name in ("rows.csv", "rows.parquet", "config.json", "env.json"):
+        assert ((writer.path / name).stat().st_mode & 0o777) == mode, name
+    assert _temp_files(tmp_path) == []
+
+
+def test_temporary_names_of_the_writer():
+    from dtn_bench.results.writer import is_temporary
+
+    assert is_temporary(".rows.csv.0a1b2c3d.tmp") and is_temporary(".x.JPEG.k_x9y2zq.tmp")  # ours and mkstemp's
+    assert not is_temporary("rows.csv.0a1b2c3d.tmp") and not is_temporary(".notes.tmp")
+    assert not is_temporary(".rows.csv.0a1b2c3d.tmpx")
+
+
+def test_output_folder_is_checked_before_anything_is_written(tmp_path):
+    from dtn_bench.results.writer import check_output_folder
+
+    assert check_output_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DTNBenchError, match=f"--out {tmp_path / 'file'} exists and is not a folder"):
+        check_output_folder(tmp_path / "file")
+    where = f"run folder {tmp_path / 'file' / 'cost' / 'a'}: {tmp_path / 'file'} is a file"
+    with pytest.raises(DTNBenchError, match=where):
+        RunWriter(tmp_path / "file", "cost", CONFIG, run_id="a", env=FAKE_ENV)
+    assert (tmp_path / "file").read_text() == "x"

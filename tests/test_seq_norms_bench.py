@@ -130,7 +130,7 @@ def test_registered_with_presets():
     ({"models": ["transformr"]}, "transformer"),
     ({"repeats": 0}, "--repeats must be > 0"),
     ({"warmup": -1}, "--warmup and --threads must be >= 0"),
-    ({"norms": []}, "--norms is empty"),
+    ({"norms": []}, "--norms '' (an empty list): expected one value at least"),
     ({"norms": ["dtn", "dtn"]}, "--norms repeats a value"),
     ({"bogus": 1}, "unknown settings ['bogus']"),
 ])
@@ -158,3 +158,19 @@ def test_cli_bad_input_is_one_line_error(invoke, tmp_path, argv, text):
     code, out, err = invoke("bench", "seq-norms", "--preset", "quick", *argv, "--out", str(tmp_path))
     assert_one_line_error(code, err, text)
     assert not (tmp_path / sn.SUITE).exists() or not any((tmp_path / sn.SUITE).rglob("rows.csv"))
+
+
+def test_derf_and_identity_at_a_placement(tmp_path):
+    """Every registered normaliser can be timed, the no-normaliser control included; the step case records the
+    models' placement (the layer case has none)."""
+    res = sn.benchmark("quick", out=tmp_path, run_id="pw", shapes=["quick"], batches=[2], models=["transformer"],
+                       norms=["layernorm", "derf", "identity"], repeats=1, iters=1, warmup=0, placement="post")
+    rows = read_rows(res.path)
+    assert set(rows["norm"]) == {"layernorm", "derf", "identity"}
+    assert set(rows.loc[rows["case"] == "step", "placement"]) == {"post"}
+    assert rows.loc[rows["case"] == "layer", "placement"].isna().all()
+    ratios = sn.ratio_table(rows)
+    assert set(ratios["norm"]) == {"derf", "identity"} and "quick / transformer [post]" in set(ratios.index)
+    assert "quick / transformer [post]" in set(sn.tokens_table(rows).index)
+    with pytest.raises(DTNBenchError, match="placement 'peri-ln'"):
+        sn.SeqNormBenchConfig.from_preset("quick", placement="peri-ln")

@@ -59,6 +59,36 @@ def test_normal_quantile_and_cdf():
     assert S.t_quantile(0.975, 1e9) == pytest.approx(S.normal_quantile(0.975), abs=1e-7)  # huge df: the normal
 
 
+def _mpmath_normal_quantile(p: float) -> float:
+    # an independent reference: the root of log Phi(z) = log p in 50-digit arithmetic (mpmath comes with torch's sympy)
+    import mpmath
+
+    with mpmath.workdps(50):
+        log_p = mpmath.log(mpmath.mpf(p))
+        return float(mpmath.findroot(lambda z: mpmath.log(mpmath.ncdf(z)) - log_p, -math.sqrt(-2.0 * math.log(p))))
+
+
+@pytest.mark.parametrize("p", [0.4, 0.1] + [10.0**-k for k in (3, 30, 100, 200, 220, 224, 225, 250, 280, 300, 307)]
+                         + [1e-310, 1e-320, 5e-324])
+def test_normal_quantile_far_tail_matches_a_50_digit_reference(p):
+    # issue 21 section 2: below p ~ 1e-224 the old Newton loop stopped at its cap (-33.83 instead of -37.047 at 1e-300)
+    z = S.normal_quantile(p)
+    assert z == pytest.approx(_mpmath_normal_quantile(p), rel=1e-14)
+    assert S.t_quantile(p, math.inf) == z
+
+
+def test_normal_quantile_at_1e_300_is_the_published_value():
+    # Phi^-1(1e-300) = -37.0471 (issue 21); -37.04709629936120 and -38.46740561714434 are the 50-digit reference above
+    assert S.normal_quantile(1e-300) == pytest.approx(-37.0470962993612, abs=2e-13)
+    assert S.normal_quantile(5e-324) == pytest.approx(-38.4674056171443, abs=2e-13)  # the smallest positive float
+
+
+def test_t_quantile_far_tail_closed_form():
+    # df = 2: F^-1(p) = (2p - 1) / sqrt(2 p (1 - p)), exact down to the smallest normal float
+    for p in (1e-50, 1e-200, 1e-300):
+        assert S.t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-13)
+
+
 def test_t_cdf_closed_forms():
     # df = 1: F(t) = 1/2 + arctan(t) / pi; df = 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2))
     assert S.t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-14)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import Killed, kill_at, run_cli
+from cli_helpers import Killed, assert_one_line_message, kill_at, run_cli
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.io import read_rows
@@ -141,3 +141,57 @@ def test_bench_norms_preset_precedence():
     assert cfg.preset == "quick"
     assert NormBenchConfig.from_preset("quick", batch=3).batch == 3
     assert NormBenchConfig.from_preset("quick", device=None).device == "cpu"
+
+
+def test_a_run_that_fails_before_its_first_row_leaves_no_folder(toy, tmp_path):
+    # issue 21 section 5: failed runs left folders holding only config.json and env.json (22 after the hostile pass)
+    def failing(cfg, ctx):
+        raise DTNBenchError("bad data")
+        yield  # pragma: no cover - a generator
+
+    def late(cfg, ctx):
+        yield from toy_run(cfg, ctx)
+        raise DTNBenchError("failed after its rows")
+
+    from dataclasses import replace
+
+    root = tmp_path / "new" / "results"
+    with pytest.raises(DTNBenchError, match="bad data"):
+        run_suite(replace(TOY, run=failing), ToyConfig(), out=root, run_id="r")
+    assert not (tmp_path / "new").exists()  # the run folder and the folders made for it
+    (tmp_path / "kept" / "toy").mkdir(parents=True)
+    with pytest.raises(DTNBenchError, match="bad data"):
+        run_suite(replace(TOY, run=failing), ToyConfig(), out=tmp_path / "kept", run_id="r")
+    assert (tmp_path / "kept" / "toy").is_dir() and not list((tmp_path / "kept" / "toy").iterdir())
+    with pytest.raises(DTNBenchError, match="after its rows"):
+        run_suite(replace(TOY, run=late), ToyConfig(), out=tmp_path / "kept", run_id="r")
+    assert len(read_rows(tmp_path / "kept" / "toy" / "r")) == 3  # rows written: the folder stays, to resume
+
+
+_WRONG = {bool: ("no", "a text for a bool"), int: (64.5, "a fraction for an integer"),
+          float: (float("nan"), "nan for a number"), str: (5, "a number for a text")}
+
+
+def _fields_and_wrong_values():
+    import dataclasses
+    import typing
+
+    for name in SUITES.names():
+        config = get_suite(name).config
+        hints = typing.get_type_hints(config)
+        for f in dataclasses.fields(config):
+            annotation = hints[f.name]
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if typing.get_origin(annotation) is tuple:
+                yield name, f.name, "x"  # a bare value where a list is expected
+            elif annotation in _WRONG or len(args) == 1 and args[0] in _WRONG:
+                yield name, f.name, _WRONG[annotation if annotation in _WRONG else args[0]][0]
+
+
+@pytest.mark.parametrize("suite, field, value", list(_fields_and_wrong_values()))
+def test_every_config_field_refuses_a_value_of_another_type(suite, field, value):
+    # issue 21 section 5: values of the wrong type passed validation and meant something else ("no" -> True)
+    config = get_suite(suite).config
+    with pytest.raises(DTNBenchError) as ei:
+        config.from_preset(None, **{field: value})
+    assert_one_line_message(ei.value, f"{config.SUITE}: --{field.replace('_', '-')} ", "expected")

@@ -131,7 +131,8 @@ def test_table_csv_shows_published_numbers_beside_ours(invoke):
     ("listops", {"preset": "lra"}, None, "table listops: the runs differ in preset (quick, lra)"),
     ("listops", {"step": lambda df: df["step"].where(df["checkpoint"] != "last", 400)}, None,
      "differ in training steps (500, 400)"),
-    ("listops", {"seed": 1}, {"lr": 0.01}, "table listops: the runs differ in lr (0.001, 0.01)"),
+    ("listops", {"seed": lambda df: df["seed"].where(df["seed"] < 0, df["seed"] + 10)}, {"lr": 0.01},
+     "table listops: the runs differ in lr (0.001, 0.01)"),
     ("norms", {"dim": lambda df: df["dim"].where(df["dim"].isna(), 432)}, None, "differ in dim (384, 432)"),
     ("norms", {"batch": lambda df: df["batch"].where(df["model"] != "vit_s_ln", 16)}, None,
      "differ in batch (32, 16)"),
@@ -200,11 +201,16 @@ def test_table_norms_paper_comparison(tmp_path, invoke):
     code, out, err = invoke("table", "norms", str(run), "--format", "csv")
     assert code == 0, err
     t = pd.read_csv(io.StringIO(out), dtype=str).set_index(["model", "figure"])
-    assert list(t.columns) == [*PAPER_COLUMNS, "dtn_var", "rmsnorm", "dtn_authors"]  # then the others measured
+    # then DyT and Derf (the Derf README's rows publish them), then the others measured
+    assert list(t.columns) == [*PAPER_COLUMNS, "dyt", "derf", "dtn_var", "rmsnorm", "dtn_authors"]
     paper = t.xs("top-1 (%), paper", level="figure")
     assert paper.loc["ViT-S", PAPER_COLUMNS].tolist() == "79.9 77.3 77.7 78.3 80.1 80.0 79.8 80.6".split()
     assert paper.loc["ViT-S*", PAPER_COLUMNS].tolist() == "80.6 77.2 77.6 79.5 81.0 80.6 80.4 81.7".split()
     assert set(paper[["dtn_var", "rmsnorm", "dtn_authors"]].to_numpy().ravel()) == {"not published"}
+    # the Derf README (stock timm ViT-B / ViT-L, every LayerNorm replaced): LN, DyT, Derf; nothing else published
+    assert paper.loc["ViT-B", ["LN", "dyt", "derf"]].tolist() == ["82.3", "82.5", "82.8"]
+    assert paper.loc["ViT-L", ["LN", "dyt", "derf"]].tolist() == ["83.1", "83.6", "83.8"]
+    assert set(paper.loc["ViT-B", ["BN", "DTN", "PN"]]) == set(paper.loc["ViT-S", ["dyt", "derf"]]) == {"not published"}
     ours = t.xs("top-1 (%), ours", level="figure")
     assert set(ours[["LN", "BN", "DTN", "rmsnorm"]].to_numpy().ravel()) == {"not measured"}
     not_paper = t.drop(index="top-1 (%), paper", level="figure")
@@ -376,3 +382,115 @@ def test_corrupt_peer_speedup_spread():
     assert sp["over repetitions"].item() == "3.50 (3.00-4.00)"
     assert corrupt.peer_speedups(rows(False))["over repetitions"].item() == norms_report.NO_REPETITIONS
     assert any(line.endswith("; over repetitions: 3.50 (3.00-4.00)") for line in corrupt.pass_lines(rows(True)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 21 section 5: rows validated on read, a seed counts once in listops, --out checked before printing
+def _listops_copy(dst: Path, run_id: str | None = None, parquet: bool = True, edit=None) -> Path:
+    """The committed listops run copied to ``dst`` (rows.csv, rows.parquet, config.json), its rows edited first."""
+    df = pd.read_parquet(RUNS["listops"] / "rows.parquet")
+    if run_id is not None:
+        df["run_id"] = run_id
+    if edit is not None:
+        df = edit(df)
+    dst.mkdir(parents=True)
+    df.to_csv(dst / "rows.csv", index=False, lineterminator="\n")
+    if parquet:
+        df.to_parquet(dst / "rows.parquet", index=False)
+    (dst / "config.json").write_text((RUNS["listops"] / "config.json").read_text())
+    return dst
+
+
+def _test_accuracy(value: float):
+    def edit(df):
+        last = (df["metric"] == "accuracy") & (df["split"] == "test") & (df["checkpoint"] == "last")
+        df.loc[last & (df["seed"] == 0) & (df["model"] == "transformer") & (df["norm"] == "layernorm"), "value"] = value
+        return df
+    return edit
+
+
+def test_table_listops_refuses_a_seed_trained_by_two_runs(tmp_path, invoke):
+    # hostile pass, failure 1: run b has run a's settings and seeds (another machine), 50% test accuracy; they were
+    # averaged as one seed (n = 2 per-seed means where 4 runs were measured)
+    a = _listops_copy(tmp_path / "a", "a")
+    b = _listops_copy(tmp_path / "b", "b", edit=_test_accuracy(0.5))
+    code, out, err = invoke("table", "listops", str(a), str(b), "--format", "csv")
+    assert_one_line_error(code, err, "table listops: transformer/layernorm/seed 0 was trained by two runs",
+                          f"({a} and {b})", "a seed counts once")
+    assert out == ""
+    # the same run folder copied and passed twice (T16)
+    code, _, err = invoke("table", "listops", str(a), str(_listops_copy(tmp_path / "copy")))
+    assert_one_line_error(code, err, "seed 0 was trained by two runs", str(tmp_path / "copy"))
+    # one folder given twice is read once: no error
+    code, _, err = invoke("table", "listops", str(a), str(a / "rows.parquet"))
+    assert code == 0, err
+
+
+def test_table_refuses_a_duplicated_row_inside_one_run(tmp_path, invoke):
+    # T05: one row of the run written twice
+    run = _listops_copy(tmp_path / "dup", edit=lambda df: pd.concat([df, df.iloc[[3]]], ignore_index=True))
+    code, _, err = invoke("table", "listops", str(run))
+    assert_one_line_error(code, err, str(run / "rows.parquet"), f"rows 3 and {len(read_rows(RUNS['listops']))} "
+                          "measure the same thing twice", "metric=loss, split=val, seed=0")
+
+
+@pytest.mark.parametrize("value, expect", [
+    (5.0, "accuracy = 5.0 (row"),  # T04: printed as 500.0
+    (-3.0, "accuracy = -3.0"),  # T13
+    (math.inf, "accuracy = inf"),  # T14
+])
+def test_table_refuses_values_outside_their_metric_range(value, expect, tmp_path, invoke):
+    run = _listops_copy(tmp_path / "bad", edit=_test_accuracy(value))
+    code, out, err = invoke("table", "listops", str(run), "--format", "csv")
+    why = "must be finite" if math.isinf(value) else "a fraction must be in [0, 1]"
+    assert_one_line_error(code, err, str(run / "rows.parquet"), expect, why)
+    assert out == ""
+
+
+def test_table_refuses_a_nan_accuracy_and_values_of_other_units(tmp_path, invoke):
+    run = _listops_copy(tmp_path / "nan", edit=_test_accuracy(math.nan))  # T12: shown as an empty cell
+    code, _, err = invoke("table", "listops", str(run))
+    assert_one_line_error(code, err, "transformer/layernorm/seed 0 has an accuracy row without a value")
+    from dtn_bench.errors import DTNBenchError
+    from dtn_bench.results.schema import check_values, make_row
+    ok = pd.DataFrame([make_row("s", "m", "n", "loss", math.inf), make_row("s", "m", "n", "top1_err", math.nan),
+                       make_row("s", "m", "n", "latency_ms_p50", 0.0), make_row("s", "m", "n", "novel", -2.0, "z")])
+    check_values(ok, "x")  # a diverged loss, "no value", zero time, a unit of unknown range
+    for row in (make_row("s", "m", "n", "latency_ms_p50", -1.0), make_row("s", "m", "n", "mce", -0.5),
+                make_row("s", "m", "n", "novel", -math.inf, "z")):
+        with pytest.raises(DTNBenchError, match=f"{row['metric']} = "):
+            check_values(pd.DataFrame([row]), "x")
+
+
+def test_table_reads_neither_an_edited_csv_beside_its_parquet_nor_a_truncated_csv(tmp_path, invoke):
+    # T01: a non-numeric value in rows.csv was ignored because rows.parquet is read when it exists
+    run = _listops_copy(tmp_path / "edited")
+    text = (run / "rows.csv").read_text().splitlines(keepends=True)
+    cells = text[4].split(",")
+    cells[4] = "abc"
+    (run / "rows.csv").write_text("".join(text[:4] + [",".join(cells)] + text[5:]))
+    code, _, err = invoke("table", "listops", str(run))
+    assert_one_line_error(code, err, f"{run}: rows.parquet and rows.csv disagree", "row 3, value", "'abc'")
+    # an edited number: the same, naming the row
+    run = _listops_copy(tmp_path / "edited2")
+    (run / "rows.csv").write_text((run / "rows.csv").read_text().replace("0.326,fraction,test", "0.926,fraction,test"))
+    code, _, err = invoke("table", "listops", str(run))
+    assert_one_line_error(code, err, "rows.parquet and rows.csv disagree", "row 4, value: 0.326 vs 0.926")
+    # T07: a rows.csv cut in the middle of a line (no rows.parquet)
+    run = _listops_copy(tmp_path / "cut", parquet=False)
+    data = (run / "rows.csv").read_bytes()
+    (run / "rows.csv").write_bytes(data[: len(data) // 2])
+    code, _, err = invoke("table", "listops", str(run))
+    assert_one_line_error(code, err, f"results file {run / 'rows.csv'} is truncated")
+
+
+def test_table_out_that_cannot_be_written_fails_before_printing(tmp_path, invoke):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        code, stdout, err = invoke("table", "listops", str(RUNS["listops"]), "--out", str(out))
+        assert_one_line_error(code, err, f"--out {out}")
+        assert stdout == ""  # the table was printed before the write failed
+    code, stdout, err = invoke("table", "all", str(RUNS["listops"]), "--out", str(blocker))
+    assert_one_line_error(code, err, f"--out {blocker} exists and is not a folder")
+    assert stdout == ""

@@ -488,6 +488,38 @@ def test_checkpoint_round_trip_into_cifar_c_takes_the_ema_weights(cifar, tmp_pat
     assert all(torch.equal(ev.state_dict()[k], v) for k, v in saved["state_dict_ema"].items())
 
 
+def test_placement_trains_records_and_guards_the_checkpoint(cifar, tmp_path, invoke):
+    """``placement=post`` builds post-norm blocks, is in rows and args; evaluating its checkpoint with pre-norm blocks
+    (same parameter names, so the weights would load and mean something else) is a one-line error."""
+    from dtn_bench.train import load_trained
+
+    res = train("quick", out=tmp_path, run_id="post", **tiny(cifar, **OWN_SHAPE, epochs=1, batch=20, model_ema=False,
+                                                            placement="post"))
+    assert set(res.rows["placement"]) == {"post"}
+    ckpt = res.path / "checkpoints" / "last.pth.tar"
+    assert read_ckpt(ckpt)["args"].placement == "post"
+    model, cfg, _ = load_trained(ckpt)
+    assert cfg.placement == "post" and model.placement == "post"
+    x = torch.randn(2, 3, 32, 32)
+    pre = loop.build_model(TrainConfig.resolve("quick", tiny(cifar, **OWN_SHAPE))[0], 10)
+    assert set(pre.state_dict()) == set(model.state_dict())
+    pre.load_state_dict(model.state_dict())
+    assert not torch.allclose(pre.eval()(x), model(x))  # the same weights, another function
+    corrupted = tmp_path / "c10c"
+    corrupted.mkdir()
+    np.save(corrupted / "fog.npy", np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8))
+    np.save(corrupted / "labels.npy", np.tile(np.arange(2), 5))
+    args = ["cifar-c", "--model", "vit_cifar_t_ln", "--data-dir", str(corrupted), "--checkpoint", str(ckpt),
+            "--corruptions", "fog", "--device", "cpu"]
+    code, _, err = invoke(*args, "--out", str(tmp_path / "ev"))
+    assert_one_line_error(code, err, "was trained with --placement post, the model was built with --placement pre")
+    assert not (tmp_path / "ev").exists()
+    code, _, err = invoke(*args, "--placement", "post", "--out", str(tmp_path / "ev"))
+    assert code == 0, err
+    with pytest.raises(DTNBenchError, match="train: placement 'middle'"):
+        TrainConfig.resolve("quick", tiny(cifar, placement="middle"))
+
+
 def test_checkpoint_round_trip_into_imagenet_c(tmp_path, invoke):
     """A zoo model trained on ImageNet folders; imagenet-c --checkpoint loads the file as it is (EMA weights)."""
     classes = ("n01440764", "n01443537", "n01484850")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
@@ -26,7 +27,7 @@ from dtn_bench.checks import check_positive
 from dtn_bench.distributed import check_device
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
-from dtn_bench.runner import ConsoleTable, PresetConfig, Report, Suite, run_suite
+from dtn_bench.runner import EMPTY_OK, ConsoleTable, PresetConfig, Report, Suite, run_suite
 from dtn_bench.suites import register
 from dtn_bench.timing import keep_freed_memory, time_ms
 
@@ -49,7 +50,8 @@ class NormBenchConfig(PresetConfig):
     warmup: int = 2
     iters: int = 5
     authors_iters: int = 2
-    models: tuple[str, ...] = ("vit_s_ln", "vit_s_dtn")
+    models: Annotated[tuple[str, ...], EMPTY_OK] = ("vit_s_ln", "vit_s_dtn")  # empty: the layers only
+    placement: str = "pre"  # of the models (a single layer has none)
     model_batch: int = 32
     model_warmup: int = 1
     model_iters: int = 3
@@ -74,6 +76,9 @@ class NormBenchConfig(PresetConfig):
         if self.authors and self.grid[0] != self.grid[1]:
             raise DTNBenchError("bench norms: the authors' algorithm needs a square --grid (or --no-authors)")
         check_device("bench norms", self.device)
+        from dtn_bench.placement import check_placement
+
+        check_placement(self.placement, "bench norms: --placement")
         norm_names(self)  # unknown norm names fail before any work
         from dtn_bench.models import MODELS
 
@@ -178,12 +183,12 @@ def bench_model(name: str, cfg: NormBenchConfig, malloc_tuned: bool = False) -> 
 
     device = torch.device(cfg.device)
     entry = MODELS.get(name)
-    model = create(name).to(device).eval()
+    model = create(name, placement=cfg.placement).to(device).eval()
     x = torch.randn(cfg.model_batch, 3, 224, 224, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     with torch.inference_mode():
         ts = time_ms(lambda: model(x), cfg.model_warmup, cfg.model_iters, device)
     settings = dict(batch=cfg.model_batch, iters=cfg.model_iters, warmup=cfg.model_warmup, dtype="float32",
-                    mode="eager", preset=cfg.preset, malloc_tuned=malloc_tuned)
+                    mode="eager", preset=cfg.preset, malloc_tuned=malloc_tuned, placement=cfg.placement)
     norm = entry.meta.get("norm", "")
     return [
         make_row(SUITE, name, norm, "throughput_img_s", cfg.model_batch / (statistics.median(ts) / 1e3),
@@ -227,7 +232,7 @@ def steps(cfg: NormBenchConfig) -> int:
     return len(norm_names(cfg)) + len(cfg.models)
 
 
-NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", "mode", "malloc_tuned")
+NORMS_SETTINGS = ("device", "batch", "tokens", "dim", "heads", "grid", "dtype", "mode", "malloc_tuned", "placement")
 """Row columns that must agree within each ``model`` before runs combine (the layer rows, each whole model)."""
 
 

@@ -10,25 +10,33 @@
   max of the per-repetition ratios (:func:`dtn_bench.stats.ratio_spread`), shown ``"0.82 (0.80-0.85)"`` (median,
   then min-max). Rows of older runs hold only summary statistics: their ratios show :data:`NO_REPETITIONS`.
 * :func:`comparison_table`: the DTN paper's normaliser comparison (ImageNet-1k top-1 of ViT-S and ViT-S* with LN, BN,
-  IN, GN, SN, ScN, PN, DTN) with the published accuracies beside our layer timings at each model's layer shape.
+  IN, GN, SN, ScN, PN, DTN) and the Derf paper's (ViT-B and ViT-L with LN, DyT, Derf) with the published accuracies
+  beside our layer timings at each model's layer shape.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from dtn_bench.results.published import NORM_COMPARISON_TOP1, NOT_PUBLISHED
-from dtn_bench.results.tables import pivot, render
+from dtn_bench.results.published import DERF_IMAGENET_TOP1, NORM_COMPARISON_TOP1, NOT_PUBLISHED
+from dtn_bench.results.tables import pivot, placement_label, render
 from dtn_bench.stats import Spread, pair_by_key, ratio_spread, spread
 
 PAPER_NORMS = (("LN", "layernorm"), ("BN", "batchnorm"), ("IN", "instancenorm"), ("GN", "groupnorm"), ("SN", "sn"),
                ("ScN", "scalenorm"), ("PN", "powernorm"), ("DTN", "dtn"))
 """The comparison's columns in the paper's order: (paper's name, this package's name; ``sn``: not expanded)."""
 PAPER_MODELS = (("ViT-S", "vit_s", 196, 384, 6), ("ViT-S*", "vit_s_star", 196, 432, 9))
-"""The comparison's rows: (label, published key, tokens, channels, heads of a normalised layer at 224 x 224)."""
+"""The DTN comparison's rows: (label, published key, tokens, channels, heads of a normalised layer at 224 x 224)."""
+POINTWISE_MODELS = (("ViT-B", "vit_base_patch16_224", 196, 768, 12), ("ViT-L", "vit_large_patch16_224", 196, 1024, 16))
+"""The Derf comparison's rows (stock timm ViTs with every LayerNorm replaced, :data:`~dtn_bench.results.published.
+DERF_IMAGENET_TOP1`): label, published key, and the 14 x 14 patch grid's layer shape (the class token is one more)."""
+COMPARISON_ROWS = tuple((*m, NORM_COMPARISON_TOP1) for m in PAPER_MODELS) + tuple(
+    (*m, DERF_IMAGENET_TOP1) for m in POINTWISE_MODELS)
+"""Every row block of the comparison with the published table (one source each) its top-1 comes from."""
 NOT_MEASURED = "not measured"
 NOT_PROVIDED = "not provided"
-COMPARISON_TITLE = "Normaliser comparison, DTN paper layout: published ImageNet-1k top-1 beside our layer cost"
+COMPARISON_TITLE = ("Normaliser comparison, DTN paper layout (ViT-S, ViT-S*) and Derf README (ViT-B, ViT-L): published "
+                    "ImageNet-1k top-1 beside our layer cost")
 
 
 REP = "rep"
@@ -233,7 +241,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         at = df[df["batch"] == r["batch"]]
         spreads[figure] = paired_ratio_spread(_time_reps(at, AUTHORS, r["pass"]), _time_reps(at, "dtn", r["pass"]))
     for _, r in df[(df["metric"] == "throughput_img_s") & (df["stat"] == "median")].iterrows():
-        figure = f"{r['model']} inference throughput (batch {int(r['batch'])}, fp32 eager)"
+        figure = (f"{r['model']}{placement_label(r.get('placement'))} inference throughput (batch {int(r['batch'])}, "
+                  "fp32 eager)")
         rows.append({"figure": figure, "value": r["value"], "unit": "img/s"})
         spreads[figure] = value_spread(_throughput_reps(df[df["batch"] == r["batch"]], r["model"]))
     for r in throughput_ratios(df).to_dict("records"):
@@ -263,17 +272,35 @@ def _median_ms(df: pd.DataFrame, tokens: int, dim: int, heads: int) -> dict[tupl
     return {key: float(v) for key, v in at.groupby(["norm", "pass"], sort=False)["value"].mean().items()}
 
 
+def _comparison_columns(layer: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(column, normaliser)`` of the comparison, in order.
+
+    The DTN paper's, then those with a published number in a row block's table (DyT, Derf), then every other
+    normaliser the rows measured, by its name here.
+    """
+    columns = list(PAPER_NORMS)
+    taken = {name for _, name in columns}
+    for *_, table in COMPARISON_ROWS:
+        for (_, name), entry in table.items():
+            if name not in taken and entry.value is not None:
+                columns.append((name, name))
+                taken.add(name)
+    return columns + [(n, n) for n in dict.fromkeys(layer["norm"]) if n not in taken]
+
+
 def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The DTN paper's normaliser comparison with our measurements beside the published numbers.
+    """The DTN paper's and the Derf paper's normaliser comparisons with our measurements beside the published numbers.
 
-    Rows ``(model, figure)`` for ViT-S and ViT-S*: the published top-1 (%), ours (``not measured``: this tool does not
-    train on ImageNet), and from the rows the median forward and forward + backward time of one layer (ms) and their
-    ratio to LayerNorm's, at that model's layer shape (:data:`PAPER_MODELS`; any batch), each ratio followed by its
-    spread over repetitions (``... time / LN time, over repetitions``: :data:`SPREAD_NOTE`). Columns: the paper's
-    normalisers (:data:`PAPER_NORMS`), then every other normaliser the rows measured, by its name here.
+    Rows ``(model, figure)`` for ViT-S and ViT-S* (the DTN paper's layout) and ViT-B and ViT-L (the Derf README: stock
+    timm ViTs, every LayerNorm replaced): the published top-1 (%), ours (``not measured``: this tool does not train
+    on ImageNet), and from the rows the median forward and forward + backward time of one layer (ms) and their ratio
+    to LayerNorm's, at that model's layer shape (:data:`COMPARISON_ROWS`; any batch), each ratio followed by its
+    spread over repetitions (``... time / LN time, over repetitions``: :data:`SPREAD_NOTE`). Columns: the DTN paper's
+    normalisers (:data:`PAPER_NORMS`), then those another row block publishes (``dyt``, ``derf``), then every other
+    normaliser the rows measured, by its name here.
 
-    Cells: ``not published`` where the paper has no number, ``not provided`` for a normaliser this package does not
-    implement (SN, which the source does not expand), ``not measured`` where the rows hold no number.
+    Cells: ``not published`` where the row's source has no number, ``not provided`` for a normaliser this package
+    does not implement (SN, which the source does not expand), ``not measured`` where the rows hold no number.
 
     Args:
         df: bench-norms rows.
@@ -285,16 +312,14 @@ def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
     from dtn_bench.norms import NORMS
 
     implemented = set(NORMS.names()) | {AUTHORS}
-    layer = df[df["metric"] == "time_ms"]
-    paper_names = {name for _, name in PAPER_NORMS}
-    columns = list(PAPER_NORMS) + [(n, n) for n in dict.fromkeys(layer["norm"]) if n not in paper_names]
+    columns = _comparison_columns(df[df["metric"] == "time_ms"])
     records, index = [], []
-    for label, key, tokens, dim, heads in PAPER_MODELS:
+    for label, key, tokens, dim, heads, table in COMPARISON_ROWS:
         ms = _median_ms(df, tokens, dim, heads)
         at = _at_shape(df, tokens, dim, heads)
         published = []
         for _, name in columns:
-            entry = NORM_COMPARISON_TOP1.get((key, name))
+            entry = table.get((key, name))
             published.append(NOT_PUBLISHED if entry is None or entry.value is None else float(entry.value))
         records.append(published)
         index.append((label, "top-1 (%), paper"))
@@ -319,9 +344,8 @@ def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
             records += [times, ratios, spreads]
             index += [(label, f"{text} ms per layer, ours"), (label, f"{text} time / LN time, ours"),
                       (label, f"{text} time / LN time, ours, over repetitions")]
-    table = pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["model", "figure"]),
-                         columns=[c for c, _ in columns], dtype=object)
-    return table
+    return pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["model", "figure"]),
+                        columns=[c for c, _ in columns], dtype=object)
 
 
 def comparison_note(df: pd.DataFrame) -> str:
@@ -339,12 +363,16 @@ def comparison_note(df: pd.DataFrame) -> str:
         for b, tk, d, h in t[["batch", "tokens", "dim", "heads"]].drop_duplicates().itertuples(index=False):
             shapes.append(f"batch {int(b)} x {int(tk)} tokens x {int(d)} channels, {int(h)} heads")
     models = "; ".join(f"{label}: {tokens} tokens x {dim} channels, {heads} heads"
-                       for label, _, tokens, dim, heads in PAPER_MODELS)
-    return ("Columns: the paper's normalisers (LN layernorm, BN batchnorm, IN instancenorm, GN groupnorm, SN not "
-            "expanded by the source, ScN scalenorm, PN PowerNorm), then the other normalisers measured here by their "
-            "names (dtn_authors: the authors' dense DTN algorithm). top-1 (%), paper: ImageNet-1k accuracy, "
-            f"{NORM_COMPARISON_TOP1[('vit_s', 'dtn')].source}; ours: not measured (this tool does not train on "
-            "ImageNet). ms per layer: median time of one normaliser layer from these rows (fwd: inference; fwd+bwd: "
+                       for label, _, tokens, dim, heads, _ in COMPARISON_ROWS)
+    return ("Columns: the DTN paper's normalisers (LN layernorm, BN batchnorm, IN instancenorm, GN groupnorm, SN not "
+            "expanded by the source, ScN scalenorm, PN PowerNorm), then dyt (DyT) and derf (Derf), then the other "
+            "normalisers measured here by their names (dtn_authors: the authors' dense DTN algorithm). top-1 (%), "
+            f"paper: ImageNet-1k accuracy; ViT-S, ViT-S*: {NORM_COMPARISON_TOP1[('vit_s', 'dtn')].source} (the DTN "
+            "paper's layout, the normaliser in blocks 0-9); ViT-B, ViT-L: "
+            f"{DERF_IMAGENET_TOP1[('vit_base_patch16_224', 'derf')].source} (stock timm ViTs with every LayerNorm "
+            "replaced, final norm included; the layer shape is the 14x14 patch grid, the class token is one more "
+            "token); ours: not measured (this tool does not train on ImageNet). ms per layer: median time of one "
+            "normaliser layer from these rows (fwd: inference; fwd+bwd: "
             "training pass), shown only where the rows' layer shape is the model's "
             f"({models}; any batch); time / LN time: over LayerNorm's at that shape (the ratio of the median times); "
             f"{SPREAD_NOTE} Measured here: "

@@ -79,6 +79,7 @@ class ScalingBenchConfig(PresetConfig):
     lengths: tuple[int, ...] = (512, 1024, 2048, 4096)
     models: tuple[str, ...] = MODELS
     norms: tuple[str, ...] = ("layernorm", "dtn")
+    placement: str = "pre"
     batch: int = 2
     dim: int = 64
     heads: int = 2
@@ -105,7 +106,9 @@ class ScalingBenchConfig(PresetConfig):
             raise DTNBenchError(f"{WHERE}: --dim {self.dim} is not divisible by --heads {self.heads}")
         self._check_names()
         from dtn_bench.distributed import check_device
+        from dtn_bench.placement import check_placement
 
+        check_placement(self.placement, f"{WHERE}: --placement")
         check_device(WHERE, self.device)
 
     def _check_lengths(self) -> None:
@@ -250,7 +253,7 @@ def build_model(model: str, norm: str, length: int, cfg: ScalingBenchConfig) -> 
     torch.manual_seed(cfg.seed)
     return LRAEncoder(VOCAB, CLASSES, dim=cfg.dim, heads=cfg.heads, depth=cfg.depth, mlp_dim=cfg.mlp_dim,
                       max_len=length, attention=model, norm=norm, pooling="cls", positions="sinusoidal",
-                      dropout=0.0, attn_dropout=0.0, attention_kwargs=kw)
+                      dropout=0.0, attn_dropout=0.0, attention_kwargs=kw, placement=cfg.placement)
 
 
 def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, malloc_tuned: bool = False) -> list[dict]:
@@ -289,7 +292,8 @@ def bench_one(model: str, norm: str, length: int, cfg: ScalingBenchConfig, mallo
         step()
     settings = dict(length=length, batch=cfg.batch, dim=cfg.dim, heads=cfg.heads, depth=cfg.depth,
                     mlp_dim=cfg.mlp_dim, iters=cfg.iters, warmup=cfg.warmup, preset=cfg.preset,
-                    malloc_tuned=malloc_tuned, slope_min=cfg.slope_min, slope_max=cfg.slope_max)
+                    malloc_tuned=malloc_tuned, slope_min=cfg.slope_min, slope_max=cfg.slope_max,
+                    placement=cfg.placement)
     if model == "reformer":
         settings["n_buckets"] = reformer_buckets(length, cfg.bucket_size)
     rows = [make_row(SUITE, model, norm, "time_ms", statistics.median(ts), stat="median", **settings),
@@ -605,7 +609,7 @@ def loglog_plot(df: pd.DataFrame):
     return fig
 
 
-SCALING_SETTINGS = ("device", "batch", "dim", "heads", "depth", "mlp_dim", "malloc_tuned")
+SCALING_SETTINGS = ("device", "batch", "dim", "heads", "depth", "mlp_dim", "malloc_tuned", "placement")
 """Row columns that must agree before runs combine (and ``n_buckets`` per model and length, slope ranges per pair)."""
 
 

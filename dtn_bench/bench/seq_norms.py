@@ -37,6 +37,7 @@ import torch
 from dtn_bench.checks import check_positive
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.schema import make_row
+from dtn_bench.results.tables import placement_label
 from dtn_bench.runner import ConsoleTable, PresetConfig, Report, RunContext, Suite, run_suite
 from dtn_bench.suites import register
 
@@ -61,6 +62,7 @@ class SeqNormBenchConfig(PresetConfig):
     models: tuple[str, ...] = MODELS
     norms: tuple[str, ...] = (BASELINE, "dtn")
     cases: tuple[str, ...] = CASES
+    placement: str = "pre"  # of the step case's models (a single layer has none)
     warmup: int = 2
     repeats: int = 7
     iters: int = 3
@@ -78,6 +80,9 @@ class SeqNormBenchConfig(PresetConfig):
         self._check_lists()
         self._check_numbers()
         self._check_names()
+        from dtn_bench.placement import check_placement
+
+        check_placement(self.placement, "bench seq-norms: --placement")
         check_device("bench seq-norms", self.device)
 
     def _check_lists(self) -> None:
@@ -125,13 +130,13 @@ class SeqNormBenchConfig(PresetConfig):
 
 
 # ------------------------------------------------------------------------------------------------------------ measure
-def listops_config(shape: str, batch: int | None, device: str):
-    """The :class:`~dtn_bench.lra.config.ListOpsConfig` of the ``lra-listops`` preset ``shape`` (batch overridden)."""
+def listops_config(shape: str, batch: int | None, device: str, placement: str = "pre"):
+    """The :class:`~dtn_bench.lra.config.ListOpsConfig` of ``lra-listops`` preset ``shape``, batch and placement set."""
     from dtn_bench.lra.config import ListOpsConfig
     from dtn_bench.suites import load_preset
 
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in load_preset("lra-listops", shape).items()}
-    values.update(preset=shape, device=device)
+    values.update(preset=shape, device=device, placement=placement)
     if batch is not None:
         values["batch"] = batch
     return ListOpsConfig(**values)
@@ -155,7 +160,7 @@ def layer_unit(norm: str, lcfg, ids: torch.Tensor, seed: int, device: torch.devi
     from dtn_bench.sequence.encoder import norm_slot
 
     torch.manual_seed(seed)
-    layer = norm_slot(norm, lcfg.dim, lcfg.heads, lcfg.ln_eps).to(device).train()
+    layer = norm_slot(norm, lcfg.dim, lcfg.heads, lcfg.ln_eps, "attn").to(device).train()
     B, L = ids.shape
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(B, L + 1, lcfg.dim, generator=gen).to(device).requires_grad_(True)
@@ -224,6 +229,8 @@ def bench_unit(shape: str, case: str, model: str, cfg: SeqNormBenchConfig, lcfg,
                     dim=lcfg.dim, heads=lcfg.heads, depth=lcfg.depth, mlp_dim=lcfg.mlp_dim, iters=cfg.iters,
                     warmup=cfg.warmup, repeats=cfg.repeats, dtype="float32", threads=torch.get_num_threads(),
                     malloc_tuned=malloc_tuned, preset=cfg.preset)
+    if case == "step":
+        settings["placement"] = lcfg.placement
     rows = []
     for norm, ts in zip(cfg.norms, times, strict=True):
         for rep, ms in enumerate(ts):
@@ -265,7 +272,7 @@ def _run(cfg: SeqNormBenchConfig, ctx: RunContext) -> Iterator[tuple[str, list[d
         if ctx.is_done(shape, case, model):
             continue
         if shape not in data:
-            lcfg = listops_config(shape, batches[shape], cfg.device)
+            lcfg = listops_config(shape, batches[shape], cfg.device, cfg.placement)
             data[shape] = (lcfg, *listops_batch(lcfg, cfg.seed))
         lcfg, ids, labels = data[shape]
         yield f"{shape} {case} {model}", bench_unit(shape, case, model, cfg, lcfg, ids, labels, tuned)
@@ -313,7 +320,8 @@ def ratio_table(df: pd.DataFrame) -> pd.DataFrame:
             if not num:
                 continue
             sp = ratio_spread(num, den)
-            label = f"{shape} / {model}" if case == "step" else f"{shape} / one layer"
+            placed = placement_label(other["placement"].iloc[0]) if "placement" in other.columns else ""
+            label = f"{shape} / {model}{placed}" if case == "step" else f"{shape} / one layer"
             out.append({"shape / case": label, "norm": norm, "LN ms": statistics.median(base["value"]),
                         "ms": statistics.median(other["value"]), "tok/s ratio (median)": sp.median, "min": sp.min,
                         "max": sp.max, "reps": sp.n})
@@ -327,8 +335,9 @@ def tokens_table(df: pd.DataFrame) -> pd.DataFrame:
     t = df[(df["metric"] == "tokens_s") & (df["stat"] == "rep")]
     if t.empty:
         return pd.DataFrame()
-    t = t.assign(unit_label=[f"{s} / {m}" if c == "step" else f"{s} / one layer"
-                             for s, c, m in zip(t["shape"], t["case"], t["model"], strict=True)])
+    placed = t["placement"] if "placement" in t.columns else pd.Series(None, index=t.index, dtype=object)
+    t = t.assign(unit_label=[f"{s} / {m}{placement_label(p)}" if c == "step" else f"{s} / one layer"
+                             for s, c, m, p in zip(t["shape"], t["case"], t["model"], placed, strict=True)])
     table = t.groupby(["unit_label", "norm"], sort=False)["value"].median().unstack("norm")
     table = table.reindex(index=list(dict.fromkeys(t["unit_label"])), columns=list(dict.fromkeys(t["norm"])))
     table.index.name = "shape / case"
@@ -375,7 +384,7 @@ def ratio_plot(df: pd.DataFrame):
 
 
 SEQ_NORMS_SETTINGS = ("device", "batch", "length", "tokens", "dim", "heads", "depth", "mlp_dim", "dtype", "threads",
-                      "malloc_tuned")
+                      "malloc_tuned", "placement")
 """Row columns that must agree within each shape before runs combine."""
 
 

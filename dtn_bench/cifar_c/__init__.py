@@ -49,7 +49,8 @@ class CifarCResult:
 
 def make_config(model: str | None = None, data_dir: str | Path | None = None, *, preset: str | None = None,
                 dataset: str | None = None,
-                norm: str | None = None, checkpoint: str | Path | None = None, ema: bool | None = None,
+                norm: str | None = None, placement: str | None = None, checkpoint: str | Path | None = None,
+                ema: bool | None = None,
                 num_classes: int | None = None, clean_images: str | Path | None = None,
                 clean_labels: str | Path | None = None, corruptions: Sequence[str] | None = None,
                 severities: Sequence[int] | None = None, extra: bool = False, batch_size: int | None = None,
@@ -66,7 +67,7 @@ def make_config(model: str | None = None, data_dir: str | Path | None = None, *,
     if corruptions or extra:
         corruptions = resolve_corruptions(corruptions, extra=extra)
     return CifarCConfig.from_preset(
-        preset, model=model, dataset=dataset, norm=norm, checkpoint=text(checkpoint), ema=ema,
+        preset, model=model, dataset=dataset, norm=norm, placement=placement, checkpoint=text(checkpoint), ema=ema,
         num_classes=num_classes, data_dir=text(data_dir), clean_images=text(clean_images),
         clean_labels=text(clean_labels), corruptions=corruptions or None,
         severities=resolve_severities(severities) if severities else None, batch_size=batch_size, device=device,

@@ -63,6 +63,8 @@ def open_array(path: Path) -> np.ndarray:
     """``path`` memory-mapped (nothing read beyond the header); an unreadable file is a one-line error."""
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
+    except EOFError:  # numpy's error for a 0-byte file; click would report it as "aborted" (exit 130)
+        raise DTNBenchError(f"cannot read {path} as a .npy array: the file is empty (0 bytes)") from None
     except (OSError, ValueError) as e:
         raise DTNBenchError(f"cannot read {path} as a .npy array: {e}".splitlines()[0]) from None
 

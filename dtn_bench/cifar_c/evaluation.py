@@ -82,6 +82,7 @@ class CifarCConfig(PresetConfig):
     model: str = "vit_cifar_t_ln"
     dataset: str = "cifar10"
     norm: str | None = None
+    placement: str = "pre"
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     ema: bool = True
@@ -100,7 +101,10 @@ class CifarCConfig(PresetConfig):
 
     def validate(self) -> None:
         """One-line errors for settings that cannot work together."""
+        from dtn_bench.placement import check_placement
+
         D.dataset_spec(self.dataset)
+        check_placement(self.placement)
         if self.data_dir is None:
             raise DTNBenchError(f"no --data-dir given. {D.download_hint(self.dataset)}")
         if (self.clean_images is None) != (self.clean_labels is None):
@@ -116,8 +120,9 @@ class CifarCConfig(PresetConfig):
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
 
     def default_run_id(self) -> str:
-        """``<model>[-<norm>]-<dataset>-<first 10 hex of the run key>``: the same settings resume the same folder."""
-        parts = [self.model] + ([self.norm] if self.norm else []) + [self.dataset]
+        """``<model>[-<norm>][-<placement>]-<dataset>-<first 10 hex of the run key>`` (placement when not ``pre``)."""
+        parts = [self.model] + ([self.norm] if self.norm else []) + ([self.placement] if self.placement != "pre"
+                                                                       else []) + [self.dataset]
         return "-".join(parts + [self.run_key()[:10]])
 
     @property
@@ -156,7 +161,7 @@ def build_model(cfg: CifarCConfig, classes: int, *, debug: bool = False) -> tupl
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = create(cfg.model, norm=cfg.norm, num_classes=classes)
+            model = create(cfg.model, norm=cfg.norm, placement=cfg.placement, num_classes=classes)
     except TypeError as e:
         raise DTNBenchError(f"cannot build model {cfg.model}: {e}") from e
     info = None
@@ -213,7 +218,7 @@ def _clean_group(cfg: CifarCConfig, classes: int) -> list[Group]:
 def row_settings(cfg: CifarCConfig) -> dict[str, Any]:
     """The setting columns every row of the run holds."""
     return dict(dataset=cfg.dataset, data=cfg.data_name, checkpoint_sha256=cfg.checkpoint_sha256 or "none",
-                weights=cfg.weights or "none", amp=cfg.amp or "fp32")
+                weights=cfg.weights or "none", amp=cfg.amp or "fp32", placement=cfg.placement)
 
 
 def measure(p: Plan, ctx) -> Iterator[tuple[str, list[dict]]]:

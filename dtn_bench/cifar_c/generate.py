@@ -16,8 +16,8 @@ Sources and outputs:
   (severities 1..5 concatenated, severity 1 first) and ``OUT/labels.npy`` (``uint8 [5N]``), as released. Image ``i``
   at a (corruption, severity) is seeded with :func:`~dtn_bench.data.corruptions.image_seed` ``(seed, corruption,
   severity, str(i))``. Every ``.npy`` is written atomically (temporary file + rename); a job that stops continues
-  when run again with the same source and seed, keeping the corruptions already written (the marker and manifest
-  of :func:`~dtn_bench.data.corruptions.corrupt_folder`).
+  when run again with the same settings (:func:`~dtn_bench.data.corruptions.job.job_settings`), keeping the
+  corruptions already written (the marker and manifest of :func:`~dtn_bench.data.corruptions.corrupt_folder`).
 - Tiny-ImageNet-C: SRC is an image folder ``<wnid>/<image>``; each image is resized to 64 x 64 (bilinear, as the
   script's ``Resize((64, 64))``), corrupted, saved as JPEG quality 85 in ``OUT/<corruption>/<severity>/<wnid>/``.
 """
@@ -150,7 +150,14 @@ def corrupt_arrays(src: str | Path, out: str | Path, fmt: str, corruptions: Sequ
     """
     from dtn_bench.data.corruptions import CorruptSummary, corrupt_batch, image_seed, resolve_corruptions
     from dtn_bench.data.corruptions.blur import prepare_compiled
-    from dtn_bench.data.corruptions.job import MANIFEST_NAME, PARTIAL_NAME, _begin, _json_bytes, check_job_settings
+    from dtn_bench.data.corruptions.job import (
+        MANIFEST_NAME,
+        PARTIAL_NAME,
+        _begin,
+        _json_bytes,
+        check_job_settings,
+        job_settings,
+    )
     from dtn_bench.results.env import dtn_bench_version
     from dtn_bench.results.writer import atomic_write_bytes
 
@@ -160,7 +167,7 @@ def corrupt_arrays(src: str | Path, out: str | Path, fmt: str, corruptions: Sequ
     images, y = load_source(src, labels, fmt)
     out, n = Path(out), images.shape[0]
     source = f"{Path(src).resolve()} ({fmt})"
-    resuming = _begin(out, source, seed)
+    resuming = _begin(out, job_settings(source, seed, names, SEVERITIES, recipe))
     atomic_write_bytes(out / "labels.npy", _npy_bytes(np.tile(y, len(SEVERITIES)).astype(np.uint8)))
     total, done, skipped, per = len(names) * 5 * n, 0, 0, dict.fromkeys(names, 0.0)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()

@@ -24,7 +24,7 @@ from dtn_bench.errors import DTNBenchError
 from dtn_bench.metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 
 SUITE = "cifar-c"
-VARIANT_COLUMNS = ("checkpoint_sha256", "weights", "amp")
+VARIANT_COLUMNS = ("checkpoint_sha256", "weights", "amp", "placement")
 NOTE = ("Percent, unnormalised: no AlexNet normalisation exists for CIFAR-10-C, CIFAR-100-C or Tiny-ImageNet-C, so "
         "there is no CE / mCE; mean corr. err is the mean top-1 error over the evaluated pairs of the 15 corruptions "
         "(extras never in it), as RobustBench reports; corruption columns: mean error over the evaluated severities.")
@@ -103,6 +103,8 @@ def _name(model: str, norm: str, variant: str, variants: int) -> str:
     from dtn_bench.models.small import own_norm
 
     name = model if norm in (own_norm(model), "default") else f"{model}+{norm}"
+    if variant.endswith(("|post", "|peri")):  # placement, the last variant column, when not pre
+        name += f" [{variant.rsplit('|', 1)[1]}]"
     if variants > 1:
         ckpt = variant.split("|")[1] if variant.count("|") >= 1 else ""
         name += f" @{ckpt[:6]}" if ckpt and not ckpt.startswith("random") else f" [{ckpt}]"

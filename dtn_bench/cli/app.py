@@ -21,7 +21,7 @@ import typer
 
 from dtn_bench import __version__
 from dtn_bench.cli import bench, cifar_c, corrupt, imagenet_c, listing, lra, profile, robustness, table, train
-from dtn_bench.cli.output import STATE, console, err_console
+from dtn_bench.cli.output import STATE, console, err_console, print_error
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning user errors into one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    STATE["interrupted"] = "interrupted"  # until a command that writes rows says otherwise
     try:
         rc = app(args=args, prog_name="dtn-bench", standalone_mode=False)
         if rc == 130:  # typer (standalone_mode=False) turns Ctrl-C into this return value
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     except DTNBenchError as e:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        print_error(str(e))
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -76,20 +77,18 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        err_console.print("interrupted; rows finished so far are saved")
+        err_console.print(STATE["interrupted"], highlight=False, soft_wrap=True)
         sys.exit(130)
     except Exception as e:  # click usage errors and the like
         import click
 
         # typer vendors its own click (typer._click): its usage errors are not click.ClickException
         if isinstance(e, (click.ClickException, typer.TyperException)) and hasattr(e, "format_message"):
-            err_console.print(f"[red]error:[/red] {e.format_message()} (dtn-bench --help for the usage)",
-                              highlight=False, soft_wrap=True)
+            print_error(f"{e.format_message()} (dtn-bench --help for the usage)")
             sys.exit(getattr(e, "exit_code", 2))
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {type(e).__name__}: {e} (--debug for the traceback)", highlight=False,
-                          soft_wrap=True)
+        print_error(f"{type(e).__name__}: {e} (--debug for the traceback)")
         sys.exit(1)
 
 

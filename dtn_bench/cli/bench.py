@@ -16,6 +16,7 @@ from dtn_bench.cli.options import (
     ItersOpt,
     MlpDimOpt,
     OutOpt,
+    PlacementOpt,
     RunIdOpt,
     SeedOpt,
     ThreadsOpt,
@@ -45,6 +46,7 @@ def bench_norms(
     models: Annotated[str | None, typer.Option(help="Comma-separated zoo models for throughput ('' for none).")]
     = None,
     model_batch: Annotated[int | None, typer.Option("--model-batch", help="Batch of the model throughput.")] = None,
+    placement: PlacementOpt = None,
     iters: ItersOpt = None,
     warmup: WarmupOpt = None,
     threads: ThreadsOpt = None,
@@ -62,8 +64,9 @@ def bench_norms(
 
     cfg = nb.NormBenchConfig.from_preset(
         preset, batch=batch_size, dim=dim, heads=heads, model_batch=model_batch, iters=iters, warmup=warmup,
-        grid=None if grid is None else parse_grid(grid), norms=csv_list(norms), models=csv_list(models),
-        authors=authors, threads=threads, device=device, seed=seed, tune_malloc=tune_malloc)
+        grid=None if grid is None else parse_grid(grid), norms=csv_list(norms, "--norms"),
+        models=csv_list(models, "--models", empty_ok=True),
+        authors=authors, threads=threads, device=device, seed=seed, tune_malloc=tune_malloc, placement=placement)
     run_with_progress(nb.SUITE, cfg, out, run_id)
 
 
@@ -76,6 +79,7 @@ def bench_lra_scaling(
     models: Annotated[str | None, typer.Option(help="Comma-separated attentions: transformer,bigbird,reformer.")]
     = None,
     norms: Annotated[str | None, typer.Option(help="Comma-separated normalisers (layernorm,dtn).")] = None,
+    placement: PlacementOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "--batch", help="Sequences per training step.")]
     = None,
     dim: DimOpt = None,
@@ -102,7 +106,8 @@ def bench_lra_scaling(
         preset, batch=batch_size, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, iters=iters, warmup=warmup,
         bucket_size=bucket_size, lengths=None if lengths is None else parse_ints(lengths, "--lengths", "512,1024",
                                                                                    "positive integers"),
-        models=csv_list(models), norms=csv_list(norms), device=device, seed=seed, tune_malloc=tune_malloc)
+        models=csv_list(models, "--models"), norms=csv_list(norms, "--norms"), device=device, seed=seed,
+        tune_malloc=tune_malloc, placement=placement)
     run_with_progress(sb.SUITE, cfg, out, run_id)
 
 
@@ -118,6 +123,7 @@ def bench_seq_norms(
     norms: Annotated[str | None, typer.Option(help="Comma-separated normalisers (layernorm,dtn).")] = None,
     cases: Annotated[str | None, typer.Option(help="Comma-separated cases: layer (one norm layer fwd+bwd), step "
                                               "(one ListOps training step).")] = None,
+    placement: PlacementOpt = None,
     repeats: Annotated[int | None, typer.Option(help="Interleaved repetitions (the ratio's spread is over them).")]
     = None,
     iters: ItersOpt = None,
@@ -138,8 +144,9 @@ def bench_seq_norms(
     from dtn_bench.bench import seq_norms as sn
 
     cfg = sn.SeqNormBenchConfig.from_preset(
-        preset, shapes=csv_list(shapes), models=csv_list(models), norms=csv_list(norms), cases=csv_list(cases),
+        preset, shapes=csv_list(shapes, "--shapes"), models=csv_list(models, "--models"),
+        norms=csv_list(norms, "--norms"), cases=csv_list(cases, "--cases"),
         batches=None if batches is None else parse_ints(batches, "--batches", "32,2", "positive integers"),
         repeats=repeats, iters=iters, warmup=warmup, threads=threads, device=device, seed=seed,
-        tune_malloc=tune_malloc, flush_denormal=flush_denormal)
+        tune_malloc=tune_malloc, flush_denormal=flush_denormal, placement=placement)
     run_with_progress(sn.SUITE, cfg, out, run_id)

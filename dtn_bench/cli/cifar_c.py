@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from dtn_bench.cli.options import EmaOpt, OutOpt, RunIdOpt, csv_list, parse_severities
-from dtn_bench.cli.output import STATE, console, err_console, print_tables
+from dtn_bench.cli.options import EmaOpt, OutOpt, PlacementOpt, RunIdOpt, csv_list, parse_severities
+from dtn_bench.cli.output import STATE, console, err_console, print_tables, say_rows_are_kept
 
 app = typer.Typer()
 
@@ -65,6 +65,7 @@ def cifar_c(
                                                 "cifar10).")] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
     = None,
+    placement: PlacementOpt = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights to load (its SHA-256 keys the "
                                                     "run).")] = None,
     ema: EmaOpt = True,
@@ -102,11 +103,14 @@ def cifar_c(
     from dtn_bench import cifar_c as cc
     from dtn_bench.cifar_c.report import console as summaries
 
-    cfg = cc.make_config(model, data_dir, preset=preset, dataset=dataset, norm=norm, checkpoint=checkpoint, ema=ema,
+    cfg = cc.make_config(model, data_dir, preset=preset, dataset=dataset, norm=norm, placement=placement,
+                         checkpoint=checkpoint, ema=ema,
                          num_classes=num_classes, clean_images=clean_images, clean_labels=clean_labels,
-                         corruptions=csv_list(corruptions), severities=parse_severities(severities), extra=extra,
+                         corruptions=csv_list(corruptions, "--corruptions"), severities=parse_severities(severities),
+                         extra=extra,
                          batch_size=batch_size, device=device, amp=amp, data_label=data_label, seed=seed)
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    say_rows_are_kept()
     with _Progress(cfg.data_name) as progress:
         result = cc.evaluate_config(cfg, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
                                     on_event=progress if rank0 else None)

@@ -7,11 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from dtn_bench.cli.options import EmaOpt, OutOpt, PretrainedFileOpt, PretrainedOpt, RunIdOpt, csv_list, parse_severities
-from dtn_bench.cli.output import STATE, console, err_console
+from dtn_bench.cli.options import (
+    EmaOpt,
+    OutOpt,
+    PlacementOpt,
+    PretrainedFileOpt,
+    PretrainedOpt,
+    RunIdOpt,
+    csv_list,
+    parse_severities,
+)
+from dtn_bench.cli.output import STATE, console, err_console, say_rows_are_kept
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer()
@@ -137,7 +145,7 @@ def _error_table(s, label: str) -> Table:
     """Top-1 error (%) per corruption and severity, CE, and the mean top-5 error when it was measured."""
     from dtn_bench.metrics import CORRUPTIONS, EXTRA_CORRUPTIONS
 
-    table = Table(title=escape(f"ImageNet-C top-1 error (%) - {label}"))
+    table = Table(title=f"ImageNet-C top-1 error (%) - {label}")
     sevs = sorted({k for e in s.errors.values() for k in e})
     top5 = bool(s.top5_errors) or s.clean_top5_error is not None
     cols = ("corruption", *(str(k) for k in sevs), "CE", *(("top-5 err (mean over sev.)",) if top5 else ()))
@@ -202,6 +210,7 @@ def imagenet_c(
     model: ModelOpt,
     data_dir: DataOpt = None,
     norm: NormOpt = None,
+    placement: PlacementOpt = None,
     checkpoint: CkptOpt = None,
     ema: EmaOpt = True,
     pretrained: PretrainedOpt = False,
@@ -258,8 +267,9 @@ def imagenet_c(
     """
     from dtn_bench import imagenet_c as ic
 
-    settings = dict(norm=norm, corruptions=csv_list(corruptions), severities=parse_severities(severities), extra=extra,
-                    subset=subset, subset_file=subset_file, subset_seed=subset_seed, batch_size=batch_size,
+    settings = dict(norm=norm, placement=placement, corruptions=csv_list(corruptions, "--corruptions"),
+                    severities=parse_severities(severities), extra=extra, subset=subset, subset_file=subset_file,
+                    subset_seed=subset_seed, batch_size=batch_size,
                     workers=workers, device=device, amp=amp, strict=strict, allow_resize=allow_resize)
     if demo:
         if data_dir is not None or checkpoint is not None or clean_dir is not None or clean_error is not None \
@@ -271,7 +281,8 @@ def imagenet_c(
     else:
         label = _data_label_of(data_dir, data_label)
     if _rank0():
-        err_console.print(f"[bold]{escape(label)}[/bold]", highlight=False, soft_wrap=True)
+        err_console.print(label, style="bold", highlight=False, soft_wrap=True)
+    say_rows_are_kept()
     with _Progress(label) as progress:
         hook = progress if _rank0() else None
         if demo:
@@ -342,7 +353,7 @@ def bench_imagenet_c_pipeline(
         from dtn_bench.imagenet_c.data import data_label
 
         label = data_label(data_dir)
-    corr, sevs = csv_list(corruptions), parse_severities(severities)
+    corr, sevs = csv_list(corruptions, "--corruptions"), parse_severities(severities)
     cfg = PipelineConfig.from_preset(
         None, model=model, data_dir=str(data_dir), num_classes=num_classes, corruption=corr[0] if corr else None,
         severity=sevs[0] if sevs else None, images=images, batch_size=batch_size, workers=workers, device=device,
@@ -354,6 +365,7 @@ def bench_imagenet_c_pipeline(
             status.update(f"timing {info['model']}: end-to-end over {info['images']} images, then model-only")
             status.start()
 
+    say_rows_are_kept()
     try:
         result = ic.benchmark_pipeline_config(cfg, out=out, run_id=run_id, debug=STATE["debug"], on_event=on_event)
     finally:
@@ -377,8 +389,8 @@ def _pipeline_demo_data(out: Path, images: int) -> Path:
 
 def _pipeline_summary(cfg, result) -> None:
     """The benchmark's images/s on stdout, then the run folder."""
-    table = Table(title=escape(f"ImageNet-C pipeline: {cfg.model}, batch {cfg.batch_size}, {cfg.workers} worker(s), "
-                               f"{cfg.device} [{cfg.data_label}]"))
+    table = Table(title=f"ImageNet-C pipeline: {cfg.model}, batch {cfg.batch_size}, {cfg.workers} worker(s), "
+                        f"{cfg.device} [{cfg.data_label}]")
     for col in ("pipeline", "images/s"):
         table.add_column(col, justify="right" if col != "pipeline" else "left")
     for r in result.rows.to_dict("records"):

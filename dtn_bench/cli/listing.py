@@ -15,6 +15,21 @@ from dtn_bench.errors import DTNBenchError
 app = typer.Typer()
 
 
+def _norms_table(pattern: str | None) -> tuple[Table, list]:
+    """The ``list norms`` table: each normaliser's facts (:class:`dtn_bench.norms.NormInfo`), and the entries."""
+    from dtn_bench.norms import NORMS
+
+    table = Table(title="Normalisers (--norm NAME); MACs per element of the layer's input (dtn_bench.norms.base)")
+    for col in ("name", "label", "formula", "MACs/elem", "padding mask", "zoo"):
+        table.add_column(col)
+    entries = NORMS.list(pattern)
+    for e in entries:
+        i = e.meta["info"]
+        macs = f"{i.macs_per_element}" + (" + inter-token" if i.inter_token_macs is not None else "")
+        table.add_row(e.name, i.label, i.formula, macs, i.mask, f"*_{i.zoo_suffix}" if i.zoo_suffix else "")
+    return table, entries
+
+
 @app.command("list")
 def list_(
     what: Annotated[str, typer.Argument(help="models, norms or suites")],
@@ -38,14 +53,7 @@ def list_(
             m = e.meta
             table.add_row(e.name, m["label"], str(m["heads"]), str(m["dim"]), m["norm"])
     elif what == "norms":
-        from dtn_bench.norms import NORMS
-
-        table = Table(title="Normalisers (--norm NAME)")
-        table.add_column("name")
-        table.add_column("formula")
-        entries = NORMS.list(pattern)
-        for e in entries:
-            table.add_row(e.name, e.meta.get("formula", e.description))
+        table, entries = _norms_table(pattern)
     else:
         from dtn_bench.suites import SUITES, load_presets
 

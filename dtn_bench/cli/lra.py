@@ -21,12 +21,13 @@ from dtn_bench.cli.options import (
     HeadsOpt,
     MlpDimOpt,
     OutOpt,
+    PlacementOpt,
     RunIdOpt,
     TuneMallocOpt,
     csv_list,
     parse_ints,
 )
-from dtn_bench.cli.output import console, err_console, print_tables
+from dtn_bench.cli.output import console, err_console, print_tables, say_rows_are_kept
 from dtn_bench.data.listops import LRA_SPEC
 from dtn_bench.errors import DTNBenchError
 
@@ -153,6 +154,7 @@ def lra_listops(
                                              "lra presets).")] = None,
     ln_eps: Annotated[float | None, typer.Option("--ln-eps", help="LayerNorm epsilon (1e-5; lra presets: 1e-6 as in "
                                                  "flax); other normalisers keep their own.")] = None,
+    placement: PlacementOpt = None,
     init: Annotated[str | None, typer.Option(help=(
         "Initialisation: torch (PyTorch defaults, frozen zero padding embedding) or lra (xavier-uniform Q/K/V/O and "
         "MLP, MLP biases N(0, 1e-6), lecun-normal head with zero bias, trained padding embedding; lra presets)."))]
@@ -199,12 +201,13 @@ def lra_listops(
     if resume is not None and run_id is not None and run_id != resume:
         raise DTNBenchError(f"--resume {resume} and --run-id {run_id} name different runs")
     cfg = ListOpsConfig.from_preset(
-        preset, models=csv_list(models), norms=csv_list(norms), max_len=max_len, len_policy=len_policy, steps=steps,
+        preset, models=csv_list(models, "--models"), norms=csv_list(norms, "--norms"), max_len=max_len,
+        len_policy=len_policy, steps=steps,
         batch=batch, lr=lr, schedule=schedule, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad,
         eval_every=eval_every, val_limit=val_limit, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim,
         pooling=pooling, dropout=dropout, lra_quirks=lra_quirks, attn_dropout=attn_dropout,
         sparse_attn_dropout=sparse_attn_dropout, bigbird_random=bigbird_random, bigbird_block=bigbird_block,
-        gelu=gelu, ln_eps=ln_eps, init=init, lr_step_origin=lr_step_origin, shuffle=shuffle,
+        gelu=gelu, ln_eps=ln_eps, init=init, placement=placement, lr_step_origin=lr_step_origin, shuffle=shuffle,
         shuffle_buffer=None if shuffle_buffer is None else parse_ints(shuffle_buffer, "--shuffle-buffer",
                                                                        "10000,1024", "sizes"),
         precision=precision, gen_train=train_samples, device=device, tune_malloc=tune_malloc, world_size=world,
@@ -223,8 +226,9 @@ def _run_listops(cfg, out: Path, run_id: str | None, resume: bool) -> None:
     try:
         result = listops(cfg, out=out, run_id=run_id, resume=resume, on_event=view.on_event)
     except KeyboardInterrupt:
-        if view.training:
-            err_console.print(f"interrupted: continue with --resume {view.run_id} (same options)")
+        if view.training:  # the one line main() prints on Ctrl-C
+            say_rows_are_kept(f"interrupted: rows finished so far are saved; continue with --resume {view.run_id} "
+                              "(same options)")
         raise
     finally:
         view.close()
@@ -306,6 +310,9 @@ class _ListOpsView:
 
     def _on_note(self, text: str) -> None:
         err_console.print(f"note: {text}")
+
+    def _on_warning(self, message: str) -> None:
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
     def _on_runs(self, total: int, steps: int, run_id: str | None, workers: int = 1) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn

@@ -16,6 +16,10 @@ from dtn_bench.errors import DTNBenchError
 OutOpt = Annotated[Path, typer.Option("--out", help="Results root; the run folder is OUT/<suite>/<run-id>.")]
 RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name (default: timestamp + random).")]
 NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
+PlacementOpt = Annotated[str | None, typer.Option("--placement", help="Where the normalisers sit in every block: pre "
+                                                  "(x + F(N(x)), the default), post (N(x + F(x))) or peri "
+                                                  "(x + N_out(F(N_in(x))), each norm its own layer). Recorded with "
+                                                  "the results.")]
 TuneMallocOpt = Annotated[bool, typer.Option("--tune-malloc/--no-tune-malloc", help="Keep freed memory in the process "
                                              "on CPU (as jemalloc would); recorded with the results.")]
 FlushDenormalOpt = Annotated[bool, typer.Option("--flush-denormal/--no-flush-denormal", help="Flush denormal floats "
@@ -62,11 +66,18 @@ def parse_grid(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def csv_list(text: str | None) -> tuple[str, ...] | None:
-    """``"a, b,,c"`` -> ``("a", "b", "c")`` (items stripped, empty ones dropped); ``None`` (not given) -> ``None``."""
+def csv_list(text: str | None, flag: str = "a list option", empty_ok: bool = False) -> tuple[str, ...] | None:
+    """``"a, b,,c"`` -> ``("a", "b", "c")`` (items stripped, empty ones dropped); ``None`` (not given) -> ``None``.
+
+    A value given with no item (``--corruptions ''``) is a one-line error naming ``flag`` (it would otherwise read as
+    "not given" and mean the default, all 15 corruptions), unless ``empty_ok`` (``bench norms --models ''``: none).
+    """
     if text is None:
         return None
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values and not empty_ok:
+        raise DTNBenchError(f"{flag} {text!r} is empty: give one value at least, or leave {flag} out for the default")
+    return values
 
 
 def parse_ints(text: str, flag: str, example: str, what: str = "integers") -> tuple[int, ...]:
@@ -81,7 +92,7 @@ def parse_ints(text: str, flag: str, example: str, what: str = "integers") -> tu
 
 def parse_severities(text: str | None) -> tuple[int, ...] | None:
     """``"1,3"`` -> ``(1, 3)`` (``None``: not given); anything but comma-separated integers is a one-line error."""
-    values = csv_list(text)
+    values = csv_list(text, "--severities")
     if values is None:
         return None
     try:

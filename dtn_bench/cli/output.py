@@ -6,10 +6,31 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
-STATE = {"debug": False}
+# markup off: what the commands print holds user text (paths, names, messages), and `data[test]` or `[/x]` must
+# print as given; a style is given as a Text (print_error, print_warning) or a style= argument, never as markup
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+STATE: dict = {"debug": False, "interrupted": "interrupted"}
+"""``debug``: ``--debug`` was given. ``interrupted``: the line printed on Ctrl-C (a command that writes rows says
+so with :func:`say_rows_are_kept`)."""
+ROWS_KEPT = "interrupted; rows finished so far are saved"
+
+
+def say_rows_are_kept(line: str = ROWS_KEPT) -> None:
+    """From now on, Ctrl-C prints ``line`` (default: the rows finished so far are saved), not ``interrupted``."""
+    STATE["interrupted"] = line
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, ``message`` as given (never read as markup)."""
+    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    """``warning: <message>`` on stderr, ``message`` as given (never read as markup)."""
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False, soft_wrap=True)
 
 
 def print_tables(tables) -> None:
@@ -44,6 +65,7 @@ def run_with_progress(suite_name: str, cfg, out: Path, run_id: str | None, resum
     from dtn_bench.suites import get_suite
 
     suite = get_suite(suite_name)
+    say_rows_are_kept()
     skipped: list[str] = []
     notes: list[str] = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -60,13 +82,13 @@ def run_with_progress(suite_name: str, cfg, out: Path, run_id: str | None, resum
 
         result = run_suite(suite, cfg, out=out, run_id=run_id, resume=resume, on_event=on_event)
     if result.rows is None or result.rows.empty:
-        err_console.print("[yellow]warning:[/yellow] no configuration produced rows; no tables written")
+        print_warning("no configuration produced rows; no tables written")
     elif suite.report.console is not None:
         print_tables(suite.report.console(result.rows))
     for note in notes:
         console.print(note, highlight=False, soft_wrap=True)
     for label in skipped:
-        err_console.print(f"[yellow]warning:[/yellow] {label}", highlight=False, soft_wrap=True)
+        print_warning(label)
     console.print(f"results: {result.path}")
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dtn_bench.cli.options import OutOpt, RunIdOpt, ThreadsOpt, csv_list, parse_ints
+from dtn_bench.cli.options import OutOpt, PlacementOpt, RunIdOpt, ThreadsOpt, csv_list, parse_ints
 from dtn_bench.cli.output import run_with_progress
 from dtn_bench.errors import DTNBenchError
 
@@ -30,6 +30,7 @@ def profile(
                                                "--norms; zoo names (vit_s_ln, vit_s_dtn) bring their own norm.")]
     = None,
     norms: Annotated[str | None, typer.Option("--norms", help="Comma-separated normalisers (layernorm,dtn).")] = None,
+    placement: PlacementOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="cuda or cpu.")] = None,
     batch_sizes: Annotated[str | None, typer.Option("--batch-sizes", help="Comma-separated batch sizes (1,64,256).")]
     = None,
@@ -80,7 +81,8 @@ def profile(
 
     if resume and run_id is None:
         raise DTNBenchError("profile: --resume needs the --run-id of the run to continue")
-    overrides = dict(models=csv_list(models), norms=csv_list(norms), device=device,
+    overrides = dict(models=csv_list(models, "--models"), norms=csv_list(norms, "--norms"), placement=placement,
+                     device=device,
                      batch_sizes=None if batch_sizes is None else _parse_batch_sizes(batch_sizes), amp=amp,
                      channels_last=channels_last, compile=compile_, compile_mode=compile_mode, dtn_kernel=dtn_kernel,
                      train=train,

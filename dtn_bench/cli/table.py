@@ -30,6 +30,7 @@ half-written folder.
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -59,13 +60,13 @@ TABLE_OPTIONS = {"ci": (CiOpt, "t"), "n_boot": (NBootOpt, None), "mcnemar": (McN
 
 
 def _write(files: dict[Path, str | bytes]) -> None:
-    from dtn_bench.results.writer import atomic_write_bytes, atomic_write_text
+    from dtn_bench.results.writer import atomic_write_bytes
 
     for path, content in files.items():
-        if isinstance(content, bytes):
-            atomic_write_bytes(path, content)
-        else:
-            atomic_write_text(path, content)
+        try:
+            atomic_write_bytes(path, content if isinstance(content, bytes) else content.encode())
+        except OSError as e:
+            raise DTNBenchError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
 
 
 def _print(text: str, fmt: str) -> None:
@@ -73,11 +74,15 @@ def _print(text: str, fmt: str) -> None:
     console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True, end="" if fmt == "csv" else "\n")
 
 
-def _read(runs: list[Path], fmt: str):
+def _read(runs: list[Path], fmt: str, out: Path | None):
+    """The rows of ``runs``, after checking ``--format`` and that ``--out`` can be written (nothing printed yet)."""
     from dtn_bench.results.io import read_rows
+    from dtn_bench.results.writer import check_output_folder
 
     if fmt not in FORMATS:
         raise DTNBenchError(f"--format {fmt!r}: choose md, tex or csv")
+    if out is not None:
+        check_output_folder(out)
     return read_rows(runs)
 
 
@@ -105,7 +110,7 @@ def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str, 
     """
     from dtn_bench.suites import get_suite
 
-    df = _read(runs, fmt)
+    df = _read(runs, fmt, out)
     df = df[df["suite"] == suite_name] if "suite" in df.columns else df.iloc[:0]
     if df.empty:
         raise DTNBenchError(f"no {suite_name} rows in {', '.join(map(str, runs))}")
@@ -119,9 +124,10 @@ def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str, 
         files = {out / name: text for name, text in {**docs, **more}.items()}
         files.update({out / name: png for name, png in suite.report.figures(df).items()})
     shown = [docs[f"table.{fmt}"]] + ([t for n, t in more.items() if n.endswith(f".{fmt}")] if fmt != "csv" else [])
-    _print("\n".join(shown), fmt)
     if out is not None:
         _write(files)
+    _print("\n".join(shown), fmt)
+    if out is not None:
         err_console.print(f"written: {out}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -129,8 +135,8 @@ def _comparison_options(suite) -> tuple[str, ...]:
     return tuple(getattr(suite.report, "comparison_options", ()))
 
 
-def _table_command(suite):
-    """The command function of ``table <suite>``, with the options its report declares (render and comparison)."""
+def _declaration(suite) -> dict:
+    """What ``table <command>`` of ``suite`` needs to exist and show its help: the suite, the help, the options."""
     unknown = sorted(set(suite.report.options) - set(RENDER_OPTIONS))
     if unknown:
         raise ValueError(f"suite {suite.name}: no table option for render options {unknown}")
@@ -138,9 +144,35 @@ def _table_command(suite):
     unknown = sorted(set(names) - set(TABLE_OPTIONS))
     if unknown:
         raise ValueError(f"suite {suite.name}: no table option for {unknown}")
+    return {"suite": suite.name, "help": suite.table_help, "options": names}
+
+
+TABLE_INDEX = Path(__file__).with_name("table_commands.json")
+"""The ``table`` command of every built-in suite with a report: command -> :func:`_declaration`.
+
+Generated from the suites by ``python -m dtn_bench.cli.table`` (a test checks that it is current), so that listing
+the commands and their ``--help`` import no suite, and so no torch."""
+
+
+def table_index() -> dict[str, dict]:
+    """Command -> declaration of every registered suite with a table (imports the built-in suites)."""
+    return {s.command: _declaration(s) for s in _suites_with_tables().values()}
+
+
+def _known() -> dict[str, dict]:
+    """The index, with the suites registered so far over it (a test's toy suite); imports no suite."""
+    from dtn_bench.suites import SUITES
+
+    known = json.loads(TABLE_INDEX.read_text(encoding="utf-8"))
+    known.update({s.command: _declaration(s) for s in SUITES.registered() if s.report is not None and s.command})
+    return known
+
+
+def _table_command(suite_name: str, names: list[str]):
+    """The command function of ``table <suite>``, with the options its report declares (render and comparison)."""
 
     def command(runs, out=None, fmt="md", **options) -> None:
-        render_suite(suite.name, runs, out, fmt, **options)
+        render_suite(suite_name, runs, out, fmt, **options)
 
     # typer reads the options from the signature: the fixed ones, then those the report declares
     keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -156,23 +188,23 @@ def _table_command(suite):
 
 def suite_commands() -> list[str]:
     """The ``table`` sub-command of every registered suite with a report."""
-    return [s.command for s in _suites_with_tables().values()]
+    return list(_known())
 
 
 def suite_command(name: str):
     """The click command ``dtn-bench table <name>`` of the suite whose ``command`` is ``name`` (``None``: none)."""
-    for suite in _suites_with_tables().values():
-        if suite.command == name:
-            one = typer.Typer()
-            one.command(suite.command, help=suite.table_help)(_table_command(suite))
-            return typer.main.get_command(one)
-    return None
+    declared = _known().get(name)
+    if declared is None:
+        return None
+    one = typer.Typer()
+    one.command(name, help=declared["help"])(_table_command(declared["suite"], declared["options"]))
+    return typer.main.get_command(one)
 
 
 class SuiteTablesGroup(TyperGroup):
     """The ``table`` group: its fixed commands (``all``) and one command per registered suite with a report.
 
-    The suite commands are made on demand (so ``dtn-bench --help`` imports no suite).
+    The suite commands are made on demand from :data:`TABLE_INDEX` (so no ``--help`` imports a suite).
     """
 
     def list_commands(self, ctx):  # noqa: D102
@@ -197,7 +229,7 @@ def table_all(runs: RunsArg, out: Annotated[Path | None, typer.Option(
 
     Suites without a table, such as bench-corrupt, are named on stderr and left out.
     """
-    df = _read(runs, fmt)
+    df = _read(runs, fmt, out)
     specs = _suites_with_tables()
     found = list(dict.fromkeys(df["suite"].dropna())) if "suite" in df.columns else []
     chosen = [s for s in found if s in specs]
@@ -214,11 +246,17 @@ def table_all(runs: RunsArg, out: Annotated[Path | None, typer.Option(
         if out is not None:
             files.update({out / suite / name: text for name, text in docs.items()})
             files.update({out / suite / name: png for name, png in spec.report.figures(rows).items()})
+    if out is not None:
+        _write(files)
     _print("\n".join(texts), fmt)
     skipped = [s for s in found if s not in specs]
     if skipped:
         err_console.print(f"no tables for {', '.join(skipped)}: left out", markup=False, highlight=False)
     if out is not None:
-        _write(files)
         err_console.print(f"written: {out}", markup=False, highlight=False, soft_wrap=True)
 
+
+
+if __name__ == "__main__":  # python -m dtn_bench.cli.table: rewrite TABLE_INDEX from the suites
+    TABLE_INDEX.write_text(json.dumps(table_index(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"written: {TABLE_INDEX}")

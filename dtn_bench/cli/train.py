@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from dtn_bench.cli.options import DeviceOpt, NormOpt, OutOpt, RunIdOpt, SeedOpt
-from dtn_bench.cli.output import console, err_console, print_tables
+from dtn_bench.cli.output import console, err_console, print_tables, say_rows_are_kept
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer()
@@ -119,8 +119,8 @@ def _run(cfg, sources: dict, out: Path, run_id: str | None, resume: bool) -> Non
     try:
         result = train(cfg, out=out, run_id=run_id, resume=resume, on_event=view.on_event)
     except KeyboardInterrupt:
-        if view.run_id is not None:
-            err_console.print(f"interrupted: continue with dtn-bench train --resume {view.run_id}")
+        if view.run_id is not None:  # the one line main() prints on Ctrl-C
+            say_rows_are_kept(f"interrupted: continue with dtn-bench train --resume {view.run_id}")
         raise
     finally:
         view.close()

@@ -261,6 +261,14 @@ def _shard_task(task: tuple[int, ...]) -> list[tuple[str, int, int]]:
     return accepted[start:]
 
 
+def _worker_shard_task(task: tuple[int, ...]) -> list[tuple[str, int, int]]:
+    """:func:`_shard_task` in a pool worker, which first ends itself if its parent is gone."""
+    from dtn_bench.processes import exit_if_orphaned
+
+    exit_if_orphaned()
+    return _shard_task(task)
+
+
 def _possible_lengths(max_depth: int, max_args: int, cap: int) -> int:
     """Bit set of the lengths (< ``cap``) some tree can have; bit ``n`` set means length ``n`` is possible."""
     mask = (1 << cap) - 1
@@ -477,14 +485,18 @@ def _task_runner(workers: int) -> Iterator[Callable[[list[tuple[int, ...]]], Ite
     if workers == 1:
         yield lambda tasks: map(_shard_task, tasks)
         return
+    from dtn_bench.processes import sigint_held, start_worker, stop_pool
+
     # fork starts workers at once (the parent has imported torch; the workers never touch it); spawn elsewhere.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(method).Pool(workers)
+    pool = None
     try:
-        yield lambda tasks: pool.imap(_shard_task, tasks, chunksize=1)
+        with sigint_held():  # workers ignore Ctrl-C (start_worker); this process stops the pool on it
+            pool = multiprocessing.get_context(method).Pool(workers, start_worker)
+        yield lambda tasks: pool.imap(_worker_shard_task, tasks, chunksize=1)
     finally:
-        pool.terminate()
-        pool.join()
+        if pool is not None:
+            stop_pool(pool)
 
 
 def _tasks(spec: ListOpsSpec, start: int, stop: int, shard_size: int) -> list[tuple[int, ...]]:
@@ -580,10 +592,9 @@ def _draw(spec: ListOpsSpec, collector: _Collector, workers: int, progress: Prog
 
 
 def _output_folder(out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DTNBenchError(f"ListOps output folder {out} exists and is not a folder")
-    return out
+    from dtn_bench.results.writer import check_output_folder  # pandas: imported when needed (CLI start-up)
+
+    return check_output_folder(out_dir, "ListOps output folder")
 
 
 def generate(
@@ -620,14 +631,23 @@ def generate(
         raise DTNBenchError(f"ListOps workers {workers}: must be >= 1")
     out = _output_folder(out_dir)
     started = time.perf_counter()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # what mkdir makes, removed again on failure
     out.mkdir(parents=True, exist_ok=True)
-    files = _SplitFiles(out)
-    collector = _Collector(spec, files)
     try:
-        _draw(spec, collector, workers, progress)
-        files.commit()
+        files = _SplitFiles(out)
+        collector = _Collector(spec, files)
+        try:
+            _draw(spec, collector, workers, progress)
+            files.commit()
+        except BaseException:
+            files.discard()
+            raise
     except BaseException:
-        files.discard()
+        for folder in created:  # innermost first; a folder something else wrote into stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return collector.summary(spec, out, time.perf_counter() - started)
 

@@ -57,6 +57,7 @@ def _default(name: str):
 
 
 def make_config(model: str = "vit_t_dtn", data_dir: str | Path | None = None, *, norm: str | None = None,
+                placement: str | None = None,
                 checkpoint: str | Path | None = None, ema: bool | None = None, pretrained: bool | None = None,
                 pretrained_file: str | Path | None = None, num_classes: int | None = None,
                 clean_dir: str | Path | None = None, clean_error: float | None = None,
@@ -83,7 +84,7 @@ def make_config(model: str = "vit_t_dtn", data_dir: str | Path | None = None, *,
 
     text = lambda v: None if v is None else str(v)  # noqa: E731
     return ImageNetCConfig.from_preset(
-        None, model=model, norm=norm, checkpoint=text(checkpoint), ema=ema, pretrained=pretrained,
+        None, model=model, norm=norm, placement=placement, checkpoint=text(checkpoint), ema=ema, pretrained=pretrained,
         pretrained_file=text(pretrained_file), num_classes=num_classes,
         data_dir=text(data_dir), clean_dir=text(clean_dir), clean_error=clean_error,
         corruptions=resolve_corruptions(corruptions, extra=extra), severities=resolve_severities(severities),
@@ -166,6 +167,7 @@ def demo(model: str = "vit_t_dtn", *, out: str | Path = "results", norm: str | N
     Returns:
         An :class:`ImageNetCResult`.
     """
+    from dtn_bench.distributed import init_distributed
     from dtn_bench.imagenet_c import demo_data as dm
     from dtn_bench.imagenet_c.data import resolve_corruptions, resolve_severities
 
@@ -173,14 +175,21 @@ def demo(model: str = "vit_t_dtn", *, out: str | Path = "results", norm: str | N
     corr = resolve_corruptions(corruptions, extra=settings.pop("extra", False))
     sev = resolve_severities(severities)
     root = Path(data_root) if data_root else Path(out) / SUITE / ".demo-data" / f"c{classes}-i{images}-s{seed}"
-    paths = dm.make_demo_data(root, classes=classes, images=images, train_images=train_images,
+    ckpt = root / f"model-{model}{'-' + norm if norm else ''}.safetensors"
+    dist = init_distributed(settings.get("device") or _default("device"))  # the evaluation's process group
+    try:
+        if dist.is_main:  # under torchrun rank 0 builds the set and the model; the other ranks wait, then read them
+            dm.make_demo_data(root, classes=classes, images=images, train_images=train_images,
                               corruptions=list(corr), severities=sev, seed=seed,
                               device=settings.get("device") or "cpu", progress=progress)
-    ckpt = dm.fit_demo_model(model, paths["train"], root / f"model-{model}{'-' + norm if norm else ''}.safetensors",
-                             norm=norm, seed=seed)
-    return evaluate(model, paths["imagenet_c"], out=out, norm=norm, checkpoint=ckpt, num_classes=classes,
-                    clean_dir=paths["clean"], corruptions=corr, severities=sev, data_label=DEMO_LABEL, demo=True,
-                    seed=seed, **settings)
+            dm.fit_demo_model(model, dm.demo_paths(root, classes)["train"], ckpt, norm=norm, seed=seed)
+        dist.barrier()
+        paths = dm.demo_paths(root, classes)
+        return evaluate(model, paths["imagenet_c"], out=out, norm=norm, checkpoint=ckpt, num_classes=classes,
+                        clean_dir=paths["clean"], corruptions=corr, severities=sev, data_label=DEMO_LABEL, demo=True,
+                        seed=seed, **settings)
+    finally:
+        dist.close()
 
 
 def benchmark_pipeline(model: str = "vit_t_ln", data_dir: str | Path | None = None, *, out: str | Path = "results",

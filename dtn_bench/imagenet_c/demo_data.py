@@ -127,6 +127,13 @@ def _save_set(folder: Path, names: list[str], per_class: int, rng: np.random.Gen
             Image.fromarray(img).save(folder / cls / f"{tag}_{cls[:6]}_{i:04d}.JPEG", quality=85)
 
 
+def demo_paths(root: str | Path, classes: int) -> dict:
+    """Where :func:`make_demo_data` puts the set under ``root``: ``{"clean", "train", "imagenet_c", "classes"}``."""
+    root = Path(root)
+    return {"clean": root / "clean", "train": root / "train", "imagenet_c": root / "imagenet-c",
+            "classes": class_names(classes)}
+
+
 def make_demo_data(root: str | Path, *, classes: int = 10, images: int = 2, train_images: int = 16,
                    corruptions=None, severities=(1, 2, 3, 4, 5), seed: int = 0, device: str = "cpu",
                    progress: Callable[[int, int], None] | None = None) -> dict:
@@ -144,11 +151,11 @@ def make_demo_data(root: str | Path, *, classes: int = 10, images: int = 2, trai
         progress: passed to the generator (``progress(done, total)``).
     """
     root = Path(root)
-    names = class_names(classes)
     settings = dict(classes=classes, images=images, train_images=train_images, seed=seed,
                     corruptions=list(corruptions) if corruptions else None, severities=list(severities), version=2)
     marker = root / "complete.json"
-    paths = {"clean": root / "clean", "train": root / "train", "imagenet_c": root / "imagenet-c", "classes": names}
+    paths = demo_paths(root, classes)
+    names = paths["classes"]
     if marker.is_file() and json.loads(marker.read_text()) == settings:
         return paths
     if images <= 0 or train_images <= 0:

@@ -109,6 +109,8 @@ class ImageNetCConfig(PresetConfig):
     Attributes:
         model: zoo model (``vit_s_dtn``) or timm model name.
         norm: registered normaliser put into the model (``--norm``).
+        placement: where the normalisers sit in every block, ``pre`` / ``post`` / ``peri`` (``--placement``,
+            :mod:`dtn_bench.placement`); in rows, run key and run id (the id only when not ``pre``).
         checkpoint: weights file; its SHA-256 keys the run.
         checkpoint_sha256: filled in by :func:`plan`: the file's SHA-256, or ``random init (seed N)`` without a
             checkpoint (the weights are then built under ``torch.manual_seed(seed)``).
@@ -151,6 +153,7 @@ class ImageNetCConfig(PresetConfig):
 
     model: str
     norm: str | None = None
+    placement: str = "pre"
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     ema: bool = True
@@ -182,7 +185,9 @@ class ImageNetCConfig(PresetConfig):
     def validate(self) -> None:
         """One-line errors for settings that cannot work together (the weights, the data, the counts, the device)."""
         from dtn_bench.models.pretrained import check_request
+        from dtn_bench.placement import check_placement
 
+        check_placement(self.placement)
         check_request(self.model, pretrained=self.pretrained, pretrained_file=self.pretrained_file,
                       checkpoint=self.checkpoint, ema=self.ema)
         self._validate_data()
@@ -216,8 +221,9 @@ class ImageNetCConfig(PresetConfig):
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
 
     def default_run_id(self) -> str:
-        """``<model>[-<norm>][-demo]-<first 10 hex of the run key>``: the same settings resume the same folder."""
-        parts = [self.model] + ([self.norm] if self.norm else []) + (["demo"] if self.demo else [])
+        """``<model>[-<norm>][-<placement>][-demo]-<first 10 hex of the run key>`` (placement when not ``pre``)."""
+        parts = [self.model] + ([self.norm] if self.norm else []) + ([self.placement] if self.placement != "pre"
+                                                                       else []) + (["demo"] if self.demo else [])
         return "-".join(parts + [self.run_key()[:10]])
 
     @property
@@ -287,7 +293,8 @@ def build_model(cfg: ImageNetCConfig, *, debug: bool = False) -> tuple[torch.nn.
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = create(cfg.model, norm=cfg.norm, pretrained=pretrained, pretrained_file=cfg.pretrained_file,
+            model = create(cfg.model, norm=cfg.norm, placement=cfg.placement, pretrained=pretrained,
+                           pretrained_file=cfg.pretrained_file,
                            debug=debug, **kwargs)
     except TypeError as e:
         raise DTNBenchError(f"cannot build model {cfg.model}: {e}") from e
@@ -511,7 +518,8 @@ def row_settings(cfg: ImageNetCConfig) -> dict[str, Any]:
     """The setting columns every row of the run holds (data, subset, weights, autocast, resizing)."""
     return dict(data=cfg.data_name, subset=cfg.subset_label, checkpoint_sha256=cfg.checkpoint_sha256 or "none",
                 weights=cfg.weights or "none", weights_source=cfg.weights_source or "none",
-                weights_sha256=cfg.weights_sha256 or "none", amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize)
+                weights_sha256=cfg.weights_sha256 or "none", amp=cfg.amp or "fp32", allow_resize=cfg.allow_resize,
+                placement=cfg.placement)
 
 
 @dataclass

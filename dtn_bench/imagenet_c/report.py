@@ -43,9 +43,10 @@ SHORT = {
     "pixelate": "Pixel", "jpeg_compression": "JPEG", "speckle_noise": "Speckle", "gaussian_blur": "G. blur",
     "spatter": "Spatter", "saturate": "Saturate",
 }
-VARIANT_COLUMNS = ("checkpoint_sha256", "weights", "amp", "allow_resize")
+VARIANT_COLUMNS = ("checkpoint_sha256", "weights", "amp", "allow_resize", "placement")
 """Row columns that tell results of different weights or settings apart; rows that differ in one never mix."""
-VARIANT_DEFAULTS = {"checkpoint_sha256": "none", "weights": "raw", "amp": "fp32", "allow_resize": "False"}
+VARIANT_DEFAULTS = {"checkpoint_sha256": "none", "weights": "raw", "amp": "fp32", "allow_resize": "False",
+                    "placement": "pre"}
 """What a missing value of a variant column means (rows of earlier versions; the settings' defaults)."""
 PAIR_ROW_METRICS = ("top1_err", "top5_err", "n_images", "n_unreadable")
 NOTE = ("Percent. CE and mCE: AlexNet-normalised (Hendrycks & Dietterich 2019); relative mCE: mean form with AlexNet "
@@ -124,14 +125,14 @@ def _tag_variants(rows: pd.DataFrame) -> pd.DataFrame:
     tags = pd.Series("", index=rows.index, dtype=object)
     for _, part in rows.groupby(["model", "norm", "data"], sort=False):
         variants = list(part[keys].drop_duplicates().itertuples(index=False, name=None))
-        ckpts, sets, amps, resizes = ({v[i] for v in variants} for i in range(4))
+        ckpts, sets, amps, resizes = ({v[i] for v in variants} for i in range(4))  # placement: always tagged
         hashes = {c for c in ckpts if c != "none" and not c.startswith("random init")}
         digits = 6
         while len({c[:digits] for c in hashes}) < len(hashes):
             digits += 2
         for variant in variants:
-            ckpt, weights, amp, resize = variant
-            parts = []
+            ckpt, weights, amp, resize, placement = variant
+            parts = [f"[{placement}]"] if placement != "pre" else []
             if ckpt.startswith("random init"):
                 parts.append(f"[{ckpt}]")
             elif len(ckpts) > 1:

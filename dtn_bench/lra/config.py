@@ -21,6 +21,9 @@ SHUFFLES = ("full", "buffer")
 GELUS = ("exact", "tanh")
 INITS = ("torch", "lra")
 BIGBIRD_RANDOM = ("torch", "lra")
+MAX_SEED = 2**32 - 1
+"""Largest seed of a run: 32 bits, what every generator a run seeds takes (the dropout stream's ``seed * 1000003``
+stays inside torch's 64-bit seed)."""
 
 
 def lra_lr(step: int, base: float, warmup: int, origin: int = 1) -> float:
@@ -88,6 +91,8 @@ class ListOpsConfig(PresetConfig):
       generator seeded with the layer: the official blocks exactly).
     - ``sparse_attn_dropout``: apply ``attn_dropout`` in BigBird and the Reformer too (True) or only in the
       Transformer's dense attention (False, official: the sparse and LSH paths have no attention dropout).
+    - ``placement``: where the normalisers sit in every block, ``pre`` (``x + F(N(x))``, the LRA encoder's),
+      ``post`` or ``peri`` (:mod:`dtn_bench.placement`); the official code is pre.
     - ``lra_quirks``: the Reformer layer of the official code (see
       :class:`~dtn_bench.sequence.attention.LSHAttention`); False is the corrected layer.
 
@@ -137,6 +142,7 @@ class ListOpsConfig(PresetConfig):
     gelu: str = "exact"
     ln_eps: float = 1e-5
     init: str = "torch"
+    placement: str = "pre"
     # optimisation
     batch: int = 32
     steps: int = 5_000
@@ -185,6 +191,10 @@ class ListOpsConfig(PresetConfig):
                 check_unique(getattr(self, name), name[:-1])
             except ValueError as e:
                 raise DTNBenchError(f"lra listops: --{name} {','.join(map(str, getattr(self, name)))}: {e}") from None
+        for seed in self.seeds:
+            if not 0 <= seed <= MAX_SEED:
+                raise DTNBenchError(f"lra listops: --seeds {seed}: a seed must be in 0..{MAX_SEED} (numpy's and "
+                                    "torch's generators are seeded with it)")
         for m in self.models:
             ATTENTIONS.get(m)
         for n in self.norms:
@@ -243,6 +253,9 @@ class ListOpsConfig(PresetConfig):
             raise DTNBenchError(f"lra listops: lr-step-origin must be 0 (official) or 1, got {self.lr_step_origin}")
         if not (self.ln_eps > 0 and math.isfinite(self.ln_eps)):
             raise DTNBenchError(f"lra listops: ln-eps must be a positive number, got {self.ln_eps}")
+        from dtn_bench.placement import check_placement
+
+        check_placement(self.placement, "lra listops: --placement")
         if not self.shuffle_buffer or any(int(b) < 1 for b in self.shuffle_buffer):
             raise DTNBenchError("lra listops: shuffle-buffer must be one or more sizes >= 1, got "
                                 f"{','.join(map(str, self.shuffle_buffer)) or 'nothing'}")
@@ -304,7 +317,7 @@ dataclass defaults); the ``lra`` presets set them, the settings table shows them
 
 
 LATER_FIELDS: tuple[str, ...] = ("lr_step_origin", "shuffle", "shuffle_buffer", "gelu", "ln_eps", "init",
-                                 "bigbird_random", "sparse_attn_dropout")
+                                 "bigbird_random", "sparse_attn_dropout", "placement")
 """Fields added after runs had been recorded; their defaults are the behaviour of those runs."""
 
 

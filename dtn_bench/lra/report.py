@@ -4,7 +4,8 @@ Accuracies are stored as fractions and shown in percent. With several seeds a ce
 standard deviation, n - 1) over the seeds; with one seed it is the number.
 
 Each normaliser is compared with LayerNorm per model (``DTN - LN (95% CI)``): the test accuracies (percent) of the
-two are paired by seed (a seed measured by several runs counts once, with the mean of its runs), and the mean of
+two are paired by seed (each seed is measured once: ``dtn-bench table listops`` refuses runs that trained the same
+seed, :func:`dtn_bench.lra.suite.check_listops`), and the mean of
 the paired differences is shown with its 95% interval (:mod:`dtn_bench.stats`: Student t over the paired seeds by
 default, the paired percentile bootstrap with ``ci="bootstrap"``), followed by "not significant" when the interval
 contains 0. One paired seed gives no interval ("one seed: no interval"); seeds only one of the two normalisers has
@@ -24,8 +25,6 @@ from dtn_bench.results.tables import render, setting_text
 from dtn_bench.stats import PairedDifference, pair_by_key, paired_bootstrap, paired_t_interval
 
 MODEL_LABELS = {"transformer": "Transformer", "bigbird": "BigBird", "reformer": "Reformer"}
-NORM_LABELS = {"layernorm": "LN", "dtn": "DTN", "rmsnorm": "RMSNorm", "scalenorm": "ScaleNorm",
-               "batchnorm": "BN", "instancenorm": "IN", "groupnorm": "GN", "dtn_var": "DTN (var only)"}
 REFERENCE = "layernorm"
 """The normaliser every other one is compared with (``DTN - LN``)."""
 CI_METHODS = ("t", "bootstrap")
@@ -36,6 +35,12 @@ N_BOOT = 10_000
 
 def _label(name: str, labels: dict[str, str]) -> str:
     return labels.get(name, name)
+
+
+def _norm_label(name: str) -> str:
+    from dtn_bench.norms import label
+
+    return label(name)
 
 
 def _accuracy_pct(df: pd.DataFrame, checkpoint: str, split: str) -> pd.DataFrame:
@@ -49,8 +54,8 @@ def _accuracy_pct(df: pd.DataFrame, checkpoint: str, split: str) -> pd.DataFrame
 def seed_accuracies(df: pd.DataFrame, checkpoint: str = "last", split: str = "test") -> pd.DataFrame:
     """The accuracy (%) per ``(model, norm, seed)``: columns ``model``, ``norm``, ``seed``, ``pct``.
 
-    A seed measured by several runs (the same run repeated, or on another machine) counts once, with the mean of its
-    runs. Rows without a ``seed`` column give no seeds (an empty frame).
+    Rows holding a seed twice (which ``dtn-bench table listops`` refuses) would give the mean of the two. Rows without a
+    ``seed`` column give no seeds (an empty frame).
     """
     sel = _accuracy_pct(df, checkpoint, split)
     if sel.empty or "seed" not in sel.columns:
@@ -61,8 +66,8 @@ def seed_accuracies(df: pd.DataFrame, checkpoint: str = "last", split: str = "te
 def accuracy_stats(df: pd.DataFrame, checkpoint: str = "last", split: str = "test") -> pd.DataFrame:
     """Mean, std and count over seeds of the accuracy (%) per ``(model, norm)`` for one checkpoint kind and split.
 
-    A seed measured by several runs (the same run repeated, or on another machine) counts once, with the mean of its
-    runs: the count and the spread are over distinct seeds.
+    The count and the spread are over distinct seeds (each measured once: ``dtn-bench table listops`` refuses runs
+    that trained the same seed).
     """
     sel = _accuracy_pct(df, checkpoint, split)
     if sel.empty:
@@ -120,7 +125,7 @@ class SeedComparison:
         """What the difference leaves out, naming the seeds without a partner; ``None`` when every seed is paired."""
         if not self.only_norm and not self.only_reference:
             return None
-        a, b = _label(self.norm, NORM_LABELS), _label(self.reference, NORM_LABELS)
+        a, b = _norm_label(self.norm), _norm_label(self.reference)
         sides = [f"{_seeds_text(s)} only in {n}" for n, s in ((a, self.only_norm), (b, self.only_reference)) if s]
         head = f"{_label(self.model, MODEL_LABELS)}, {a} - {b}"
         if self.difference is None:
@@ -131,7 +136,7 @@ class SeedComparison:
 def difference_header(norm: str, reference: str = REFERENCE, ci: str = "t") -> str:
     """The column head of a paired difference: ``DTN - LN (95% CI)``, ``DTN - LN (95% CI, bootstrap)``."""
     method = "" if ci == "t" else f", {ci}"
-    return f"{_label(norm, NORM_LABELS)} - {_label(reference, NORM_LABELS)} (95% CI{method})"
+    return f"{_norm_label(norm)} - {_norm_label(reference)} (95% CI{method})"
 
 
 def seed_comparisons(df: pd.DataFrame, checkpoint: str = "last", ci: str = "t", split: str = "test",
@@ -169,7 +174,7 @@ def seed_comparisons(df: pd.DataFrame, checkpoint: str = "last", ci: str = "t", 
 
 
 def _compare(model: str, norm: str, reference: str, items, reference_items, ci: str) -> SeedComparison:
-    names = (_label(norm, NORM_LABELS), _label(reference, NORM_LABELS))
+    names = (_norm_label(norm), _norm_label(reference))
     keys, a, b = pair_by_key(items, reference_items, what="seed", names=names, strict=False)
     only_a = tuple(k for k, _ in items if k not in set(keys))
     only_b = tuple(k for k, _ in reference_items if k not in set(keys))
@@ -226,7 +231,7 @@ def paper_table(df: pd.DataFrame, checkpoint: str = "last", ci: str = "t") -> pd
                 col.append(_cell(s["mean"], s["std"], int(s["n"])))
             else:
                 col.append("-")
-        table[_label(norm, NORM_LABELS)] = pd.Series(col, index=table.index, dtype=object)
+        table[_norm_label(norm)] = pd.Series(col, index=table.index, dtype=object)
     cells = {(c.model, c.norm): c.cell() for c in seed_comparisons(df, checkpoint, ci)}
     for norm in norms:
         if any((m, norm) in cells for m in models):
@@ -245,7 +250,8 @@ def details_table(df: pd.DataFrame) -> pd.DataFrame:
     """The details table, per model x norm.
 
     Test accuracy of the last and best-validation checkpoints, the best step, parameters, training tokens/s, training
-    time and peak memory (means over seeds).
+    time and peak memory (means over seeds), and with 1-D DTN runs the largest window truncation bound of their last
+    weights (``DTN.truncation_bound``, max over layers, heads and seeds).
     """
     last, best = accuracy_stats(df, "last"), accuracy_stats(df, "best")
     if last.empty:
@@ -259,7 +265,7 @@ def details_table(df: pd.DataFrame) -> pd.DataFrame:
         best_rows = df[(df["model"] == m) & (df["norm"] == n) & (df["checkpoint"] == "best")
                        & (df["metric"] == "accuracy") & (df["split"] == "test")]
         rows.append({
-            "model": _label(m, MODEL_LABELS), "norm": _label(n, NORM_LABELS),
+            "model": _label(m, MODEL_LABELS), "norm": _norm_label(n),
             "test acc % (last)": _cell(s["mean"], s["std"], int(s["n"])),
             "test acc % (best val)": _cell(*best.loc[(m, n)][["mean", "std"]], int(best.loc[(m, n), "n"]))
             if (m, n) in best.index else "-",
@@ -273,6 +279,9 @@ def details_table(df: pd.DataFrame) -> pd.DataFrame:
             rows[-1]["peak GPU MiB"] = metric("peak_mem_mib")
         else:
             rows[-1]["peak RSS MiB (process)"] = metric("peak_rss_mib")
+        if (df["metric"] == "dtn_truncation_bound").any():
+            bound = df[(df["model"] == m) & (df["norm"] == n) & (df["metric"] == "dtn_truncation_bound")]["value"]
+            rows[-1]["DTN window bound (max)"] = f"{bound.max():.2g}" if not bound.empty else "-"
     return pd.DataFrame(rows).set_index(["model", "norm"])
 
 
@@ -282,7 +291,7 @@ def _whole(value: float | str) -> int | str:
 
 def _settings_note(df: pd.DataFrame) -> str:
     parts = []
-    for col in ("preset", "data", "max_len"):
+    for col in ("preset", "data", "max_len", "placement"):
         if col in df.columns:
             values = [setting_text(v) for v in pd.unique(df[col].dropna())]
             if values:
@@ -334,7 +343,7 @@ def render_report(df: pd.DataFrame, fmt: str = "md", ci: str = "t") -> str:
     if base is not None:
         title += f"; majority-class baseline {base:.2f}%"
     last = paper_table(df, "last", ci)
-    pairs = dict.fromkeys(f"{_label(c.norm, NORM_LABELS)} - {_label(c.reference, NORM_LABELS)}"
+    pairs = dict.fromkeys(f"{_norm_label(c.norm)} - {_norm_label(c.reference)}"
                           for c in seed_comparisons(df, "last", ci))
     how = [f"{', '.join(pairs)}: the mean over the seeds both normalisers have of the paired difference in test "
            f"accuracy (points), with its 95% {_method_text(ci)}; \"not significant\": the interval contains 0"
@@ -356,8 +365,7 @@ def render_report(df: pd.DataFrame, fmt: str = "md", ci: str = "t") -> str:
 def curves_plot(df: pd.DataFrame):
     """Validation accuracy (%) vs step, one panel per model, one line per normaliser.
 
-    The line is the mean over seeds (a seed measured by several runs counts once, with the mean of its runs); with
-    several seeds a shaded band spans their minimum to maximum at each step.
+    The line is the mean over seeds; with several seeds a shaded band spans their minimum to maximum at each step.
     """
     from dtn_bench.plots import _plt
 
@@ -375,7 +383,7 @@ def curves_plot(df: pd.DataFrame):
             per_seed = curve.groupby(keys)["value"].mean().mul(100).reset_index()
             stats = per_seed.groupby("step")["value"].agg(["mean", "min", "max", "count"])
             seeds = int(stats["count"].max())
-            label = _label(norm, NORM_LABELS) + (f" (mean, min-max of {seeds} seeds)" if seeds > 1 else "")
+            label = _norm_label(norm) + (f" (mean, min-max of {seeds} seeds)" if seeds > 1 else "")
             (line,) = ax.plot(stats.index, stats["mean"], marker="o", markersize=2, label=label)
             if seeds > 1:
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2,

@@ -36,7 +36,7 @@ from dtn_bench.lra.config import SUITE, ListOpsConfig
 from dtn_bench.runner import ConsoleTable, Event, Report, RunContext, RunResult, Suite, run_suite
 from dtn_bench.suites import register
 
-LISTOPS_ROW_SETTINGS = ("preset", "max_len", "data")
+LISTOPS_ROW_SETTINGS = ("preset", "max_len", "data", "placement")
 """ListOps row columns that must agree (with the training length, the ``step`` of the last checkpoint)."""
 LISTOPS_NOT_TRAINING = ("models", "norms", "seeds", "device", "malloc_tuned", "workers")
 """``config.json`` fields of a ListOps run that may differ between combined runs (all others must agree)."""
@@ -50,10 +50,12 @@ def _config_text(value) -> str:
 
 
 def check_listops(df, runs: list[Path]) -> None:
-    """Checks that ListOps runs combine: the same training length in the rows, the same training settings.
+    """Checks that ListOps runs combine: each seed measured once, the same training length, the same settings.
 
-    The settings are the runs' ``config.json`` fields but :data:`LISTOPS_NOT_TRAINING`; a field added after a run was
-    recorded counts as its default, other fields some configs lack are not compared.
+    A ``(model, norm, seed)`` trained by two runs (the same seed on two machines, a run folder copied) would count
+    as one seed with the mean of the two, and the spread and the intervals would use too few samples: it is refused,
+    naming the runs. The settings are the runs' ``config.json`` fields but :data:`LISTOPS_NOT_TRAINING`; a field
+    added after a run was recorded counts as its default, other fields some configs lack are not compared.
     """
     from dtn_bench.lra.config import with_defaults
     from dtn_bench.results.tables import check_same_settings
@@ -61,7 +63,14 @@ def check_listops(df, runs: list[Path]) -> None:
     if "checkpoint" in df.columns and "step" in df.columns:
         last = df[df["checkpoint"] == "last"].rename(columns={"step": "training steps"})
         check_same_settings(last, "table listops", ["training steps"])
-    configs = [with_defaults(c) for c in _run_configs(runs)]
+    accuracy = df[df["metric"] == "accuracy"]
+    if accuracy["value"].isna().any():
+        row = accuracy[accuracy["value"].isna()].iloc[0]
+        raise DTNBenchError(f"table listops: {run_label(row['model'], row['norm'], row['seed'])} has an accuracy row "
+                            "without a value")
+    folders = _run_folders(runs)
+    _check_seeds_once({folder: rows for folder, (rows, _) in folders.items()})
+    configs = [with_defaults(c) for _, c in folders.values() if c is not None]
     common = [k for k in dict.fromkeys(k for c in configs for k in c)
               if k not in LISTOPS_NOT_TRAINING and all(k in c for c in configs)]
     for key in common:
@@ -71,29 +80,52 @@ def check_listops(df, runs: list[Path]) -> None:
                                 "separately")
 
 
-def _run_configs(runs: list[Path]) -> list[dict]:
-    """The ``config.json`` of every ListOps run folder under ``runs`` (each once)."""
+def _check_seeds_once(folders: dict) -> None:
+    """One-line error when two run folders (``folder -> rows``) trained the same ``(model, norm, seed)``."""
+    seen: dict[tuple, Path] = {}
+    for folder, rows in folders.items():
+        last = rows[rows["checkpoint"] == "last"] if "checkpoint" in rows.columns else rows.iloc[:0]
+        for model, norm, seed in last[list(RESUME_KEY)].drop_duplicates().itertuples(index=False, name=None):
+            key = (model, norm, int(seed))
+            if key == BASELINE:
+                continue
+            if key in seen:
+                raise DTNBenchError(f"table listops: {run_label(*key)} was trained by two runs ({seen[key]} and "
+                                    f"{folder}); a seed counts once: leave one of them out, or train the other "
+                                    "with other seeds")
+            seen[key] = folder
+
+
+def _run_folders(runs: list[Path]) -> dict[Path, tuple]:
+    """Every ListOps rows file's folder under ``runs`` (each once) -> (its ListOps rows, its config or ``None``).
+
+    The config is the folder's ``config.json``; ``None`` when it has none.
+    """
     from dtn_bench.results.io import _rows_files, read_rows
 
-    configs, seen = [], set()
+    found: dict[Path, tuple] = {}
     for path in runs:
         for file in _rows_files(Path(path)):
-            config_file = file.parent / "config.json"
-            key = config_file.resolve()
-            if key in seen or not config_file.is_file():
+            folder = file.parent
+            if folder.resolve() in {f.resolve() for f in found}:
                 continue
-            seen.add(key)
             rows = read_rows(file)
             if "suite" not in rows.columns or not (rows["suite"] == SUITE).any():
                 continue
-            try:
-                config = json.loads(config_file.read_text())
-            except (OSError, ValueError) as e:
-                raise DTNBenchError(f"{config_file}: cannot read the run's config ({e})") from None
-            if not isinstance(config, dict):
-                raise DTNBenchError(f"{config_file}: the run's config is not a JSON object")
-            configs.append(config)
-    return configs
+            found[folder] = (rows[rows["suite"] == SUITE], _run_config(folder / "config.json"))
+    return found
+
+
+def _run_config(config_file: Path) -> dict | None:
+    if not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as e:
+        raise DTNBenchError(f"{config_file}: cannot read the run's config ({e})") from None
+    if not isinstance(config, dict):
+        raise DTNBenchError(f"{config_file}: the run's config is not a JSON object")
+    return config
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -116,12 +148,24 @@ def check_resumable(folder: Path, world: int) -> None:
 
 
 def check_data_dir(cfg: ListOpsConfig) -> None:
-    """``cfg.data_dir`` (when set) holds the three split files (a one-line error naming the missing one)."""
+    """``cfg.data_dir`` (when set) holds the three split files, readable, each with a sample.
+
+    Checked before the run folder is made (a one-line error naming the file); every line is validated when the data
+    are loaded.
+    """
     if cfg.data_dir is not None:
         from dtn_bench.data.listops import SPLITS, split_path
 
         for split in SPLITS:
-            split_path(cfg.data_dir, split)
+            path = split_path(cfg.data_dir, split)
+            try:
+                with path.open("rb") as handle:
+                    header, first = handle.readline(), handle.readline()
+            except OSError as e:
+                raise DTNBenchError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
+            if header and not first:
+                raise DTNBenchError(f"{path}: 0 samples (a header and no data line); lra listops needs a {split} "
+                                    "sample at least")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -207,7 +251,18 @@ def _run(cfg: ListOpsConfig, ctx: RunContext, dist) -> Iterator[tuple[str, list[
     for result, (model, norm, seed) in finished:
         label = run_label(model, norm, seed)
         ctx.emit("trained", label=label, test_accuracy=result.final["last"]["test"][0])
+        _warn_truncation(label, result.truncation, ctx)
         yield label, lt.result_rows(result, cfg, data)
+
+
+def _warn_truncation(label: str, truncation: list[tuple[str, float, float]], ctx: RunContext) -> None:
+    """A ``warning`` event when a 1-D DTN layer's window truncation bound passes the fp32 tolerance (train.py)."""
+    over = [(name, bound, tol) for name, bound, tol in truncation if not bound <= tol]
+    if over:
+        name, bound, tol = max(over, key=lambda item: item[1] / item[2])
+        ctx.emit("warning", message=f"{label}: the DTN window may change the trained function: truncation bound "
+                 f"{bound:.3g} > fp32 tolerance {tol:.3g} in {len(over)} of {len(truncation)} DTN layers (largest "
+                 f"in {name}); row dtn_truncation_bound, see DTN.truncation_bound")
 
 
 def run_label(model: str, norm: str, seed: int) -> str:
@@ -286,7 +341,7 @@ LISTOPS_SUITE = register(Suite(
     SUITE, "Long-Range Arena ListOps: train and test Transformer, BigBird and Reformer with each normaliser "
     "(accuracy, loss, learning curves, tokens/s, memory)",
     {"accuracy": True, "loss": False, "tokens_s": True, "train_time_s": False, "params": False,
-     "peak_mem_mib": False, "peak_rss_mib": False},
+     "peak_mem_mib": False, "peak_rss_mib": False, "dtn_truncation_bound": False},
     ListOpsConfig, run,
     Report(report.render_report, lambda df, ci="t": report.paper_table(df, "last", ci),
            "test accuracy of a last checkpoint", {"curves.png": report.curves_plot},
@@ -340,7 +395,7 @@ def listops(cfg: ListOpsConfig | str | None = "lra", *, out: str | Path = "resul
     if flags.get("world_size") is None:
         flags["world_size"] = world_size_from_env()
     if isinstance(cfg, ListOpsConfig):
-        cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+        cfg = replace(cfg, **ListOpsConfig.typed_flags(**flags))
         cfg.validate()
     else:
         cfg = ListOpsConfig.from_preset(cfg, **flags)

@@ -96,6 +96,9 @@ def prepare_data(cfg: ListOpsConfig, ctx: DistContext | None = None, *, cache_ro
     ctx.barrier()
     if not ctx.is_main:
         data = load()
+    for split in (data.val, data.test):
+        if len(split) == 0:
+            raise DTNBenchError(f"{split.path}: 0 samples; lra listops needs a {split.split} sample at least")
     if len(data.train) < cfg.batch:
         raise DTNBenchError(f"{data.train.path}: {len(data.train)} training samples are fewer than one batch "
                             f"({cfg.batch})")
@@ -176,7 +179,8 @@ def build_model(cfg: ListOpsConfig, model: str, norm: str) -> nn.Module:
     return LRAEncoder(VOCAB_SIZE, 10, dim=cfg.dim, heads=cfg.heads, depth=cfg.depth, mlp_dim=cfg.mlp_dim,
                       max_len=cfg.max_len, attention=model, norm=norm, pooling=cfg.pooling, positions=cfg.positions,
                       dropout=cfg.dropout, attn_dropout=cfg.attention_dropout(model),
-                      attention_kwargs=cfg.attention_kwargs(model), gelu=cfg.gelu, ln_eps=cfg.ln_eps, init=cfg.init)
+                      attention_kwargs=cfg.attention_kwargs(model), gelu=cfg.gelu, ln_eps=cfg.ln_eps, init=cfg.init,
+                      placement=cfg.placement)
 
 
 def autocast_dtype(cfg: ListOpsConfig, device: torch.device) -> torch.dtype | None:
@@ -229,10 +233,16 @@ def _save(path: Path, obj: dict) -> None:
 
 
 def _load(path: Path) -> dict:
+    from dtn_bench.checkpoint import file_kind, load_weights_only, refusal_reason
+
+    hint = " (delete it to train that run from the start)"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        file_kind(path)
+        return load_weights_only(path)
+    except DTNBenchError as e:
+        raise DTNBenchError(f"{e}{hint}") from None
     except Exception as e:  # truncated or foreign file
-        raise DTNBenchError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        raise DTNBenchError(f"cannot read checkpoint {path}: {refusal_reason(e)}{hint}") from None
 
 
 def _settings_difference(old: dict, new: dict) -> str | None:
@@ -279,6 +289,7 @@ class RunResult:
     peak_mem_mib: float | None
     peak_rss_mib: float
     resumed_from: int
+    truncation: list[tuple[str, float, float]] = field(default_factory=list)  # dtn_truncation of the last weights
 
     @property
     def tokens_per_s(self) -> float:
@@ -363,7 +374,21 @@ def train_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str,
     return RunResult(model=model_name, norm=norm, seed=seed, params=run.info["params"], steps=state.step,
                      tokens=state.tokens, train_seconds=state.train_seconds, final=final,
                      best_step=int(state.best["step"]) or state.step, curve=state.curve, peak_mem_mib=peak,
-                     peak_rss_mib=_peak_rss_mib(), resumed_from=state.resumed_from)
+                     peak_rss_mib=_peak_rss_mib(), resumed_from=state.resumed_from,
+                     truncation=dtn_truncation(run.model, cfg.max_len + (cfg.pooling == "cls")))
+
+
+def dtn_truncation(model: nn.Module, length: int) -> list[tuple[str, float, float]]:
+    """``(name, bound, tolerance)`` of every 1-D DTN layer of ``model`` at sequences of ``length`` tokens.
+
+    ``bound`` is the largest over heads of :meth:`~dtn_bench.norms.dtn.DTN.truncation_bound` (the weight, relative to
+    a token's own, of the sources the layer's window drops), ``tolerance`` the fp32
+    :meth:`~dtn_bench.norms.dtn.DTN.truncation_tolerance`: past it the window may change the layer's function.
+    """
+    from dtn_bench.norms.dtn import DTN
+
+    return [(name, float(mod.truncation_bound(length - mod.num_prefix_tokens).max()), mod.truncation_tolerance())
+            for name, mod in model.named_modules() if isinstance(mod, DTN) and mod.grid_size is None]
 
 
 def _start_run(cfg: ListOpsConfig, data: ListOpsData, model_name: str, norm: str, seed: int, ckpt_dir: Path,
@@ -529,7 +554,8 @@ def _final_evaluation(run: _Run) -> dict[str, dict[str, tuple[float, float]]]:
 # rows
 def result_rows(result: RunResult, cfg: ListOpsConfig, data: ListOpsData) -> list[dict]:
     """Tidy rows of one run: accuracy and loss per split and checkpoint kind, the validation curve, cost figures."""
-    common = {"seed": result.seed, "preset": cfg.preset, "max_len": cfg.max_len, "data": _data_label(data)}
+    common = {"seed": result.seed, "preset": cfg.preset, "max_len": cfg.max_len, "data": _data_label(data),
+              "placement": cfg.placement}
     rows = []
     for kind, step in (("last", result.steps), ("best", result.best_step)):
         for split, (acc, loss) in result.final[kind].items():
@@ -550,6 +576,9 @@ def result_rows(result: RunResult, cfg: ListOpsConfig, data: ListOpsData) -> lis
     if result.peak_mem_mib is not None:
         rows.append(make_row(SUITE, result.model, result.norm, "peak_mem_mib", result.peak_mem_mib, **cost))
     rows.append(make_row(SUITE, result.model, result.norm, "peak_rss_mib", result.peak_rss_mib, "MiB", **cost))
+    if result.truncation:  # 1-D DTN layers: the largest window truncation bound of the last weights
+        rows.append(make_row(SUITE, result.model, result.norm, "dtn_truncation_bound",
+                             max(bound for _, bound, _ in result.truncation), "ratio", **cost))
     return rows
 
 

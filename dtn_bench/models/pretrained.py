@@ -67,6 +67,9 @@ def check_request(name: str, *, pretrained: bool, pretrained_file: str | Path | 
         p = Path(pretrained_file)
         if not p.is_file():
             raise DTNBenchError(f"--pretrained-file {p} does not exist or is not a file")
+        from dtn_bench.checkpoint import file_kind
+
+        file_kind(p, "--pretrained-file")  # an empty, text or foreign file is said so here, not by timm's loader
         return
     import timm
     from timm.models import get_pretrained_cfg

@@ -4,14 +4,16 @@ The same layout as the DTN paper's zoo (:class:`~dtn_bench.models.vit.LocalViT`:
 tokens, the chosen normaliser in blocks 0-9, the class token joining before block 10, LayerNorm after), at ViT-T
 size (dim 192, depth 12, 3 heads, MLP ratio 4), with a smaller patch so that the token grid stays 8 x 8:
 
-=================  ======  =====  =======  ==========================
-name               input   patch  classes  normaliser in blocks 0-9
-=================  ======  =====  =======  ==========================
-``vit_cifar_t_ln``   32 px    4      10     LayerNorm
-``vit_cifar_t_dtn``  32 px    4      10     DTN
-``vit_tiny_t_ln``    64 px    8     200     LayerNorm
-``vit_tiny_t_dtn``   64 px    8     200     DTN
-=================  ======  =====  =======  ==========================
+=====================  ======  =====  =======  ==========================
+name                   input   patch  classes  normaliser in blocks 0-9
+=====================  ======  =====  =======  ==========================
+``vit_cifar_t_<sfx>``   32 px    4      10     the normaliser of ``<sfx>``
+``vit_tiny_t_<sfx>``    64 px    8     200     the normaliser of ``<sfx>``
+=====================  ======  =====  =======  ==========================
+
+with ``<sfx>`` each registered normaliser's zoo suffix where it declares ``small_zoo``
+(:class:`dtn_bench.norms.NormInfo`: ``ln`` LayerNorm, ``dtn``, ``dyt``, ``derf``, ``identity``). ``placement`` and
+``norm_kwargs`` as the zoo's (:class:`~dtn_bench.models.vit.LocalViT`).
 
 CIFAR-100 takes ``num_classes=100``. The models are in :data:`SMALL_MODELS` (``arch``, ``label``, ``norm``, ``heads``,
 ``dim``, ``img_size``, ``patch_size`` as the zoo's metadata) and in timm (``timm.create_model("vit_cifar_t_dtn")``
@@ -28,7 +30,8 @@ import torch
 from timm.models import register_model
 
 from dtn_bench.errors import DTNBenchError
-from dtn_bench.models.vit import NORM_SUFFIX, LocalViT
+from dtn_bench.models.vit import LocalViT
+from dtn_bench.norms import zoo_suffixes
 from dtn_bench.registry import Registry
 
 SMALL_MODELS = Registry("small model")
@@ -51,7 +54,7 @@ SMALL_SPECS = {
     "vit_cifar_t": SmallSpec("ViT-T/4 (32 px)", 32, 4, 10),
     "vit_tiny_t": SmallSpec("ViT-T/8 (64 px)", 64, 8, 200),
 }
-SMALL_SUFFIX = {k: NORM_SUFFIX[k] for k in ("ln", "dtn")}
+SMALL_SUFFIX = zoo_suffixes(small=True)
 """Name suffix -> registered normaliser of blocks 0-9."""
 DATA_MEAN = (0.485, 0.456, 0.406)
 DATA_STD = (0.229, 0.224, 0.225)
@@ -98,14 +101,7 @@ for _arch in SMALL_SPECS:
 
 
 def create(name: str, *, norm: str | None = None, **kwargs) -> torch.nn.Module:
-    """A small model (``norm`` replaces the normaliser of blocks 0-9), else :func:`dtn_bench.models.vit.create`."""
-    if name in SMALL_MODELS:
-        if norm is not None:
-            from dtn_bench.norms import NORMS
-
-            NORMS.get(norm)
-            kwargs["norm"] = norm
-        return SMALL_MODELS.get(name).factory(**kwargs)
+    """:func:`dtn_bench.models.vit.create`, which builds small, zoo and timm models alike."""
     from dtn_bench.models.vit import create as create_any
 
     return create_any(name, norm=norm, **kwargs)

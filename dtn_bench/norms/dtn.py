@@ -40,14 +40,23 @@ layer uses ``w = DTN.effective_window(T)``: on the CPU the window is narrowed to
 below ``eps / (2 d)`` of the dtype, so that every statistic moves by less than the dtype's epsilon (the same bound,
 tested); with the local init that is 5 to 9 tokens. A hand-written backward (:class:`_Sequence`) replaces autograd;
 on CPU tensors the layer runs the fused kernels of :mod:`dtn_bench.norms.dtn_cpu` (numba), which pack the samples'
-spans of real tokens so that padding costs no convolution work; elsewhere, under ``torch.compile`` and under a torch
-dispatch mode (a flop counter) it runs torch operations (the convolution is ``F.conv2d``).
+spans of real tokens so that padding costs no convolution work; elsewhere and under a torch dispatch mode (a flop
+counter) it runs torch operations (the convolution is ``F.conv2d``); under ``torch.compile`` a differentiable
+per-offset form (:func:`_seq_moments_exact`).
 
-The shift (one per head) keeps the statistics exact (to fp32 rounding) while the kernel's peak within the window is
-less than about 87 nats above its self term ``logit(0) = 0``: always for a concave kernel (``a1 < 0``, peak
-``a0^2 / (4 |a1|)``) such as the local init, whose peak is at most 16 nats. Past that range (e.g. a strongly convex
-kernel) a token whose available sources all lie that far below the peak gets inter-token statistics of 0 instead of
-NaN. Padding tokens get inter-token statistics 0 (their LN statistics only) and pass no gradient to the kernel.
+Exactness. A ratio does not change when its terms share a factor, but one shifted kernel cannot represent every
+token's weights: a kernel may peak hundreds of nats above its self term ``logit(0) = 0`` (a concave kernel's peak
+``a0^2 / (4 |a1|)`` is unbounded; the local init's is ``(H - 1)^2 / 4``, 240 nats at 32 heads), and a token whose
+real sources all lie far below the peak (near an end, next to padding) would get a denominator of 0, or weights that
+overflow. Every form therefore uses, per target token and head, a shift at or near ``c``, the largest logit among the
+token's real sources (``c >= 0``: its own), so that its denominator is at least ``e^-20`` and no weight exceeds
+``e^20`` (fp32; ``e^-200`` and ``e^200`` in float64), for every kernel: the torch operations pick per token the
+first of a few kernels shifted in steps (:func:`_seq_bands`; up to ``_MAX_BANDS``, past that the per-offset form),
+the CPU kernels recompute a token whose denominator under the peak-shifted kernel is below ``e^-20`` with its own
+shift ``c`` (:mod:`dtn_bench.norms.dtn_cpu`), and the per-offset form shifts every token by its ``c``. The statistics
+are exact to the dtype's rounding for any kernel (tested against the dense formula in float64 up to peaks of 1e4
+nats), no infinite value ever meets a mask, and padding tokens get inter-token statistics 0 (their LN statistics
+only), finite gradients, and pass no gradient to the kernel.
 """
 
 from __future__ import annotations
@@ -60,9 +69,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.norms.base import NormInfo, register_norm
 
-# Largest logit offset kept above the self term in the 1-D kernel before exp(); see _kernel_1d.
-_MAX_EXP = 60.0
+# 1-D kernel bands (_seq_bands): per dtype, the largest log-weight M a band keeps above its shift and the log of the
+# smallest denominator e^-R a token accepts from a band; at most _MAX_BANDS bands, past that the per-offset form.
+_BAND_LIMITS = {True: (200.0, 200.0), False: (20.0, 20.0)}  # keyed by "float64"
+_MAX_BANDS = 8
 # CPU inference works on batch chunks of about this many elements (see DTN.forward).
 _CPU_CHUNK = 1 << 20
 # The unpooled 2-D inference path works on batch chunks of about this many elements (see DTN._infer_grid).
@@ -151,16 +163,6 @@ def _flush_subnormal(p: torch.Tensor) -> torch.Tensor:
     local kernel has weights like ``exp(-169)``, and without this the layer ran 10-40x slower on x86.
     """
     return torch.where(p >= _subnormal_floor(p.dtype), p, torch.zeros((), dtype=p.dtype, device=p.device))
-
-
-def _inv_or_zero(den: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """``1 / den`` for real target tokens (``real``, broadcast to ``den``), 0 for padding.
-
-    A real token's ``den`` includes its own weight ``exp(-shift)``, while a padding token's may be 0 or as small as the
-    flush threshold (1e-20, a real token far away): its ``1 / den^2`` in the gradient overflows to inf, and inf times
-    the padding's zero gradient is NaN in the kernel's gradient. Padding gets statistics 0 and no gradient at all.
-    """
-    return den.masked_fill((den <= 0) | ~real, math.inf).reciprocal()
 
 
 def _as_grid(grid_size) -> tuple[int, int] | None:
@@ -254,17 +256,43 @@ def _token_stats(xh: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tens
     return r, mean_ln, (e2 - mean_ln * mean_ln) * (C / (C - 1)), ms
 
 
-def _seq_kernel(a: torch.Tensor, w: int, dtype) -> torch.Tensor:
-    """``K [H, 2w + 1]``: ``exp(a0 * d + a1 * d^2 - shift)`` at ``d = -w .. w`` (``a = pos_proj.weight [H, 3]``).
+def _band_limits(dtype) -> tuple[float, float]:
+    """``(M, R)`` of the 1-D kernel bands in ``dtype``: 200, 200 in float64, 20, 20 otherwise (:func:`_seq_bands`)."""
+    return _BAND_LIMITS[dtype in (torch.float64, np.float64)]
 
-    The shift (one per head) keeps the largest term at most ``e^60``, so the sums cannot overflow, while the self term
-    (logit 0) stays representable unless the kernel rises more than ~147 nats above it; it cancels in the ratios.
-    Weights below the subnormal range are flushed to 0 (:func:`_flush_subnormal`).
+
+def _seq_bands(a: np.ndarray, w: int, dtype, max_bands: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The 1-D logits and the head kernels of every band, in float64, for ``a = pos_proj.weight [H, 3]``.
+
+    Returns ``lg [H, 2w + 1]`` with ``lg[h, w + d] = a0 d + a1 d^2``, the logit of the offset ``d = j - i`` (0 at
+    ``d = 0``), and ``K [NB, H, 2w + 1]``: ``K[b] = exp(lg - s_b)`` where ``lg - s_b <= M``, else 0, and flushed to 0
+    below the subnormal floor of ``dtype`` (:func:`_subnormal_floor`); ``(M, R)`` from :func:`_band_limits`.
+
+    A target token's statistics are ratios, exact with any shift that keeps its largest weight representable. Let
+    ``c`` be the largest logit among its real sources (``c >= 0``: its own). Band 0 has the shift ``s_0 = `` the
+    head's peak over the window (``K <= 1``) and serves ``c`` in ``[s_0 - R + 1, s_0]``; band ``b + 1`` starts where
+    band ``b`` ends (its top ``t``, shift ``t - M``) and serves a range ``M + R - 1`` wide; bands are added until
+    ``c = 0`` is served. With its band a token's denominator is at least ``e^(1 - R)``, no weight exceeds ``e^M``,
+    and no real source is among the zeroed weights (they lie above ``c``). A token takes the first band whose
+    denominator reaches ``e^-R``: a band before its own zeroes none of its sources either, so that is also exact.
+
+    The third value is the number of bands needed; ``K`` holds at most ``max_bands`` of them.
     """
-    dlt = torch.arange(-w, w + 1, device=a.device, dtype=dtype)
-    logits = a[:, 0:1].to(dtype) * dlt + a[:, 2:3].to(dtype) * (dlt * dlt)
-    shift = (logits.amax(dim=1, keepdim=True) - _MAX_EXP).clamp_min(0.0)
-    return _flush_subnormal(torch.exp(logits - shift))
+    M, R = _band_limits(dtype)
+    dlt = np.arange(-w, w + 1, dtype=np.float64)
+    a = a.astype(np.float64)
+    lg = a[:, 0:1] * dlt + a[:, 2:3] * (dlt * dlt)
+    peak = lg.max(axis=1)
+    span = float(peak.max()) - (R - 1)  # below band 0, down to c = 0
+    need = 1 + math.ceil(span / (M + R - 1)) if span > 0 else 1
+    if not math.isfinite(span):
+        need = 1 << 30
+    shifts = [peak] + [peak - (R - 1) - (b - 1) * (M + R - 1) - M for b in range(1, min(need, max_bands))]
+    z = lg[None] - np.stack(shifts)[:, :, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        k = np.where(z <= M, np.exp(np.minimum(z, M)), 0.0)
+    k[k < _subnormal_floor(dtype)] = 0
+    return lg, k, need
 
 
 def _seq_taps(k: torch.Tensor, d: int, flip: bool) -> torch.Tensor:
@@ -278,26 +306,23 @@ def _seq_taps(k: torch.Tensor, d: int, flip: bool) -> torch.Tensor:
     return torch.cat([per_channel, per_channel, kc], dim=0)
 
 
-def _seq_kernels_numpy(a: np.ndarray, w: int, d: int, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_seq_kernel` and the transposed :func:`_seq_taps` (``[2w + 1, 2C + H]``, reversed and natural), in numpy.
+def _seq_kernels_numpy(lg: np.ndarray, k: np.ndarray, d: int, dtype) -> tuple[torch.Tensor, ...]:
+    """The kernels of :mod:`dtn_bench.norms.dtn_cpu` from :func:`_seq_bands`' ``lg`` and ``k`` (band 0 only).
 
-    ``a = pos_proj.weight [H, 3]``; the same arithmetic in ``dtype`` (float32 or float64).
+    ``(K [H, 2w + 1] float64, taps reversed, taps, lg [H, 2w + 1] float64)``, the taps ``[2w + 1, 2C + H]`` in
+    ``dtype`` (float32 or float64): :func:`_seq_taps` transposed.
     """
     nd = np.float64 if dtype == torch.float64 else np.float32
-    dlt = np.arange(-w, w + 1, dtype=nd)
-    logits = a[:, 0:1].astype(nd) * dlt + a[:, 2:3].astype(nd) * (dlt * dlt)
-    shift = np.maximum(logits.max(axis=1, keepdims=True) - nd(_MAX_EXP), nd(0))
-    k = np.exp(logits - shift)
-    k[k < _subnormal_floor(nd)] = 0  # _flush_subnormal
-    H = k.shape[0]
+    k0 = k[0]
+    H, n = k0.shape
 
     def taps(kc: np.ndarray) -> torch.Tensor:
-        t = np.empty((2 * w + 1, (2 * d + 1) * H), dtype=nd)
+        t = np.empty((n, (2 * d + 1) * H), dtype=nd)
         per_channel = np.repeat(kc, d, axis=0).T
         t[:, : d * H], t[:, d * H : 2 * d * H], t[:, 2 * d * H :] = per_channel, per_channel, kc.T
         return torch.from_numpy(t)
 
-    return torch.from_numpy(k), taps(k[:, ::-1]), taps(k)
+    return torch.from_numpy(k0), taps(k0[:, ::-1]), taps(k0), torch.from_numpy(lg)
 
 
 def _seq_conv(u: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -331,26 +356,52 @@ def _seq_input(xn: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
     return u
 
 
+def _head_channels(t: torch.Tensor, d: int) -> torch.Tensor:
+    """A per-(token, head) tensor ``[B, L, H]`` spread over :func:`_seq_conv`'s channels ``[B, L, 2C + H]``."""
+    r = t.repeat_interleave(d, dim=-1)
+    return torch.cat([r, r, t], dim=-1)
+
+
+def _seq_conv_bands(u: torch.Tensor, taps: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``v = K_b * u`` per target token and head, ``K_b`` the first band whose denominator reaches ``e^-R``.
+
+    ``taps [NB, 2C + H, 2w + 1]`` are the bands' reversed taps (:func:`_seq_bands`). Returns ``v [B, L, 2C + H]`` and
+    the band of every (token, head) ``[B, L, H]`` (-1 where none reaches it: padding), or None with one band.
+    """
+    v = _seq_conv(u, taps[0])
+    if taps.shape[0] == 1:
+        return v, None
+    H = u.shape[-1] // (2 * d + 1)
+    tau = math.exp(-_band_limits(u.dtype)[1])
+    band = torch.where(v[..., -H:] >= tau, 0, -1).to(torch.int8)
+    for b in range(1, taps.shape[0]):
+        vb = _seq_conv(u, taps[b])
+        take = (band < 0) & (vb[..., -H:] >= tau)
+        band = torch.where(take, b, band).to(torch.int8)
+        v = torch.where(_head_channels(take, d), vb, v)
+    return v, band
+
+
 def _seq_forward(x: torch.Tensor, m: torch.Tensor | None, kernels: tuple, weight: torch.Tensor, bias: torch.Tensor,
                  g_mean: torch.Tensor | None, g_var: torch.Tensor, eps: float, keep: bool):
     """The 1-D layer on ``x [B, L, C]`` (no prefix tokens) without autograd.
 
     Returns the output and, with ``keep``, the tensors :class:`_Sequence` 's backward needs. ``m [B, L, 1, 1]`` is the
-    float mask (``None``: all real), ``kernels`` the head kernels and their taps (:meth:`DTN._seq_kernels`), the gates
+    float mask (``None``: all real), ``kernels`` the bands' kernels and taps (:meth:`DTN._seq_kernels`), the gates
     given as their parameters (``g_mean`` None for ``only_var``).
     """
     k, taps = kernels[0], kernels[1]
     B, L, C = x.shape
-    H = k.shape[0]
+    H = k.shape[1]
     d = C // H
     xh = x.view(B, L, H, d)
     r, mean_ln, var_ln, _ = _token_stats(xh, eps)
     xn = xh * r
     u = _seq_input(xn, m)
-    v = _seq_conv(u, taps)  # [sum K m xn, sum K m xn^2, sum K m] per target token
-    den = v[..., 2 * C :].unsqueeze(-1)  # [B, L, H, 1]; a real token's includes its own weight
+    v, band = _seq_conv_bands(u, taps, d)  # [sum K m xn, sum K m xn^2, sum K m] per target token
+    den = v[..., 2 * C :].unsqueeze(-1)  # [B, L, H, 1]; a real token's is at least e^-R (_seq_bands)
     real = den > 0 if m is None else (den > 0) & (m > 0)
-    inv = torch.where(real, den.reciprocal(), torch.zeros((), dtype=x.dtype, device=x.device))
+    inv = torch.where(real, 1.0 / torch.where(real, den, 1.0), 0.0)
     st = torch.mul(v[..., : 2 * C].view(B, L, 2, H, d), inv.unsqueeze(2))  # [A, M2]; 0 for padding tokens
     A, M2 = st[:, :, 0], st[:, :, 1]
     var_in = torch.addcmul(M2, A, A, value=-1.0)
@@ -367,7 +418,40 @@ def _seq_forward(x: torch.Tensor, m: torch.Tensor | None, kernels: tuple, weight
     out = torch.addcmul(bias, y.view(B, L, C), weight)
     if not keep:
         return out, None
-    return out, (xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v)
+    return out, (xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v, band)
+
+
+def _seq_moments_exact(xn: torch.Tensor, m: torch.Tensor | None, a: torch.Tensor, w: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P xn, P xn^2)``, each ``[B, L, H, d]`` (0 for padding targets), with differentiable torch operations.
+
+    For every target token ``j`` and head ``h`` the weights are ``exp(logit_h(j - i) - c_jh)`` over its real sources
+    ``i`` with ``|j - i| <= w``, ``c_jh`` the largest of their logits (a per-token log-sum-exp shift, held constant:
+    the ratios do not depend on it): the largest weight is 1, so no denominator can vanish and no weight overflow,
+    for any kernel. Taken offset by offset, ``2w + 1`` steps of elementwise operations with static shapes and no
+    host synchronisation: the form ``torch.compile`` traces. ``m [B, L, 1, 1]`` is the float mask (None: all real),
+    ``a = pos_proj.weight``; the logits are computed in float64.
+    """
+    B, L, H, d = xn.shape
+    mm = xn.new_ones(B, L, 1, 1) if m is None else m
+    up = F.pad(torch.cat([xn * mm, xn * xn * mm], dim=-1), (0, 0, 0, 0, w, w))  # sources, [B, L + 2w, H, 2d]
+    mp = F.pad(mm.view(B, L, 1), (0, 0, w, w))  # [B, L + 2w, 1]
+    dlt = torch.arange(w, -w - 1, -1, device=xn.device, dtype=torch.float64)  # step s: source j + s - w, d = w - s
+    a64 = a.to(torch.float64)
+    lg = dlt.unsqueeze(1) * a64[:, 0] + (dlt * dlt).unsqueeze(1) * a64[:, 2]  # [2w + 1, H]
+    none = torch.full((), -math.inf, dtype=torch.float64, device=xn.device)
+    c = none.expand(B, L, H)
+    for s in range(2 * w + 1):
+        c = torch.maximum(c, torch.where(mp[:, s : s + L] > 0, lg[s].detach(), none))
+    num = den = None
+    for s in range(2 * w + 1):
+        ms = mp[:, s : s + L]
+        wt = torch.exp(torch.where(ms > 0, lg[s] - c, none)).to(xn.dtype) * ms  # [B, L, H]; 0 for padding
+        term = wt.unsqueeze(-1) * up[:, s : s + L]
+        num, den = (term, wt) if num is None else (num + term, den + wt)
+    ok = (mm.view(B, L, 1) > 0) & (den > 0)
+    st = num * torch.where(ok, 1.0 / torch.where(ok, den, 1.0), 0.0).unsqueeze(-1)
+    return st[..., :d], st[..., d:]
 
 
 def _cpu_kernels(x: torch.Tensor) -> bool:
@@ -400,13 +484,16 @@ _CPU_CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 
 def _cpu_constants(eps: float, H: int, d: int, dtype) -> np.ndarray:
-    """``[eps, 1, 1/d, 1/C, 1/H, C/(C-1), 1/2, 2, 2/(C-1)]`` in ``dtype`` for :mod:`dtn_bench.norms.dtn_cpu` (kept)."""
+    """``[eps, 1, 1/d, 1/C, 1/H, C/(C-1), 1/2, 2, 2/(C-1), e^-R]`` in ``dtype`` for :mod:`dtn_bench.norms.dtn_cpu`.
+
+    Kept per arguments; ``R`` of :func:`_band_limits`.
+    """
     key = (eps, H, d, dtype)
     cst = _CPU_CONSTANTS.get(key)
     if cst is None:
         C = H * d
         cst = _CPU_CONSTANTS[key] = torch.tensor([eps, 1.0, 1.0 / d, 1.0 / C, 1.0 / H, C / (C - 1), 0.5, 2.0,
-                                                  2.0 / (C - 1)], dtype=dtype)
+                                                  2.0 / (C - 1), math.exp(-_band_limits(dtype)[1])], dtype=dtype)
     return cst.numpy()
 
 
@@ -420,7 +507,7 @@ def _seq_forward_cpu(x: torch.Tensor, mf: torch.Tensor, prefix: int, kernels: tu
     """
     from dtn_bench.norms import dtn_cpu
 
-    k, taps = kernels[0], kernels[1]
+    k, taps, lg = kernels[0], kernels[1], kernels[3]
     B, T, C = x.shape
     H = k.shape[0]
     d = C // H
@@ -435,11 +522,12 @@ def _seq_forward_cpu(x: torch.Tensor, mf: torch.Tensor, prefix: int, kernels: tu
     dtn_cpu.run(dtn_cpu.prepare, N, threads, xv, mv, pv, gaps, cv, rv, mlv, vlv, uv)
     gates = _seq_gates(g_mean, g_var)
     out, S, inv = x.new_empty(B, T, C), x.new_empty(N, H, d), x.new_empty(N, H)
-    dtn_cpu.run(dtn_cpu.finish, N, threads, xv, mv, uv, taps.numpy(), pv, rv, mlv, vlv, gates,
+    cs, ndeep = np.full((P, H), np.inf), np.zeros(max(1, min(threads, N)), dtype=np.int64)  # deep tokens' shifts
+    dtn_cpu.run(dtn_cpu.finish, N, threads, xv, mv, uv, taps.numpy(), lg.numpy(), pv, rv, mlv, vlv, gates,
                 weight.detach().numpy(), bias.detach().numpy(), cv, T, prefix, out.view(N, H, d).numpy(), S.numpy(),
-                inv.numpy(), v.numpy())
+                inv.numpy(), v.numpy(), cs, ndeep)
     return out, (x, mf, torch.from_numpy(pv), torch.from_numpy(gaps), r, mean_ln, var_ln, v, S, inv, u,
-                 torch.from_numpy(gates))
+                 torch.from_numpy(gates), torch.from_numpy(cs), torch.from_numpy(ndeep))
 
 
 def _seq_backward_cpu(ctx, grad: torch.Tensor):
@@ -449,7 +537,7 @@ def _seq_backward_cpu(ctx, grad: torch.Tensor):
     """
     from dtn_bench.norms import dtn_cpu
 
-    x, mf, pidx, gaps, r, mean_ln, var_ln, v, S, inv, u, gates, k, weight = ctx.saved_tensors
+    x, mf, pidx, gaps, r, mean_ln, var_ln, v, S, inv, u, gates, cs, ndeep, k, weight = ctx.saved_tensors
     only_var, w, prefix = ctx.only_var, ctx.w, ctx.prefix
     B, T, C = x.shape
     H = k.shape[0]
@@ -463,12 +551,14 @@ def _seq_backward_cpu(ctx, grad: torch.Tensor):
     rv, mlv, uv = r.numpy(), mean_ln.numpy(), u.numpy()
     G = grad.detach().contiguous()
     gv, e = x.new_empty(u.shape), x.new_empty(N, H, d)
+    deep = bool(ndeep.sum())  # some (token, head) has its own shift (dtn_cpu, finish)
+    gvd = np.empty(u.shape if deep else (1, u.shape[1]), dtype=xv.dtype)
     E, F = np.empty((N, H), dtype=xv.dtype), np.empty((N, H), dtype=xv.dtype)
     part = np.zeros((shards, 2 * C + 2 * H))
-    ev, gvv = e.numpy(), gv.numpy()
+    ev, gvv, csv = e.numpy(), gv.numpy(), cs.numpy()
     dtn_cpu.run(dtn_cpu.grad_stats, N, threads, G.view(N, H, d).numpy(), xv, v.numpy(), pv, gaps.numpy(), rv, mlv,
-                var_ln.numpy(), S.numpy(), inv.numpy(), gates_v, weight.detach().numpy(), cv, T, prefix, gvv, ev, E, F,
-                part)
+                var_ln.numpy(), S.numpy(), inv.numpy(), gates_v, weight.detach().numpy(), cv, T, prefix, csv, gvv, gvd,
+                ev, E, F, part)
     sums = part.sum(0).astype(xv.dtype)
     grads = [None] * 10
     if need[3]:
@@ -480,11 +570,11 @@ def _seq_backward_cpu(ctx, grad: torch.Tensor):
     if need[6]:
         grads[6] = torch.from_numpy(sums[2 * C + H :] * gates_v[2] * gates_v[3])
     gx = x.new_empty(B, T, C)
-    R = np.zeros((shards, H, 2 * w + 1))
+    R, Rw = np.zeros((shards, H, 2 * w + 1)), np.zeros((shards, H, 2 * w + 1))
     dtn_cpu.run(dtn_cpu.grad_input, N, threads, ev, gvv, uv, ctx.taps_back.numpy(), pv, xv, rv, mv, mlv, E, F,
-                gates_v, cv, only_var, T, prefix, gx.view(N, H, d).numpy(), R)
+                gates_v, cv, only_var, T, prefix, gvd, csv, ctx.lg.numpy(), deep, gx.view(N, H, d).numpy(), R, Rw)
     if need[2]:
-        Rk = R.sum(0) * k.numpy().astype(np.float64)
+        Rk = R.sum(0) * k.numpy() + Rw.sum(0)
         dlt = np.arange(-w, w + 1, dtype=np.float64)
         g_a = np.stack([Rk @ dlt, np.zeros(H), Rk @ (dlt * dlt)], axis=1).astype(xv.dtype)
         grads[2] = torch.from_numpy(g_a)
@@ -493,14 +583,33 @@ def _seq_backward_cpu(ctx, grad: torch.Tensor):
     return tuple(grads)
 
 
+def _seq_kernel_grad(k: torch.Tensor, gvs: list[torch.Tensor], u: torch.Tensor, d: int) -> torch.Tensor:
+    """``dL/da [H, 3]`` for the bands' kernels ``k [NB, H, 2w + 1]`` (float64), their tokens' ``gv`` and ``u``.
+
+    ``dL/da_p = sum gv * ((d^p K_b) * u)`` over the tokens of band ``b`` (:class:`_Sequence`), as convolutions.
+    """
+    H, n = k.shape[1], k.shape[2]
+    C = H * d
+    w = (n - 1) // 2
+    dlt = torch.arange(-w, w + 1, device=k.device, dtype=k.dtype)
+    parts = torch.zeros(2, H, dtype=u.dtype, device=u.device)
+    for kb, gvb in zip(k, gvs, strict=True):
+        for p, kp in enumerate((kb * dlt, kb * (dlt * dlt))):
+            prod = (gvb * _seq_conv(u, _seq_taps(kp.to(u.dtype), d, flip=True))).sum(dim=(0, 1))  # [2C + H]
+            parts[p] += prod[:C].view(H, d).sum(1) + prod[C : 2 * C].view(H, d).sum(1) + prod[2 * C :]
+    return torch.stack([parts[0], torch.zeros_like(parts[0]), parts[1]], dim=1)
+
+
 class _Sequence(torch.autograd.Function):
     """The 1-D layer (module docstring, steps 1-5, no prefix tokens) with a hand-written backward.
 
-    Forward: ``u = [m xn, m xn^2, m]``, ``v = K * u`` (:func:`_seq_conv`, per head), ``[A, M2] = v_{1,2} / v_3`` for
-    real tokens (0 for padding), then the gates and the standardisation. Backward, with ``e = dL/dy * w * s`` and
+    Forward: ``u = [m xn, m xn^2, m]``, ``v = K * u`` (:func:`_seq_conv`, per head; per (token, head) the kernel of
+    its band, :func:`_seq_conv_bands`), ``[A, M2] = v_{1,2} / v_3`` for real tokens (0 for padding), then the gates
+    and the standardisation. Backward, with ``e = dL/dy * w * s`` and
     ``f = e * y * s`` (``= -2 dL/dvar``): the statistics' gradients over ``v_3`` (``gv``, the mask channel's entry
     ``-sum_c gv * [A, M2]``), back through the convolution (``K`` reversed), and ``dL/da_p = sum gv * (d^p K) * u`` for
-    ``a_p`` = ``pos_proj.weight[:, 0]`` (``p = 1``) and ``[:, 2]`` (``p = 2``): two more convolutions, since the
+    ``a_p`` = ``pos_proj.weight[:, 0]`` (``p = 1``) and ``[:, 2]`` (``p = 2``) (each band's shift is a constant: the
+    ratios do not depend on it), with ``gv`` restricted to the band's tokens: two more convolutions, since the
     gradient of a depthwise convolution's weights is slow on the CPU. Autograd through the same arithmetic runs about
     three times as many passes over the tensors, and PyTorch's depthwise-convolution backward is far slower than its
     forward. Checked by gradcheck in float64 and against autograd in the tests.
@@ -509,23 +618,23 @@ class _Sequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, m, a, weight, bias, g_mean, g_var, eps, kernels, prefix):
         k = kernels[0]
-        ctx.w, ctx.only_var, ctx.eps, ctx.prefix = (k.shape[1] - 1) // 2, g_mean is None, eps, prefix
+        ctx.w, ctx.only_var, ctx.eps, ctx.prefix = (k.shape[-1] - 1) // 2, g_mean is None, eps, prefix
         ctx.cpu = _cpu_kernels(x)  # then kernels are in the CPU kernels' form (DTN._seq_kernels)
         ctx.taps_back = kernels[2]
         if ctx.cpu:
+            ctx.lg = kernels[3]
             out, saved = _seq_forward_cpu(x, m, prefix, kernels, weight, bias, g_mean, g_var, eps)
             ctx.save_for_backward(*saved, k, weight)
             return out
         out, saved = _seq_forward(x, m, kernels, weight, bias, g_mean, g_var, eps, keep=True)
-        xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v = saved
-        ctx.save_for_backward(xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v, m, k, weight)
+        ctx.save_for_backward(*saved, m, k, weight)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         if ctx.cpu:
             return _seq_backward_cpu(ctx, grad)
-        xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v, m, k, weight = ctx.saved_tensors
+        xn, u, st, var_in, s, y, inv, r, mean_ln, var_ln, lam_m, lam_v, band, m, k, weight = ctx.saved_tensors
         B, L, H, d = xn.shape
         C = H * d
         need = ctx.needs_input_grad
@@ -558,18 +667,14 @@ class _Sequence(torch.autograd.Function):
         else:
             torch.mul(e, inv * (lam_m - 1.0), out=gv1).addcmul_(A, gv2, value=-2.0)
         gv[..., 2 * C :] = (gv[..., : 2 * C].view(B, L, 2, H, d) * st).sum(dim=(2, 4)).neg_()  # d/d(sum K m)
-        g_a = None
-        if need[2]:
-            w = ctx.w
-            dlt = torch.arange(-w, w + 1, device=k.device, dtype=k.dtype)
-            parts = []
-            for kp in (k * dlt, k * (dlt * dlt)):
-                prod = (gv * _seq_conv(u, _seq_taps(kp, d, flip=True))).sum(dim=(0, 1))  # [2C + H]
-                parts.append(prod[:C].view(H, d).sum(1) + prod[C : 2 * C].view(H, d).sum(1) + prod[2 * C :])
-            g_a = torch.stack([parts[0], torch.zeros_like(parts[0]), parts[1]], dim=1)
+        # per band: gv of its (token, head) pairs only (one band: all of them)
+        gvs = [gv] if band is None else [torch.where(_head_channels(band == b, d), gv, 0.0) for b in range(len(k))]
+        g_a = _seq_kernel_grad(k, gvs, u, d) if need[2] else None
         g_x = None
         if need[0]:
-            gz = _seq_conv(gv, ctx.taps_back)  # dL/du
+            gz = _seq_conv(gvs[0], ctx.taps_back[0])  # dL/du
+            for gvb, tb in zip(gvs[1:], ctx.taps_back[1:], strict=True):
+                gz += _seq_conv(gvb, tb)
             gu1, gu2 = gz[..., :C].view(B, L, H, d), gz[..., C : 2 * C].view(B, L, H, d)
             # dL/dxn = e + m gu1 + 2 m xn gu2 + dL/dmean_ln / C + dL/dvar_ln * 2 (xn - mean_ln) / (C - 1)
             kappa = g_var_ln * (2.0 / (C - 1))
@@ -758,6 +863,15 @@ class DTN(nn.Module):
         logits = a[:, 0:1] * d + a[:, 2:3] * d * d
         return torch.logsumexp(logits, dim=1).exp()
 
+    def truncation_tolerance(self, dtype=torch.float32) -> float:
+        """``eps / (2 d)``: the largest :meth:`truncation_bound` that moves no statistic by more than ``dtype``'s eps.
+
+        With ``delta_h <= eps / (2 d)`` the mean moves by at most ``2 delta_h max|xn| <= eps / sqrt(d)`` and the second
+        moment by at most ``2 delta_h max(xn^2) <= eps`` (``|xn| <= sqrt(d)``, ``d`` the channels per head): below the
+        dtype's resolution at 1. Past it the window may change the layer's function.
+        """
+        return torch.finfo(dtype).eps / (2 * (self.dim // self.num_heads))
+
     # ----------------------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalise ``x [B, T, C]``; ``mask [B, T]`` (True = real token) is used by 1-D DTN."""
@@ -816,7 +930,7 @@ class DTN(nn.Module):
         a = self.pos_proj.weight
         if W == 0 or a.device.type != "cpu" or torch.compiler.is_compiling():
             return W
-        tol = torch.finfo(dtype).eps / (2 * (self.dim // self.num_heads))
+        tol = self.truncation_tolerance(dtype)
         a = a.detach().numpy().astype(np.float64)  # numpy: a few small operations, run for every layer and step
         t = np.arange(1, W + 1, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -832,51 +946,63 @@ class DTN(nn.Module):
         The tokens are ``xn [B, L, H, d]`` (prefix tokens excluded) with the optional ``mask [B, L]``; the statistics
         are 0 for padding tokens.
 
-        ``width`` is the largest ``|j - i|`` used (default :meth:`effective_window`). Differentiable; the layer runs
-        the same arithmetic with a hand-written backward.
+        ``width`` is the largest ``|j - i|`` used (default :meth:`effective_window`). The functional form (the one
+        ``torch.compile`` traces, :func:`_seq_moments_exact`): differentiable, exact for any kernel; the layer's other
+        forms compute the same with a hand-written backward.
         """
         B, L, H, d = xn.shape
         m = None if mask is None else mask.to(device=xn.device, dtype=xn.dtype).view(B, L, 1, 1)
-        return self._seq_moments(xn, m, self.effective_window(L, xn.dtype) if width is None else width)
+        w = self.effective_window(L, xn.dtype) if width is None else width
+        return _seq_moments_exact(xn, m, self.pos_proj.weight, w)
 
-    def _seq_kernels(self, length: int, dtype, cpu: bool) -> tuple[torch.Tensor, ...]:
-        """The head kernels ``K [H, 2w + 1]`` (:func:`_seq_kernel`) at :meth:`effective_window` ``w``, and their taps.
+    def _seq_kernels(self, length: int, dtype, cpu: bool) -> tuple[torch.Tensor, ...] | None:
+        """The bands' head kernels (:func:`_seq_bands`) at :meth:`effective_window` ``w``, and their taps.
 
-        ``cpu``: ``(K, taps reversed, taps)`` with the taps ``[2w + 1, 2C + H]`` for :mod:`dtn_bench.norms.dtn_cpu`,
-        computed in numpy (a few tiny operations for every layer call, the kernel changing with every update);
-        otherwise ``(K, taps reversed, taps)`` of :func:`_seq_taps` (``[2C + H, 2w + 1]``), with torch operations.
-        No autograd. In inference (the kernel unchanged) they are kept for its values, the length and the dtype.
+        ``cpu``: band 0 in the form of :mod:`dtn_bench.norms.dtn_cpu` (:func:`_seq_kernels_numpy`: ``K``, the taps
+        ``[2w + 1, 2C + H]`` reversed and natural, the logits); otherwise ``(K [NB, H, 2w + 1] float64, taps reversed,
+        taps)`` with the taps ``[NB, 2C + H, 2w + 1]`` (:func:`_seq_taps`) on the weights' device, or None when the
+        kernel needs more than :data:`_MAX_BANDS` bands. Computed on the host from the weights (on a GPU one small
+        copy, a synchronisation) in numpy: a few tiny operations for every layer call, the kernel changing with every
+        update. No autograd. In inference (the kernel unchanged) they are kept for its values, the length and the dtype.
         """
         a = self.pos_proj.weight.detach()
-        key = None
-        if a.device.type == "cpu":
-            key = (tuple(a.reshape(-1).tolist()), length, dtype, self.window, cpu)
-            cache = self.__dict__.setdefault("_seq_cache", {})
-            if key in cache:
-                return cache[key]
+        an = a.to(torch.float64).cpu().numpy()
+        key = (an.tobytes(), length, dtype, self.window, cpu, a.device)
+        cache = self.__dict__.setdefault("_seq_cache", {})
+        if key in cache:
+            return cache[key]
         w = self.effective_window(length, dtype)
         d = self.dim // self.num_heads
+        lg, k, need = _seq_bands(an, w, dtype, 1 if cpu else _MAX_BANDS)
         if cpu:
-            out = _seq_kernels_numpy(a.numpy(), w, d, dtype)
+            out = _seq_kernels_numpy(lg, k, d, dtype)
+        elif need > _MAX_BANDS:
+            out = None
         else:
-            k = _seq_kernel(a, w, dtype)
-            out = (k, _seq_taps(k, d, flip=True), _seq_taps(k, d, flip=False))
-        if key is not None:
-            if len(cache) >= 8:
-                cache.clear()
-            cache[key] = out
+            kt = torch.from_numpy(k).to(a.device)
+            out = (kt, torch.stack([_seq_taps(kb.to(dtype), d, flip=True) for kb in kt]),
+                   torch.stack([_seq_taps(kb.to(dtype), d, flip=False) for kb in kt]))
+        if len(cache) >= 8:
+            cache.clear()
+        cache[key] = out
         return out
 
-    def _seq_moments(self, xn: torch.Tensor, m: torch.Tensor | None, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P xn, P xn^2)`` with differentiable ops (the functional form of :func:`_seq_forward`'s statistics)."""
-        B, L, H, d = xn.shape
-        C = H * d
-        mm = xn.new_ones(B, L, 1, 1) if m is None else m
-        u = torch.cat([(xn * mm).reshape(B, L, C), (xn * xn * mm).reshape(B, L, C),
-                       mm.reshape(B, L, 1).expand(B, L, H)], dim=-1)
-        v = _seq_conv(u, _seq_taps(_seq_kernel(self.pos_proj.weight, w, xn.dtype), d, flip=True))
-        inv = _inv_or_zero(v[..., 2 * C :].unsqueeze(-1), mm > 0)
-        return v[..., :C].reshape(B, L, H, d) * inv, v[..., C : 2 * C].reshape(B, L, H, d) * inv
+    def _seq_functional(self, xs: torch.Tensor, m: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
+                        g_mean: torch.Tensor | None, g_var: torch.Tensor) -> torch.Tensor:
+        """The 1-D layer on the tokens ``xs [B, L, C]`` (no prefix) with differentiable torch operations.
+
+        The statistics of :func:`_seq_moments_exact`, the standardisation of :class:`_Standardise`.
+        """
+        B, L, C = xs.shape
+        H = self.num_heads
+        xh = xs.reshape(B, L, H, C // H)
+        r, mean_ln, var_ln = self._token_stats(xh)
+        xn = xh * r
+        A, M2 = _seq_moments_exact(xn, m, self.pos_proj.weight, self.effective_window(L, xs.dtype))
+        lam_v = torch.sigmoid(g_var).view(1, 1, H, 1)
+        lam_m = None if g_mean is None else torch.sigmoid(g_mean).view(1, 1, H, 1)
+        y = _Standardise.apply(xn, torch.cat([A, M2], dim=-1), mean_ln, var_ln, lam_m, lam_v, self.eps)
+        return torch.addcmul(bias, y.reshape(B, L, C), weight)
 
     def _forward_seq(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The 1-D layer on float, contiguous ``x [B, T, C]``.
@@ -904,17 +1030,10 @@ class DTN(nn.Module):
             return _seq_forward_cpu(x, mf, P, kernels, weight, bias, g_mean, g_var, eps)[0]
         m = None if mask is None else mask[:, P:].to(device=x.device, dtype=dt).reshape(B, L, 1, 1)
         xs = x[:, P:]
-        if torch.compiler.is_compiling():
-            xh = xs.reshape(B, L, H, C // H)
-            r, mean_ln, var_ln = self._token_stats(xh)
-            xn = xh * r
-            A, M2 = self._seq_moments(xn, m, self.effective_window(L, dt))
-            lam_v = torch.sigmoid(g_var).view(1, 1, H, 1)
-            lam_m = None if g_mean is None else torch.sigmoid(g_mean).view(1, 1, H, 1)
-            y = _Standardise.apply(xn, torch.cat([A, M2], dim=-1), mean_ln, var_ln, lam_m, lam_v, eps)
-            y = torch.addcmul(bias, y.reshape(B, L, C), weight)
+        kernels = None if torch.compiler.is_compiling() else self._seq_kernels(L, dt, cpu=False)
+        if kernels is None:  # under torch.compile, or a kernel past _MAX_BANDS bands
+            y = self._seq_functional(xs, m, weight, bias, g_mean, g_var)
         else:
-            kernels = self._seq_kernels(L, dt, cpu=False)
             if torch.is_grad_enabled():
                 y = _Sequence.apply(xs, m, self.pos_proj.weight.to(dt), weight, bias, g_mean, g_var, eps, kernels, 0)
             else:
@@ -1121,3 +1240,56 @@ class DTN(nn.Module):
         if k > 1:  # nearest upsampling back to the full grid
             s = s.view(H, B, rows, 1, d2, cols, 1).expand(H, B, rows, k, d2, cols, k).reshape(H, B, gh, d2, gw)
         return s
+
+
+# ------------------------------------------------------------------------------------------------------------ registry
+def inter_token_macs(module: DTN, shape: tuple[int, ...]) -> tuple[int, int]:
+    """MACs of one DTN layer's inter-token statistics on an input of ``shape = [N, T, C]``, summed over ``N``.
+
+    Returns ``(as computed here, the authors' dense T x T form)``:
+
+    * 2-D (``P^h`` separable): ``2 C T' (H' + W')`` per sample on the ``H' x W'`` grid the statistics are taken on
+      (``T' = H' W'``; the pooled grid with ``pool_to``, whose average pooling adds ``C T`` more); dense ``2 C T'^2``.
+    * 1-D: one depthwise convolution of ``2 w + 1`` taps over ``2 C + H`` channels (the two maps and one normalising
+      row per head), ``(2 C + H) L (2 w + 1)`` per sequence, ``w = effective_window(L)``; dense ``2 C L^2``.
+    """
+    n, t, c = (int(v) for v in shape)
+    length = t - module.num_prefix_tokens
+    if module.grid_size is not None:
+        gh, gw = module.grid_size
+        k = module.pool
+        rows, cols = gh // k, gw // k
+        tp = rows * cols
+        pool = c * gh * gw if k > 1 else 0
+        return n * (2 * c * tp * (rows + cols) + pool), n * (2 * c * tp * tp + pool)
+    w = module.effective_window(length)
+    return n * (2 * c + module.num_heads) * length * (2 * w + 1), n * 2 * c * length * length
+
+
+_PASSES = ("RMS pre-normalisation (sum of squares, scale), LN sum, xn^2, var_in = m2 - mean_in^2, gate lerp of "
+           "mean and of variance, standardise, affine; plus the inter-token statistics (inter_token_macs)")
+_PAPER = "Shao et al., ICLR 2022 (Dynamic Token Normalization)"
+DTN_INFO = NormInfo(
+    label="DTN", paper=_PAPER, mask="sequence", zoo_suffix="dtn", small_zoo=True, macs_per_element=9,
+    macs_passes=_PASSES, inter_token_macs=inter_token_macs,
+    published=("imagenet_top1", "paper_flops_g", "paper_params_m", "norm_comparison_top1"),
+    formula="(x - mu) / sqrt(var + eps) * w + b, mu/var = gated mix of LN and P^h-weighted inter-token "
+            "statistics per head")
+DTN_VAR_INFO = NormInfo(
+    label="DTN (var only)", paper=_PAPER, mask="sequence", macs_per_element=9, macs_passes=_PASSES,
+    inter_token_macs=inter_token_macs,
+    formula="(x - E_c x) / sqrt(var + eps) * w + b, LN mean, DTN's mixed variance")
+
+@register_norm("dtn", DTN_INFO, cls=DTN)
+def _dtn(dim, *, num_heads=1, grid_size=None, num_prefix_tokens=0, eps=1e-5, pool_to=None, local_init=True,
+         window=64, kernel="eager", device=None, dtype=None):
+    return DTN(dim, num_heads, grid_size=grid_size, num_prefix_tokens=num_prefix_tokens, eps=eps, pool_to=pool_to,
+               local_init=local_init, window=window, kernel=kernel, device=device, dtype=dtype)
+
+
+@register_norm("dtn_var", DTN_VAR_INFO, cls=DTN)
+def _dtn_var(dim, *, num_heads=1, grid_size=None, num_prefix_tokens=0, eps=1e-5, pool_to=None, local_init=True,
+             window=64, kernel="eager", device=None, dtype=None):
+    return DTN(dim, num_heads, grid_size=grid_size, num_prefix_tokens=num_prefix_tokens, eps=eps, only_var=True,
+               pool_to=pool_to, local_init=local_init, window=window, kernel=kernel, device=device, dtype=dtype)
+

@@ -7,14 +7,20 @@ Used by :class:`dtn_bench.norms.dtn._Sequence` on CPU tensors. The arithmetic is
 1. :func:`prepare`: per token the RMS factors ``r`` of its heads, the LN mean and unbiased variance, and its row of
    the convolution input ``u = [m xn, m xn^2, m]`` (``2C + H`` channels).
 2. :func:`finish`: per token the convolution ``v = sum_t taps[t] u[p + t - w]`` of its row along the sequence (the
-   heads' kernels ``K``), ``[A, M2] = v_{1,2} / v_3`` for real tokens (0 for padding), the gates, the standardisation
-   and the affine part; ``v`` is kept for the backward.
+   heads' kernels ``K``, band 0 of ``dtn._seq_bands``: at most 1), ``[A, M2] = v_{1,2} / v_3`` for real tokens (0 for
+   padding), the gates, the standardisation and the affine part; ``v`` is kept for the backward. A real token whose
+   denominator ``v_3`` for a head is below ``tau = e^-R`` (its real sources all lie far below the kernel's peak) is
+   "deep" for that head: its ``v`` for that head is recomputed with the weights ``exp(logit - c)``, ``c`` the largest
+   logit among its real sources (a per-token log-sum-exp shift: the largest weight is 1, the denominator at least 1),
+   and ``c`` is kept (``cs``; ``inf`` for the others).
 3. :func:`grad_stats`: with ``e = dL/dy * w * s`` and ``f = e * y * s``, the gradients ``gv`` of the convolution's
    outputs, ``e`` itself, its and ``f``'s per-(token, head) sums, and the shard's sums for the affine parameters and
-   the gates.
+   the gates. A deep (token, head)'s ``gv`` goes to ``gvd`` instead (0 in ``gv``).
 4. :func:`grad_input`: per token ``gz = dL/du`` (the convolution of ``gv`` with the kernels reversed), ``dL/dx`` from
    ``e``, ``gz`` and the LN statistics' gradients, and the lag sums ``R_h(d) = sum_i sum_c u[i, c] gv[i + d, c]``
-   over head ``h``'s channels, from which ``dL/da_p = sum_d d^p K_h(d) R_h(d)``.
+   over head ``h``'s channels, from which ``dL/da_p = sum_d d^p K_h(d) R_h(d)``. Deep targets in a row's window add
+   ``exp(logit - c) gvd`` to ``gz`` and the same weight times their lag product to ``Rw_h(d)`` (so
+   ``dL/da_p = sum_d d^p (K_h(d) R_h(d) + Rw_h(d))``); rows with none skip this.
 
 Rows of the convolution are packed (:func:`pack`): each sample's span from its first to its last real token, one
 after another with ``w`` zero rows between them, so that no window reaches into the next sample. Padding contributes
@@ -169,11 +175,45 @@ def _prepare_rows(x, m, pidx, gaps, cst, r, mean_ln, var_ln, u, lo, hi, shard, s
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v, lo, hi, shard,
-                 shards):
+def _deep_row(u, lg, p, h, d, vr):
+    """``v`` of the packed target row ``p`` for head ``h`` with weights ``exp(lg - c)``; returns ``c`` (float64).
+
+    ``c`` is the largest logit ``lg[h, w + j - i]`` among the real sources ``i`` (mask channel > 0) of the window.
+    """
+    P, K = u.shape
+    H = lg.shape[0]
+    C = H * d
+    nt = lg.shape[1]
+    w = nt // 2
+    c = -np.inf
+    for t in range(nt):  # source p + t - w, offset w - t
+        i = p + t - w
+        if 0 <= i < P and u[i, 2 * C + h] > 0:
+            c = max(c, lg[h, nt - 1 - t])
+    v1, v2 = vr[h * d : h * d + d], vr[C + h * d : C + h * d + d]
+    for k in range(d):
+        v1[k] = 0
+        v2[k] = 0
+    den = 0.0
+    for t in range(nt):
+        i = p + t - w
+        if 0 <= i < P and u[i, 2 * C + h] > 0:
+            wt = np.exp(lg[h, nt - 1 - t] - c)
+            ur = u[i]
+            den += wt * ur[2 * C + h]
+            for k in range(d):
+                v1[k] += wt * ur[h * d + k]
+                v2[k] += wt * ur[C + h * d + k]
+    vr[2 * C + h] = den
+    return c
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _finish_rows(x, m, u, taps, lg, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v, cs, ndeep, lo,
+                 hi, shard, shards):
     N, H, d = x.shape
     C = H * d
-    eps, one = cst[0], cst[1]
+    eps, one, tau = cst[0], cst[1], cst[9]
     zero = eps - eps
     blank = np.zeros(u.shape[1], dtype=u.dtype)  # the statistics of a token outside the packed rows: 0
     for n in range(lo, hi):
@@ -185,6 +225,11 @@ def _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, p
         if p >= 0:
             vr = v[p]
             _conv_row(u, taps, p, vr)
+            if mn > zero:
+                for h in range(H):
+                    if not vr[2 * C + h] >= tau:  # deep for this head
+                        cs[p, h] = _deep_row(u, lg, p, h, d, vr)
+                        ndeep[shard] += 1
         else:
             vr = blank
         for h in range(H):
@@ -207,8 +252,8 @@ def _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, p
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, gv, e_out, E, F, part,
-                     lo, hi, shard, shards):
+def _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, cs, gv, gvd, e_out, E,
+                     F, part, lo, hi, shard, shards):
     N, H, d = x.shape
     C = H * d
     eps, one, half, two = cst[0], cst[1], cst[6], cst[7]
@@ -236,7 +281,14 @@ def _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, 
             xh, sh, gh, eh = x[n, h], S[n, h], g[n, h], e_out[n, h]
             v1, v2 = vr[h * d : h * d + d], vr[C + h * d : C + h * d + d]
             wh, aw, ab = w[h * d : h * d + d], acc_w[h * d : h * d + d], acc_b[h * d : h * d + d]
-            g1, g2 = gvr[h * d : h * d + d], gvr[C + h * d : C + h * d + d]
+            dst = gvr
+            if p >= 0 and cs[p, h] < np.inf:  # deep: into gvd, 0 in gv
+                dst = gvd[p]
+                for c in range(d):
+                    gvr[h * d + c] = 0
+                    gvr[C + h * d + c] = 0
+                gvr[2 * C + h] = 0
+            g1, g2 = dst[h * d : h * d + d], dst[C + h * d : C + h * d + d]
             e_sum = zero
             f_sum = zero
             gden = zero
@@ -263,7 +315,7 @@ def _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, 
                 gden += gv1 * a + gv2 * m2
                 glm += e * (a - mu_ln)
                 glv += f * (var_in - vl)
-            gvr[2 * C + h] = -gden
+            dst[2 * C + h] = -gden
             E[n, h] = e_sum
             F[n, h] = f_sum
             if not prefix:
@@ -292,8 +344,34 @@ def _flush_lag(lag, Rs, H, d):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _deep_targets(gvd, cs, lg, ur, p, gz, Rw, d):
+    """Deep targets of the source row ``p`` (``u[p] = ur``): ``exp(lg - c) gvd`` into ``gz``, lag sums into ``Rw``."""
+    P = gvd.shape[0]
+    H, nt = lg.shape
+    C = H * d
+    w = nt // 2
+    for t in range(nt):  # target p + t - w, offset t - w
+        j = p + t - w
+        if j < 0 or j >= P:
+            continue
+        for h in range(H):
+            c = cs[j, h]
+            if c < np.inf:
+                wt = np.exp(lg[h, t] - c)
+                gd = gvd[j]
+                s = ur[2 * C + h] * gd[2 * C + h]
+                for k in range(d):
+                    a1, a2 = gd[h * d + k], gd[C + h * d + k]
+                    gz[h * d + k] += wt * a1
+                    gz[C + h * d + k] += wt * a2
+                    s += ur[h * d + k] * a1 + ur[C + h * d + k] * a2
+                Rw[h, t] += wt * s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _grad_input_rows(  # noqa: C901 - one fused sweep: a numba kernel split in two costs a pass over the rows
-    e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gx, R, lo, hi, shard, shards
+    e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gvd, cs, lg, deep, gx, R, Rw, lo, hi,
+    shard, shards
 ):
     N, H, d = x.shape
     C = H * d
@@ -334,6 +412,8 @@ def _grad_input_rows(  # noqa: C901 - one fused sweep: a numba kernel split in t
             if rows_in_lag == 64:  # into the float64 totals
                 _flush_lag(lag, Rs, H, d)
                 rows_in_lag = 0
+            if deep and mn > zero:  # (a padding source's weight for a deep target could overflow: it has none)
+                _deep_targets(gvd, cs, lg, ur, p, gz, Rw[shard], d)
         for h in range(H):
             rh = r[n, h]
             xh, eh, oh = x[n, h], e[n, h], gx[n, h]
@@ -364,45 +444,52 @@ def prepare(x, m, pidx, gaps, cst, r, mean_ln, var_ln, u, n, shards):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def finish(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v, n, shards):
+def finish(x, m, u, taps, lg, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v, cs, ndeep, n,
+           shards):
     """The forward's second sweep (module docstring, 2.): the output ``out [N, H, d]`` and what the backward keeps.
 
     Writes ``out [N, H, d]``, the factor ``S = 1 / sqrt(var + eps) [N, H, d]``, ``inv [N, H]`` (``1 / v_3`` for real
     tokens, else 0) and the packed convolution ``v [P, 2C + H]`` of ``u`` with ``taps [2w + 1, 2C + H]``
     (``A = v_1 inv``, ``M2 = v_2 inv``). ``gates = [lam_m, 1 - lam_m, lam_v, 1 - lam_v] [4, H]`` (``lam_m = 1`` for
     the LN mean); the first ``pre`` rows of every ``T`` (prefix tokens, ``m = 0``) use the LN statistics alone, as if
-    both gates were 1.
+    both gates were 1. A real token whose ``v_3`` for a head is below ``cst[9] = e^-R`` is recomputed with its own
+    shift (module docstring, 2.; ``lg [H, 2w + 1]`` the float64 logits at offsets ``-w .. w``), the shift written to
+    ``cs [P, H]`` (float64, ``inf`` elsewhere), and counted in ``ndeep[shard]``.
     """
     for s in numba.prange(shards):
-        _finish_rows(x, m, u, taps, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v,
+        _finish_rows(x, m, u, taps, lg, pidx, r, mean_ln, var_ln, gates, w, b, cst, T, pre, out, S, inv, v, cs, ndeep,
                      n * s // shards, n * (s + 1) // shards, s, shards)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def grad_stats(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, gv, e_out, E, F, part, n,
-               shards):
+def grad_stats(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, cs, gv, gvd, e_out, E, F, part,
+               n, shards):
     """The backward's first sweep (module docstring, 3.) with ``v``, ``S``, ``inv`` from :func:`finish`.
 
     Writes the packed rows of ``gv [P, 2C + H]`` (those between samples zeroed), ``e_out [N, H, d]``, ``E``,
     ``F [N, H]``, and into ``part[shard] = [dL/dw (C), dL/db (C), dL/dlam_m (H), dL/dlam_v (H)]`` (float64) the
-    shards' sums (prefix rows, as in :func:`finish`, add nothing to the gates' sums).
+    shards' sums (prefix rows, as in :func:`finish`, add nothing to the gates' sums). The deep (token, head) pairs of
+    ``cs`` write their ``gv`` into the same rows of ``gvd [P, 2C + H]`` instead, with 0 in ``gv``.
     """
     for s in numba.prange(shards):
-        _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, gv, e_out, E, F,
-                         part, n * s // shards, n * (s + 1) // shards, s, shards)
+        _grad_stats_rows(g, x, v, pidx, gaps, r, mean_ln, var_ln, S, inv, gates, w, cst, T, pre, cs, gv, gvd, e_out,
+                         E, F, part, n * s // shards, n * (s + 1) // shards, s, shards)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def grad_input(e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gx, R, n, shards):
+def grad_input(e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gvd, cs, lg, deep, gx, R,
+               Rw, n, shards):
     """The backward's second sweep (module docstring, 4.): ``dL/dx [N, H, d]`` and the lag sums.
 
     ``dL/dx`` comes from ``e``, ``E``, ``F`` and ``dL/du = sum_t taps[t] gv[p + t - w]`` (``taps`` the kernels in
     natural order); into ``R[shard, h, t]`` (float64) go the shard's lag sums ``sum_i sum_c u[i, c] gv[i + t - w, c]``
-    over head ``h``'s channels. ``cst[8] = 2 / (C - 1)``; prefix rows as in :func:`finish`.
+    over head ``h``'s channels. ``cst[8] = 2 / (C - 1)``; prefix rows as in :func:`finish`. With ``deep`` (some
+    token is deep), the deep targets' weights ``exp(lg - cs)`` times ``gvd`` go into ``dL/du`` and their lag sums
+    into ``Rw[shard, h, t]`` (float64, already weighted).
     """
     for s in numba.prange(shards):
-        _grad_input_rows(e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gx, R,
-                         n * s // shards, n * (s + 1) // shards, s, shards)
+        _grad_input_rows(e, gv, u, taps, pidx, x, r, m, mean_ln, E, F, gates, cst, only_var, T, pre, gvd, cs, lg, deep,
+                         gx, R, Rw, n * s // shards, n * (s + 1) // shards, s, shards)
 
 
 _ROWS = {prepare: _prepare_rows, finish: _finish_rows, grad_stats: _grad_stats_rows, grad_input: _grad_input_rows}

@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.norms.base import NormInfo, register_norm
 from dtn_bench.norms.simple import _mask_weights
 
 
@@ -184,3 +185,15 @@ class PowerNorm(nn.Module):
         step = int(self.iters)  # a host sync on accelerators, as in the authors' code (.item())
         return PowerFunction.apply(xs, self.weight, self.bias, self.running_phi, self.ema_gz, m, step,
                                    self.warmup_iters, self.eps, self.alpha_fwd, self.alpha_bkw)
+
+
+@register_norm("powernorm", NormInfo(
+    label="PN", formula="w * x' / sqrt(psi^2 + eps) + b, x' = x / sqrt(E_{c in head} x^2 + eps) per token; psi^2 = "
+    "E_{b,t} x'^2 of the batch in warm-up, then its running mean; approximate backward", macs_per_element=4,
+    macs_passes="group scaling (sum of squares, scale), scale by 1 / sqrt(psi^2 + eps), affine (inference)",
+    mask="real-tokens", paper="Shen et al., ICML 2020 (PowerNorm)", zoo_suffix="powernorm",
+    published=("norm_comparison_top1",)), cls=PowerNorm)
+def _powernorm(dim, *, num_heads=1, eps=1e-5, alpha_fwd=0.9, alpha_bkw=0.9, warmup_iters=10000, num_groups=None,
+               group_eps=1e-5, device=None, dtype=None):
+    return PowerNorm(dim, num_heads if num_groups is None else num_groups, eps=eps, alpha_fwd=alpha_fwd,
+                     alpha_bkw=alpha_bkw, warmup_iters=warmup_iters, group_eps=group_eps, device=device, dtype=dtype)

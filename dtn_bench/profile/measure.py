@@ -103,6 +103,7 @@ class ProfileConfig(PresetConfig):
 
     models: tuple[str, ...] = ("vit_*",)
     norms: tuple[str, ...] = ("layernorm", "dtn")
+    placement: str = "pre"
     device: str = "cuda"
     batch_sizes: tuple[int, ...] = (1, 64, 256)
     amp: str = "bf16"
@@ -136,6 +137,8 @@ class ProfileConfig(PresetConfig):
         for n in self.norms:
             pm.check_norm(n)
         names = pm.select(self.models)
+        for name in names:
+            pm.check_placement(name, self.placement)
         self._check_device_settings(kind, names)
         self._check_dtn_kernel(kind)
         if self.compile and self.compile_mode == "reduce-overhead" and kind != "cuda":
@@ -319,7 +322,7 @@ def measure_job(cfg: ProfileConfig, job: Job, batch: int, isolation: str) -> lis
     tuned = _configure_torch(cfg, cuda)
     torch.manual_seed(cfg.seed)
     entry = pm.get(job.model)
-    model = entry.build(job.norm).to(device)
+    model = entry.build(job.norm, cfg.placement).to(device)
     counts = static_counts(model, entry, device)  # with a new model's eager DTN: the flop counter misses Triton
     use_kernel(model, cfg.dtn_kernel)  # for the rest of the job (the model is the job's own)
 
@@ -366,6 +369,7 @@ def _common_fields(cfg: ProfileConfig, entry, cuda: bool, warm: int, dev_name: s
     """The protocol fields recorded in every row of a job (model description, settings, versions)."""
     return dict(
         model_label=entry.label, family=entry.family, heads=entry.heads, dim=entry.dim, input=entry.input_desc,
+        placement=cfg.placement,
         mode="train" if cfg.train else "inference", warmup=warm, iters=cfg.iters, latency_iters=cfg.latency_iters,
         dtype="float32", autocast=cfg.amp, channels_last=cfg.channels_last,
         compile_mode=cfg.compile_mode if cfg.compile else "none", dtn_kernel=cfg.dtn_kernel,

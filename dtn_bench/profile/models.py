@@ -1,7 +1,9 @@
 """The models `dtn-bench profile` measures, each buildable with any registered normaliser (no weights downloaded).
 
-Every entry is an architecture; the normaliser is chosen when it is built (``build("vit_s", "dtn")``), so a
-``(model, norm)`` pair is one profiled configuration and the rows key on it like the published tables do.
+Every entry is an architecture; the normaliser and its placement are chosen when it is built
+(``get("vit_s").build("dtn", "pre")``), so a ``(model, norm)`` pair is one profiled configuration at the run's
+placement, and the rows key on it like the published tables do. ``pre`` / ``post`` / ``peri``
+(:mod:`dtn_bench.placement`) apply to the ViT zoo, DeiT-S and the LRA encoders; PVT-v2 and Swin-T take ``pre`` only.
 
 * ViT zoo (``vit_t``, ``vit_t_star``, ``vit_s``, ``vit_s_star``, ``vit_b``, ``vit_b_star``): the DTN paper's models
   (:mod:`dtn_bench.models.vit`), the normaliser in blocks 0-9, LayerNorm in blocks 10-11 and the final norm.
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.placement import PLACEMENTS
 from dtn_bench.registry import Registry, matches, unknown_name_message
 
 PROFILE_MODELS = Registry("profile model")
@@ -55,7 +58,8 @@ class ProfiledModel:
         dim: channels (per stage likewise).
         input: ``image`` (``3 x 224 x 224``) or ``tokens`` (``LRA_LENGTH`` ids).
         where: where the profiled normaliser goes.
-        build: ``build(norm) -> nn.Module`` on the CPU in fp32, randomly initialised.
+        build: ``build(norm, placement="pre") -> nn.Module`` on the CPU in fp32, randomly initialised.
+        placements: the placements its blocks take.
     """
 
     name: str
@@ -65,7 +69,8 @@ class ProfiledModel:
     dim: str
     input: str
     where: str
-    build: Callable[[str], nn.Module]
+    build: Callable[..., nn.Module]
+    placements: tuple[str, ...] = PLACEMENTS
 
     @property
     def input_desc(self) -> str:
@@ -82,9 +87,10 @@ class ProfiledModel:
         return x.to(device)
 
 
-def _register(name: str, label: str, family: str, heads: str, dim: str, input: str, where: str):
-    def deco(build: Callable[[str], nn.Module]):
-        entry = ProfiledModel(name, label, family, heads, dim, input, where, build)
+def _register(name: str, label: str, family: str, heads: str, dim: str, input: str, where: str,
+              placements: tuple[str, ...] = PLACEMENTS):
+    def deco(build: Callable[..., nn.Module]):
+        entry = ProfiledModel(name, label, family, heads, dim, input, where, build, placements)
         PROFILE_MODELS.register(name, f"{label}: {where}", entry=entry)(build)
         return build
 
@@ -170,14 +176,25 @@ def check_norm(norm: str) -> None:
     NORMS.get(norm)
 
 
+def check_placement(name: str, placement: str) -> None:
+    """One-line error when the profiled model ``name`` cannot take ``placement``."""
+    from dtn_bench.placement import check_placement as check
+
+    check(placement, "profile: --placement")
+    entry = get(name)
+    if placement not in entry.placements:
+        raise DTNBenchError(f"profile: --placement {placement}: {name} takes {', '.join(entry.placements)} only (its "
+                            "blocks are not timm's pre-norm ViT block)")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # ViT zoo and DeiT-S
 def _zoo_builder(arch: str) -> Callable[[str], nn.Module]:
-    def build(norm: str) -> nn.Module:
+    def build(norm: str, placement: str = "pre") -> nn.Module:
         from dtn_bench.models import create
 
         check_norm(norm)
-        return create(f"{arch}_ln", norm=None if norm == "layernorm" else norm)
+        return create(f"{arch}_ln", norm=None if norm == "layernorm" else norm, placement=placement)
 
     return build
 
@@ -195,14 +212,16 @@ _register_zoo()
 
 @_register("deit_s", "DeiT-S", "deit", "6", "384", "image",
            "both norms of all 12 blocks via convert_norms (class token: LN statistics only)")
-def _deit_s(norm: str) -> nn.Module:
+def _deit_s(norm: str, placement: str = "pre") -> nn.Module:
     import timm
 
     from dtn_bench.models import convert_norms
 
     check_norm(norm)
     model = timm.create_model("deit_small_patch16_224", pretrained=False)
-    return model if norm == "layernorm" else convert_norms(model, norm)
+    if norm == "layernorm" and placement == "pre":
+        return model
+    return convert_norms(model, norm, placement=placement)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -250,14 +269,18 @@ def pvt_v2_with(variant: str, norm: str, *, groups=PVT_DTN_GROUPS, pool_to: int 
 
 
 @_register("pvt_v2_b0", "PVT-v2-b0", "pvt_v2", "1/2/5/8 (DTN groups 4/4/5/-)", "32/64/160/256", "image",
-           "both norms of every block of stages 1-3 (DTN: dtn_pool to 14x14, groups 4/4/5); stage 4 LayerNorm")
-def _pvt_b0(norm: str) -> nn.Module:
+           "both norms of every block of stages 1-3 (DTN: dtn_pool to 14x14, groups 4/4/5); stage 4 LayerNorm",
+           placements=("pre",))
+def _pvt_b0(norm: str, placement: str = "pre") -> nn.Module:
+    check_placement("pvt_v2_b0", placement)
     return pvt_v2_with("b0", norm)
 
 
 @_register("pvt_v2_b2", "PVT-v2-b2", "pvt_v2", "1/2/5/8 (DTN groups 4/4/5/-)", "64/128/320/512", "image",
-           "both norms of every block of stages 1-3 (DTN: dtn_pool to 14x14, groups 4/4/5); stage 4 LayerNorm")
-def _pvt_b2(norm: str) -> nn.Module:
+           "both norms of every block of stages 1-3 (DTN: dtn_pool to 14x14, groups 4/4/5); stage 4 LayerNorm",
+           placements=("pre",))
+def _pvt_b2(norm: str, placement: str = "pre") -> nn.Module:
+    check_placement("pvt_v2_b2", placement)
     return pvt_v2_with("b2", norm)
 
 
@@ -340,20 +363,21 @@ def swin_with(norm: str, *, name: str = "swin_tiny_patch4_window7_224") -> nn.Mo
 
 
 @_register("swin_t", "Swin-T", "swin", "3/6/12/24", "96/192/384/768", "image",
-           "both norms of every block, per regular 7x7 window (groups = attention heads)")
-def _swin_t(norm: str) -> nn.Module:
+           "both norms of every block, per regular 7x7 window (groups = attention heads)", placements=("pre",))
+def _swin_t(norm: str, placement: str = "pre") -> nn.Module:
+    check_placement("swin_t", placement)
     return swin_with(norm)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # LRA encoders
 def _lra_builder(attention: str) -> Callable[[str], nn.Module]:
-    def build(norm: str) -> nn.Module:
+    def build(norm: str, placement: str = "pre") -> nn.Module:
         from dtn_bench.sequence import LRAEncoder
 
         check_norm(norm)
         return LRAEncoder(LRA_VOCAB, LRA_CLASSES, dim=512, heads=8, depth=4, mlp_dim=1024, max_len=LRA_LENGTH,
-                          attention=attention, norm=norm)
+                          attention=attention, norm=norm, placement=placement)
 
     return build
 

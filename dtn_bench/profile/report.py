@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dtn_bench.results.tables import add_published, pivot, render
+from dtn_bench.results.tables import add_published, pivot, placement_label, render
 
 THROUGHPUT_METRICS = ("throughput_img_s", "throughput_seq_s")
 BASELINE = "layernorm"
@@ -71,8 +71,9 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
     }, index=wide.index)
     labels = []
     for model, norm in _keys(static):
-        labels.append((_first(static, model, norm, "model_label"), norm, _first(static, model, norm, "heads"),
-                       _first(static, model, norm, "dim")))
+        placed = placement_label(_first(static, model, norm, "placement"))
+        label = f"{_first(static, model, norm, 'model_label')}{placed}"
+        labels.append((label, norm, _first(static, model, norm, "heads"), _first(static, model, norm, "dim")))
     out.index = pd.MultiIndex.from_tuples(labels, names=["Model", "Norm", "H", "C"])
     return out
 
@@ -203,9 +204,9 @@ OVERHEAD_NOTE = ("dtn / LN: the ratio of the two throughputs; over repetitions: 
                  "no repetitions recorded: the run timed its throughput iterations as one block (one number per "
                  "configuration), so the ratio has no spread.")
 
-PROTOCOL_COLUMNS = ("device_name", "mode", "warmup", "iters", "latency_iters", "dtype", "autocast", "channels_last",
-                    "compile_mode", "dtn_kernel", "cudnn_benchmark", "tf32", "isolation", "threads", "malloc_tuned",
-                    "torch_version", "timm_version", "cuda_version", "cudnn_version")
+PROTOCOL_COLUMNS = ("device_name", "placement", "mode", "warmup", "iters", "latency_iters", "dtype", "autocast",
+                    "channels_last", "compile_mode", "dtn_kernel", "cudnn_benchmark", "tf32", "isolation", "threads",
+                    "malloc_tuned", "torch_version", "timm_version", "cuda_version", "cudnn_version")
 
 
 def protocol_table(df: pd.DataFrame) -> pd.DataFrame:

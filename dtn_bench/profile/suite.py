@@ -9,7 +9,7 @@ from dtn_bench.runner import ConsoleTable, Report, RunResult, Suite, run_suite
 from dtn_bench.suites import register
 
 PROFILE_SETTINGS = ("mode", "autocast", "dtype", "channels_last", "compile_mode", "dtn_kernel", "device_name",
-                    "threads")
+                    "threads", "placement")
 """Profile row columns that must agree across combined runs (the tables average over runs)."""
 RESUME_KEY = ("model", "norm", "phase", "batch_size")
 """What marks a finished configuration in the rows."""

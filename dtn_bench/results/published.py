@@ -5,16 +5,20 @@ source publishes none), the source it was taken from, and a note. Keys are ``(mo
 package's names: models ``vit_t``, ``vit_t_star``, ``vit_s``, ``vit_s_star``, ``vit_b_star`` (the ``*`` variants
 of the DTN paper), ``transformer``, ``bigbird``, ``reformer``, and timm names where a source used a stock timm
 model; norms ``layernorm``, ``batchnorm``, ``instancenorm``, ``groupnorm``, ``scalenorm``, ``powernorm``, ``dtn``,
-``dyt``, and ``sn`` for the normaliser comparison's "SN" column, which the source does not expand (so no normaliser of
-this package is known to be it).
+``dyt``, ``derf``, and ``sn`` for the normaliser comparison's "SN" column, which the source does not expand (so no
+normaliser of this package is known to be it).
 
 The ImageNet accuracies, FLOPs, parameters and the normaliser comparison come from the results tables of the
 authors' official README (github wqshao126/DTN); ListOps LayerNorm baselines from the LRA paper. Dynamic Tanh
 (``dyt``): the DyT authors' README (github jiachenzhu/DyT) gives ImageNet-1k top-1 for ViT-B and ViT-L only (and
 ConvNeXt), each with every LayerNorm of a stock timm ViT replaced, final norm included, so they are keyed by the timm
 model (:data:`DYT_IMAGENET_TOP1`), not by this package's DTN-layout zoo; the comparison's ViT-S / ViT-S* with DyT are
-"not published". PowerNorm's own paper evaluates NLP tasks (translation, language modelling) only; its ViT numbers
-are the DTN comparison's PN column.
+"not published". Dynamic erf (``derf``): the Derf authors' README (github zlab-princeton/Derf) gives ImageNet-1k top-1
+of ViT-B and ViT-L with LayerNorm, DyT and Derf (:data:`DERF_IMAGENET_TOP1`), again with every LayerNorm of a stock
+timm ViT replaced (their ``convert_ln_to_derf``), so keyed by the timm model. PowerNorm's own paper evaluates NLP
+tasks (translation, language modelling) only; its ViT numbers are the DTN comparison's PN column.
+
+Each normaliser names the tables that hold its numbers in its facts (:attr:`dtn_bench.norms.NormInfo.published`).
 
 Units follow the sources: accuracies in percent, compute in GMACs (the DTN paper's "FLOPs" column counts
 multiply-accumulates), parameters in millions. :func:`published` looks a key up in a table by name and answers
@@ -48,6 +52,8 @@ DTN_README = "Shao et al., ICLR 2022, official README"
 DTN_PAPER = "Shao et al., ICLR 2022 (Dynamic Token Normalization)"
 LRA_PAPER = "Tay et al., ICLR 2021 (Long Range Arena), Table 1"
 DYT_README = "Zhu et al., CVPR 2025 (Transformers without Normalization), official README (github jiachenzhu/DyT)"
+DERF_README = ("Chen et al., CVPR 2026 (Stronger Normalization-Free Transformers, arXiv 2512.10938), official README "
+               "(github zlab-princeton/Derf)")
 NOT_PUBLISHED = "not published"
 
 
@@ -128,9 +134,10 @@ NORM_COMPARISON_TOP1: dict[tuple[str, str], Published] = {**_table(
         ("vit_s_star", "dtn"): 81.7,
     },
     note="ImageNet-1k top-1 accuracy (%); 'sn' is the table's SN column, a normaliser the source does not expand",
-), **_table(DYT_README, {("vit_s", "dyt"): None, ("vit_s_star", "dyt"): None})}
-"""ImageNet-1k top-1 accuracy (%) of ViT-S and ViT-S* with each normaliser, keyed by ``(model, norm)``; DyT has no
-published ViT-S / ViT-S* number ("not published", source: the DyT README)."""
+), **_table(DYT_README, {("vit_s", "dyt"): None, ("vit_s_star", "dyt"): None}),
+   **_table(DERF_README, {("vit_s", "derf"): None, ("vit_s_star", "derf"): None})}
+"""ImageNet-1k top-1 accuracy (%) of ViT-S and ViT-S* with each normaliser, keyed by ``(model, norm)``; DyT and Derf
+have no published ViT-S / ViT-S* number ("not published", source: the DyT and Derf READMEs)."""
 
 DYT_IMAGENET_TOP1: dict[tuple[str, str], Published] = _table(
     DYT_README,
@@ -144,6 +151,22 @@ DYT_IMAGENET_TOP1: dict[tuple[str, str], Published] = _table(
     "LayerNorm (final norm included) replaced by DyT, not the DTN-paper layout of the vit_b_* zoo models",
 )
 """ImageNet-1k top-1 accuracy (%) of the DyT paper's ViTs with LayerNorm and with DyT, keyed by
+``(timm model, norm)``."""
+
+DERF_IMAGENET_TOP1: dict[tuple[str, str], Published] = _table(
+    DERF_README,
+    {
+        ("vit_base_patch16_224", "layernorm"): 82.3,
+        ("vit_base_patch16_224", "dyt"): 82.5,
+        ("vit_base_patch16_224", "derf"): 82.8,
+        ("vit_large_patch16_224", "layernorm"): 83.1,
+        ("vit_large_patch16_224", "dyt"): 83.6,
+        ("vit_large_patch16_224", "derf"): 83.8,
+    },
+    note="ImageNet-1k top-1 accuracy (%), 224x224, supervised, effective batch 4096, EMA weights; stock timm ViT with "
+    "every LayerNorm (final norm included) replaced, not the DTN-paper layout of the vit_b_* zoo models",
+)
+"""ImageNet-1k top-1 accuracy (%) of the Derf paper's ViTs with LayerNorm, DyT and Derf, keyed by
 ``(timm model, norm)``."""
 
 LRA_LISTOPS: dict[tuple[str, str], Published] = {
@@ -176,6 +199,7 @@ TABLES: dict[str, tuple[dict[tuple[str, str], Published], str]] = {
     "paper_params_m": (PAPER_PARAMS_M, DTN_README),
     "norm_comparison_top1": (NORM_COMPARISON_TOP1, f"{DTN_README}, comparison of normalizers"),
     "dyt_imagenet_top1": (DYT_IMAGENET_TOP1, DYT_README),
+    "derf_imagenet_top1": (DERF_IMAGENET_TOP1, DERF_README),
     "lra_listops": (LRA_LISTOPS, LRA_PAPER),
     "imagenet_c_mce": (IMAGENET_C_MCE, DTN_PAPER),
 }
@@ -194,10 +218,12 @@ NORM_ALIASES: dict[str, str] = {
     "pn": "powernorm",
     "power_norm": "powernorm",
     "dynamic_tanh": "dyt",
+    "dynamic_erf": "derf",
 }
 """Short or spelled-out norm names accepted by :func:`published`, mapped to the package's names."""
 
-_NORMS = {"layernorm", "batchnorm", "instancenorm", "groupnorm", "scalenorm", "powernorm", "dtn", "sn", "dyt"}
+_NORMS = {"layernorm", "batchnorm", "instancenorm", "groupnorm", "scalenorm", "powernorm", "dtn", "sn", "dyt", "derf",
+          "identity"}
 
 
 def _canonical_norm(norm: str) -> str:

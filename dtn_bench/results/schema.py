@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dtn_bench.errors import DTNBenchError
@@ -69,6 +70,12 @@ UNITS: dict[str, str] = {
     "loss": "nat",
 }
 """Known metric name -> unit string."""
+
+NON_NEGATIVE_UNITS: frozenset[str] = frozenset(
+    {"fraction", "%", "ms", "s", "img/s", "tok/s", "MiB", "GMAC", "M", "x", "images", "count"})
+"""Units of quantities that cannot be negative (times, rates, sizes, counts, ratios, errors, accuracies)."""
+UNBOUNDED_UNITS: frozenset[str] = frozenset({"nat"})
+"""Units whose value may be infinite: a loss (``nat``) of a training run that diverged is a measurement."""
 
 
 def make_row(
@@ -168,3 +175,62 @@ def validate_rows(df: pd.DataFrame, source: str | None = None) -> None:
         raise DTNBenchError(
             f"results{where}: value {values.iloc[position]!r} of metric {metric!r} (row {position}) is not a number"
         )
+
+
+def _value_problem(unit: str, value: float) -> str | None:
+    if unit in UNBOUNDED_UNITS or value != value:  # NaN: the row records that there is no value
+        return None
+    if np.isinf(value):
+        return "must be finite"
+    if unit == "fraction" and not 0.0 <= value <= 1.0:
+        return "a fraction must be in [0, 1]"
+    if unit in NON_NEGATIVE_UNITS and value < 0:
+        return f"a value in {unit} must be >= 0"
+    return None
+
+
+def check_values(df: pd.DataFrame, source: str | None = None) -> None:
+    """Checks that rows read back hold what a suite can have measured (after :func:`validate_rows`).
+
+    Every identity column but ``value`` is filled; values are finite (NaN, "no value", is allowed; a loss may be
+    infinite, :data:`UNBOUNDED_UNITS`), fractions (errors, accuracies) lie in ``[0, 1]`` and the units of
+    :data:`NON_NEGATIVE_UNITS` are not negative.
+
+    Raises:
+        DTNBenchError: naming the source, the row (0-based, as :func:`validate_rows`), the metric and the value.
+    """
+    where = f" in {source}" if source else ""
+    for column in IDENTITY_COLUMNS:
+        missing = df[column].isna().to_numpy() if column != "value" else np.zeros(len(df), bool)
+        if missing.any():
+            raise DTNBenchError(f"results{where}: row {int(missing.nonzero()[0][0])} has no {column}")
+    values = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float)
+    suspect = ~np.isfinite(values) | (values < 0) | (values > 1)  # a cheap superset of the rows to look at
+    for position in suspect.nonzero()[0]:
+        unit, value = str(df["unit"].iloc[position]), float(values[position])
+        problem = _value_problem(unit, value)
+        if problem is not None:
+            raise DTNBenchError(f"results{where}: {df['metric'].iloc[position]} = {value!r} (row {int(position)}): "
+                                f"{problem}")
+
+
+def check_unique_keys(df: pd.DataFrame, source: str | None = None) -> None:
+    """Checks that no two rows of one run measure the same thing.
+
+    Two rows measure the same thing when every column but ``value`` and the provenance columns is equal.
+
+    Raises:
+        DTNBenchError: naming the source, the two rows (0-based) and the key they share.
+    """
+    key = [c for c in df.columns if c != "value" and c not in PROVENANCE_COLUMNS]
+    if df.empty or not key:
+        return
+    duplicated = df.duplicated(subset=key, keep=False).to_numpy()
+    if not duplicated.any():
+        return
+    first, *others = duplicated.nonzero()[0]
+    twin = next(int(i) for i in others if df.iloc[i][key].equals(df.iloc[first][key]))
+    shown = ", ".join(f"{c}={df[c].iloc[first]}" for c in key if c not in ("suite", "unit")
+                      and not pd.isna(df[c].iloc[first]))
+    where = f" in {source}" if source else ""
+    raise DTNBenchError(f"results{where}: rows {int(first)} and {twin} measure the same thing twice ({shown})")

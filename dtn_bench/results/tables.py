@@ -355,6 +355,14 @@ def render(
     raise DTNBenchError(f"unknown table format {fmt!r}: choose md, tex or csv")
 
 
+def placement_label(placement) -> str:
+    """What a table appends to a model's name for its placement: ``""`` for ``pre`` or none recorded, else ``[post]``.
+
+    (:mod:`dtn_bench.placement`; runs of different placements never combine, so the label marks the whole table.)
+    """
+    return f" [{placement}]" if isinstance(placement, str) and placement not in ("", "pre") else ""
+
+
 def check_same_settings(df, command: str, columns, within=()) -> None:
     """Raises a one-line :class:`DTNBenchError` when rows of one group differ in a setting.
 

@@ -20,7 +20,6 @@ import numbers
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,11 +43,39 @@ DEFAULT_IGNORED_CONFIG_KEYS: tuple[str, ...] = ("resume", "run_id", "debug")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
+TMP_SUFFIX = ".tmp"
+"""Temporary files of :func:`atomic_write_bytes` are ``.<name>.<8 hex>.tmp`` beside their target (hidden)."""
+
+
+def _open_temporary(path: Path) -> tuple[int, str]:
+    """A new hidden temporary file beside ``path``, opened for writing with mode ``0o666`` less the umask.
+
+    ``tempfile.mkstemp`` would make it 0600 whatever the umask, and the rename keeps that mode; ``os.open`` with 0o666
+    lets the kernel apply the umask, as a plain ``open`` does.
+    """
+    for _ in range(100):
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name beside {path}")
+
+
+_TMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # also tempfile.mkstemp's names, which earlier versions used
+
+
+def is_temporary(path: str | Path) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_write_bytes` (left by a killed writer)."""
+    return _TMP_NAME.match(Path(path).name) is not None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to ``path`` so that ``path`` never holds a partial file.
 
     The data go to a temporary file in the same folder, are flushed to disk, and the temporary file is renamed over
-    ``path``. On any failure the temporary file is removed and ``path`` keeps its previous content.
+    ``path``. On any failure the temporary file is removed and ``path`` keeps its previous content. The file gets
+    the mode a plain ``open`` would give it (``0o666`` less the umask; 0644 under the usual umask 022).
 
     Args:
         path: destination file; its parent folders are created.
@@ -59,7 +86,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = _open_temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -72,6 +99,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         except FileNotFoundError:
             pass
         raise
+    return path
+
+
+def check_output_folder(path: str | Path, what: str = "--out") -> Path:
+    """A one-line error, before anything is written, when ``path`` cannot be (or become) a folder written into.
+
+    The first existing folder on the way to ``path`` (``path`` itself, or the parent it would be created in) must be
+    a folder this process may write into; a file there, or a read-only folder, is named.
+
+    Args:
+        path: the output folder (need not exist yet).
+        what: how the message names it (``--out``, ``output``, ``run folder``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DTNBenchError: ``path`` or a parent of it is a file, or the folder to write into is not writable.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        if probe == path:
+            raise DTNBenchError(f"{what} {path} exists and is not a folder")
+        raise DTNBenchError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DTNBenchError(f"{what} {path}: {'it' if probe == path else probe} is not writable (permission denied)")
     return path
 
 
@@ -233,21 +289,42 @@ class RunWriter:
             self.env["device"] = device_name(device)
         self._rows = pd.DataFrame()
 
-        if self._dir.exists() and not self._dir.is_dir():
-            raise DTNBenchError(f"run folder {self._dir} exists and is not a folder")
+        check_output_folder(self._dir, "run folder")
         existing = _rows_file(self._dir) if self._dir.is_dir() else None
         if existing is not None and not resume:
             raise DTNBenchError(
                 f"run folder {self._dir} already holds results; resume it (--resume) or choose another run id"
             )
-        if existing is not None:
-            self._check_config(set(ignore_keys))
-            rows = _read_rows_file(existing)
-            validate_rows(rows, str(existing))
-            self._rows = order_columns(rows)
-        else:
-            atomic_write_text(self._dir / CONFIG_JSON, _config_json(self.config))
-        atomic_write_text(self._dir / ENV_JSON, _config_json(self.env))
+        self._created = _missing_folders(self._dir)
+        try:
+            if existing is not None:
+                self._check_config(set(ignore_keys))
+                from dtn_bench.results.io import read_rows_file
+
+                self._rows = order_columns(read_rows_file(existing))
+            else:
+                atomic_write_text(self._dir / CONFIG_JSON, _config_json(self.config))
+            atomic_write_text(self._dir / ENV_JSON, _config_json(self.env))
+        except OSError as exc:
+            raise DTNBenchError(f"cannot write run folder {self._dir}: {exc.strerror or type(exc).__name__}") from exc
+
+    def discard(self) -> bool:
+        """Removes the run folder when this writer created it and no row was written; whether it did.
+
+        For a run that fails before its first row: nothing half-written (a folder with only ``config.json`` and
+        ``env.json``) is left behind. The folders above it that this writer created go too.
+        """
+        if not self._rows.empty or not self._created:
+            return False
+        import shutil
+
+        shutil.rmtree(self._dir, ignore_errors=True)
+        for folder in self._created[1:]:  # the parents made for it, innermost first, while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        return True
 
     def _check_config(self, ignore: set[str]) -> None:
         config_path = self._dir / CONFIG_JSON
@@ -374,6 +451,15 @@ class RunWriter:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=target.suffix[1:], dpi=dpi, **kwargs)
         return atomic_write_bytes(target, buffer.getvalue())
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its parents that do not exist yet, innermost first (what creating ``folder`` would make)."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _plain_scalar(value: Any) -> Any:

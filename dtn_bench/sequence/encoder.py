@@ -1,4 +1,4 @@
-"""The Long-Range Arena ListOps classifier: a pre-norm encoder with a pluggable attention and normaliser."""
+"""The Long-Range Arena ListOps classifier: an encoder with a pluggable attention, normaliser and placement."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from torch import nn
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.norms import build_norm
+from dtn_bench.placement import DEFAULT as DEFAULT_PLACEMENT
+from dtn_bench.placement import check_placement, residual
 from dtn_bench.registry import Registry
 from dtn_bench.sequence.attention import BigBirdAttention, FullAttention, LSHAttention
 
@@ -85,10 +87,17 @@ GELUS = {"exact": "none", "tanh": "tanh"}
 INITS = ("torch", "lra")
 
 
-def norm_slot(norm: str, dim: int, heads: int, ln_eps: float | None) -> nn.Module:
-    """A norm slot: ``ln_eps`` (when given) is the epsilon of a LayerNorm; other normalisers keep their own."""
+def norm_slot(norm: str, dim: int, heads: int, ln_eps: float | None, slot: str | None = None,
+              norm_kwargs: dict | None = None) -> nn.Module:
+    """A norm slot of the encoder, called with the padding mask.
+
+    ``ln_eps`` (when given) is the epsilon of a LayerNorm; other normalisers keep their own. ``slot`` (``attn``,
+    ``ffn``, ``final``) and ``norm_kwargs`` (the normaliser's options) go to :func:`~dtn_bench.norms.build_norm`; a
+    normaliser that cannot take a padding mask is a one-line error.
+    """
     extra = {"eps": ln_eps} if norm == "layernorm" and ln_eps is not None else {}
-    return build_norm(norm, dim, num_heads=heads, grid_size=None, **extra)
+    extra.update(norm_kwargs or {})
+    return build_norm(norm, dim, num_heads=heads, grid_size=None, slot=slot, masked=True, **extra)
 
 
 def _check_choice(name: str, value: str, allowed) -> None:
@@ -97,9 +106,14 @@ def _check_choice(name: str, value: str, allowed) -> None:
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm block: ``x = x + Drop(Attn(Norm1(x, m), m))``, ``x = x + MLP(Norm2(x, m))``.
+    """Encoder block, its normalisers at ``placement`` (:func:`dtn_bench.placement.residual`), ``m`` the mask.
 
-    ``MLP = Linear(dim, mlp_dim) -> GELU -> Drop -> Linear(mlp_dim, dim) -> Drop``; both norms get the padding mask.
+    ``pre``: ``x = x + Drop(Attn(Norm1(x, m), m))``, ``x = x + MLP(Norm2(x, m))``; ``post``: ``x = Norm1(x +
+    Drop(Attn(x, m)), m)``, ``x = Norm2(x + MLP(x), m)``; ``peri``: ``x = x + Drop(Norm1_out(Attn(Norm1(x, m), m),
+    m))``, ``x = x + Drop(Norm2_out(MLP'(Norm2(x, m)), m))``.
+
+    ``MLP = Linear(dim, mlp_dim) -> GELU -> Drop -> Linear(mlp_dim, dim) -> Drop``, ``MLP'`` the same without its last
+    dropout (peri's output norm sits before it); every norm gets the padding mask.
 
     Args:
         dim: channels.
@@ -113,25 +127,39 @@ class EncoderBlock(nn.Module):
         attention_kwargs: extra constructor arguments of the attention.
         gelu: ``exact`` (erf) or ``tanh`` (the approximation LRA's ``jax.nn.gelu`` computes).
         ln_eps: epsilon of the norms when ``norm`` is ``layernorm`` (``None``: its default, 1e-5).
+        placement: ``pre``, ``post`` or ``peri``.
+        norm_kwargs: options of ``norm``.
     """
 
     def __init__(self, dim: int, heads: int, mlp_dim: int, attention: str = "transformer", norm: str = "layernorm",
                  layer_index: int = 0, dropout: float = 0.1, attn_dropout: float = 0.1,
-                 attention_kwargs: dict | None = None, gelu: str = "exact", ln_eps: float | None = None):
+                 attention_kwargs: dict | None = None, gelu: str = "exact", ln_eps: float | None = None,
+                 placement: str = DEFAULT_PLACEMENT, norm_kwargs: dict | None = None):
         super().__init__()
         _check_choice("gelu", gelu, GELUS)
-        self.norm1 = norm_slot(norm, dim, heads, ln_eps)
+        self.placement = check_placement(placement, "LRAEncoder: placement")
+        self.norm1 = norm_slot(norm, dim, heads, ln_eps, "attn", norm_kwargs)
         self.attn = build_attention(attention, dim, heads, layer_index=layer_index, dropout=attn_dropout,
                                     **(attention_kwargs or {}))
         self.drop = nn.Dropout(dropout)
-        self.norm2 = norm_slot(norm, dim, heads, ln_eps)
+        self.norm2 = norm_slot(norm, dim, heads, ln_eps, "ffn", norm_kwargs)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(approximate=GELUS[gelu]), nn.Dropout(dropout),
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
+        if placement == "peri":
+            self.norm1_out = norm_slot(norm, dim, heads, ln_eps, "attn", norm_kwargs)
+            self.norm2_out = norm_slot(norm, dim, heads, ln_eps, "ffn", norm_kwargs)
+
+    def _mlp_body(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in list(self.mlp)[:-1]:
+            x = layer(x)
+        return x
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Apply the block to ``x [B, T, C]``; ``mask [B, T]`` (True = real token) goes to attention and both norms."""
-        x = x + self.drop(self.attn(self.norm1(x, mask), mask))
-        return x + self.mlp(self.norm2(x, mask))
+        """Apply the block to ``x [B, T, C]``; ``mask [B, T]`` (True = real token) goes to attention and every norm."""
+        out1, out2 = getattr(self, "norm1_out", None), getattr(self, "norm2_out", None)
+        x = residual(x, lambda h: self.attn(h, mask), self.norm1, self.placement, outer=self.drop, norm_out=out1,
+                     mask=mask)
+        return residual(x, self._mlp_body, self.norm2, self.placement, outer=self.mlp[-1], norm_out=out2, mask=mask)
 
 
 class LRAEncoder(nn.Module):
@@ -143,9 +171,11 @@ class LRAEncoder(nn.Module):
     row with ``init="lra"``), ``P`` fixed sinusoidal or learned positions (the CLS token takes position 0) and
     ``m [B, T]`` the padding mask (True = real token, True for CLS).
 
-    Norm slots: ``norm1``, ``norm2`` of every block and the final norm, all the registered ``norm`` built with
-    ``build_norm(norm, dim, num_heads=heads, grid_size=None)`` (1-D DTN for ``dtn``; ``eps=ln_eps`` for ``layernorm``
-    only) and called with the mask.
+    Norm slots: ``norm1``, ``norm2`` of every block (and ``norm1_out``, ``norm2_out`` with ``placement="peri"``) and
+    the final norm, all the registered ``norm`` built with ``build_norm(norm, dim, num_heads=heads, grid_size=None,
+    slot=...)`` (1-D DTN for ``dtn``; ``eps=ln_eps`` for ``layernorm`` only; ``norm_kwargs`` its options) and called
+    with the mask. ``placement`` (``pre``, ``post``, ``peri``) places them in every block (:class:`EncoderBlock`); the
+    final norm is kept in every placement.
 
     Initialisation (``init``): embeddings ``N(0, 1)``, the CLS vector zeros and learned positions ``N(0, 0.02)``
     always (as in LRA); then ``torch`` keeps PyTorch's defaults for the linear layers and a frozen zero padding row
@@ -174,16 +204,19 @@ class LRAEncoder(nn.Module):
         gelu: the MLPs' GELU, ``exact`` or ``tanh`` (LRA).
         ln_eps: epsilon of the norm slots when ``norm`` is ``layernorm`` (``None``: 1e-5; LRA: 1e-6).
         init: ``torch`` or ``lra`` (see above).
+        placement: where the norms sit in the blocks, ``pre``, ``post`` or ``peri`` (:mod:`dtn_bench.placement`).
+        norm_kwargs: options of ``norm`` (``dtn-bench list norms``).
     """
 
     def __init__(self, vocab_size: int, num_classes: int = 10, *, dim: int = 512, heads: int = 8, depth: int = 4,
                  mlp_dim: int = 1024, max_len: int = 2000, attention: str = "transformer", norm: str = "layernorm",
                  pooling: str = "cls", positions: str = "sinusoidal", dropout: float = 0.1, attn_dropout: float = 0.1,
                  attention_kwargs: dict | None = None, gelu: str = "exact", ln_eps: float | None = None,
-                 init: str = "torch"):
+                 init: str = "torch", placement: str = DEFAULT_PLACEMENT, norm_kwargs: dict | None = None):
         super().__init__()
         _check_choice("gelu", gelu, GELUS)
         _check_choice("init", init, INITS)
+        check_placement(placement, "LRAEncoder: placement")
         if pooling not in ("cls", "mean"):
             raise DTNBenchError(f"LRAEncoder: pooling must be 'cls' or 'mean', got {pooling!r}")
         if positions not in ("sinusoidal", "learned"):
@@ -194,7 +227,7 @@ class LRAEncoder(nn.Module):
         ATTENTIONS.get(attention)  # one-line error with near matches before anything is built
         self.vocab_size, self.num_classes, self.dim, self.max_len = vocab_size, num_classes, dim, max_len
         self.attention, self.norm, self.pooling, self.positions = attention, norm, pooling, positions
-        self.init = init
+        self.init, self.placement = init, placement
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0 if init == "torch" else None)
         n_pos = max_len + (1 if pooling == "cls" else 0)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pooling == "cls" else None
@@ -206,10 +239,11 @@ class LRAEncoder(nn.Module):
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, heads, mlp_dim, attention, norm, layer_index=i, dropout=dropout,
-                         attn_dropout=attn_dropout, attention_kwargs=attention_kwargs, gelu=gelu, ln_eps=ln_eps)
+                         attn_dropout=attn_dropout, attention_kwargs=attention_kwargs, gelu=gelu, ln_eps=ln_eps,
+                         placement=placement, norm_kwargs=norm_kwargs)
             for i in range(depth)
         )
-        self.norm_f = norm_slot(norm, dim, heads, ln_eps)
+        self.norm_f = norm_slot(norm, dim, heads, ln_eps, "final", norm_kwargs)
         self.head = nn.Sequential(nn.Linear(dim, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, num_classes))
         self.reset_parameters()
 

@@ -41,7 +41,8 @@ class TrainConfig(PresetConfig):
     """One training run: model, data, optimisation, augmentation, EMA and where it runs.
 
     Model: ``model`` (a zoo name such as ``vit_s_dtn``, a 32 / 64 px model ``vit_cifar_t_*`` / ``vit_tiny_t_*``, or
-    any timm model; ``norm`` puts a registered normaliser into it, as everywhere in dtn-bench), its shape fields
+    any timm model; ``norm`` puts a registered normaliser into it, as everywhere in dtn-bench; ``placement`` ``pre`` /
+    ``post`` / ``peri`` puts it in that slot of every block, :mod:`dtn_bench.placement`), its shape fields
     (``img_size`` ... ``local_up_to_layer``; ``None``: the model's own) and ``drop_path`` / ``dropout``.
     ``num_classes``: ``None`` takes the dataset's.
 
@@ -76,6 +77,7 @@ class TrainConfig(PresetConfig):
     # model
     model: str = "vit_cifar_t_ln"
     norm: str | None = None
+    placement: str = "pre"
     num_classes: int | None = None
     img_size: int | None = None
     patch_size: int | None = None
@@ -221,9 +223,11 @@ class TrainConfig(PresetConfig):
 
     def _check_names(self) -> None:
         from dtn_bench.norms import NORMS
+        from dtn_bench.placement import check_placement
 
         if self.norm is not None:
             NORMS.get(self.norm)
+        check_placement(self.placement, "train: placement")
         if self.dataset not in DATASETS:
             from dtn_bench.checks import did_you_mean
 

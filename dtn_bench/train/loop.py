@@ -189,7 +189,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     from dtn_bench.models.vit import LocalViT
 
     try:
-        model = create(cfg.model, norm=cfg.norm, **cfg.model_kwargs(num_classes))
+        model = create(cfg.model, norm=cfg.norm, placement=cfg.placement, **cfg.model_kwargs(num_classes))
     except TypeError as e:  # a shape keyword the model does not take
         raise DTNBenchError(f"train: model {cfg.model} does not take these settings: {e}") from None
     if isinstance(model, LocalViT) and model.local_up_to_layer >= len(model.blocks):

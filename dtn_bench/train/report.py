@@ -4,7 +4,8 @@ Rows (one per number, ``suite = train``): per epoch ``loss`` (``split`` train: t
 val with ``weights`` raw / ema), ``top1_acc`` / ``top5_acc`` (val, raw / ema), ``lr``, ``throughput_img_s``,
 ``train_time_s``, ``epoch_time_s``, and per normaliser layer (``layer``) the diagnostics ``ln_share_var``,
 ``ln_share_mean``, ``alpha`` (and any other parameter of a point-wise normaliser, e.g. Derf's shift),
-``saturated_frac``; ``params`` once. A run is a ``(model, norm, recipe, data, seed)``.
+``saturated_frac``; ``params`` once. A run is a ``(model, norm, placement, recipe, data, seed)`` (rows written before
+the placement was recorded are ``pre``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,20 @@ from __future__ import annotations
 import pandas as pd
 
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.results.tables import placement_label
 
-RUN_KEYS = ["model", "norm", "recipe", "data", "seed"]
+RUN_KEYS = ["model", "norm", "placement", "recipe", "data", "seed"]
 DIAG_METRICS = {"ln_share_var": "DTN: share of LN statistics (variance gate)",
                 "ln_share_mean": "DTN: share of LN statistics (mean gate)", "alpha": "point-wise: alpha",
                 "saturated_frac": "point-wise: saturated units"}
 NOTE = ("Top-1 / top-5 accuracy (%) on the validation split of the last epoch, of the raw and the EMA weights; best: "
         "the best EMA top-1 (raw without an EMA) and its epoch (1-based), the metric the checkpoints keep as "
         "model_best; img/s: training images per second of training time (mean over epochs).")
+
+
+def _runs(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``placement`` in every row (``pre`` where none was recorded), so runs group by it."""
+    return df.assign(placement=df["placement"].fillna("pre") if "placement" in df else "pre")
 
 
 def _values(df: pd.DataFrame, metric: str, **where) -> pd.DataFrame:
@@ -55,7 +62,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty or "epoch" not in df.columns:
         return pd.DataFrame()
     records, index = [], []
-    for key, g in df.groupby(RUN_KEYS, sort=False, dropna=False):
+    for key, g in _runs(df).groupby(RUN_KEYS, sort=False, dropna=False):
         records.append(_run_summary(g))
         index.append(key)
     table = pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=RUN_KEYS))
@@ -85,7 +92,7 @@ def console(df: pd.DataFrame) -> list:
         return []
     data = "; ".join(dict.fromkeys(str(d) for d in table.index.get_level_values("data")))
     recipes = ", ".join(dict.fromkeys(str(r) for r in table.index.get_level_values("recipe")))
-    table.index = [f"{m} / {n} / seed {s}" for m, n, _, _, s in table.index]
+    table.index = [f"{m}{placement_label(p)} / {n} / seed {s}" for m, n, p, _, _, s in table.index]
     return [ConsoleTable.from_frame(table.map(_cell), f"Training, recipe {recipes}, on {data}",
                                     "model / norm / seed"), NOTE]
 
@@ -106,8 +113,8 @@ def curves_plot(df: pd.DataFrame):
 
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key, g in df.groupby(RUN_KEYS, sort=False, dropna=False):
-        label = _label(key[:2]) + f" seed {key[4]}"
+    for key, g in _runs(df).groupby(RUN_KEYS, sort=False, dropna=False):
+        label = _label(key[:2]) + placement_label(key[2]) + f" seed {key[5]}"
         loss = _values(g, "loss", split="train").sort_values("epoch")
         (line,) = axes[0].plot(loss["epoch"] + 1, loss["value"], label=label)
         for w, style in (("raw", "-"), ("ema", "--")):
@@ -142,9 +149,10 @@ def diagnostics_plot(df: pd.DataFrame):
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         sel = _values(df, metric)
-        for key, g in sel.groupby([*RUN_KEYS, "layer"], sort=False, dropna=False):
+        for key, g in _runs(sel).groupby([*RUN_KEYS, "layer"], sort=False, dropna=False):
             g = g.sort_values("epoch")
-            ax.plot(g["epoch"] + 1, g["value"], label=f"{_label(key[:2])} s{key[4]} {key[5]}", lw=1)
+            ax.plot(g["epoch"] + 1, g["value"], label=f"{_label(key[:2])}{placement_label(key[2])} s{key[5]} {key[6]}",
+                    lw=1)
         ax.set_title(DIAG_METRICS[metric])
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -52,7 +52,8 @@ def load(cfg: TrainConfig):
 
 def epoch_rows(record: dict, cfg: TrainConfig, data_name: str, params: int | None = None) -> list[dict]:
     """The tidy rows of one epoch's record (:class:`~dtn_bench.train.loop.EpochRecord` as a dict)."""
-    common = {"recipe": cfg.recipe, "data": data_name, "seed": cfg.seed, "epoch": int(record["epoch"])}
+    common = {"recipe": cfg.recipe, "data": data_name, "seed": cfg.seed, "epoch": int(record["epoch"]),
+              "placement": cfg.placement}
     model, norm = cfg.model, norm_label(cfg)
 
     def row(metric: str, value: float, split: str = "-", weights: str = "-", layer: str = "-") -> dict:

@@ -102,6 +102,7 @@ __all__ = [
     "corrupt_batch",
     "corrupt_folder",
     "image_seed",
+    "job_settings",
     "load_image",
     "plasma_fractal",
     "Recipe",
@@ -161,11 +162,14 @@ def _unknown_corruption(name: str, hint: str) -> str:
 
 def resolve_corruptions(names: Sequence[str] | None = None, extra: bool = False, *,
                         order: Literal["given", "canonical"] = "given",
-                        hint: Literal["matches", "closest"] = "matches") -> tuple[str, ...]:
+                        hint: Literal["matches", "closest"] = "matches",
+                        recipe: Recipe | None = None) -> tuple[str, ...]:
     """The corruptions to make or evaluate: ``names`` checked, duplicates dropped, or the 15 of the mCE.
 
     ``dtn-bench corrupt`` and ``bench corrupt`` use the defaults; ``imagenet-c``
-    (:func:`dtn_bench.imagenet_c.data.resolve_corruptions`) uses ``order="canonical", hint="closest"``.
+    (:func:`dtn_bench.imagenet_c.data.resolve_corruptions`) uses ``order="canonical", hint="closest"``. A
+    ``recipe`` of another corruption set (ImageNet-C-bar) resolves against that set's list instead
+    (:func:`dtn_bench.data.corruptions.cbar.resolve_set_corruptions`).
 
     Args:
         names: corruption names; ``None`` or empty means the 15 of the mCE.
@@ -175,6 +179,7 @@ def resolve_corruptions(names: Sequence[str] | None = None, extra: bool = False,
         hint: what the error on an unknown name suggests. ``"matches"``: up to 3 near matches (``did you mean: a,
             b?``), else the first 12 known names, sorted; ``"closest"``: the closest match (``did you mean a?``), else
             all 19 names in canonical order.
+        recipe: the recipe of the set made; with its own ``functions``, its names (given order, default all).
 
     Returns:
         The names, each once.
@@ -182,6 +187,10 @@ def resolve_corruptions(names: Sequence[str] | None = None, extra: bool = False,
     Raises:
         DTNBenchError: an unknown name (one line, with the suggestion).
     """
+    if recipe is not None and recipe.functions is not None:
+        from dtn_bench.data.corruptions.cbar import resolve_set_corruptions
+
+        return resolve_set_corruptions(names, recipe, extra=extra)
     chosen: list[str] = []
     for name in names or CORRUPTIONS:
         if name not in CORRUPTION_FNS:
@@ -260,8 +269,9 @@ def corrupt_batch(images: torch.Tensor, name: str, severity: int,
         generator: one :class:`torch.Generator` per image (the result of image ``i`` then depends only on
             ``generator[i]``), or a single generator used for the images in order, or ``None`` (a fresh unseeded
             one; not reproducible).
-        recipe: the dataset's :class:`Recipe` (table, image size); ``None``: ImageNet-C's table, any image size.
-            Given, the images must be ``recipe.size`` square.
+        recipe: the dataset's :class:`Recipe` (table, image size, and for another corruption set its functions,
+            e.g. :data:`~dtn_bench.data.corruptions.cbar.IMAGENET_C_BAR`); ``None``: ImageNet-C's table, any image
+            size. Given, the images must be ``recipe.size`` square.
 
     Returns:
         uint8 tensor of the input's shape and device: ``trunc(clip(out, 0, 255))`` as ``np.uint8`` would.
@@ -269,7 +279,7 @@ def corrupt_batch(images: torch.Tensor, name: str, severity: int,
     Raises:
         DTNBenchError: unknown name, bad severity, bad shape.
     """
-    entry = CORRUPTION_FNS.get(name)
+    entry = (CORRUPTION_FNS if recipe is None or recipe.functions is None else recipe.functions).get(name)
     resolve_severities([severity])
     single = images.dim() == 3
     x = images[None] if single else images
@@ -292,6 +302,9 @@ def corrupt_batch(images: torch.Tensor, name: str, severity: int,
 
 
 # The folder job and the benchmark use the table, the resolvers and corrupt_batch above: imported last.
+# ImageNet-C-bar: another corruption set on the same job (its recipe brings its own functions).
+from dtn_bench.data.corruptions.cbar import CBAR_CORRUPTIONS as CBAR_CORRUPTIONS  # noqa: E402
+from dtn_bench.data.corruptions.cbar import IMAGENET_C_BAR as IMAGENET_C_BAR  # noqa: E402
 from dtn_bench.data.corruptions.job import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # noqa: E402
 from dtn_bench.data.corruptions.job import JPEG_QUALITY as JPEG_QUALITY  # noqa: E402
 from dtn_bench.data.corruptions.job import MANIFEST_NAME as MANIFEST_NAME  # noqa: E402
@@ -303,6 +316,7 @@ from dtn_bench.data.corruptions.job import check_folder_args as check_folder_arg
 from dtn_bench.data.corruptions.job import corrupt_folder as corrupt_folder  # noqa: E402
 from dtn_bench.data.corruptions.job import encode_jpeg as encode_jpeg  # noqa: E402
 from dtn_bench.data.corruptions.job import image_seed as image_seed  # noqa: E402
+from dtn_bench.data.corruptions.job import job_settings as job_settings  # noqa: E402
 from dtn_bench.data.corruptions.job import list_images as list_images  # noqa: E402
 from dtn_bench.data.corruptions.job import load_image as load_image  # noqa: E402
 from dtn_bench.data.corruptions.job import load_peer as load_peer  # noqa: E402

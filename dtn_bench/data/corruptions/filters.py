@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dtn_bench.registry import Registry
+
 SIZE = 224
 """Side of every ImageNet-C image (after Resize(256) + CenterCrop(224))."""
 
@@ -47,6 +49,11 @@ class Recipe:
             pixels; the image size where the table holds fractions of it, as the CIFAR / Tiny scripts' ``IMSIZE *``).
         zoom_step: step of ``zoom_blur``'s factors ``np.arange(1, table value, step)``; ``None``: ImageNet-C's
             per-severity (end, step) pairs (:func:`dtn_bench.data.corruptions.blur.zoom_factors`).
+        functions: the corruption functions of another corruption set (name -> ``fn(x, severity, gens, recipe)``,
+            in the set's order; ImageNet-C-bar: :mod:`dtn_bench.data.corruptions.cbar`); ``None``: ImageNet-C's 19.
+        crop: how the folder job brings a source image to ``size``: ``True``: ImageNet's ``Resize(256)`` +
+            ``CenterCrop(224)`` (``make_imagenet_c.py``, ``make_imagenet_c_bar.py``); ``False``: a square
+            ``Resize((size, size))`` (``make_tinyimagenet_c.py``).
     """
 
     name: str
@@ -56,9 +63,16 @@ class Recipe:
     frost_scale: float | None = None
     elastic_unit: float = 1.0
     zoom_step: float | None = None
+    functions: Registry | None = None
+    crop: bool = False
+
+    @property
+    def corruption_set(self) -> str:
+        """The corruption set this recipe makes: its own name when it brings its functions, else ``imagenet-c``."""
+        return "imagenet-c" if self.functions is None else self.name
 
 
-IMAGENET_C = Recipe("imagenet-c")
+IMAGENET_C = Recipe("imagenet-c", crop=True)
 """ImageNet-C: ``make_imagenet_c.py``'s table at 224 px (the default of every corruption function)."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +35,8 @@ MANIFEST_NAME = "dtn-bench-corrupt.json"
 """Written at the root of OUT by :func:`corrupt_folder` last, once every image is there: a folder without it is
 incomplete. ``imagenet-c --data-dir`` reads it to label the data as generated (not the released ImageNet-C)."""
 PARTIAL_NAME = ".dtn-bench-corrupt.partial.json"
-"""Written at the root of OUT when a job starts (source and seed), removed after the manifest: a re-run with the same
-source and seed continues that job."""
+"""Written at the root of OUT when a job starts (every setting that shapes the bytes, :func:`job_settings`), removed
+after the manifest: a re-run with the same settings continues that job; other settings are refused."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,8 +182,6 @@ def list_images(src: str | Path) -> list[Path]:
 
 
 def _json_bytes(data: dict) -> bytes:
-    import json
-
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -271,30 +271,77 @@ class _Job:
                              f"(finished images are kept)")
 
 
-def _begin(out: Path, source: str, seed: int) -> bool:
+def job_settings(source: str, seed: int, names: Sequence[str], sevs: Sequence[int], recipe: Recipe | None,
+                 **more) -> dict:
+    """Every setting that shapes the bytes of a corruption job, as the unfinished-job marker records them.
+
+    ``source``, ``seed``, the corruption ``set`` (ImageNet-C or -C-bar), the ``format`` and image ``size``, the
+    ``corruptions`` and ``severities``, and ``recipe``: a digest of the recipe's fields and of every chosen
+    corruption's parameters at every chosen severity (so a changed severity table is a different job too); ``more``
+    adds further settings (``jpeg_quality``; a new setting is one more key).
+    """
+    from dtn_bench.data.corruptions.filters import severity_params
+
+    fmt = "imagenet-c" if recipe is None else recipe.name
+    size = SIZE if recipe is None else recipe.size
+    shape = {"recipe": None if recipe is None else {k: v for k, v in vars(recipe).items() if k != "table"},
+             "params": {n: [severity_params(n, s, recipe) for s in sevs] for n in names}}
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+    cset = "imagenet-c" if recipe is None else recipe.corruption_set
+    return {"source": source, "seed": int(seed), "set": cset, "format": fmt, "size": size,
+            "corruptions": list(names), "severities": [int(s) for s in sevs], "recipe": digest, **more}
+
+
+_FLAGS = {"seed": "--seed", "set": "--set", "format": "--format", "corruptions": "--corruptions",
+          "severities": "--severities", "recipe": "recipe digest"}
+
+
+def _setting_text(key: str, value) -> str:
+    shown = "(not recorded)" if value is None else ",".join(map(str, value)) if isinstance(value, list) else value
+    return f"{_FLAGS.get(key, key)} {shown}"
+
+
+def _begin(out: Path, settings: dict) -> bool:
     """Starts (or continues) the job in ``out``: writes the marker, removes an earlier manifest.
 
+    The marker :data:`PARTIAL_NAME` holds ``settings`` (:func:`job_settings`); an unfinished job is continued only
+    with every one of them equal. Continuing removes the temporary files a killed write left behind.
+
     Returns:
-        Whether an unfinished job of the same source and seed is being continued.
+        Whether an unfinished job with the same settings is being continued.
 
     Raises:
-        DTNBenchError: ``out`` is a file, or holds an unfinished job of another source or seed.
+        DTNBenchError: ``out`` is a file, or holds an unfinished job with other settings.
     """
-    from dtn_bench.results.writer import atomic_write_bytes
+    from dtn_bench.results.writer import atomic_write_bytes, check_output_folder
 
-    if out.exists() and not out.is_dir():
-        raise DTNBenchError(f"output {out} exists and is not a folder")
+    check_output_folder(out, "output")
     marker = out / PARTIAL_NAME
     resuming = marker.is_file()
     if resuming:
         earlier = read_json_object(marker, hint=f" (delete it to start {out} afresh)")
-        if earlier.get("source") != source or earlier.get("seed") != int(seed):
-            raise DTNBenchError(f"{out} holds an unfinished dtn-bench corrupt job from {earlier.get('source')} with "
-                                f"--seed {earlier.get('seed')}: run that job again to finish it, or choose another "
-                                f"output folder (or delete {out})")
-    atomic_write_bytes(marker, _json_bytes({"source": source, "seed": int(seed)}))
+        differ = [k for k in dict.fromkeys([*settings, *earlier]) if earlier.get(k) != settings.get(k)]
+        if len(differ) > 1 and "recipe" in differ:
+            differ.remove("recipe")  # it follows from the settings named; alone, the parameter table changed
+        if differ:
+            there = "; ".join(f"{_setting_text(k, earlier.get(k))} there, {_setting_text(k, settings.get(k))} now"
+                              for k in differ)
+            raise DTNBenchError(f"{out} holds an unfinished dtn-bench corrupt job with other settings ({there}): "
+                                f"run that job again to finish it, or choose another output folder (or delete {out})")
+        _remove_temporary_files(out)
+    atomic_write_bytes(marker, _json_bytes(settings))
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     return resuming
+
+
+def _remove_temporary_files(out: Path) -> None:
+    """Removes the hidden ``.<name>.<random>.tmp`` files a killed atomic write left under ``out``."""
+    from dtn_bench.results.writer import is_temporary
+
+    for folder, _, files in os.walk(out):
+        for name in files:
+            if is_temporary(name):
+                Path(folder, name).unlink(missing_ok=True)
 
 
 def _plan(src: Path, out: Path, seed: int, rels: list[Path], names: tuple[str, ...], sevs: tuple[int, ...],
@@ -325,7 +372,7 @@ def _write_image(job: _Job, target: Path, image: torch.Tensor) -> None:
 def _corrupt_chunk(job: _Job, chunk: list[Path], dev: torch.device) -> None:
     """Loads a batch of source images and writes every file of theirs still to do."""
     try:
-        size = None if job.recipe is None else job.recipe.size
+        size = None if job.recipe is None or job.recipe.crop else job.recipe.size
         batch = torch.stack([load_image(job.src / r, size) for r in chunk]).to(dev)
     except DTNBenchError as e:
         raise job.stop(str(e)) from None
@@ -350,7 +397,8 @@ def _finish(job: _Job, source: str, names: tuple[str, ...], sevs: tuple[int, ...
 
     manifest = {"generator": "dtn-bench corrupt", "dtn_bench_version": dtn_bench_version(), "source": source,
                 "seed": job.seed, "corruptions": list(names), "severities": list(sevs), "images": images,
-                "files": job.total, "jpeg_quality": JPEG_QUALITY, "size": SIZE, "device": str(dev)}
+                "files": job.total, "jpeg_quality": JPEG_QUALITY, "size": SIZE, "device": str(dev),
+                "set": "imagenet-c" if job.recipe is None else job.recipe.corruption_set}
     if job.recipe is not None:
         manifest.update(format=job.recipe.name, size=job.recipe.size)
     path = job.out / MANIFEST_NAME
@@ -368,7 +416,9 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
 
     With a ``recipe`` of a folder format (Tiny-ImageNet-C, :mod:`dtn_bench.cifar_c.generate`): the same layout and
     JPEG save, the images resized to ``recipe.size`` square (:func:`load_image`) and corrupted with its table; the
-    manifest also records ``format``.
+    manifest also records ``format``. With the recipe of another corruption set
+    (:data:`~dtn_bench.data.corruptions.cbar.IMAGENET_C_BAR`): its corruptions (``corruptions`` names some of them),
+    the same crop, layout and JPEG save; the marker and the manifest record ``set``.
 
     Every source image gets ``Resize(256) + CenterCrop(224)``, each corruption x severity, uint8 truncation, and is
     saved as JPEG quality 85. Files are written atomically (temporary file + rename). Each output's randomness comes
@@ -377,15 +427,16 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
 
     Completion and continuing: the manifest :data:`MANIFEST_NAME` (source, seed, corruptions, severities, counts,
     dtn-bench version) is written at the root of OUT last, atomically, only when every file is there; a job starts by
-    removing an earlier manifest and writing the marker :data:`PARTIAL_NAME` (source and seed). If a job stops (an
-    unreadable image, a full disk, a kill), OUT has the marker and no manifest; running the same job again (same
-    source and seed) continues it: files already there are complete (atomic writes) and are kept. A new job over a
+    removing an earlier manifest and writing the marker :data:`PARTIAL_NAME` (every setting that shapes the bytes,
+    :func:`job_settings`). If a job stops (an unreadable image, a full disk, a kill), OUT has the marker and no
+    manifest; running the same job again (every setting equal; another is refused) continues it: files already there
+    are complete (atomic writes) and are kept, leftover temporary files are removed. A new job over a
     complete OUT (manifest, no marker) writes every file again, as a first job does.
 
     Args:
         src: folder ``SRC/<class>/<image>`` (e.g. ImageNet val).
         out: output root (the folder ``imagenet-c --data-dir`` reads).
-        corruptions: names; ``None`` for the 15 mCE corruptions.
+        corruptions: names; ``None`` for the 15 mCE corruptions (a set's recipe: all of its corruptions).
         severities: subset of 1..5.
         extra: also the 4 extra corruptions.
         seed: run seed.
@@ -401,12 +452,12 @@ def corrupt_folder(src: str | Path, out: str | Path, corruptions: Sequence[str] 
         DTNBenchError: bad names, severities, source layout, unreadable images (one line, naming the file and, once
             files were written, how to continue), an unfinished job in OUT with another source or seed.
     """
-    names = resolve_corruptions(corruptions, extra)
+    names = resolve_corruptions(corruptions, extra, recipe=recipe)
     sevs = resolve_severities(severities)
     src, out = Path(src), Path(out)
     dev, rels = check_folder_args(src, out, batch_size, device)
     source = str(src.resolve())
-    resuming = _begin(out, source, seed)
+    resuming = _begin(out, job_settings(source, seed, names, sevs, recipe, jpeg_quality=JPEG_QUALITY))
     job = _plan(src, out, seed, rels, names, sevs, resuming, progress)
     job.recipe = recipe
     skipped = job.done
