@@ -48,7 +48,7 @@ def study(cifar, tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def test_the_command_trains_evaluates_and_writes_the_table(study):
+def test_the_command_trains_evaluates_and_writes_the_table(study, tmp_path, invoke):
     df = rows_of(study)
     assert set(df["stage"]) == {"corrupt-data", "train", "evaluate"}
     ev = df[(df["stage"] == "evaluate") & (df["metric"] == "top1_err")]
@@ -73,6 +73,9 @@ def test_the_command_trains_evaluates_and_writes_the_table(study):
     assert "DyT - LN, over images (bootstrap 95%)" in text
     for name in ("curves.png", "severity.png", "diagnostics.png", "table.tex"):
         assert (study / name).stat().st_size > 0
+    code, _, err = invoke("table", "robustness", str(study), "--out", str(tmp_path / "again"))  # from the run folder
+    assert code == 0, err
+    assert (tmp_path / "again" / "table.md").read_text() == text
 
 
 def test_paired_figures_match_an_independent_computation(study):
