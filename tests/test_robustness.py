@@ -181,6 +181,13 @@ def test_bad_input_is_one_line_and_writes_nothing(args, expected, tmp_path, invo
     assert not (tmp_path / "res").exists()
 
 
+def test_a_training_set_missing_a_file_is_named_before_any_work(tmp_path, invoke):
+    data = write_cifar(tmp_path / "data", skip="test_batch")
+    code, _, err = invoke("robustness", "--preset", "cifar10", "--data-dir", str(data), "--out", str(tmp_path / "res"))
+    assert_one_line_error(code, err, "test_batch")
+    assert not (tmp_path / "res").exists()
+
+
 def _weights_file(tmp_path: Path) -> Path:
     path = tmp_path / "other.pth"
     torch.save({"state_dict": torch.nn.Linear(3, 2).state_dict()}, path)

@@ -65,6 +65,14 @@ class Target:
         return "arrays" if self.format in ("cifar10-c", "cifar100-c") else "folders"
 
 
+DATA_DIRS = {
+    "cifar10": "the CIFAR-10 python pickles, cifar-10-batches-py/ with data_batch_1..5 and test_batch",
+    "cifar100": "the CIFAR-100 python pickles, cifar-100-python/ with train and test",
+    "tiny-imagenet": "tiny-imagenet-200/ with train/<wnid>/images and val/val_annotations.txt",
+    "imagenet": "ImageNet with train/<wnid>/ and val/<wnid>/",
+}
+"""What ``--data-dir`` must hold for each training set that is not built in."""
+
 TARGETS: dict[str, Target] = {
     "digits": Target("digits", "digits-C", "cifar10-c", "cifar10", 32, released=False),
     "demo": Target("demo", "demo-C", "cifar10-c", "cifar10", 32, released=False),
@@ -152,7 +160,10 @@ class RobustnessConfig(PresetConfig):
             raise DTNBenchError(f"robustness: workers must be >= 0 (0: one per torch thread), got {self.workers}")
         if self.eval_batch < 1:
             raise DTNBenchError(f"robustness: eval_batch must be >= 1, got {self.eval_batch}")
-        self.target  # noqa: B018 - the dataset's check
+        target = self.target
+        if self.data_dir is None and target.dataset in DATA_DIRS:
+            raise DTNBenchError(f"robustness --preset {self.preset}: dataset {target.dataset} needs --data-dir PATH "
+                                f"({DATA_DIRS[target.dataset]})")
 
     def train_config(self, norm: str, seed: int):
         """The :class:`~dtn_bench.train.config.TrainConfig` of one run (recipe < ``train_settings`` < this config).
