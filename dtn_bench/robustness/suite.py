@@ -114,16 +114,14 @@ def _manifest_plan(cfg: RobustnessConfig, test: TestSet) -> Plan:
 
 def _check_training(cfg: RobustnessConfig, test: TestSet) -> None:
     """Each run's training config resolves, the data fits a batch, the model builds and takes the set's size."""
+    import torch
+
     from dtn_bench.imagenet_c.evaluation import model_input
     from dtn_bench.train.loop import build_model, check_fits
-    from dtn_bench.train.suite import load
+    from dtn_bench.train.suite import _device, load
 
     for norm in cfg.norms:
         tcfg = cfg.train_config(norm, cfg.seeds[0])
-        import torch
-
-        from dtn_bench.train.suite import _device
-
         tcfg.check_device(torch.device(_device(tcfg)))
         data = load(tcfg)
         check_fits(tcfg, data)
