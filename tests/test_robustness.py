@@ -132,10 +132,11 @@ def test_a_killed_study_resumes_without_redoing_finished_stages(cifar, tmp_path)
     first = rows_of(run)
     assert set(zip(first["norm"], first["stage"], strict=True)) == {("-", "corrupt-data"), ("layernorm", "train")}
     started = []
-    result = robustness(None, out=tmp_path, run_id="k", resume=True,
+    result = robustness(None, out=tmp_path, run_id="k", resume=True, workers=2,  # the rest side by side
                         on_event=lambda kind, **i: started.append((i["norm"], i["seed"], i["stage"]))
                         if kind == "stage_start" else None)
-    assert started == [("dyt", 0, "train"), ("layernorm", 0, "evaluate"), ("dyt", 0, "evaluate")]
+    assert started[0] == ("dyt", 0, "train")  # the trainings before the evaluations
+    assert sorted(started[1:]) == [("dyt", 0, "evaluate"), ("layernorm", 0, "evaluate")]
     seconds = result.rows[result.rows["metric"] == "stage_seconds"]
     assert len(seconds) == 5 and not seconds.duplicated(["norm", "seed", "stage"]).any()
     kept = first[first["metric"] == "stage_seconds"].set_index(["norm", "stage"])["value"]
