@@ -117,6 +117,27 @@ class PresetConfig:
             except TypeError as e:
                 raise DTNBenchError(f"{where(key)} {_shown(value)}: {e}") from None
         return out
+    @classmethod
+    def recorded(cls, out: str | Path, run_id: str | None):
+        """The config a run folder ``<out>/<SUITE>/<run_id>`` recorded (``config.json``), to continue it.
+
+        Raises:
+            DTNBenchError: no run id, no such run folder, or a ``config.json`` that is unreadable or not of ``cls``.
+        """
+        from dtn_bench.checks import read_json_object
+
+        if run_id is None:
+            raise DTNBenchError(f"{cls.SUITE}: --resume needs the run id of the run to continue")
+        folder = Path(out) / cls.SUITE / run_id
+        if not folder.is_dir():
+            raise DTNBenchError(f"--resume {run_id}: no run folder {folder}")
+        stored = read_json_object(folder / "config.json", hint=" (the run cannot be resumed)")
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+        except TypeError as e:
+            raise DTNBenchError(f"--resume {run_id}: {folder / 'config.json'} is not a {cls.SUITE} config "
+                                f"({e})") from None
+
     def as_dict(self) -> dict[str, Any]:
         """The config as a plain dict (what ``config.json`` holds)."""
         from dataclasses import asdict

@@ -28,6 +28,27 @@ Job = tuple[Callable[..., Any], tuple]
 _STATE: dict[str, Any] = {}
 
 
+def count(requested: int, dist, jobs: int, what: str) -> int:
+    """Processes to run ``jobs`` in, at most one per job (``lra listops --workers``, ``robustness --workers``).
+
+    ``requested``, or with 0 (auto) one per torch thread on the CPU in a single process and 1 elsewhere.
+
+    Raises:
+        DTNBenchError: ``requested > 1`` under torchrun or off the CPU; ``what`` says what runs side by side
+            (``lra listops: --workers 2 trains runs``).
+    """
+    import torch
+
+    from dtn_bench.errors import DTNBenchError
+
+    alone_on_cpu = dist.world == 1 and dist.device.type == "cpu"
+    if requested > 1 and not alone_on_cpu:
+        where = f"{dist.world} processes (torchrun)" if dist.world > 1 else f"device {dist.device}"
+        raise DTNBenchError(f"{what} side by side in one job on the CPU; this job runs on {where}: use --workers 1")
+    workers = requested or (torch.get_num_threads() if alone_on_cpu else 1)
+    return max(1, min(workers, jobs))
+
+
 def report(*args: Any, **kwargs: Any) -> None:
     """Pass an event on to the parent's ``emit(*args, **kwargs)`` (called directly when this is the parent)."""
     queue = _STATE.get("events")

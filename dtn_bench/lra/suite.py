@@ -276,22 +276,14 @@ def run_label(model: str, norm: str, seed: int) -> str:
 
 
 def _check_workers(cfg: ListOpsConfig, dist, runs: int) -> int:
-    """The number of training processes to use, at most one per run left.
-
-    ``cfg.workers``; 0 (auto) is one per torch thread on the CPU in a single process, and 1 elsewhere.
+    """The number of training processes to use, at most one per run left (:func:`dtn_bench.workers.count`).
 
     Raises:
         DTNBenchError: ``workers > 1`` under torchrun or off the CPU.
     """
-    import torch
+    from dtn_bench.workers import count
 
-    alone_on_cpu = dist.world == 1 and dist.device.type == "cpu"
-    if cfg.workers > 1 and not alone_on_cpu:
-        where = f"{dist.world} processes (torchrun)" if dist.world > 1 else f"device {dist.device}"
-        raise DTNBenchError(f"lra listops: --workers {cfg.workers} trains runs side by side in one job on the CPU; "
-                            f"this job runs on {where}: use --workers 1")
-    workers = cfg.workers or (torch.get_num_threads() if alone_on_cpu else 1)
-    return max(1, min(workers, runs))
+    return count(cfg.workers, dist, runs, f"lra listops: --workers {cfg.workers} trains runs")
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -155,18 +155,7 @@ def check_resume(out: str | Path, run_id: str | None, given: dict[str, Any]) -> 
         DTNBenchError: no run id, no such run, an unreadable ``config.json``, or a setting of ``given`` (not ``None``)
             that differs from the recorded one and is not one of :data:`HOW_KEYS` (the first one named).
     """
-    from dtn_bench.checks import read_json_object
-
-    if run_id is None:
-        raise DTNBenchError("robustness: --resume needs the run id of the run to continue")
-    folder = Path(out) / SUITE / run_id
-    if not folder.is_dir():
-        raise DTNBenchError(f"--resume {run_id}: no run folder {folder}")
-    stored = read_json_object(folder / "config.json", hint=" (the run cannot be resumed)")
-    try:
-        recorded = RobustnessConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
-    except TypeError as e:
-        raise DTNBenchError(f"--resume {run_id}: {folder / 'config.json'} is not a robustness config ({e})") from None
+    recorded = RobustnessConfig.recorded(out, run_id)
     how = {}
     for key, value in given.items():
         if value is None:
@@ -379,16 +368,10 @@ def _jobs(plan: Plan, ctx: RunContext, run_dir: Path) -> tuple[list, list]:
 
 
 def _workers(cfg: RobustnessConfig, dist, jobs: int) -> int:
-    """Processes to run the stages in, at most one per job (the rule of ``lra listops --workers``)."""
-    import torch
+    """Processes to run the stages in, at most one per job (:func:`dtn_bench.workers.count`)."""
+    from dtn_bench.workers import count
 
-    alone_on_cpu = dist.world == 1 and dist.device.type == "cpu"
-    if cfg.workers > 1 and not alone_on_cpu:
-        where = f"{dist.world} processes (torchrun)" if dist.world > 1 else f"device {dist.device}"
-        raise DTNBenchError(f"robustness: --workers {cfg.workers} runs stages side by side in one job on the CPU; this "
-                            f"job runs on {where}: use --workers 1")
-    workers = cfg.workers or (torch.get_num_threads() if alone_on_cpu else 1)
-    return max(1, min(workers, jobs))
+    return count(cfg.workers, dist, jobs, f"robustness: --workers {cfg.workers} runs stages")
 
 
 def measure(plan: Plan, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]:

@@ -136,18 +136,7 @@ def check_resume(out: str | Path, run_id: str | None, cfg: TrainConfig | None) -
         DTNBenchError: no run id, no such run folder, an unreadable ``config.json``, or ``cfg`` differing from it in
             a training setting (the first one named).
     """
-    from dtn_bench.checks import read_json_object
-
-    if run_id is None:
-        raise DTNBenchError("train: --resume needs the run id of the run to continue")
-    folder = Path(out) / SUITE / run_id
-    if not folder.is_dir():
-        raise DTNBenchError(f"--resume {run_id}: no run folder {folder}")
-    stored = read_json_object(folder / "config.json", hint=" (the run cannot be resumed)")
-    try:
-        recorded = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
-    except TypeError as e:
-        raise DTNBenchError(f"--resume {run_id}: {folder / 'config.json'} is not a train config ({e})") from None
+    recorded = TrainConfig.recorded(out, run_id)
     if cfg is None:
         return recorded
     old, new = recorded.training_settings(), cfg.training_settings()
