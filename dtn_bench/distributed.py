@@ -1,6 +1,11 @@
-"""One process of a (possibly) multi-process job: torchrun's environment, the process group and exact reductions.
+"""One process of a (possibly) multi-process job: its rank and device, the process group and exact reductions.
 
-Shared by the suites that scale out (LRA ListOps training with DDP, ImageNet-C evaluation sharded over ranks). In a
+The one place that reads torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``: :func:`process_rank`,
+:func:`local_rank`, :func:`world_size_from_env`) and resolves a ``--device`` (:func:`resolve_device`), with one
+vocabulary for every command: ``auto`` is the GPU of this process when one is visible, else the CPU; ``cuda`` is
+this process's GPU (``cuda:LOCAL_RANK`` under torchrun); ``cuda:N`` that GPU; ``cpu`` the CPU.
+
+Shared by the suites that scale out (LRA ListOps training with DDP, image evaluation sharded over ranks). In a
 single process every method is a no-op that returns its input, so the same code runs with and without torchrun.
 """
 
@@ -90,12 +95,46 @@ class DistContext:
         return self.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
 
 
+def process_rank() -> int:
+    """This process's rank as torchrun announces it (``RANK``), 0 without torchrun."""
+    return _env_int("RANK", 0)
+
+
+def local_rank() -> int:
+    """This process's rank on its node (``LOCAL_RANK``, the GPU it takes), 0 without torchrun."""
+    return _env_int("LOCAL_RANK", 0)
+
+
+def is_main_process() -> bool:
+    """Whether this is rank 0 (the process that writes and prints)."""
+    return process_rank() == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, str(default)))
+    except ValueError:
+        raise DTNBenchError(f"{name}={os.environ[name]!r} is not a number") from None
+
+
+def default_device() -> str:
+    """What ``auto`` resolves to by name: ``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device_amp(device: str, amp: str | None) -> None:
+    """One-line errors for an ``--amp`` other than bf16, a device not auto / cpu / cuda, or cuda without a GPU."""
+    if amp not in (None, "bf16"):
+        raise DTNBenchError(f"--amp {amp!r}: only bf16 is supported")
+    if device.split(":")[0] not in ("auto", "cpu", "cuda"):
+        raise DTNBenchError(f"--device {device!r}: use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DTNBenchError(f"--device {device} but no CUDA GPU is visible")
+
+
 def world_size_from_env() -> int:
     """Processes of this job as torchrun announces them (``WORLD_SIZE``), 1 without torchrun."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        raise DTNBenchError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+    return max(1, _env_int("WORLD_SIZE", 1))
 
 
 def check_device(command: str, device: str | torch.device, hint: str = "") -> torch.device:
@@ -104,10 +143,12 @@ def check_device(command: str, device: str | torch.device, hint: str = "") -> to
     The error comes when ``device`` is not a device string, or asks for a CUDA GPU that is not visible (``hint``: what
     to do instead, appended).
     """
+    if str(device) == "auto":
+        return resolve_device("auto", local_rank())
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise DTNBenchError(f"{command}: --device {device!r} is not a device (cpu, cuda or cuda:N)") from None
+        raise DTNBenchError(f"{command}: --device {device!r} is not a device (auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DTNBenchError(f"{command}: --device {device} but no CUDA GPU is visible{hint}")
@@ -116,14 +157,19 @@ def check_device(command: str, device: str | torch.device, hint: str = "") -> to
     return dev
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
+def resolve_device(name: str, rank: int | None = None) -> torch.device:
+    """This process's device for ``--device name``: ``auto`` -> its GPU when there is one, else the CPU.
+
+    ``cuda`` is ``cuda:<rank>`` (``rank``: default :func:`local_rank`, torchrun's ``LOCAL_RANK``); ``cuda`` without a
+    GPU is an error.
+    """
+    name = str(name)
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = default_device()
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DTNBenchError(f"--device {name}: no CUDA GPU is visible to torch (use --device cpu)")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+        return torch.device(name if ":" in name else f"cuda:{local_rank() if rank is None else rank}")
     return torch.device(name)
 
 
@@ -132,13 +178,11 @@ def init_distributed(device: str = "auto") -> DistContext:
 
     Under torchrun the process group is initialised (NCCL on GPUs, gloo on CPUs) once.
     """
-    world = world_size_from_env()
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world, rank, local = world_size_from_env(), process_rank(), local_rank()
     if world > 1 and device.startswith("cuda:"):
         raise DTNBenchError(f"--device {device}: under torchrun each process takes the GPU of its LOCAL_RANK; "
                             "use --device cuda")
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local)
     created = False
     if world > 1 and dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -148,4 +192,4 @@ def init_distributed(device: str = "auto") -> DistContext:
         else:
             torch.distributed.init_process_group("gloo")
         created = True
-    return DistContext(rank=rank, world=world, local_rank=local_rank, device=dev, created=created)
+    return DistContext(rank=rank, world=world, local_rank=local, device=dev, created=created)

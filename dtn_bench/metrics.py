@@ -11,6 +11,10 @@ Every number here is labelled for what it is:
   (torchvision's AlexNet; the paper prints 43.5%).
 - **mean corruption error / accuracy** (fractions): the plain, unnormalised mean over the 15 x 5 errors, which is
   what Hendrycks' own test script prints; it is not the mCE.
+- **RobustBench's mCE**: on RobustBench's fixed 5,000-image subset of val, RobustBench divides by AlexNet's errors on
+  that same subset (:data:`ROBUSTBENCH_ALEXNET_ACCURACY`), not by the full-set averages above:
+  ``mCE = mean_c [mean_s E(s, c) / mean_s E_AlexNet-subset(s, c)]`` (``robustbench/eval.py``,
+  ``corruptions_evaluation``); :func:`mce_over` takes either baseline, and :data:`NORMALISATIONS` names each.
 """
 
 from __future__ import annotations
@@ -55,6 +59,90 @@ ALEXNET_ERRORS: dict[str, tuple[float, float, float, float, float]] = {
 }
 ALEXNET_CLEAN_ERROR = 0.43478
 """AlexNet's clean top-1 error on ImageNet val (torchvision's model; the paper prints 43.5%)."""
+
+ROBUSTBENCH_ALEXNET_ACCURACY: dict[str, dict[str, tuple[float, float, float, float, float]]] = {
+    "2d": {  # ImageNet-C, model_info/imagenet/corruptions/unaggregated_results.csv
+        "gaussian_noise": (0.311, 0.1814, 0.0724, 0.0214, 0.0058),
+        "shot_noise": (0.2944, 0.1598, 0.0726, 0.0196, 0.012),
+        "impulse_noise": (0.2234, 0.1154, 0.0556, 0.014, 0.0054),
+        "defocus_blur": (0.3404, 0.262, 0.1502, 0.085, 0.0522),
+        "glass_blur": (0.3486, 0.2412, 0.1126, 0.08, 0.0636),
+        "motion_blur": (0.4174, 0.295, 0.1794, 0.1022, 0.0698),
+        "zoom_blur": (0.3028, 0.2308, 0.1936, 0.163, 0.1312),
+        "snow": (0.2788, 0.114, 0.132, 0.085, 0.0502),
+        "frost": (0.3788, 0.1976, 0.1052, 0.0994, 0.0616),
+        "fog": (0.3154, 0.2324, 0.157, 0.1214, 0.0556),
+        "brightness": (0.5504, 0.514, 0.464, 0.3886, 0.2906),
+        "contrast": (0.3496, 0.2334, 0.1094, 0.0266, 0.0094),
+        "elastic_transform": (0.471, 0.3022, 0.44, 0.3568, 0.1898),
+        "pixelate": (0.4754, 0.4502, 0.267, 0.1288, 0.0858),
+        "jpeg_compression": (0.4858, 0.4522, 0.4228, 0.3488, 0.2564),
+    },
+    "3d": {  # ImageNet-3DCC, model_info/imagenet/corruptions/unaggregated_results_3d.csv
+        "near_focus": (0.4616, 0.4192, 0.3822, 0.3554, 0.3282),
+        "far_focus": (0.4722, 0.3902, 0.3314, 0.29, 0.2586),
+        "bit_error": (0.4432, 0.4, 0.3272, 0.263, 0.1498),
+        "color_quant": (0.551, 0.5388, 0.5018, 0.3306, 0.0968),
+        "flash": (0.2858, 0.248, 0.2082, 0.156, 0.0958),
+        "fog_3d": (0.4374, 0.2808, 0.1852, 0.1328, 0.096),
+        "h265_abr": (0.498, 0.4836, 0.4494, 0.3626, 0.3694),
+        "h265_crf": (0.5028, 0.5012, 0.4886, 0.4496, 0.4318),
+        "iso_noise": (0.1308, 0.1052, 0.0658, 0.0286, 0.012),
+        "low_light": (0.2832, 0.2364, 0.1874, 0.1246, 0.056),
+        "xy_motion_blur": (0.3028, 0.209, 0.153, 0.1156, 0.0954),
+        "z_motion_blur": (0.2792, 0.2308, 0.193, 0.166, 0.1516),
+    },
+}
+"""AlexNet's top-1 ACCURACY (fractions of 5,000 images) per severity 1..5 on RobustBench's 5,000-image subset of
+ImageNet-C (``"2d"``) and ImageNet-3DCC (``"3d"``): the ``AlexNet`` row of RobustBench's
+``model_info/imagenet/corruptions/unaggregated_results.csv`` / ``unaggregated_results_3d.csv`` (commit fe235fb,
+2023-04-10; stored as accuracies, as RobustBench stores them); ``robustbench/eval.py`` divides by ``1 -`` these.
+RobustBench's ``AlexNet.json`` gives the means: 21.12% (2d) and 28.47% (3d) mean accuracy, mCE 100."""
+ROBUSTBENCH_SUBSET_SHA256 = "3d2e60d4fb112fb6a964606e260a8e84f1faa0804958974cb2bb96a7c5e3f4ba"
+"""SHA-256 of RobustBench's 5,000-image list (``robustbench/helper_files/imagenet_test_image_ids.txt``: ``wnid/name``
+per line, 997 classes, 1-12 images each) as :func:`subset_list_sha256` computes it: the entries sorted, one per line,
+each ending in a newline. A subset file with this digest is RobustBench's list."""
+ROBUSTBENCH_SUBSET_SIZE = 5000
+ROBUSTBENCH_SUBSET_LABEL = "RobustBench's 5,000-image list"
+"""How rows name the images of a run on RobustBench's list (its ``subset``; reports normalise by it)."""
+
+HENDRYCKS = "AlexNet-normalised (Hendrycks & Dietterich 2019, full-set AlexNet errors)"
+ROBUSTBENCH = "AlexNet-normalised (RobustBench: AlexNet's errors on its 5,000-image subset)"
+UNNORMALISED = "unnormalised mean error"
+NORMALISATIONS = (HENDRYCKS, ROBUSTBENCH, UNNORMALISED)
+"""How a headline corruption metric is normalised; every mCE shown says which."""
+
+
+def robustbench_alexnet_errors(kind: str) -> dict[str, tuple[float, ...]]:
+    """AlexNet's top-1 errors (``1 -`` :data:`ROBUSTBENCH_ALEXNET_ACCURACY`) on RobustBench's subset (2d / 3d)."""
+    return {c: tuple(round(1.0 - a, 6) for a in accs) for c, accs in ROBUSTBENCH_ALEXNET_ACCURACY[kind].items()}
+
+
+def subset_list_sha256(entries: Sequence[str]) -> str:
+    """SHA-256 of a subset list's ``wnid/name`` entries, sorted and unique, one per line (order-free identity)."""
+    import hashlib
+
+    text = "".join(f"{e}\n" for e in sorted(set(entries)))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def mce_over(errors: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]],
+             corruptions: Sequence[str]) -> float:
+    """The mCE (percent) over ``corruptions`` normalised by ``baseline``: ``100 mean_c [sum_s E(s,c) / sum_s B(s,c)]``.
+
+    With ``baseline`` = :data:`ALEXNET_ERRORS` and the 15 :data:`CORRUPTIONS` this is :func:`mce`; with RobustBench's
+    subset errors (:func:`robustbench_alexnet_errors`) it is RobustBench's mCE (AlexNet's own errors give 100).
+
+    Raises:
+        ValueError: a corruption of ``corruptions`` missing from ``errors`` or ``baseline``, or not 5 severities.
+    """
+    total = 0.0
+    for c in corruptions:
+        if c not in errors or c not in baseline:
+            raise ValueError(f"missing corruption {c!r} in the {'errors' if c not in errors else 'baseline'}")
+        vals = _severity_errors(c, errors[c])
+        total += sum(vals) / sum(float(b) for b in baseline[c])
+    return 100.0 * total / len(corruptions)
 
 
 def alexnet_average(corruption: str) -> float:

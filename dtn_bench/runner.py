@@ -10,6 +10,15 @@ come, so a killed run keeps what it finished), resume (finished units are given 
 rank-0 writing under torchrun (every rank runs the suite; only rank 0 writes) and the final render from the rows.
 Rows hold measurements; derived figures (mCE, ratios, slopes) are computed by the report at render time.
 
+A suite may plan before it measures (``Suite.plan``: every check, the model loaded, the files hashed): the plan's
+``provenance`` (what it found: checkpoint and weights SHA-256, subset-list digests, resolved paths) is recorded in
+``config.json`` beside the config the user gave, and the run key hashes both (:func:`run_key`). The suite's ``run``
+then gets the plan instead of the config.
+
+Events: a suite tells its caller what happens through typed events (:mod:`dtn_bench.events`), ``ctx.emit(event)``;
+the runner adds :class:`~dtn_bench.events.Started`, :class:`~dtn_bench.events.UnitDone` and
+:class:`~dtn_bench.events.Rendered`, and passes rank 0's events to ``on_event(event)``.
+
 Data flow: flags -> ``Config.from_preset`` -> ``run_suite`` -> ``suite.run`` -> rows -> writer -> ``suite.report``.
 """
 
@@ -22,9 +31,28 @@ from pathlib import Path
 from typing import Any
 
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.events import Event, Handler, Rendered, Started, UnitDone, ignore
 
 Rows = list[dict]
-Event = Callable[..., None]
+__all__ = ["EMPTY_OK", "ConsoleTable", "Event", "Handler", "PresetConfig", "Report", "RunContext", "RunResult", "Suite",
+           "run_key", "run_suite", "write_report"]
+
+
+def run_key(config: Mapping[str, Any], provenance: Mapping[str, Any], ignored: Iterable[str] = ()) -> str:
+    """SHA-256 (hex) of ``{"config": config, "provenance": provenance}`` without the ``ignored`` keys.
+
+    ``config``: the settings the user gave; ``provenance``: what the plan found (hashes of checkpoints, weights and
+    subset lists; resolved paths). Both key the run explicitly, so a run folder never mixes other settings or files.
+    """
+    import hashlib
+    import json
+
+    skip = set(ignored)
+    keyed = {"config": {k: v for k, v in config.items() if k not in skip},
+             "provenance": {k: v for k, v in provenance.items() if k not in skip}}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
+
+
 EMPTY_OK = "an empty list is a value"
 """Marks a tuple field where an empty list means something (``models: Annotated[tuple[str, ...], EMPTY_OK]``: no
 models); elsewhere an empty list given in a preset or a flag is an error, not "the default"."""
@@ -308,8 +336,8 @@ class RunContext:
 
     Attributes:
         done: resume keys (tuples of the suite's ``resume_key`` columns) already in the run folder.
-        emit: ``emit(kind, **info)``: progress and notes for the caller (``note``, ``warning``, ...); a no-op on
-            ranks other than 0.
+        emit: ``emit(event)``: a typed event (:mod:`dtn_bench.events`: notes, warnings, progress, units) for the
+            caller; a no-op on ranks other than 0.
         rank: this process's rank (0 without torchrun); world: the number of processes.
         dist: the :class:`~dtn_bench.distributed.DistContext` (device, collectives) when the suite asked for one
             (``Suite.distributed``), else ``None``.
@@ -318,7 +346,7 @@ class RunContext:
     """
 
     done: set[tuple] = field(default_factory=set)
-    emit: Event = lambda kind, **info: None  # noqa: E731
+    emit: Handler = ignore
     rank: int = 0
     world: int = 1
     dist: Any = None
@@ -350,6 +378,9 @@ class Suite:
         table_help: the help of ``dtn-bench table <command>``.
         distributed: the runner opens the process context (``init_distributed(cfg.device)``) and hands it to the
             suite as ``ctx.dist``; without torchrun a suite that does not ask for it runs without one.
+        plan: ``plan(cfg)`` -> the suite's plan (every check before any work; its ``provenance`` dict is recorded
+            and keyed, its ``messages()`` are emitted), which ``run`` then gets instead of the config; ``None``: the
+            suite runs from its config.
     """
 
     name: str
@@ -366,6 +397,7 @@ class Suite:
     device: Callable[[Any, int], str] | None = None
     table_help: str = ""
     distributed: bool = False
+    plan: Callable[[Any], Any] | None = None
 
     @property
     def higher_is_better(self) -> dict[str, bool]:
@@ -381,11 +413,15 @@ class RunResult:
     rows: Any
 
 
-def _writer(suite: Suite, cfg, out, run_id, resume, world: int):
+def _writer(suite: Suite, cfg, out, run_id, resume, world: int, provenance: Mapping[str, Any]):
     from dtn_bench.results.env import environment
     from dtn_bench.results.writer import DEFAULT_IGNORED_CONFIG_KEYS, RunWriter
 
     config = cfg.as_dict()
+    clash = sorted(set(config) & set(provenance))
+    if clash:  # the plan's findings sit beside the settings given, never over them
+        raise ValueError(f"suite {suite.name}: provenance keys {clash} are also config keys")
+    config = {**config, **provenance}
     env = None
     extra = suite.env(cfg, world) if suite.env is not None else {}
     if extra:
@@ -398,7 +434,8 @@ def _writer(suite: Suite, cfg, out, run_id, resume, world: int):
 
 
 def run_suite(name: str | Suite, cfg, *, out: str | Path = "results", run_id: str | None = None,
-              resume: bool = False, on_event: Event | None = None, render: bool = True) -> RunResult:
+              resume: bool = False, on_event: Handler | None = None, render: bool = True,
+              plan: Any = None) -> RunResult:
     """Run a registered suite and write its run folder ``out/<suite>/<run id>``.
 
     Args:
@@ -406,11 +443,14 @@ def run_suite(name: str | Suite, cfg, *, out: str | Path = "results", run_id: st
         cfg: its config (``Suite.config`` instance).
         out: the results root.
         run_id: the run folder name (default: a fresh timestamped one, or what the config chooses when it has a
-            ``default_run_id()``).
+            ``default_run_id()``; a planned suite's gets the plan's provenance).
         resume: continue the run folder ``run_id``: finished units are skipped by the suite.
-        on_event: ``on_event(kind, **info)`` on rank 0: ``start`` (total, skipped), ``step`` (label, rows),
-            ``rendered`` (path), and whatever the suite emits (``note``, ``warning``, ...).
+        on_event: ``on_event(event)`` on rank 0: :class:`~dtn_bench.events.Started`,
+            :class:`~dtn_bench.events.UnitDone`, :class:`~dtn_bench.events.Rendered`, the plan's messages and
+            whatever the suite emits.
         render: write the report (documents and plots) at the end.
+        plan: the plan of a planned suite (``Suite.plan``) already made by the caller, who has then reported its
+            messages; ``None``: the runner plans (and emits the plan's messages after ``Started``).
 
     Returns:
         A :class:`RunResult`.
@@ -423,7 +463,11 @@ def run_suite(name: str | Suite, cfg, *, out: str | Path = "results", run_id: st
     from dtn_bench.suites import get_suite
 
     suite = name if isinstance(name, Suite) else get_suite(name)
-    emit = on_event or (lambda kind, **info: None)
+    emit = on_event or ignore
+    messages = []
+    if suite.plan is not None and plan is None:
+        plan = suite.plan(cfg)
+        messages = plan.messages()
     world = world_size_from_env()
     dist = None
     if world > 1 or suite.distributed:
@@ -431,22 +475,23 @@ def run_suite(name: str | Suite, cfg, *, out: str | Path = "results", run_id: st
 
         dist = init_distributed(getattr(cfg, "device", "auto"))
     try:
-        return _run(suite, cfg, out, run_id, resume, emit, render, dist)
+        return _run(suite, cfg, out, run_id, resume, emit, render, dist, plan, messages)
     finally:
         if dist is not None:
             dist.close()
 
 
-def _run(suite: Suite, cfg, out, run_id, resume, emit: Event, render: bool, dist) -> RunResult:
+def _run(suite: Suite, cfg, out, run_id, resume, emit: Handler, render: bool, dist, plan, messages) -> RunResult:
     """Every rank runs the suite (on its shard); rank 0 alone writes (its errors and done keys are broadcast)."""
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
     share = dist.broadcast if dist is not None and dist.world > 1 else (lambda obj: obj)
+    provenance = dict(plan.provenance) if plan is not None else {}
     if run_id is None and hasattr(cfg, "default_run_id"):
-        run_id = cfg.default_run_id()
+        run_id = cfg.default_run_id(provenance) if plan is not None else cfg.default_run_id()
     writer, error, done, run_dir = None, None, set(), None
     if rank == 0:
         try:
-            writer = _writer(suite, cfg, out, run_id, resume, world)
+            writer = _writer(suite, cfg, out, run_id, resume, world, provenance)
             done = writer.done_keys(suite.resume_key) if resume and suite.resume_key else set()
             run_dir = writer.path
         except DTNBenchError as e:
@@ -454,26 +499,30 @@ def _run(suite: Suite, cfg, out, run_id, resume, emit: Event, render: bool, dist
     error, done, run_dir = share((error, set(done), run_dir))
     if error:
         raise DTNBenchError(error)
-    quiet: Event = lambda kind, **info: None  # noqa: E731
-    ctx = RunContext(done=done, emit=emit if rank == 0 else quiet, rank=rank, world=world, dist=dist,
+    ctx = RunContext(done=done, emit=emit if rank == 0 else ignore, rank=rank, world=world, dist=dist,
                      run_dir=run_dir)
-    ctx.emit("start", total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done))
-    _measure(suite, cfg, ctx, writer, emit)
+    ctx.emit(Started(total=suite.steps(cfg) if suite.steps is not None else None, skipped=len(done)))
+    for message in messages:
+        ctx.emit(message)
+    _measure(suite, plan if plan is not None else cfg, ctx, writer, emit)
     if writer is None:
         return RunResult(None, None)
     if render:
         write_report(suite, writer)
-        emit("rendered", path=writer.path)
+        emit(Rendered(path=writer.path))
     return RunResult(writer.path, writer.rows())
 
 
-def _measure(suite: Suite, cfg, ctx: RunContext, writer, emit: Event) -> None:
-    """Runs the suite, appending its rows as they come (rank 0); a new run folder without a row goes on failure."""
+def _measure(suite: Suite, what, ctx: RunContext, writer, emit: Handler) -> None:
+    """Runs the suite on ``what`` (its plan, or its config), appending its rows as they come (rank 0).
+
+    A new run folder without a row goes on failure.
+    """
     try:
-        for label, rows in suite.run(cfg, ctx):
+        for label, rows in suite.run(what, ctx):
             if writer is not None:
                 writer.append(rows)
-                emit("step", label=label, rows=len(rows))
+                emit(UnitDone(label=label, rows=len(rows)))
     except BaseException:
         if writer is not None:
             writer.discard()  # a run that failed before its first row leaves no folder behind

@@ -23,6 +23,7 @@ SUITE_MODULES: dict[str, str] = {
     "bench-imagenet-c-pipeline": "dtn_bench.imagenet_c.suite",
     "bench-corrupt": "dtn_bench.bench.corrupt",
     "cifar-c": "dtn_bench.cifar_c.suite",
+    "shifts": "dtn_bench.shifts.suite",
     "train": "dtn_bench.train.suite",
 }
 """Where each built-in suite is defined (imported on first use, so ``--help`` stays instant)."""

@@ -74,8 +74,13 @@ class Killed(Exception):
 def kill_at(event: str):
     """An ``on_event`` callback that raises :class:`Killed` at the first event of kind ``event``."""
 
-    def on_event(kind, **info):
-        if kind == event:
+    def on_event(e):
+        if e.kind == event:
             raise Killed
 
     return on_event
+
+
+def record(events: list):
+    """An ``on_event`` callback that appends ``(kind, fields)`` of each event to ``events``."""
+    return lambda e: events.append((e.kind, e.fields()))

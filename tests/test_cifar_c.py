@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from cli_helpers import assert_one_line_error
+from cli_helpers import assert_one_line_error, record
 
 import dtn_bench  # noqa: F401  (registers the models with timm)
 from dtn_bench.cifar_c import evaluate
@@ -130,20 +130,20 @@ def test_the_suite_reads_the_arrays_memory_mapped(cifar, monkeypatch):
 def test_resume_skips_finished_pairs_and_gives_the_same_rows(cifar, full):
     out, events = cifar["base"] / "resume", []
 
-    def stop_after_three(kind, **info):
-        events.append((kind, info))
-        if kind == "pair" and sum(k == "pair" for k, _ in events) == 3:
+    def stop_after_three(e):
+        events.append((e.kind, e.fields()))
+        if e.kind == "pair" and sum(k == "pair" for k, _ in events) == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         evaluate("vit_cifar_t_ln", cifar["root"], out=out, run_id="r", on_event=stop_after_three, **_settings(cifar))
     events.clear()
     res = evaluate("vit_cifar_t_ln", cifar["root"], out=out, run_id="r", resume=True,
-                   on_event=lambda kind, **info: events.append((kind, info)), **_settings(cifar))
+                   on_event=record(events), **_settings(cifar))
     pending = next(info for kind, info in events if kind == "pending")
     assert pending["skipped"] == 3 and pending["pending"] == 7  # a pair's event comes after its rows are written
     want = {k: v for k, v in _pairs(full.rows).items() if k[0] != "clean"}
-    assert _pairs(res.rows) == want and len(res.rows) == 3 * 10
+    assert _pairs(res.rows) == want and len(res.rows) == 4 * 10  # each pair's 4 rows once
     with pytest.raises(DTNBenchError, match="different config"):  # other settings never mix into a run
         evaluate("vit_cifar_t_ln", cifar["root"], out=out, run_id="r", resume=True,
                  **{**_settings(cifar), "corruptions": ["fog"]})

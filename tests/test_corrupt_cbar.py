@@ -473,7 +473,11 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_round_trip_through_the_imagenet_c_folder_loader(src, tmp_path, invoke):
-    from dtn_bench.imagenet_c.data import OK, ImageItems, Item, scan_layout
+    from dtn_bench.shifts.layout import scan_layout
+    from dtn_bench.shifts.loader import OK, FileSource, ImageItems, Item
+    from dtn_bench.shifts.sets import SETS
+
+    cbar = SETS["imagenet-c-bar"]  # the engine's description of the set reads what the generator wrote
 
     out = tmp_path / "ImageNet-C-bar"
     code, stdout, err = invoke("corrupt", str(src), str(out), "--set", "imagenet-c-bar", "--severities", "5",
@@ -484,12 +488,15 @@ def test_round_trip_through_the_imagenet_c_folder_loader(src, tmp_path, invoke):
     assert manifest["set"] == "imagenet-c-bar" and manifest["format"] == "imagenet-c-bar"
     assert manifest["corruptions"] == list(CBAR_CORRUPTIONS) and manifest["severities"] == [5]
     assert not (out / C.PARTIAL_NAME).exists()
-    layout = scan_layout(out, CBAR_CORRUPTIONS, (5,))
+    assert cbar.corruptions == CBAR_CORRUPTIONS
+    layout = scan_layout(out, CBAR_CORRUPTIONS, (5,), label=cbar.label, severity_folders=cbar.severity_folder,
+                         known=cbar.corruptions)
     assert layout.classes == ("n01440764", "n01443537")
     assert layout.files[("sparkles", 5)] == ["n01440764/a.JPEG", "n01440764/b.jpg", "n01443537/a.JPEG",
                                              "n01443537/b.jpg"]
-    items = [Item(str(out / "plasma_noise" / "5" / f), layout.label(f), 0) for f in layout.files[("plasma_noise", 5)]]
-    data = ImageItems(items, (224, 224))
+    names = layout.files[("plasma_noise", 5)]
+    data = ImageItems([FileSource(layout.folders[("plasma_noise", 5)], names, cbar.transform)],
+                      [Item(0, i, layout.label(f)) for i, f in enumerate(names)], (224, 224))
     for i, f in enumerate(layout.files[("plasma_noise", 5)]):
         image, label, _, status, _ = data[i]
         assert status == OK and image.shape == (3, 224, 224) and label == (0 if f.startswith("n0144076") else 1)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import run_cli
+from cli_helpers import record, run_cli
 from PIL import Image
 
 from dtn_bench.bench.corrupt import peer_speedups
@@ -524,7 +524,7 @@ def test_bench_corrupt_python_api(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     events = []
     result = bc.benchmark("quick", out=str(tmp_path), run_id="api", corruptions=("contrast", "brightness"), batch=1,
-                          threads=1, on_event=lambda kind, **info: events.append((kind, info)))
+                          threads=1, on_event=record(events))
     assert torch.get_num_threads() == threads
     assert result.path == tmp_path / "bench-corrupt" / "api"
     assert {p.name for p in result.path.iterdir()} >= {"rows.csv", "rows.parquet", "config.json", "table.md",

@@ -6,6 +6,7 @@ Every test builds its own tiny ImageNet-C tree (a few 224 x 224 JPEGs per class,
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import Killed, assert_one_line_error, kill_at, run_cli
+from cli_helpers import Killed, assert_one_line_error, kill_at, record, run_cli
 from PIL import Image
 
 from dtn_bench.errors import DTNBenchError
@@ -107,7 +108,7 @@ def test_single_run_rows_counts_and_files(world):
     ok = rows[(rows["corruption"] == "fog") & (rows["severity"] == 1)]["unreadable_files"].fillna("").unique()
     assert ok.tolist() == [""]
     assert set(rows["data"]) == {"ImageNet-C"} and set(rows["subset"]) == {"full"}
-    assert set(rows["checkpoint_sha256"]) == {D.hashlib.sha256(world["ckpt"].read_bytes()).hexdigest()}
+    assert set(rows["checkpoint_sha256"]) == {hashlib.sha256(world["ckpt"].read_bytes()).hexdigest()}
 
 
 def test_unreadable_named_in_summary(world, capsys):
@@ -251,7 +252,7 @@ def test_resume_skips_finished_pairs_and_refuses_other_settings(world, invoke):
     (run,) = (out / "imagenet-c").iterdir()  # default run id: model + hash of the settings
     assert len(_pairs(pd.read_parquet(run / "rows.parquet"))) == 1
     events = []
-    result = evaluate("vit_t_ln", world["data"], resume=True, on_event=lambda k, **i: events.append((k, i)), **kw)
+    result = evaluate("vit_t_ln", world["data"], resume=True, on_event=record(events), **kw)
     assert result.path == run
     start = next(i for k, i in events if k == "start")  # the runner's: the units of the run, those in the folder
     assert start == {"total": 4, "skipped": 1}
@@ -428,7 +429,7 @@ def test_run_suite_runs_the_registered_suite_from_a_config(world, tmp_path):
     cfg = make_config("vit_t_ln", world["data"], num_classes=3, checkpoint=world["ckpt"], corruptions=["fog"],
                       severities=[2], batch_size=4, workers=0)
     events = []
-    result = run_suite("imagenet-c", cfg, out=tmp_path, run_id="r", on_event=lambda k, **i: events.append((k, i)))
+    result = run_suite("imagenet-c", cfg, out=tmp_path, run_id="r", on_event=record(events))
     assert result.path == tmp_path / "imagenet-c" / "r" and (result.path / "table.md").is_file()
     single = _pairs(pd.read_parquet(world["run"] / "rows.parquet"))
     assert _pairs(result.rows) == {("fog", 2): single[("fog", 2)]}
@@ -488,7 +489,7 @@ def test_subset_files_with_one_name_stay_apart(world, tmp_path):
         f = tmp_path / sub / "ids.txt"
         f.parent.mkdir()
         f.write_text(entry + "\n")
-        lists[sub] = D.hashlib.sha256(f.read_bytes()).hexdigest()
+        lists[sub] = hashlib.sha256(f.read_bytes()).hexdigest()
         code = run_cli([*world["args"], "--workers", "0", "--subset-file", str(f), "--corruptions", "fog",
                         "--severities", "1", "--out", str(tmp_path / "res"), "--run-id", sub])
         assert code == 0

@@ -21,8 +21,8 @@ import torch
 from cli_helpers import Killed, assert_one_line_error, kill_at
 from test_imagenet_c import BAD, CLASSES, CORR, SEVS, make_layout
 
-from dtn_bench.imagenet_c import correctness as C
 from dtn_bench.metrics import ALEXNET_ERRORS
+from dtn_bench.shifts import correctness as C
 from dtn_bench.stats import bootstrap_mce_difference, pack_bits
 
 PAIRS = [(c, s) for c in CORR for s in SEVS]

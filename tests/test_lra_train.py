@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import assert_one_line_error
+from cli_helpers import assert_one_line_error, record
 
 from dtn_bench.data.listops import generate
 from dtn_bench.errors import DTNBenchError
@@ -592,22 +592,22 @@ def test_python_api_resumes_an_interrupted_run_from_its_checkpoint(data_dir, tmp
 
     events = []
 
-    def kill(kind, **info):
-        events.append(kind)
-        if kind == "run_step" and info["norm"] == "dtn" and info["step"] == 3:
+    def kill(e):
+        events.append(f"{e.kind} {e.task}" if e.kind == "progress" else e.kind)
+        if e.kind == "run_step" and e.norm == "dtn" and e.step == 3:
             raise Killed
 
     with pytest.raises(Killed):
         listops("quick", out=res, run_id="cut", on_event=kill, **flags)
     cut = res / "lra-listops" / "cut"
-    assert events[:4] == ["start", "settings", "data_start", "data_done"]
+    assert events[:4] == ["start", "settings", "progress data", "progress data"]  # the data's start and end
     assert events.index("trained") < events.index("step", events.index("trained"))  # the accuracy, then its rows
     assert set(zip(*[read_rows(cut)[c] for c in ("model", "norm")], strict=True)) == {
         ("majority-class", "none"), ("transformer", "layernorm")}
     assert torch.load(cut / "checkpoints" / "transformer-dtn-seed0" / "last.pt", weights_only=True)["step"] == 2
     seen = []
     resumed = listops("quick", out=res, run_id="cut", resume=True,
-                      on_event=lambda kind, **info: seen.append((kind, info)), **flags)
+                      on_event=record(seen), **flags)
     assert [(i["norm"], i["resumed_from"]) for k, i in seen if k == "run_start"] == [("dtn", 2)]
     assert seen[0] == ("start", {"total": 3, "skipped": 2})  # the baseline and transformer/layernorm are kept
     key = ["model", "norm", "metric", "split", "checkpoint", "step"]
@@ -808,7 +808,7 @@ def test_runs_side_by_side_give_the_rows_of_runs_one_after_another(data_dir, tmp
         torch.set_num_threads(2)
         one_2_threads = listops("quick", out=tmp_path, run_id="one-2", workers=1, **flags)
         two = listops("quick", out=tmp_path, run_id="two", workers=0, **flags,
-                      on_event=lambda kind, **info: events.append((kind, info)))
+                      on_event=record(events))
     finally:
         torch.set_num_threads(before)
     pick = lambda df, m: df[df.metric == m].set_index(  # noqa: E731
@@ -880,7 +880,7 @@ def test_flush_denormal_is_a_recorded_training_setting_and_is_undone_after_the_r
     res = listops("quick", out=tmp_path, run_id="ftz", models=("transformer",), norms=("layernorm",), seeds=(0,),
                   max_len=40, dim=16, heads=2, depth=1, mlp_dim=32, batch=8, steps=2, eval_every=2, device="cpu",
                   data_dir=str(data_dir), workers=1,
-                  on_event=lambda kind, **info: seen.append((tiny * 1.0).item()) if kind == "run_step" else None)
+                  on_event=lambda e: seen.append((tiny * 1.0).item()) if e.kind == "run_step" else None)
     assert seen and set(seen) == {0.0}  # flushed during training
     assert (tiny * 1.0).item() != 0.0  # and not after it
     assert json.loads((res.path / "config.json").read_text())["flush_denormal"] is True

@@ -94,7 +94,7 @@ def test_resume_measures_only_the_unfinished_units(tmp_path):
     assert set(read_rows(tmp_path / sn.SUITE / "r")["case"]) == {"layer"}
     labels = []
     result = run_suite(sn.SUITE, cfg, out=tmp_path, run_id="r", resume=True,
-                       on_event=lambda kind, **info: labels.append(info["label"]) if kind == "step" else None)
+                       on_event=lambda e: labels.append(e.label) if e.kind == "step" else None)
     assert labels == ["quick step reformer"]
     assert set(result.rows["case"]) == {"layer", "step"} and len(result.rows) == 2 * 2 * 2 * 2
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import Killed, assert_one_line_message, kill_at, run_cli
+from cli_helpers import Killed, assert_one_line_message, kill_at, record, run_cli
 
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.results.io import read_rows
@@ -109,7 +109,7 @@ def test_a_toy_suite_runs_resumes_and_renders(toy, tmp_path, capsys):
     assert list(read_rows(tmp_path / "toy" / "r")["value"]) == [1.0]  # what finished is kept
     events = []
     result = run_suite(toy, cfg, out=tmp_path, run_id="r", resume=True,
-                       on_event=lambda kind, **info: events.append((kind, info)))
+                       on_event=record(events))
     assert result.path == tmp_path / "toy" / "r"
     assert list(result.rows["value"]) == [1.0, 4.0, 9.0]  # item 1 not measured again
     assert events[0] == ("start", {"total": 3, "skipped": 1})

@@ -314,9 +314,9 @@ def test_resume_after_a_kill_ends_bit_identical(cifar, tmp_path, kill):
     full = train("quick", out=tmp_path, run_id="full", **settings)
     calls = {"n": 0}
 
-    def die(kind, **info):  # the second epoch's checkpoint is written, or part-way through the second epoch
-        calls["n"] += kind == kill
-        if kind == kill and (info.get("epoch") == 1 if kill == "train_epoch" else calls["n"] == 8):  # 5 per epoch
+    def die(e):  # the second epoch's checkpoint is written, or part-way through the second epoch
+        calls["n"] += e.kind == kill
+        if e.kind == kill and (e.epoch == 1 if kill == "train_epoch" else calls["n"] == 8):  # 5 per epoch
             raise Killed
 
     with pytest.raises(Killed):

@@ -24,8 +24,9 @@ import pandas as pd
 
 from dtn_bench.checks import check_positive
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.events import Handler, Note
 from dtn_bench.results.schema import make_row
-from dtn_bench.runner import ConsoleTable, Event, PresetConfig, Report, RunContext, RunResult, Suite, run_suite
+from dtn_bench.runner import ConsoleTable, PresetConfig, Report, RunContext, RunResult, Suite, run_suite
 from dtn_bench.suites import register
 
 SUITE = "bench-corrupt"
@@ -83,7 +84,7 @@ def run(cfg: CorruptBenchConfig, ctx: RunContext) -> Iterator[tuple[str, list[di
 
     Args:
         cfg: the settings.
-        ctx: the runner's context; the lines about the peer go out as ``ctx.emit("note", text=...)``.
+        ctx: the runner's context; the lines about the peer go out as ``ctx.emit(Note(...))``.
 
     Yields:
         ``(corruption, rows)`` per corruption, then ``("pass", rows)`` (see
@@ -103,7 +104,7 @@ def run(cfg: CorruptBenchConfig, ctx: RunContext) -> Iterator[tuple[str, list[di
     try:
         for label, rows in items:
             for note in notes:
-                ctx.emit("note", text=note)
+                ctx.emit(Note(note))
             notes.clear()
             yield label, rows
     finally:
@@ -307,15 +308,15 @@ CORRUPT_SUITE = register(Suite(
 
 
 def benchmark(preset: str = "default", *, out: str = "results", run_id: str | None = None,
-              on_event: Event | None = None, **settings) -> RunResult:
+              on_event: Handler | None = None, **settings) -> RunResult:
     """Run ``bench corrupt`` from Python: the preset with ``settings`` over it.
 
     Args:
         preset: a preset of ``suites/bench-corrupt.yaml`` (``default``, ``quick``).
         out: the results root (the run folder is ``out/bench-corrupt/<run id>``).
         run_id: the run folder name (default: a fresh timestamped one).
-        on_event: ``on_event(kind, **info)``, as :func:`dtn_bench.runner.run_suite` calls it (``note`` events carry
-            the lines about the peer in ``text``).
+        on_event: ``on_event(event)``, as :func:`dtn_bench.runner.run_suite` calls it (:class:`~dtn_bench.events.Note`
+            events carry the lines about the peer).
         **settings: :class:`CorruptBenchConfig` fields (``corruptions=("snow",)``, ``threads=2``, ...).
 
     Returns:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dtn_bench.cifar_c.evaluation import SUITE, CifarCConfig, Plan, plan
+from dtn_bench.cifar_c.evaluation import SUITE, CifarCConfig, plan
 from dtn_bench.cifar_c.report import Summary, summarize
+from dtn_bench.shifts.plan import Plan
 
 __all__ = ["SUITE", "CifarCConfig", "CifarCResult", "Plan", "Summary", "evaluate", "evaluate_config", "make_config",
            "plan", "summarize"]
@@ -77,22 +78,16 @@ def make_config(model: str | None = None, data_dir: str | Path | None = None, *,
 def evaluate_config(cfg: CifarCConfig, *, out: str | Path = "results", run_id: str | None = None,
                     resume: bool = False, debug: bool = False, on_event=None) -> CifarCResult:
     """Evaluate the config ``cfg`` through :func:`~dtn_bench.runner.run_suite` (see :func:`evaluate`)."""
-    from dtn_bench.cifar_c.evaluation import measure
     from dtn_bench.cifar_c.suite import CIFAR_C_SUITE
-    from dtn_bench.imagenet_c.suite import with_plan
     from dtn_bench.runner import run_suite
+    from dtn_bench.shifts import announce
 
     p = plan(cfg, debug=debug)
-    if on_event is not None:
-        for message in p.warnings:
-            on_event("warning", message=message)
-        for message in p.notes:
-            on_event("note", message=message)
-    result = run_suite(with_plan(CIFAR_C_SUITE, p, measure), p.config, out=out, run_id=run_id, resume=resume,
-                       on_event=on_event)
+    announce(p, on_event)
+    result = run_suite(CIFAR_C_SUITE, cfg, out=out, run_id=run_id, resume=resume, on_event=on_event, plan=p)
     if result.path is None:
         return CifarCResult(None, pd.DataFrame(), None)
-    own = (p.config.model, p.norm_label, p.config.data_name)
+    own = (cfg.model, p.norm_label, cfg.data_name)
     summary = next((s for k, s in summarize(result.rows).items() if k[:3] == own), None)
     return CifarCResult(result.path, result.rows, summary)
 
@@ -110,8 +105,8 @@ def evaluate(model: str | None = None, data_dir: str | Path | None = None, *, ou
         run_id: run folder name (default: model, dataset and a hash of the settings: the same settings resume it).
         resume: skip (corruption, severity) pairs already in the run folder.
         debug: full details in checkpoint errors.
-        on_event: ``on_event(kind, **info)`` on rank 0: the runner's ``start`` / ``step`` / ``rendered``, the plan's
-            ``warning`` / ``note``, the measurement's ``pending``, ``batch``, ``pair``, ``done``.
+        on_event: ``on_event(event)`` on rank 0 (typed events, :mod:`dtn_bench.events`): the plan's warnings and
+            notes, the runner's, and the measurement's (:mod:`dtn_bench.shifts.measure`).
         **settings: :func:`make_config` keywords (``preset``, ``dataset``, ``checkpoint``, ``num_classes``,
             ``clean_images`` / ``clean_labels``, ``corruptions``, ``severities``, ``extra``, ``batch_size``,
             ``device``, ``amp``, ...).

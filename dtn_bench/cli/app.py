@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from dtn_bench import __version__
-from dtn_bench.cli import bench, cifar_c, corrupt, imagenet_c, listing, lra, profile, table, train
+from dtn_bench.cli import bench, cifar_c, corrupt, imagenet_c, listing, lra, profile, shifts, table, train
 from dtn_bench.cli.output import STATE, console, err_console, print_error
 from dtn_bench.errors import DTNBenchError
 
@@ -34,7 +34,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Micro-benchmarks (what a normaliser costs).", no_args_is_help=True)
 for _module in (bench, corrupt, imagenet_c):  # each module's bench commands, merged into one group
     bench_app.add_typer(_module.bench)
-for _module in (listing, corrupt, imagenet_c, cifar_c, profile, train):  # top-level commands
+for _module in (listing, corrupt, imagenet_c, cifar_c, shifts, profile, train):  # top-level commands
     app.add_typer(_module.app)
 app.add_typer(bench_app, name="bench")
 app.add_typer(lra.app, name="lra")

@@ -2,52 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dtn_bench.cli.options import EmaOpt, OutOpt, PlacementOpt, RunIdOpt, csv_list, parse_severities
-from dtn_bench.cli.output import STATE, console, err_console, print_tables, say_rows_are_kept
+from dtn_bench.cli.output import STATE, ProgressView, console, print_tables, say_rows_are_kept
 
 app = typer.Typer()
-
-
-class _Progress:
-    """A rich progress bar over the images of the pending pairs (rank 0), and the plan's messages."""
-
-    def __init__(self, label: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.label = label
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=err_console, transient=True)
-        self.task = None
-        self.done: dict = {}
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-    def __call__(self, kind: str, **info) -> None:
-        if kind in ("warning", "note"):
-            prefix = "warning: " if kind == "warning" else ""
-            err_console.print(prefix + info["message"], markup=False, highlight=False, soft_wrap=True)
-        elif kind == "pending":
-            if info["skipped"]:
-                err_console.print(f"resume: {info['skipped']} finished pair(s) skipped, {info['pending']} to go")
-            self.task = self.bar.add_task(f"cifar-c ({self.label})", total=info["images"])
-        elif kind == "batch" and self.task is not None:
-            self.bar.update(self.task, advance=info["images"])
-        elif kind == "pair" and self.task is not None:
-            self.bar.update(self.task, description=f"cifar-c: {info['corruption']}/{info['severity']} "
-                            f"err {info['top1_err']:.3f}")
-        elif kind == "done":
-            self.done = info
 
 
 @app.command("cifar-c")
@@ -102,6 +65,7 @@ def cifar_c(
     """
     from dtn_bench import cifar_c as cc
     from dtn_bench.cifar_c.report import console as summaries
+    from dtn_bench.distributed import is_main_process
 
     cfg = cc.make_config(model, data_dir, preset=preset, dataset=dataset, norm=norm, placement=placement,
                          checkpoint=checkpoint, ema=ema,
@@ -109,16 +73,14 @@ def cifar_c(
                          corruptions=csv_list(corruptions, "--corruptions"), severities=parse_severities(severities),
                          extra=extra,
                          batch_size=batch_size, device=device, amp=amp, data_label=data_label, seed=seed)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
+    main = is_main_process()
     say_rows_are_kept()
-    with _Progress(cfg.data_name) as progress:
+    with ProgressView(f"cifar-c ({cfg.data_name})", enabled=main) as progress:
         result = cc.evaluate_config(cfg, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
-                                    on_event=progress if rank0 else None)
+                                    on_event=progress if main else None)
     if result.path is None:
         return
     if not result.rows.empty:
         print_tables(summaries(result.rows))
-    if progress.done:
-        d = progress.done
-        console.print(f"{d['images']:,} images in {d['seconds']:.1f} s ({d['img_s']:,.1f} img/s)")
+    progress.totals()
     console.print(f"results: {result.path}", soft_wrap=True)

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from dtn_bench.cli.options import DeviceOpt, ItersOpt, OutOpt, RunIdOpt, SeedOpt, WarmupOpt, csv_list
-from dtn_bench.cli.output import console, err_console, run_with_progress
+from dtn_bench.cli.output import ProgressView, console, run_with_progress
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer()
@@ -96,8 +96,6 @@ def corrupt(
                     "evaluation-only (it needs depth maps).")] = "imagenet-c",
 ) -> None:
     """Generate ImageNet-C from ``src`` into ``out`` (``dtn-bench corrupt``; its --help is the ``help=`` above)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from dtn_bench.data.corruptions import check_folder_args, corrupt_folder, resolve_corruptions
 
     recipe = _recipe(fmt, cset)
@@ -114,13 +112,8 @@ def corrupt(
              "tiny-imagenet-c": "Tiny-ImageNet-C", "imagenet-c-bar": "ImageNet-C-bar"}[fmt if recipe is None
                                                                                         else recipe.name]
     unit = "images" if arrays else "files"
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("corrupt", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with ProgressView(label) as view:
+        progress = view.counter(unit, f"{label} ({unit})")
         if arrays:
             from dtn_bench.cifar_c.generate import corrupt_arrays
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +18,7 @@ from dtn_bench.cli.options import (
     csv_list,
     parse_severities,
 )
-from dtn_bench.cli.output import STATE, console, err_console, say_rows_are_kept
+from dtn_bench.cli.output import STATE, ProgressView, console, err_console, say_rows_are_kept
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer()
@@ -56,80 +55,6 @@ def _clean_error(text: str | None) -> float | None:
     if not 0.0 <= value <= 1.0:
         raise DTNBenchError(f"--clean-error {text!r}: give a fraction in [0, 1] (0.239) or a percent (23.9%)")
     return value
-
-
-def _rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-class _Progress:
-    """Rich progress for the evaluation events (rank 0 only), with the warm-up estimate of the full run."""
-
-    def __init__(self, label: str):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.label = label
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                            TimeRemainingColumn(), console=err_console, transient=True)
-        self.task = None
-        self.unreadable: list[str] = []
-        self.done: dict = {}
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-    def scan(self, done: int, total: int) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task("checking layout", total=total, rate="")
-        self.bar.update(self.task, completed=done, total=total)
-
-    def generate(self, done: int, total: int) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task(f"generating demo images ({self.label})", total=total, rate="")
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __call__(self, kind: str, **info) -> None:
-        """One event of :func:`dtn_bench.imagenet_c.evaluate`: the progress bar, a message, or the final counts.
-
-        The runner's ``start``, ``step`` and ``rendered`` show nothing: the measurement's own events say more.
-        """
-        if kind == "warning":
-            err_console.print(f"warning: {info['message']}", markup=False, highlight=False, soft_wrap=True)
-        elif kind == "note":
-            err_console.print(info["message"], markup=False, highlight=False, soft_wrap=True)
-        elif kind == "pending":  # the measurement's start: what is left to evaluate
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            if info["skipped"]:
-                err_console.print(f"resume: {info['skipped']} finished pair(s) skipped, {info['pending']} to go")
-            self.task = self.bar.add_task(f"imagenet-c ({self.label})", total=info["images"], rate="")
-        elif kind == "batch":
-            task = next((t for t in self.bar.tasks if t.id == self.task), None)
-            speed = task.speed if task is not None and task.speed else None
-            self.bar.update(self.task, advance=info["images"], rate=f"{speed:,.1f} img/s" if speed else "")
-        elif kind == "estimate":
-            minutes = info["seconds"] / 60
-            err_console.print(f"estimate from warm-up: {info['img_s']:,.1f} img/s -> {minutes:,.1f} min for "
-                              f"{info['images']:,} images")
-        elif kind == "pair":
-            self.bar.update(self.task, description=f"imagenet-c: {info['corruption']}/{info['severity']} "
-                            f"err {info['top1_err']:.3f}")
-            self.unreadable += info["unreadable"]
-        elif kind == "done":
-            self.done = info
 
 
 def _mean(values) -> float | None:
@@ -190,7 +115,7 @@ def _unreadable(rows, count: int) -> str:
             f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
 
 
-def _summary(result, label: str, progress: _Progress) -> None:
+def _summary(result, label: str, progress: ProgressView) -> None:
     """The run's summary on stdout: the error table, the means, unreadable files, images/s and the run folder."""
     s = result.summary
     if s is None:
@@ -201,7 +126,7 @@ def _summary(result, label: str, progress: _Progress) -> None:
         console.print(_unreadable(result.rows, s.unreadable), highlight=False)
     if progress.done:
         d = progress.done
-        console.print(f"{d['images']:,} images in {d['seconds']:.1f} s ({d['img_s']:,.1f} img/s end-to-end)")
+        console.print(f"{d.images:,} images in {d.seconds:.1f} s ({d.img_s:,.1f} img/s end-to-end)")
     console.print(f"results: {result.path}", soft_wrap=True)
 
 
@@ -266,6 +191,7 @@ def imagenet_c(
     weights of a stock timm model instead (recorded as weights_source and weights_sha256).
     """
     from dtn_bench import imagenet_c as ic
+    from dtn_bench.distributed import is_main_process
 
     settings = dict(norm=norm, placement=placement, corruptions=csv_list(corruptions, "--corruptions"),
                     severities=parse_severities(severities), extra=extra, subset=subset, subset_file=subset_file,
@@ -280,20 +206,22 @@ def imagenet_c(
         label = ic.DEMO_LABEL
     else:
         label = _data_label_of(data_dir, data_label)
-    if _rank0():
+    main = is_main_process()
+    if main:
         err_console.print(label, style="bold", highlight=False, soft_wrap=True)
     say_rows_are_kept()
-    with _Progress(label) as progress:
-        hook = progress if _rank0() else None
+    with ProgressView(f"imagenet-c ({label})", enabled=main) as progress:
+        hook = progress if main else None
         if demo:
             result = ic.demo(model, out=out, classes=demo_classes, images=demo_images,
                              train_images=demo_train_images, seed=seed, run_id=run_id,
                              resume=resume, debug=STATE["debug"], on_event=hook,
-                             progress=progress.generate if hook else None, **settings)
+                             progress=progress.counter("demo", f"generating demo images ({label})") if hook
+                             else None, **settings)
         else:
             cfg = ic.make_config(model, data_dir, checkpoint=checkpoint, ema=ema, pretrained=pretrained,
                                  pretrained_file=pretrained_file, num_classes=num_classes,
-                                 clean_dir=clean_dir, clean_error=_clean_error(clean_error), data_label=label,
+                                 clean_dir=clean_dir, clean_error=_clean_error(clean_error), data_label=data_label,
                                  seed=seed if checkpoint is None else None, **settings)  # seed: random weights only
             result = ic.evaluate_config(cfg, out=out, run_id=run_id, resume=resume, debug=STATE["debug"],
                                         on_event=hook)
@@ -360,9 +288,9 @@ def bench_imagenet_c_pipeline(
         amp=amp, allow_resize=allow_resize, data_label=label)
     status = err_console.status("")
 
-    def on_event(kind: str, **info) -> None:
-        if kind == "timing":
-            status.update(f"timing {info['model']}: end-to-end over {info['images']} images, then model-only")
+    def on_event(event) -> None:
+        if event.kind == "progress" and event.task == "timing":
+            status.update(event.status)
             status.start()
 
     say_rows_are_kept()
@@ -381,9 +309,10 @@ def _pipeline_demo_data(out: Path, images: int) -> Path:
 
     per_class = max(1, -(-images // 10))
     root = out / ic.SUITE / ".demo-data" / f"bench-c10-i{per_class}"
-    with _Progress(ic.DEMO_LABEL) as progress:
+    with ProgressView(ic.DEMO_LABEL) as progress:
         paths = make_demo_data(root, classes=10, images=per_class, train_images=1, corruptions=["fog"],
-                               severities=(3,), progress=progress.generate)
+                               severities=(3,), progress=progress.counter("demo", f"generating demo images "
+                                                                                  f"({ic.DEMO_LABEL})"))
     return paths["imagenet_c"]
 
 

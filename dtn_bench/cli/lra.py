@@ -27,7 +27,7 @@ from dtn_bench.cli.options import (
     csv_list,
     parse_ints,
 )
-from dtn_bench.cli.output import console, err_console, print_tables, say_rows_are_kept
+from dtn_bench.cli.output import ProgressView, console, err_console, print_tables, say_rows_are_kept
 from dtn_bench.data.listops import LRA_SPEC
 from dtn_bench.errors import DTNBenchError
 
@@ -224,14 +224,15 @@ def _run_listops(cfg, out: Path, run_id: str | None, resume: bool) -> None:
 
     view = _ListOpsView(cfg)
     try:
-        result = listops(cfg, out=out, run_id=run_id, resume=resume, on_event=view.on_event)
+        with view:
+            result = listops(cfg, out=out, run_id=run_id, resume=resume, on_event=view)
     except KeyboardInterrupt:
         if view.training:  # the one line main() prints on Ctrl-C
             say_rows_are_kept(f"interrupted: rows finished so far are saved; continue with --resume {view.run_id} "
                               "(same options)")
         raise
     finally:
-        view.close()
+        view.stop_training()
     if result.path is not None:
         print_tables(LISTOPS_SUITE.report.console(result.rows))
         console.print(f"results: {result.path}")
@@ -256,108 +257,81 @@ def _settings_table(cfg, world: int, device: str, malloc_tuned: bool) -> Table:
     return settings
 
 
-class _ListOpsView:
-    """What ``lra listops`` shows of the suite's events (:mod:`dtn_bench.lra.suite`).
+class _ListOpsView(ProgressView):
+    """What ``lra listops`` shows of the suite's events (:mod:`dtn_bench.lra.suite`), on the base progress view.
 
-    The settings table, the data bar, notes, the training bars (all runs, and each run being trained: loss, accuracy,
-    validation accuracy, tokens/s; several with ``--workers``) and a line per finished run once its rows are
-    written.
+    The settings table, the data bar (the base view's task ``data``), notes, the training bars (all runs, and each
+    run being trained: loss, accuracy, validation accuracy, tokens/s; several with ``--workers``) and a line per
+    finished run once its rows are written.
     """
 
     def __init__(self, cfg):
+        super().__init__("ListOps data", note_prefix="note: ")
         self.cfg = cfg
         self.run_id: str | None = None
         self.training = False
         self.accuracy: dict[str, float] = {}
-        self.bars: dict[str, object] = {}  # "data" / "runs" -> a live rich Progress
-        self.data_task = self.overall = None
+        self.runs = None  # the live rich Progress of the training bars
+        self.overall = None
         self.current: dict[str, int] = {}  # label of a run being trained -> its bar
         self.progress: dict[str, int] = {}  # label -> steps done (finished runs keep theirs)
 
-    def on_event(self, kind: str, **info) -> None:
-        handler = getattr(self, f"_on_{kind}", None)
-        if handler is not None:
-            handler(**info)
+    def stop_training(self) -> None:
+        """Stop the training bars (after the run, or when it is interrupted)."""
+        if self.runs is not None:
+            self.runs.stop()
+            self.runs = None
 
-    def close(self) -> None:
-        for name in list(self.bars):
-            self.bars.pop(name).stop()
+    def on_settings(self, e) -> None:
+        self.run_id = e.run_id
+        console.print(_settings_table(self.cfg, e.world, e.device, e.malloc_tuned))
 
-    def _open(self, name: str, *columns):
-        from rich.progress import Progress
+    def on_runs(self, e) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(*columns, console=err_console, transient=True)
-        bar.start()
-        self.bars[name] = bar
-        return bar
-
-    def _on_settings(self, world: int, device: str, malloc_tuned: bool, run_id: str | None) -> None:
-        self.run_id = run_id
-        console.print(_settings_table(self.cfg, world, device, malloc_tuned))
-
-    def _on_data_start(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
-        bar = self._open("data", TextColumn("[bold]ListOps data"), BarColumn(), MofNCompleteColumn(),
-                         TimeRemainingColumn())
-        self.data_task = bar.add_task("generate", total=None)
-
-    def _on_data(self, done: int, total: int) -> None:
-        self.bars["data"].update(self.data_task, completed=done, total=total)
-
-    def _on_data_done(self) -> None:
-        self.bars.pop("data").stop()
-
-    def _on_note(self, text: str) -> None:
-        err_console.print(f"note: {text}")
-
-    def _on_warning(self, message: str) -> None:
-        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
-
-    def _on_runs(self, total: int, steps: int, run_id: str | None, workers: int = 1) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
-        self.training, self.run_id = True, run_id
-        bar = self._open("runs", TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                         TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]} "
-                                    "{task.fields[tps]} tok/s"), TimeRemainingColumn())
-        self.overall = bar.add_task("all runs" if workers == 1 else f"all runs ({workers} side by side)",
-                                    total=total, loss="-", acc="-", val="-", tps="-")
+        self.training, self.run_id = True, e.run_id
+        self.runs = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]} "
+                                        "{task.fields[tps]} tok/s"), TimeRemainingColumn(), console=err_console,
+                             transient=True)
+        self.runs.start()
+        self.overall = self.runs.add_task("all runs" if e.workers == 1 else f"all runs ({e.workers} side by side)",
+                                          total=e.total, loss="-", acc="-", val="-", tps="-")
 
     @staticmethod
-    def _run_label(info: dict) -> str:
+    def _run_label(e) -> str:
         from dtn_bench.lra.suite import run_label
 
-        return run_label(info["model"], info["norm"], info["seed"])
+        return run_label(e.model, e.norm, e.seed)
 
-    def _on_run_start(self, **info) -> None:
-        bar, label = self.bars["runs"], self._run_label(info)
-        self.current[label] = bar.add_task(label, total=info["steps"], completed=info["step"], loss="-", acc="-",
-                                           val="-", tps="-")
-        self._advance(label, info["step"])
+    def on_run_start(self, e) -> None:
+        label = self._run_label(e)
+        self.current[label] = self.runs.add_task(label, total=e.steps, completed=e.step, loss="-", acc="-", val="-",
+                                                 tps="-")
+        self._advance(label, e.step)
 
     def _advance(self, label: str, step: int) -> None:
         self.progress[label] = step
-        self.bars["runs"].update(self.overall, completed=sum(self.progress.values()))
+        self.runs.update(self.overall, completed=sum(self.progress.values()))
 
-    def _on_run_step(self, **info) -> None:
-        label = self._run_label(info)
+    def on_run_step(self, e) -> None:
+        label = self._run_label(e)
         if label not in self.current:  # a late event of a finished run
             return
-        fields = dict(loss=f"{info['loss']:.3f}", acc=f"{info['acc']:.1%}", tps=f"{info['tokens_s']:,.0f}")
-        self.bars["runs"].update(self.current[label], completed=info["step"], **fields)
-        self._advance(label, info["step"])
+        fields = dict(loss=f"{e.loss:.3f}", acc=f"{e.acc:.1%}", tps=f"{e.tokens_s:,.0f}")
+        self.runs.update(self.current[label], completed=e.step, **fields)
+        self._advance(label, e.step)
 
-    def _on_run_eval(self, **info) -> None:
-        label = self._run_label(info)
+    def on_run_eval(self, e) -> None:
+        label = self._run_label(e)
         if label in self.current:
-            self.bars["runs"].update(self.current[label], val=f"{info['val_acc']:.1%}")
+            self.runs.update(self.current[label], val=f"{e.val_acc:.1%}")
 
-    def _on_trained(self, label: str, test_accuracy: float) -> None:
-        self.accuracy[label] = test_accuracy
-        if label in self.current:
-            self.bars["runs"].remove_task(self.current.pop(label))
+    def on_trained(self, e) -> None:
+        self.accuracy[e.label] = e.test_accuracy
+        if e.label in self.current:
+            self.runs.remove_task(self.current.pop(e.label))
 
-    def _on_step(self, label: str, rows: int) -> None:
-        if label in self.accuracy:  # the run's rows are written
-            console.print(f"{label}: test accuracy {self.accuracy.pop(label):.2%} (last checkpoint)")
+    def on_step(self, e) -> None:
+        if e.label in self.accuracy:  # the run's rows are written
+            console.print(f"{e.label}: test accuracy {self.accuracy.pop(e.label):.2%} (last checkpoint)")

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from dtn_bench.cli.options import DeviceOpt, NormOpt, OutOpt, RunIdOpt, SeedOpt
-from dtn_bench.cli.output import console, err_console, print_tables, say_rows_are_kept
+from dtn_bench.cli.output import ProgressView, console, print_tables, say_rows_are_kept
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer()
@@ -117,65 +117,48 @@ def _run(cfg, sources: dict, out: Path, run_id: str | None, resume: bool) -> Non
 
     view = _TrainView(cfg, sources)
     try:
-        result = train(cfg, out=out, run_id=run_id, resume=resume, on_event=view.on_event)
+        with view:
+            result = train(cfg, out=out, run_id=run_id, resume=resume, on_event=view)
     except KeyboardInterrupt:
         if view.run_id is not None:  # the one line main() prints on Ctrl-C
             say_rows_are_kept(f"interrupted: continue with dtn-bench train --resume {view.run_id}")
         raise
-    finally:
-        view.close()
     if result.path is not None:
         print_tables(TRAIN_SUITE.report.console(result.rows))
         console.print(f"results: {result.path}", soft_wrap=True)
 
 
-class _TrainView:
+class _TrainView(ProgressView):
     """What ``dtn-bench train`` shows of the suite's events: the recipe, the data, a bar per epoch, a line per epoch."""
 
     def __init__(self, cfg, sources: dict):
+        super().__init__("train", note_prefix="note: ")
         self.cfg, self.sources = cfg, sources
         self.run_id: str | None = None
-        self.bar = None
-        self.task = None
 
-    def on_event(self, kind: str, **info) -> None:
-        handler = getattr(self, f"_on_{kind}", None)
-        if handler is not None:
-            handler(**info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-    def _on_settings(self, world: int, device: str, run_id: str | None) -> None:
-        self.run_id = run_id
+    def on_settings(self, e) -> None:
+        self.run_id = e.run_id
         console.print(_recipe_table(self.cfg, self.sources))
-        console.print(f"{world} process(es) on {device}; run {run_id}", highlight=False)
+        console.print(f"{e.world} process(es) on {e.device}; run {e.run_id}", highlight=False)
 
-    def _on_data(self, name: str, train: int, val: int, classes: int) -> None:
-        console.print(f"data: {name}: {train:,} training and {val:,} validation images, {classes} classes",
+    def on_data(self, e) -> None:
+        console.print(f"data: {e.name}: {e.train:,} training and {e.val:,} validation images, {e.classes} classes",
                       highlight=False)
 
-    def _on_train_start(self, **info) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def on_train_start(self, e) -> None:
+        if e.start_epoch:
+            console.print(f"resumed after epoch {e.start_epoch}")
+        console.print(f"{e.params / 1e6:.2f} M parameters, input {e.input_size}, lr {e.lr:.4g}, "
+                      f"{e.updates_per_epoch} updates per epoch", highlight=False)
+        self.task("epoch", "epoch", e.updates_per_epoch)
 
-        if info["start_epoch"]:
-            console.print(f"resumed after epoch {info['start_epoch']}")
-        console.print(f"{info['params'] / 1e6:.2f} M parameters, input {info['input_size']}, lr {info['lr']:.4g}, "
-                      f"{info['updates_per_epoch']} updates per epoch", highlight=False)
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]} {task.fields[ips]} img/s"), TimeRemainingColumn(),
-                            console=err_console, transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task("epoch", total=info["updates_per_epoch"], loss="-", ips="-")
+    def on_train_step(self, e) -> None:
+        tid = self.task("epoch", "epoch", e.steps)
+        self.bar.update(tid, completed=e.step, total=e.steps, description=f"epoch {e.epoch + 1}",
+                        rate=f"loss {e.loss:.3f}, {e.img_s:,.0f} img/s")
 
-    def _on_train_step(self, epoch: int, step: int, steps: int, loss: float, lr: float, img_s: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, description=f"epoch {epoch + 1}", loss=f"{loss:.3f}",
-                            ips=f"{img_s:,.0f}")
-
-    def _on_train_epoch(self, **record) -> None:
+    def on_train_epoch(self, e) -> None:
+        record = e.record
         val = record["val"]
         accs = ", ".join(f"top-1 {w} {v['top1']:.2%}" for w, v in val.items())
         console.print(f"epoch {record['epoch'] + 1}: loss {record['train_loss']:.4f}, {accs}, "

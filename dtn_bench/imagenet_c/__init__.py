@@ -6,10 +6,12 @@ One call from Python (RobustBench-style), the CLI ``dtn-bench imagenet-c`` on to
     result = evaluate("vit_s_dtn", "/data/ImageNet-C", checkpoint="vit_s_dtn.pth", clean_error=0.194)
     result.summary.mce, result.summary.ce["fog"], result.path
 
+ImageNet-C is one description on the evaluation engine (:mod:`dtn_bench.shifts`: the layout readers, the loader, the
+sharded loop with its accuracy routine, the per-image bits); this package keeps what is ImageNet-C's own.
+
 Modules:
-    data: layout check, class index, subsets, decoding pipeline.
-    evaluation: config, plan (every check before any work), the sharded measurement loop.
-    correctness: per-image top-1 correctness in the run folder, one bit per image per pair.
+    data: the release (download hint, corruption names, the label of generated data, the clean set).
+    evaluation: config, plan (the pairs as the engine's units; every check before any work), the rows.
     paired: paired comparisons of runs on the same images (bootstrap interval of the mCE difference, McNemar).
     suite: the registered ``imagenet-c`` and ``bench-imagenet-c-pipeline`` suites (run by
         :func:`~dtn_bench.runner.run_suite`).
@@ -27,8 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dtn_bench.imagenet_c.evaluation import DEMO_LABEL, SUITE, ImageNetCConfig, Plan, plan
+from dtn_bench.imagenet_c.evaluation import DEMO_LABEL, SUITE, ImageNetCConfig, plan
 from dtn_bench.imagenet_c.report import Summary, summarize
+from dtn_bench.shifts.plan import Plan
 
 __all__ = ["DEMO_LABEL", "SUITE", "ImageNetCConfig", "ImageNetCResult", "Plan", "Summary", "benchmark_pipeline",
            "benchmark_pipeline_config", "demo", "evaluate", "evaluate_config", "make_config", "plan", "summarize"]
@@ -40,7 +43,7 @@ class ImageNetCResult:
 
     Attributes:
         path: the run folder (rows.csv/.parquet, config.json, env.json, table.md/.tex, plots, and correct/: the
-            per-image top-1 bits, :mod:`~dtn_bench.imagenet_c.correctness`).
+            per-image top-1 bits, :mod:`~dtn_bench.shifts.correctness`).
         rows: all rows of the run.
         summary: errors per corruption and severity, CE, mCE, relative mCE, clean error.
     """
@@ -96,17 +99,16 @@ def make_config(model: str = "vit_t_dtn", data_dir: str | Path | None = None, *,
 def evaluate_config(cfg: ImageNetCConfig, *, out: str | Path = "results", run_id: str | None = None,
                     resume: bool = False, debug: bool = False, on_event=None) -> ImageNetCResult:
     """Evaluate the config ``cfg`` through :func:`~dtn_bench.runner.run_suite` (see :func:`evaluate`)."""
-    from dtn_bench.imagenet_c.evaluation import announce, measure
-    from dtn_bench.imagenet_c.suite import IMAGENET_C_SUITE, with_plan
+    from dtn_bench.imagenet_c.suite import IMAGENET_C_SUITE
     from dtn_bench.runner import run_suite
+    from dtn_bench.shifts import announce
 
     p = plan(cfg, debug=debug)
     announce(p, on_event)
-    result = run_suite(with_plan(IMAGENET_C_SUITE, p, measure), p.config, out=out, run_id=run_id, resume=resume,
-                       on_event=on_event)
+    result = run_suite(IMAGENET_C_SUITE, cfg, out=out, run_id=run_id, resume=resume, on_event=on_event, plan=p)
     if result.path is None:
         return ImageNetCResult(None, pd.DataFrame(), None)
-    own = (p.config.model, p.norm_label, p.config.data_name)
+    own = (cfg.model, p.norm_label, cfg.data_name(p.provenance))
     summary = next((s for k, s in summarize(result.rows).items() if k[:3] == own), None)
     return ImageNetCResult(result.path, result.rows, summary)
 
@@ -124,10 +126,10 @@ def evaluate(model: str = "vit_t_dtn", data_dir: str | Path | None = None, *, ou
             same folder).
         resume: skip (corruption, severity) pairs already in the run folder.
         debug: full details in checkpoint errors.
-        on_event: progress callback ``on_event(kind, **info)`` on rank 0: the runner's ``start`` (total, skipped),
-            ``step`` (label, rows) and ``rendered`` (path); ``warning`` / ``note`` (message) from the plan; and
-            the measurement's ``pending``, ``batch``, ``estimate``, ``pair`` and ``done``
-            (:func:`dtn_bench.imagenet_c.evaluation.measure`).
+        on_event: ``on_event(event)`` on rank 0 (typed events, :mod:`dtn_bench.events`): the plan's warnings and
+            notes, the runner's ``Started`` / ``UnitDone`` / ``Rendered``, and the measurement's ``Pending``,
+            ``Progress`` (images), ``Estimate``, ``UnitResult`` (a pair scored) and ``Finished``
+            (:mod:`dtn_bench.shifts.measure`).
         **settings: :func:`make_config` keywords (``checkpoint``, ``ema``, ``clean_dir`` / ``clean_error``,
             ``corruptions``, ``severities``, ``subset`` / ``subset_file``, ``batch_size``, ``workers``, ``device``,
             ``amp``, ...).
@@ -202,7 +204,7 @@ def benchmark_pipeline(model: str = "vit_t_ln", data_dir: str | Path | None = No
         out: results root (run folder ``out/bench-imagenet-c-pipeline/<run id>``).
         run_id: run folder name (default ``pipeline-<model>-<timestamp>``).
         debug: full details in checkpoint errors.
-        on_event: the runner's events, and ``timing`` (model, images) before the timed loop.
+        on_event: the runner's events, and a ``Progress`` of task ``timing`` before the timed loop.
         **settings: :class:`~dtn_bench.imagenet_c.bench.PipelineConfig` fields (``corruption``, ``severity``,
             ``images``, ``batch_size``, ``workers``, ``device``, ``amp``, ``num_classes``, ...).
 
@@ -226,8 +228,8 @@ def benchmark_pipeline_config(cfg, *, out: str | Path = "results", run_id: str |
     ``cfg`` is a :class:`~dtn_bench.imagenet_c.bench.PipelineConfig`.
     """
     from dtn_bench.imagenet_c import bench
-    from dtn_bench.imagenet_c.suite import PIPELINE_SUITE, with_plan
+    from dtn_bench.imagenet_c.suite import PIPELINE_SUITE
     from dtn_bench.runner import run_suite
 
     p = bench.pipeline_plan(cfg, debug=debug)
-    return run_suite(with_plan(PIPELINE_SUITE, p, bench.run_plan), cfg, out=out, run_id=run_id, on_event=on_event)
+    return run_suite(PIPELINE_SUITE, cfg, out=out, run_id=run_id, on_event=on_event, plan=p)

@@ -2,7 +2,7 @@
 
 The ``bench-imagenet-c-pipeline`` suite (``dtn-bench bench imagenet-c-pipeline``):
 
-- end-to-end: the real evaluation loop (:func:`dtn_bench.imagenet_c.evaluation.evaluate_groups`: read, decode - on
+- end-to-end: the real evaluation loop (:func:`dtn_bench.shifts.loop.evaluate_units`: read, decode - on
   the GPU when there is one -, pinned copy, normalise, forward, count) over ``images`` images of one
   (corruption, severity) pair; timed from the end of the first batch (start-up and the first batch excluded) to the
   end of the last.
@@ -15,7 +15,6 @@ The ratio end-to-end / model-only is the pipeline's efficiency (the target on a 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -23,21 +22,14 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 import torch
 
-from dtn_bench.distributed import world_size_from_env
+from dtn_bench.distributed import default_device, process_rank, world_size_from_env
 from dtn_bench.errors import DTNBenchError
-from dtn_bench.imagenet_c.evaluation import (
-    ImageNetCConfig,
-    Plan,
-    _null,
-    check_count,
-    default_device,
-    default_workers,
-    evaluate_groups,
-    plan,
-    rank_device,
-)
+from dtn_bench.events import Event, Progress
+from dtn_bench.imagenet_c.evaluation import ImageNetCConfig, check_count, default_workers, pipeline_units, plan
 from dtn_bench.results.schema import make_row
 from dtn_bench.runner import PresetConfig
+from dtn_bench.shifts.loop import autocast, evaluate_units
+from dtn_bench.shifts.plan import Plan
 from dtn_bench.timing import sync
 
 SUITE = "bench-imagenet-c-pipeline"
@@ -95,7 +87,7 @@ class PipelineConfig(PresetConfig):
             batch_size=self.batch_size, workers=self.workers, device=self.device, amp=self.amp,
             allow_resize=self.allow_resize, data_label=self.data_label)
 
-    def default_run_id(self) -> str:
+    def default_run_id(self, provenance: dict | None = None) -> str:
         """``pipeline-<model>-<timestamp>``."""
         from dtn_bench.results.writer import new_run_id
 
@@ -104,20 +96,15 @@ class PipelineConfig(PresetConfig):
 
 def pipeline_plan(cfg: PipelineConfig, *, debug: bool = False) -> Plan:
     """The evaluation plan of the benchmark: the one pair, cut to ``cfg.images`` images (every check done here)."""
-    from dtn_bench.imagenet_c.data import stratified_subset
-
-    p = plan(cfg.evaluation(), debug=debug)
-    g = p.groups[0]
-    if len(g.paths) > cfg.images:
-        g = replace(g, paths=stratified_subset(g.paths, cfg.images))
-    _check_batches(len(g.paths), cfg.batch_size)
-    return replace(p, groups=[g])
+    p = pipeline_units(plan(cfg.evaluation(), debug=debug), cfg.images)
+    _check_batches(len(p.units[0]), cfg.batch_size)
+    return replace(p, config=cfg)
 
 
 def _check_batches(images: int, batch_size: int) -> None:
     """The loop is timed from the end of its first batch: this process's shard must make 3 batches at least."""
     world = world_size_from_env()
-    local = len(range(int(os.environ.get("RANK", "0")), images, world))
+    local = len(range(process_rank(), images, world))
     if -(-local // batch_size) < 3:
         raise DTNBenchError(f"pipeline benchmark: {local * world} images make fewer than 3 batches; raise --images or "
                             f"lower --batch-size")
@@ -126,16 +113,15 @@ def _check_batches(images: int, batch_size: int) -> None:
 def model_only(p: Plan, batches: int) -> float:
     """Images/s of normalise + forward on random uint8 batches already on the device (after one warm-up batch)."""
     cfg = p.config
-    device = rank_device(cfg.device)
+    device = p.loop.device
     model = p.model.to(device)
-    mean = torch.tensor(p.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(p.std, device=device).view(1, -1, 1, 1)
+    mean = torch.tensor(p.input.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(p.input.std, device=device).view(1, -1, 1, 1)
     g = torch.Generator().manual_seed(0)
-    x8 = torch.randint(0, 256, (cfg.batch_size, 3, *p.input_size), dtype=torch.uint8, generator=g).to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else _null()
+    x8 = torch.randint(0, 256, (cfg.batch_size, 3, *p.input.size), dtype=torch.uint8, generator=g).to(device)
 
     def step():
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(device, cfg.amp):
             model(x8.float().div_(255).sub_(mean).div_(std)).float()
 
     step()
@@ -148,14 +134,14 @@ def model_only(p: Plan, batches: int) -> float:
 
 
 def end_to_end(p: Plan, dist) -> tuple[float, int]:
-    """Images/s of the evaluation loop over the plan's first group, from the end of batch 1; (img/s, images timed)."""
+    """Images/s of the evaluation loop over the plan's first unit, from the end of batch 1; (img/s, images timed)."""
     times: list[tuple[float, int]] = []
 
-    def emit(kind, **info):
-        if kind == "batch":
-            times.append((time.perf_counter(), info["images"]))
+    def emit(event: Event) -> None:
+        if isinstance(event, Progress):
+            times.append((time.perf_counter(), event.advance))
 
-    for _ in evaluate_groups(p, p.groups[:1], dist, emit):
+    for _ in evaluate_units(p, p.units[:1], dist, emit):
         pass
     if len(times) < 3:
         raise DTNBenchError(f"pipeline benchmark: {sum(n for _, n in times)} images make fewer than 3 batches; raise "
@@ -172,14 +158,14 @@ def measure(p: Plan, dist) -> list[dict]:
         dist: the process context (:class:`~dtn_bench.distributed.DistContext`).
     """
     cfg = p.config
-    p = replace(p, groups=p.groups[:1])
+    p = replace(p, units=p.units[:1])
     e2e, timed = end_to_end(p, dist)
     batches = max(3, timed // cfg.batch_size)
     mo = model_only(p, batches)
-    g = p.groups[0]
-    common = dict(corruption=g.corruption, severity=g.severity, data=cfg.data_name, batch_size=cfg.batch_size,
-                  workers=cfg.workers, amp=cfg.amp or "fp32", images=timed,
-                  decode="gpu (torchvision.io.decode_jpeg, batched)" if rank_device(cfg.device).type == "cuda"
+    u = p.units[0]
+    common = dict(corruption=u.corruption, severity=u.severity, data=cfg.evaluation().data_name(p.provenance),
+                  batch_size=cfg.batch_size, workers=cfg.workers, amp=cfg.amp or "fp32", images=timed,
+                  decode="gpu (torchvision.io.decode_jpeg, batched)" if p.loop.device.type == "cuda"
                   else "cpu workers (torchvision.io.decode_image)",
                   threads=torch.get_num_threads())
     row = lambda metric, value, **kw: make_row(SUITE, cfg.model, p.norm_label, metric, value, **common,  # noqa: E731
@@ -189,14 +175,10 @@ def measure(p: Plan, dist) -> list[dict]:
 
 
 def run_plan(p: Plan, ctx) -> Iterator[tuple[str, list[dict]]]:
-    """The suite's measurement of a planned benchmark: emits ``timing`` (model, images), yields the rows."""
-    ctx.emit("timing", model=p.config.model, images=len(p.groups[0].paths))
+    """The suite's measurement of a planned benchmark: a progress line (task ``timing``), then the rows."""
+    ctx.emit(Progress("timing", total=len(p.units[0]), status=f"timing {p.config.model}: end-to-end over "
+                      f"{len(p.units[0])} images, then model-only"))
     yield "pipeline", measure(p, ctx.dist)
-
-
-def run(cfg: PipelineConfig, ctx) -> Iterator[tuple[str, list[dict]]]:
-    """The ``bench-imagenet-c-pipeline`` suite's ``run``: plan, then :func:`run_plan`."""
-    yield from run_plan(pipeline_plan(cfg), ctx)
 
 
 # ------------------------------------------------------------------------------------------------------------------

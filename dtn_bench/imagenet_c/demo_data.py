@@ -187,16 +187,17 @@ def fit_demo_model(model_name: str, train_dir: str | Path, out: str | Path, *, n
     from safetensors.torch import save_file
     from timm.data import resolve_model_data_config
 
-    from dtn_bench.imagenet_c.data import ImageItems, Item, collate
     from dtn_bench.models import create
+    from dtn_bench.shifts.loader import FileSource, ImageItems, Item, collate
 
     train_dir = Path(train_dir)
     names = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     torch.manual_seed(seed)
     model = create(model_name, norm=norm, num_classes=len(names)).eval()
     dc = resolve_model_data_config(model)
-    items = [Item(str(f), k, 0) for k, n in enumerate(names) for f in sorted((train_dir / n).iterdir())]
-    ds = ImageItems(items, (SIZE, SIZE))
+    files = [(f"{n}/{f.name}", k) for k, n in enumerate(names) for f in sorted((train_dir / n).iterdir())]
+    items = [Item(0, i, k) for i, (_, k) in enumerate(files)]
+    ds = ImageItems([FileSource(train_dir, [f for f, _ in files])], items, (SIZE, SIZE))
     mean = torch.tensor(dc["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(dc["std"]).view(1, -1, 1, 1)
     feats, labels = [], []

@@ -15,7 +15,7 @@ the rows hold more than one model (one row of that table each), this comparison 
   chi-square with continuity correction) per (corruption, severity) both hold, the clean set and extras included:
   ``b`` = images the model gets right and the reference wrong, ``c`` the reverse, significant at 0.05.
 
-A model's per-image data come from its run folders' ``correct/`` (:mod:`dtn_bench.imagenet_c.correctness`); a pair
+A model's per-image data come from its run folders' ``correct/`` (:mod:`dtn_bench.shifts.correctness`); a pair
 measured by several of its runs is taken from the first given. Runs made before per-image data were kept, or a
 model pair whose runs hold different images in a pair, get the row's note ``no per-image data: no interval`` (or
 which images differ) instead of an interval; with ``mcnemar`` they are a one-line error naming the runs. An
@@ -30,8 +30,8 @@ from pathlib import Path
 import pandas as pd
 
 from dtn_bench.errors import DTNBenchError
-from dtn_bench.imagenet_c.correctness import RunBits, read_run
 from dtn_bench.metrics import ALEXNET_ERRORS, CORRUPTIONS, SEVERITIES
+from dtn_bench.shifts.correctness import RunBits, read_run
 from dtn_bench.stats import PairedDifference, bootstrap_mce_difference, mcnemar
 
 DEFAULT_N_BOOT = 1000
@@ -44,11 +44,21 @@ ALL_PAIRS = len(CORRUPTIONS) * len(SEVERITIES)
 
 @dataclass
 class Model:
-    """One row of the paper-style table (a model variant) with the run folders and per-image data behind it."""
+    """One row of the paper-style table (a model variant) with the run folders and per-image data behind it.
+
+    ``robustbench``: its rows are on RobustBench's 5,000-image list (its mCE normalised by AlexNet on that subset).
+    """
 
     name: str
     runs: list[Path] = field(default_factory=list)
     bits: dict[tuple[str, int], RunBits] = field(default_factory=dict)
+    robustbench: bool = False
+
+    def baseline(self) -> dict:
+        """The AlexNet errors its mCE divides by."""
+        from dtn_bench.metrics import robustbench_alexnet_errors
+
+        return robustbench_alexnet_errors("2d") if self.robustbench else ALEXNET_ERRORS
 
     @property
     def run_names(self) -> str:
@@ -95,8 +105,10 @@ def models(runs: list[Path]) -> list[Model]:
     frames = [read_rows(f).assign(_folder=i) for i, f in enumerate(folders)]
     rows = _pair_rows(pd.concat(frames, ignore_index=True, sort=False))
     out = []
-    for (model, norm, _, tag), part in rows.groupby(["model", "norm", "data", "variant"], sort=False):
-        m = Model(display_name(str(model), str(norm), str(tag)))
+    from dtn_bench.metrics import ROBUSTBENCH_SUBSET_LABEL
+
+    for (model, norm, data, tag), part in rows.groupby(["model", "norm", "data", "variant"], sort=False):
+        m = Model(display_name(str(model), str(norm), str(tag)), robustbench=ROBUSTBENCH_SUBSET_LABEL in str(data))
         for i in dict.fromkeys(part["_folder"]):
             m.runs.append(folders[i])
             bits = read_run(folders[i])
@@ -122,11 +134,14 @@ def compare(model: Model, reference: Model, *, n_boot: int = DEFAULT_N_BOOT, see
     if not cells:
         out.reason = "no benchmark pair with per-image data in both: no interval"
         return out
+    if model.robustbench != reference.robustbench:
+        out.reason = "one is on RobustBench's subset, the other not (different mCE normalisations): no interval"
+        return out
     entries = {k: reference.bits[k].pairs[k] for k in cells}
     out.joint = len({e.images_sha256 for e in entries.values()}) == 1
     out.unreadable = sum(len(m.bits[k].pairs[k].unreadable) for m in (model, reference) for k in cells)
     out.difference = bootstrap_mce_difference({k: model.bits[k].correct(k) for k in cells},
-                                              {k: reference.bits[k].correct(k) for k in cells}, ALEXNET_ERRORS,
+                                              {k: reference.bits[k].correct(k) for k in cells}, reference.baseline(),
                                               n_boot=n_boot, seed=seed, joint=out.joint)
     return out
 

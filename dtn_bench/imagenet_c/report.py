@@ -26,13 +26,17 @@ from dtn_bench.metrics import (
     CORRUPTIONS,
     EXTRA_CORRUPTIONS,
     GROUPS,
+    ROBUSTBENCH,
+    ROBUSTBENCH_SUBSET_LABEL,
     SEVERITIES,
     ce,
     mce,
+    mce_over,
     mean_corruption_accuracy,
     mean_corruption_error,
     relative_ce,
     relative_mce,
+    robustbench_alexnet_errors,
 )
 from dtn_bench.results.tables import is_missing
 
@@ -53,6 +57,12 @@ NOTE = ("Percent. CE and mCE: AlexNet-normalised (Hendrycks & Dietterich 2019); 
         f"clean error {ALEXNET_CLEAN_ERROR:.3%} (torchvision); clean err: top-1 error on clean images. CE needs all 5 "
         "severities, mCE all 15 corruptions, relative mCE also a clean error (— otherwise). The DTN paper publishes no "
         "ImageNet-C mCE per model.")
+
+ROBUSTBENCH_NOTE = (f"Rows marked {ROBUSTBENCH_SUBSET_LABEL!r}: CE and mCE {ROBUSTBENCH} (RobustBench "
+                    "model_info/imagenet/corruptions/unaggregated_results.csv, AlexNet row; robustbench/eval.py), as "
+                    "RobustBench ranks them; no relative mCE and no extras' CE (RobustBench has no AlexNet figures "
+                    "for them).")
+"""Added to the note when a table holds runs on RobustBench's 5,000-image list."""
 
 TAG_NOTES = (
     (" @", "@xxxxxx: the first hex digits of the checkpoint's SHA-256 (runs of different checkpoints never mix)."),
@@ -81,6 +91,8 @@ class Summary:
             counts once).
         checkpoint: the weights (``checkpoint_sha256`` of the rows: a SHA-256, ``random init (seed N)`` or ``none``).
         tag: what tells this variant apart in tables (see the module docstring); ``""`` when nothing needs to.
+        robustbench: evaluated on RobustBench's 5,000-image list (the data label says so): CE and mCE are then
+            normalised by AlexNet's errors on that subset (:func:`~dtn_bench.metrics.robustbench_alexnet_errors`).
     """
 
     errors: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -98,6 +110,7 @@ class Summary:
     unreadable: int = 0
     checkpoint: str = "none"
     tag: str = ""
+    robustbench: bool = False
 
 
 def _pair_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -174,7 +187,8 @@ def summarize(df: pd.DataFrame) -> dict[tuple[str, str, str, str], Summary]:
     if rows.empty:
         return out
     for (model, norm, label, tag), part in rows.groupby(["model", "norm", "data", "variant"], sort=False):
-        s = Summary(checkpoint=str(part["_checkpoint_sha256"].iloc[0] or "none"), tag=str(tag))
+        s = Summary(checkpoint=str(part["_checkpoint_sha256"].iloc[0] or "none"), tag=str(tag),
+                    robustbench=ROBUSTBENCH_SUBSET_LABEL in str(label))
         _measured(s, part)
         _derived(s)
         out[(str(model), str(norm), str(label), str(tag))] = s
@@ -205,15 +219,19 @@ def _complete(errors: dict[str, dict[int, float]]) -> dict[str, list[float]]:
 def _derived(s: Summary) -> None:
     """CE, relative CE, mCE, relative mCE and the unnormalised means of ``s``, where its errors allow them."""
     complete = _complete(s.errors)
-    for c, errs in complete.items():
-        s.ce[c] = ce(c, errs)
-        if s.clean_error is not None and c in CORRUPTIONS:
-            s.relative_ce[c] = relative_ce(c, errs, s.clean_error)
+    if s.robustbench:  # RobustBench's subset: its AlexNet errors on that subset, the 15 only, no relative mCE
+        base = robustbench_alexnet_errors("2d")
+        s.ce = {c: mce_over({c: errs}, base, [c]) for c, errs in complete.items() if c in base}
+    else:
+        for c, errs in complete.items():
+            s.ce[c] = ce(c, errs)
+            if s.clean_error is not None and c in CORRUPTIONS:
+                s.relative_ce[c] = relative_ce(c, errs, s.clean_error)
     if all(c in complete for c in CORRUPTIONS):
-        s.mce = mce(complete)
+        s.mce = mce_over(complete, robustbench_alexnet_errors("2d"), CORRUPTIONS) if s.robustbench else mce(complete)
         s.mean_corruption_error = mean_corruption_error(complete)
         s.mean_corruption_accuracy = mean_corruption_accuracy(complete)
-        if s.clean_error is not None:
+        if s.clean_error is not None and not s.robustbench:
             s.relative_mce = relative_mce(complete, s.clean_error)
     top5 = _complete(s.top5_errors)
     if all(c in top5 for c in CORRUPTIONS):
@@ -310,6 +328,8 @@ def render_table(df: pd.DataFrame, fmt: str, *, floatfmt: str = ".1f") -> str:
     heading = title(labels)
     names = [str(k[0] if isinstance(k, tuple) else k) for k in table.index]
     note = NOTE + ("".join(f" {text}" for mark, text in TAG_NOTES if any(mark in n for n in names)))
+    if any(ROBUSTBENCH_SUBSET_LABEL in str(label) for label in labels):
+        note += " " + ROBUSTBENCH_NOTE
     if fmt == "md":
         return to_markdown(table, floatfmt=floatfmt, title=heading, note=note)
     if fmt != "tex":

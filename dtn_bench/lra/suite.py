@@ -9,17 +9,19 @@ on rank 0 and renders the report; checkpoints live in the run folder (``<run>/ch
 so a resumed run (``resume=True``) skips the finished runs (resume key ``model, norm, seed``) and continues the
 interrupted one from its last checkpoint.
 
-Progress goes to the caller as events (``on_event(kind, **info)``, rank 0 only), besides the runner's own
-(``start``, ``step``, ``rendered``):
+Progress goes to the caller as typed events (:mod:`dtn_bench.events`, ``on_event(event)``, rank 0 only), besides
+the runner's own (``Started``, ``UnitDone``, ``Rendered``):
 
-- ``settings``: ``world``, ``device``, ``malloc_tuned``, ``run_id``: the run starts;
-- ``data_start``, ``data`` (``done``, ``total``: samples generated), ``data_done``: data preparation;
-- ``note`` (``text``): something the caller must report (truncated sequences);
-- ``runs`` (``total``: training steps of the runs to do, ``steps`` per run, ``run_id``, ``workers``: runs trained
-  side by side): training starts;
-- ``run_start``, ``run_step``, ``run_eval``: :func:`~dtn_bench.lra.train.train_run`'s events (model, norm, seed,
-  step, steps, loss, acc, tokens_s, lr, val_acc, ...);
-- ``trained`` (``label``, ``test_accuracy``: the last checkpoint's): a run finished; its rows come next.
+- :class:`~dtn_bench.events.RunSettings` (``world``, ``device``, ``malloc_tuned``, ``run_id``): the run starts;
+- :class:`~dtn_bench.events.Progress` of task ``data`` (samples generated; ``done`` when prepared);
+- :class:`~dtn_bench.events.Note`: something the caller must report (truncated sequences);
+- :class:`~dtn_bench.events.TrainingPlanned` (``total``: training steps of the runs to do, ``steps`` per run,
+  ``run_id``, ``workers``: runs trained side by side): training starts;
+- :class:`~dtn_bench.events.TrainingStart`, :class:`~dtn_bench.events.TrainingStep`,
+  :class:`~dtn_bench.events.TrainingEval`: :func:`~dtn_bench.lra.train.train_run`'s events (model, norm, seed, step,
+  steps, loss, acc, tokens_s, lr, val_acc, resumed_from);
+- :class:`~dtn_bench.events.Trained` (``label``, ``test_accuracy``: the last checkpoint's): a run finished; its rows
+  come next.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from typing import Any
 
 from dtn_bench.checks import read_json_object
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.events import Handler, Note, Progress, RunSettings, Trained, TrainingPlanned, TrainingProgress, Warn
 from dtn_bench.lra import report
 from dtn_bench.lra.config import SUITE, ListOpsConfig
-from dtn_bench.runner import ConsoleTable, Event, Report, RunContext, RunResult, Suite, run_suite
+from dtn_bench.runner import ConsoleTable, Report, RunContext, RunResult, Suite, run_suite
 from dtn_bench.suites import register
 
 LISTOPS_ROW_SETTINGS = ("preset", "max_len", "data", "placement")
@@ -193,13 +196,14 @@ def _env(cfg: ListOpsConfig, world: int) -> dict[str, Any]:
 def _prepare(cfg: ListOpsConfig, ctx: RunContext, dist):
     from dtn_bench.lra.train import prepare_data
 
-    ctx.emit("data_start")
-    data = prepare_data(cfg, dist, progress=lambda done, total: ctx.emit("data", done=done, total=total))
-    ctx.emit("data_done")
+    ctx.emit(Progress("data", status="ListOps data"))
+    data = prepare_data(cfg, dist, progress=lambda done, total: ctx.emit(Progress("data", completed=done, total=total,
+                                                                                  status="ListOps data")))
+    ctx.emit(Progress("data", done=True))
     for split in (data.train, data.val, data.test):
         if split.truncated:
-            ctx.emit("note", text=f"{split.truncated} sequences of {split.path} were truncated to {cfg.max_len} "
-                     "tokens (--len-policy truncate)")
+            ctx.emit(Note(f"{split.truncated} sequences of {split.path} were truncated to {cfg.max_len} tokens "
+                          "(--len-policy truncate)"))
     return data
 
 
@@ -234,23 +238,24 @@ def _run(cfg: ListOpsConfig, ctx: RunContext, dist) -> Iterator[tuple[str, list[
     from dtn_bench.lra import train as lt
 
     run_id = ctx.run_dir.name if ctx.run_dir is not None else None
-    ctx.emit("settings", world=dist.world, device=str(dist.device), malloc_tuned=_tuned(cfg, dist.device),
-             run_id=run_id)
+    ctx.emit(RunSettings(world=dist.world, device=str(dist.device), run_id=run_id,
+                         malloc_tuned=_tuned(cfg, dist.device)))
     data = _prepare(cfg, ctx, dist)
     if not ctx.is_done(*BASELINE):
         yield "majority-class baseline", lt.baseline_rows(cfg, data)
     todo = [r for r in lt.runs(cfg) if not ctx.is_done(*r)]
     workers = _check_workers(cfg, dist, len(todo))
-    ctx.emit("runs", total=len(todo) * cfg.steps, steps=cfg.steps, run_id=run_id, workers=workers)
+    ctx.emit(TrainingPlanned(total=len(todo) * cfg.steps, steps=cfg.steps, run_id=run_id, workers=workers))
     folders = [Path(ctx.run_dir) / "checkpoints" / lt.run_key(*r) for r in todo]
     if workers > 1:
         finished = _train_side_by_side(cfg, data, todo, folders, workers, ctx)
     else:
-        finished = ((lt.train_run(cfg, data, *r, folder, dist, lambda kind, info: ctx.emit(f"run_{kind}", **info)),
+        finished = ((lt.train_run(cfg, data, *r, folder, dist,
+                                  lambda kind, info: ctx.emit(TrainingProgress.from_info(kind, info))),
                      r) for r, folder in zip(todo, folders, strict=True))
     for result, (model, norm, seed) in finished:
         label = run_label(model, norm, seed)
-        ctx.emit("trained", label=label, test_accuracy=result.final["last"]["test"][0])
+        ctx.emit(Trained(label=label, test_accuracy=result.final["last"]["test"][0]))
         _warn_truncation(label, result.truncation, ctx)
         yield label, lt.result_rows(result, cfg, data)
 
@@ -260,9 +265,9 @@ def _warn_truncation(label: str, truncation: list[tuple[str, float, float]], ctx
     over = [(name, bound, tol) for name, bound, tol in truncation if not bound <= tol]
     if over:
         name, bound, tol = max(over, key=lambda item: item[1] / item[2])
-        ctx.emit("warning", message=f"{label}: the DTN window may change the trained function: truncation bound "
-                 f"{bound:.3g} > fp32 tolerance {tol:.3g} in {len(over)} of {len(truncation)} DTN layers (largest "
-                 f"in {name}); row dtn_truncation_bound, see DTN.truncation_bound")
+        ctx.emit(Warn(f"{label}: the DTN window may change the trained function: truncation bound {bound:.3g} > fp32 "
+                      f"tolerance {tol:.3g} in {len(over)} of {len(truncation)} DTN layers (largest in {name}); row "
+                      "dtn_truncation_bound, see DTN.truncation_bound"))
 
 
 def run_label(model: str, norm: str, seed: int) -> str:
@@ -321,7 +326,7 @@ def _worker_train(model: str, norm: str, seed: int, folder: str):
 
     def on_event(kind: str, info: dict) -> None:
         exit_if_orphaned()
-        events.put((f"run_{kind}", dict(info)))
+        events.put(TrainingProgress.from_info(kind, info))
 
     return lt.train_run(_WORKER["cfg"], _WORKER["data"], model, norm, seed, Path(folder), None, on_event)
 
@@ -331,10 +336,10 @@ def _pass_on(events, ctx: RunContext, timeout: float | None = None) -> bool:
     import queue
 
     try:
-        kind, info = events.get(timeout=timeout) if timeout else events.get_nowait()
+        event = events.get(timeout=timeout) if timeout else events.get_nowait()
     except queue.Empty:
         return False
-    ctx.emit(kind, **info)
+    ctx.emit(event)
     return True
 
 
@@ -402,7 +407,7 @@ LISTOPS_SUITE = register(Suite(
 # ------------------------------------------------------------------------------------------------------------------
 # Python API
 def listops(cfg: ListOpsConfig | str | None = "lra", *, out: str | Path = "results", run_id: str | None = None,
-            resume: bool = False, on_event: Event | None = None, **flags: Any) -> RunResult:
+            resume: bool = False, on_event: Handler | None = None, **flags: Any) -> RunResult:
     """Run the ListOps suite from Python, as ``dtn-bench lra listops`` does (through ``run_suite``).
 
     Example::
@@ -422,7 +427,7 @@ def listops(cfg: ListOpsConfig | str | None = "lra", *, out: str | Path = "resul
         run_id: the run folder's name (default: a fresh timestamped one).
         resume: continue the run ``run_id``: finished runs are kept, the interrupted one continues from its last
             checkpoint.
-        on_event: ``on_event(kind, **info)`` on rank 0 (the events of this module's docstring and the runner's).
+        on_event: ``on_event(event)`` on rank 0 (the events of this module's docstring and the runner's).
         **flags: config fields over the preset (``None``: not given), or over ``cfg`` when it is a config.
             ``world_size`` not given: this job's (torchrun's ``WORLD_SIZE``).
 

@@ -23,7 +23,8 @@ A run continues from ``last.pth.tar`` when there is one: model, EMA, optimizer, 
 are restored and the sampler is set from the epoch, so the resumed run goes on exactly where the uninterrupted one
 was (bit-identical weights on the CPU with the same settings). A checkpoint written by other settings is refused.
 
-Measurement only: progress goes to ``on_event(kind, info)``.
+Measurement only: progress goes to ``on_event(event)`` as typed events (:class:`~dtn_bench.events.TrainStart`,
+:class:`~dtn_bench.events.TrainStep`, :class:`~dtn_bench.events.TrainEpoch`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import io
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,10 @@ from torch import nn
 
 from dtn_bench.distributed import DistContext
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.events import Handler, TrainEpoch, TrainStart, TrainStep, ignore
 from dtn_bench.train.config import TrainConfig
 from dtn_bench.train.data import ImageSet, TrainData
 
-Event = Callable[[str, dict], None]
 CHECKPOINT_VERSION = 2  # timm's CheckpointSaver writes 2
 LAST, BEST = "last.pth.tar", "model_best.pth.tar"
 SHUFFLE_SEED_STRIDE = 100_003
@@ -312,8 +313,8 @@ def build(cfg: TrainConfig, data: TrainData, folder: Path, dist: DistContext | N
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     diag = _diag_batch(cfg, data, val_tf, dev) if dist.is_main else None
-    info = {"params": sum(p.numel() for p in model.parameters()), "input_size": list(dc["input_size"]),
-            "mean": list(dc["mean"]), "std": list(dc["std"]), "crop_pct": dc["crop_pct"],
+    info = {"params": sum(p.numel() for p in model.parameters()), "input_size": tuple(dc["input_size"]),
+            "mean": tuple(dc["mean"]), "std": tuple(dc["std"]), "crop_pct": dc["crop_pct"],
             "interpolation": dc["interpolation"], "lr": cfg.scaled_lr, "updates_per_epoch": len(loader),
             "epochs": total, "classes": data.classes, "data": data.name}
     run = Run(cfg, data, dist, model, net, ema, opt, sched, scaler, loss_fn, mixup, sampler, loader, val_loader, diag,
@@ -424,14 +425,14 @@ def save(run: Run, epoch: int, metric: float) -> None:
 
 # ------------------------------------------------------------------------------------------------------------------
 # training
-def epochs(run: Run, on_event: Event | None = None) -> Iterator[EpochRecord]:
+def epochs(run: Run, on_event: Handler | None = None) -> Iterator[EpochRecord]:
     """Train from ``run.start_epoch`` to the end; an :class:`EpochRecord` per finished (and checkpointed) epoch.
 
     Raises:
         DTNBenchError: a NaN or infinite training loss (the update is not applied; the checkpoints stay).
     """
-    emit = on_event or (lambda kind, info: None)
-    emit("start", {**run.info, "start_epoch": run.start_epoch})
+    emit = on_event or ignore
+    emit(TrainStart(start_epoch=run.start_epoch, **run.info))
     for epoch in range(run.start_epoch, run.total_epochs):
         t0 = time.perf_counter()
         record = _train_epoch(run, epoch, emit)
@@ -447,7 +448,7 @@ def epochs(run: Run, on_event: Event | None = None) -> Iterator[EpochRecord]:
         record.epoch_seconds = time.perf_counter() - t0
         run.history.append(asdict(record))
         save(run, epoch, metric)
-        emit("epoch", asdict(record))
+        emit(TrainEpoch(epoch=epoch, record=asdict(record)))
         yield record
 
 
@@ -458,7 +459,7 @@ def _nan_message(run: Run, value: float, epoch: int, step: int) -> str:
             f"Last good checkpoint: {where}. Try a lower lr (--set lr=...) or clip_grad")
 
 
-def _train_epoch(run: Run, epoch: int, emit: Event) -> EpochRecord:
+def _train_epoch(run: Run, epoch: int, emit: Handler) -> EpochRecord:
     cfg, dist, dev = run.cfg, run.dist, run.dist.device
     run.model.train()
     run.sampler.set_epoch(cfg.seed * SHUFFLE_SEED_STRIDE + epoch)
@@ -487,8 +488,8 @@ def _train_epoch(run: Run, epoch: int, emit: Event) -> EpochRecord:
         seconds = time.perf_counter() - t0
         loss_sum += value * cfg.batch
         images += cfg.batch
-        emit("step", {"epoch": epoch, "step": step + 1, "steps": run.updates_per_epoch, "loss": value,
-                      "lr": run.opt.param_groups[0]["lr"], "img_s": images / max(seconds, 1e-9)})
+        emit(TrainStep(epoch=epoch, step=step + 1, steps=run.updates_per_epoch, loss=value,
+                       lr=run.opt.param_groups[0]["lr"], img_s=images / max(seconds, 1e-9)))
     return EpochRecord(epoch, loss_sum / max(images, 1), float(run.opt.param_groups[0]["lr"]), images, seconds)
 
 

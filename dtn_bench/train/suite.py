@@ -8,8 +8,8 @@ Resume: the checkpoint is written before an epoch's rows, and it holds the recor
 killed at any point continues from ``last.pth.tar`` and first writes the rows of any checkpointed epoch that the
 rows file lacks.
 
-Events (``on_event(kind, **info)``, rank 0): ``settings`` (``world``, ``device``, ``run_id``), ``data`` (``name``,
-``train``, ``val``, ``classes``), ``train_start`` / ``train_step`` / ``train_epoch`` (the loop's events, see
+Events (typed, :mod:`dtn_bench.events`; ``on_event(event)``, rank 0): ``RunSettings`` (world, device, run_id),
+``DataLoaded`` (name, train, val, classes), ``TrainStart`` / ``TrainStep`` / ``TrainEpoch`` (the loop's events, see
 :mod:`dtn_bench.train.loop`), and the runner's.
 """
 
@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from dtn_bench.errors import DTNBenchError
+from dtn_bench.events import DataLoaded, Handler, RunSettings
 from dtn_bench.results.schema import make_row
-from dtn_bench.runner import Event, Report, RunContext, RunResult, Suite, run_suite
+from dtn_bench.runner import Report, RunContext, RunResult, Suite, run_suite
 from dtn_bench.suites import register
 from dtn_bench.train import report
 from dtn_bench.train.config import HOW_KEYS, SUITE, TrainConfig
@@ -92,18 +93,19 @@ def run(cfg: TrainConfig, ctx: RunContext) -> Iterator[tuple[str, list[dict]]]:
     _check_world(cfg, dist)
     data = load(cfg)
     loop.check_fits(cfg, data)
-    ctx.emit("settings", world=dist.world, device=str(dist.device),
-             run_id=ctx.run_dir.name if ctx.run_dir is not None else None)
-    ctx.emit("data", name=data.name, train=len(data.train), val=len(data.val), classes=data.classes)
+    ctx.emit(RunSettings(world=dist.world, device=str(dist.device),
+                         run_id=ctx.run_dir.name if ctx.run_dir is not None else None))
+    ctx.emit(DataLoaded(name=data.name, train=len(data.train), val=len(data.val), classes=data.classes))
     folder = Path(ctx.run_dir or ".") / "checkpoints"
     r = loop.build(cfg, data, folder, dist)
     for record in r.history:
         if not ctx.is_done(record["epoch"]):
             yield f"epoch {record['epoch'] + 1} (checkpointed)", epoch_rows(record, cfg, data.name,
                                                                            r.params if record["epoch"] == 0 else None)
-    for record in loop.epochs(r, lambda kind, info: ctx.emit(f"train_{kind}", **info)):
+    for record in loop.epochs(r, ctx.emit):
         yield f"epoch {record.epoch + 1}", epoch_rows(asdict(record), cfg, data.name,
                                                       r.params if record.epoch == 0 else None)
+
 
 
 def _device(cfg: TrainConfig, rank: int = 0) -> str:
@@ -182,7 +184,7 @@ def prepare(cfg: TrainConfig) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # Python API
 def train(recipe: str | TrainConfig | None = "quick", *, out: str | Path = "results", run_id: str | None = None,
-          resume: bool = False, on_event: Event | None = None, **settings: Any) -> RunResult:
+          resume: bool = False, on_event: Handler | None = None, **settings: Any) -> RunResult:
     """Train one model as ``dtn-bench train`` does (through ``run_suite``); under torchrun every process calls it.
 
     Example::
@@ -198,7 +200,7 @@ def train(recipe: str | TrainConfig | None = "quick", *, out: str | Path = "resu
         out: the results root; the run folder is ``out/train/<run id>``.
         run_id: the run folder's name (default: a fresh timestamped one).
         resume: continue the run ``run_id`` from its last checkpoint.
-        on_event: ``on_event(kind, **info)`` on rank 0 (this module's events and the runner's).
+        on_event: ``on_event(event)`` on rank 0 (this module's events and the runner's).
         **settings: :class:`TrainConfig` fields over the recipe (every item counts, ``None`` included).
             ``world_size`` not given: this job's (torchrun's ``WORLD_SIZE``).
 

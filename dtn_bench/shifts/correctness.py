@@ -1,10 +1,11 @@
-"""Per-image top-1 correctness of an ImageNet-C run: one bit per image per pair, kept in the run folder.
+"""Per-image top-1 correctness of an evaluation run: one bit per image per unit, kept in the run folder.
 
-The rows hold counts; a paired comparison of two models on the same images (bootstrap interval of the mCE
-difference, McNemar per pair, :mod:`dtn_bench.stats`) needs to know which images each model got right. A run keeps
+The rows hold counts; a paired comparison of two models on the same images (bootstrap interval of the mCE or top-1
+difference, McNemar per unit, :mod:`dtn_bench.stats`) needs to know which images each model got right. A run keeps
 that in ``<run>/correct/``:
 
-``<corruption>-<severity>.bits`` (``clean-0.bits`` for the clean set)
+``<corruption>-<severity>.bits`` (``clean-0.bits`` for ImageNet-C's clean set; a ``shifts`` run's units are named
+``<set>--<classes>--<corruption>-<severity>``)
     :func:`dtn_bench.stats.pack_bits` of the pair's images in the plan's order (the sorted ``wnid/name`` paths of
     the layout scan, after the subset): image ``i`` is bit ``i % 8`` (least significant first) of byte ``i // 8``,
     1 = top-1 right; the unused high bits of the last byte are 0. An unreadable image is 0 (it is named in the
@@ -14,8 +15,9 @@ that in ``<run>/correct/``:
     the SHA-256 of the file. Pairs with the same images (the released data: every pair) share one file.
 ``index.json``
     ``{"format": "dtn-bench per-image correctness 1", "pairs": {"<corruption>-<severity>": {"corruption",
-    "severity", "n", "bits", "images", "images_sha256", "unreadable": [wnid/name, ...]}}}``. Two runs hold the same
-    images in a pair when their ``images_sha256`` agree.
+    "severity", "n", "bits", "images", "images_sha256", "unreadable": [wnid/name, ...]}}}``, and ``set`` /
+    ``classes`` for a unit of a ``shifts`` run. Two runs hold the same images in a unit when their ``images_sha256``
+    agree.
 
 Every file is written atomically (:func:`dtn_bench.results.writer.atomic_write_bytes`), the index last, so a pair the
 index lists has its files and a killed run never leaves half a file. A resumed run re-evaluates the pairs its rows
@@ -38,11 +40,19 @@ from dtn_bench.stats import pack_bits, unpack_bits
 FOLDER = "correct"
 INDEX = "index.json"
 FORMAT = "dtn-bench per-image correctness 1"
+IDENTITY = ("set", "classes")
+"""Index fields that tell units of several sets apart (``shifts`` runs), in key order."""
 
 
-def pair_name(corruption: str, severity: int) -> str:
-    """The file stem of a pair: ``gaussian_noise-3`` (``clean-0`` for the clean set)."""
-    return f"{corruption}-{int(severity)}"
+def pair_name(corruption: str, severity: int, identity: dict[str, str] | None = None) -> str:
+    """The file stem of a unit: ``gaussian_noise-3`` (``clean-0`` for the clean set), after ``set--classes--``."""
+    prefix = "".join(f"{_safe(v)}--" for v in (identity or {}).values())
+    return f"{prefix}{_safe(corruption)}-{int(severity)}"
+
+
+def _safe(text: str) -> str:
+    """``text`` as a file-name part (letters, digits, ``.``, ``_``, ``-``)."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in str(text))
 
 
 def images_text(paths: Sequence[str]) -> str:
@@ -67,7 +77,7 @@ def _read_index(folder: Path) -> dict:
 
 
 def write_pair(run_dir: str | Path, corruption: str, severity: int, paths: Sequence[str], correct: np.ndarray,
-               unreadable: Sequence[str] = ()) -> Path:
+               unreadable: Sequence[str] = (), identity: dict[str, str] | None = None) -> Path:
     """Write one pair's bits (and its image list when new), then list it in the index; all atomically.
 
     Args:
@@ -77,6 +87,7 @@ def write_pair(run_dir: str | Path, corruption: str, severity: int, paths: Seque
         paths: the pair's images (``wnid/name``) in evaluation order.
         correct: one boolean per image of ``paths``, top-1 right (unreadable images ``False``).
         unreadable: the unreadable images (``wnid/name``), recorded in the index.
+        identity: what else tells the unit apart (a ``shifts`` run: ``{"set": ..., "classes": ...}``), recorded.
 
     Returns:
         The bits file.
@@ -87,14 +98,14 @@ def write_pair(run_dir: str | Path, corruption: str, severity: int, paths: Seque
     if correct.shape != (len(paths),):
         raise ValueError(f"{corruption}/{severity}: {correct.size} correctness values for {len(paths)} images")
     folder = Path(run_dir) / FOLDER
-    name = pair_name(corruption, severity)
+    name = pair_name(corruption, severity, identity)
     bits = atomic_write_bytes(folder / f"{name}.bits", pack_bits(correct))
     digest = images_sha256(paths)
     listing = f"images-{digest[:16]}.txt"
     if not (folder / listing).is_file():
         atomic_write_text(folder / listing, images_text(paths))
     index = _read_index(folder) if (folder / INDEX).is_file() else {"format": FORMAT, "pairs": {}}
-    index["pairs"][name] = {"corruption": corruption, "severity": int(severity), "n": len(paths),
+    index["pairs"][name] = {**(identity or {}), "corruption": corruption, "severity": int(severity), "n": len(paths),
                             "bits": bits.name, "images": listing, "images_sha256": digest,
                             "unreadable": sorted(unreadable)}
     atomic_write_text(folder / INDEX, json.dumps(index, indent=1, sort_keys=True) + "\n")
@@ -103,7 +114,7 @@ def write_pair(run_dir: str | Path, corruption: str, severity: int, paths: Seque
 
 @dataclass(frozen=True)
 class PairBits:
-    """What the index says of one pair of a run (see the module docstring)."""
+    """What the index says of one unit of a run (see the module docstring); ``identity``: its set and classes."""
 
     corruption: str
     severity: int
@@ -112,6 +123,12 @@ class PairBits:
     images: str
     images_sha256: str
     unreadable: tuple[str, ...]
+    identity: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> tuple:
+        """``(corruption, severity)``, after the identity values (``(set, classes, corruption, severity)``)."""
+        return (*(v for _, v in self.identity), self.corruption, self.severity)
 
 
 @dataclass(frozen=True)
@@ -120,7 +137,8 @@ class RunBits:
 
     Attributes:
         run: the run folder.
-        pairs: ``(corruption, severity)`` -> its :class:`PairBits`.
+        pairs: ``(corruption, severity)`` (a ``shifts`` run: ``(set, classes, corruption, severity)``) -> its
+            :class:`PairBits`.
     """
 
     run: Path
@@ -163,8 +181,9 @@ def read_run(run_dir: str | Path) -> RunBits | None:
     for name, e in index["pairs"].items():
         try:
             entry = PairBits(str(e["corruption"]), int(e["severity"]), int(e["n"]), str(e["bits"]), str(e["images"]),
-                             str(e["images_sha256"]), tuple(e.get("unreadable", ())))
+                             str(e["images_sha256"]), tuple(e.get("unreadable", ())),
+                             tuple((k, str(e[k])) for k in IDENTITY if k in e))
         except (KeyError, TypeError, ValueError) as err:
             raise DTNBenchError(f"{folder / INDEX}: pair {name!r} is malformed ({type(err).__name__}: {err})") from None
-        pairs[(entry.corruption, entry.severity)] = entry
+        pairs[entry.key] = entry
     return RunBits(Path(run_dir), pairs)
