@@ -15,7 +15,9 @@ name, stable across versions) and :meth:`Event.fields` (its values as a dict).
 - units: :class:`Started` (units to do and already done), :class:`Pending` (what the measurement has left),
   :class:`UnitResult` (an evaluation unit scored), :class:`Trained` (a training run finished), :class:`UnitDone`
   (a unit's rows are written), :class:`Finished` (the measurement's totals), :class:`Rendered` (documents written);
-- :class:`RunSettings`: what a run is about to do (processes, device, run id).
+- :class:`RunSettings`: what a run is about to do (processes, device, run id);
+- ``robustness``: :class:`StudySettings`, and per (normaliser, seed, stage) :class:`StageStart`,
+  :class:`StageProgress`, :class:`StageDone` (sent from worker processes too: plain, picklable data).
 """
 
 from __future__ import annotations
@@ -219,6 +221,52 @@ class RunSettings(Event):
     device: str
     run_id: str | None = None
     malloc_tuned: bool = False
+
+
+@dataclass(frozen=True)
+class StudySettings(Event):
+    """A ``robustness`` study is about to run ``todo`` stages on ``world`` processes, ``workers`` side by side."""
+
+    kind: ClassVar[str] = "study_settings"
+    world: int
+    device: str
+    run_id: str | None
+    workers: int
+    todo: int
+
+
+@dataclass(frozen=True)
+class StageStart(Event):
+    """A ``robustness`` stage (``corrupt-data``, ``train``, ``evaluate``) of ``(norm, seed)`` starts."""
+
+    kind: ClassVar[str] = "stage_start"
+    norm: str
+    seed: int
+    stage: str
+
+
+@dataclass(frozen=True)
+class StageProgress(Event):
+    """A ``robustness`` stage has done ``completed`` of ``total`` (steps or images; ``None``: not yet known)."""
+
+    kind: ClassVar[str] = "stage_progress"
+    norm: str
+    seed: int
+    stage: str
+    completed: int
+    total: int | None
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class StageDone(Event):
+    """A ``robustness`` stage finished; ``summary`` is its one line."""
+
+    kind: ClassVar[str] = "stage_done"
+    norm: str
+    seed: int
+    stage: str
+    summary: str
 
 
 @dataclass(frozen=True)

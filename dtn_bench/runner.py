@@ -277,6 +277,8 @@ class Report:
         options: render options ``render``, ``main`` and ``csv`` accept as keywords (e.g. ``ci``: the interval
             method), offered by ``dtn-bench table <suite>`` and passed through :meth:`documents`; the defaults of
             those keywords are what a run folder gets.
+        runs: ``render`` and ``csv`` also take ``runs=`` (the run folders of the rows: a run's own folder, or those
+            given to ``dtn-bench table``), for per-unit data the runs keep beside their rows (per-image bits).
     """
 
     render: Callable[[Any, str], str]
@@ -289,6 +291,7 @@ class Report:
     console: Callable[[Any], list[ConsoleTable]] | None = None
     run_documents: tuple[str, ...] = ("table.md", "table.tex")
     options: tuple[str, ...] = ()
+    runs: bool = False
 
     def check_combinable(self, df, runs: Iterable[Path], command: str) -> None:
         """One-line error when the rows of the runs differ in a setting that must agree."""
@@ -300,13 +303,18 @@ class Report:
             self.check(df, list(runs))
 
     def documents(self, df, names: Iterable[str] = ("table.md", "table.tex", "table.csv"),
-                  **options: Any) -> dict[str, str]:
-        """``{file name: text}`` of the documents ``names`` rendered from ``df`` with the render ``options``."""
+                  runs: Iterable[Path] = (), **options: Any) -> dict[str, str]:
+        """``{file name: text}`` of the documents ``names`` rendered from ``df`` with the render ``options``.
+
+        ``runs``: the run folders of the rows, passed on when the report takes them (:attr:`runs`).
+        """
         from dtn_bench.results.tables import to_csv
 
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise DTNBenchError(f"this report takes no option {', '.join(unknown)}")
+        if self.runs:
+            options = {**options, "runs": tuple(runs)}
         out: dict[str, str] = {}
         for name in names:
             if name == "table.csv":
@@ -534,7 +542,7 @@ def write_report(suite: Suite, writer) -> None:
     df = writer.rows()
     if df.empty:
         return
-    for name, text in suite.report.documents(df, suite.report.run_documents).items():
+    for name, text in suite.report.documents(df, suite.report.run_documents, runs=[writer.path]).items():
         writer.write_text(name, text)
     for name, png in suite.report.figures(df).items():
         writer.write_bytes(name, png)

@@ -695,6 +695,18 @@ def _mce_weights(cells: Sequence[tuple[str, int]], alexnet_errors: Mapping[str, 
     return np.array([100.0 / (n_corruptions * denominators[c]) for c, _ in cells], dtype=np.float64)
 
 
+def mce_weights(cells: Sequence[tuple[str, int]], alexnet_errors: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """The weight of each ``(corruption, severity)`` cell in the mCE over ``cells`` (module docstring).
+
+    ``w_{c,s} = 100 / (C * sum_s E^AlexNet_{c,s})``, so ``mCE = sum_{c,s} w_{c,s} E_{c,s}`` (percent) with ``C`` the
+    corruptions in ``cells`` and, per corruption, the sum over its severities in ``cells``.
+
+    Raises:
+        ValueError: A cell without reference errors, or a severity outside the reference's.
+    """
+    return _mce_weights(cells, alexnet_errors)
+
+
 def bootstrap_mce_difference(
     correct_a: Mapping[tuple[str, int], Any],
     correct_b: Mapping[tuple[str, int], Any],

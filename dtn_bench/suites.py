@@ -25,6 +25,7 @@ SUITE_MODULES: dict[str, str] = {
     "cifar-c": "dtn_bench.cifar_c.suite",
     "shifts": "dtn_bench.shifts.suite",
     "train": "dtn_bench.train.suite",
+    "robustness": "dtn_bench.robustness.suite",
 }
 """Where each built-in suite is defined (imported on first use, so ``--help`` stays instant)."""
 

@@ -96,7 +96,7 @@ def _read_pickle(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
 
 def load_source(src: str | Path, labels: str | Path | None, fmt: str) -> tuple[np.ndarray, np.ndarray]:
     """The clean test set of a CIFAR format: ``(uint8 [N, 32, 32, 3], int64 [N])``, checked (one-line errors)."""
-    from dtn_bench.cifar_c.data import check_images, check_labels, open_array
+    from dtn_bench.shifts.layout import check_images, check_labels, open_array
 
     src = Path(src)
     if not src.is_file():

@@ -3,7 +3,7 @@
 This module makes the app and mounts one module per command group on it (``add_typer``; the modules import nothing
 from here): :mod:`~dtn_bench.cli.listing` (list, info), :mod:`~dtn_bench.cli.lra` (lra generate, lra listops),
 :mod:`~dtn_bench.cli.imagenet_c`, :mod:`~dtn_bench.cli.cifar_c`, :mod:`~dtn_bench.cli.corrupt`,
-:mod:`~dtn_bench.cli.profile`, :mod:`~dtn_bench.cli.train`,
+:mod:`~dtn_bench.cli.profile`, :mod:`~dtn_bench.cli.train`, :mod:`~dtn_bench.cli.robustness`,
 :mod:`~dtn_bench.cli.bench` (bench norms, bench lra-scaling; the other bench commands live beside their suite's
 command) and :mod:`~dtn_bench.cli.table`. Shared options are in :mod:`~dtn_bench.cli.options`, printing in
 :mod:`~dtn_bench.cli.output`.
@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from dtn_bench import __version__
-from dtn_bench.cli import bench, cifar_c, corrupt, imagenet_c, listing, lra, profile, shifts, table, train
+from dtn_bench.cli import bench, cifar_c, corrupt, imagenet_c, listing, lra, profile, robustness, shifts, table, train
 from dtn_bench.cli.output import STATE, console, err_console, print_error
 from dtn_bench.errors import DTNBenchError
 
@@ -34,7 +34,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Micro-benchmarks (what a normaliser costs).", no_args_is_help=True)
 for _module in (bench, corrupt, imagenet_c):  # each module's bench commands, merged into one group
     bench_app.add_typer(_module.bench)
-for _module in (listing, corrupt, imagenet_c, cifar_c, shifts, profile, train):  # top-level commands
+for _module in (listing, corrupt, imagenet_c, cifar_c, shifts, profile, train, robustness):  # top-level commands
     app.add_typer(_module.app)
 app.add_typer(bench_app, name="bench")
 app.add_typer(lra.app, name="lra")

@@ -99,7 +99,7 @@ def _documents(suite, df, runs: list[Path], **options) -> dict[str, str]:
     suite.report.check_combinable(df, runs, command)
     if suite.report.main(df, **options).empty:
         raise DTNBenchError(f"{command}: the rows hold no {suite.report.main_name}")
-    return suite.report.documents(df, **options)
+    return suite.report.documents(df, runs=runs, **options)
 
 
 def render_suite(suite_name: str, runs: list[Path], out: Path | None, fmt: str, **options) -> None:

@@ -1,0 +1,175 @@
+"""``dtn-bench robustness``: train a model family with each normaliser over seeds, evaluate under corruption, compare.
+
+The options are parsed into a :class:`~dtn_bench.robustness.config.RobustnessConfig` (the preset of
+``suites/robustness.yaml`` with the flags over it; training settings as ``--set key=value``, fields of the train
+recipe), run with :func:`dtn_bench.robustness.robustness`, and what the suite emits is shown: the settings, a bar per
+stage being worked on (several side by side with ``--workers``), a line per finished stage, the table, the run folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dtn_bench.cli.options import DeviceOpt, EmaOpt, OutOpt, RunIdOpt, csv_list, parse_ints, parse_severities
+from dtn_bench.cli.output import console, err_console, print_tables
+from dtn_bench.errors import DTNBenchError
+
+app = typer.Typer()
+
+
+@app.command("robustness", context_settings={"allow_interspersed_args": True})
+def robustness_command(
+    assignments: Annotated[list[str] | None, typer.Argument(metavar="[KEY=VALUE]...", show_default=False,
+                                                            help="More training settings, as with --set.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="A preset of suites/robustness.yaml: quick (2-core "
+                                               "CPU, built-in digits), cifar10, cifar100, tiny-imagenet, imagenet "
+                                               "(default: quick; with --resume: the run's own).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="The model family: a model whose normaliser each of "
+                                              "--norms replaces (vit_cifar_t_ln, vit_tiny_t_ln, vit_s_ln).")] = None,
+    norms: Annotated[str | None, typer.Option("--norms", help="Comma-separated registered normalisers (default: "
+                                              "layernorm,dtn,dyt and derf when registered); LayerNorm is the "
+                                              "reference.")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated training seeds (default 0,1,2).")]
+    = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help=(
+        "Training settings over the preset's recipe, key=value (repeat --set or list them after it): any field of "
+        "dtn-bench train's recipes (dtn-bench train --show-recipe lists them), e.g. --set epochs=5 batch=64."))]
+    = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="The train recipe of suites/train.yaml (default: the "
+                                               "preset's).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="The training set (CIFAR python pickles, "
+                                                  "Tiny-ImageNet-200, ImageNet train/ and val/); its test split is "
+                                                  "the clean test set. Not for the quick preset's built-in digits.")]
+    = None,
+    corrupt_dir: Annotated[Path | None, typer.Option("--corrupt-dir", help="The released corruption set (CIFAR-10-C "
+                                                     "/ CIFAR-100-C arrays, Tiny-ImageNet-C or ImageNet-C folders) or "
+                                                     "one dtn-bench corrupt wrote; default: generated from the test "
+                                                     "split into the run folder (labelled generated).")] = None,
+    checkpoints: Annotated[Path | None, typer.Option("--checkpoints", help="A manifest of finished runs, one "
+                                                     "'norm, seed, path' per line (a dtn-bench train run folder or a "
+                                                     "checkpoint): evaluated instead of trained, every entry checked "
+                                                     "first. Its norms and seeds are the default --norms / --seeds.")]
+    = None,
+    corruptions: Annotated[str | None, typer.Option("--corruptions", help="Comma-separated corruption names "
+                                                    "(default: the 15).")] = None,
+    severities: Annotated[str | None, typer.Option("--severities", help="Comma-separated severities 1..5 (default: "
+                                                   "all five).")] = None,
+    gen_seed: Annotated[int | None, typer.Option("--gen-seed", help="Seed of a generated corruption set.")] = None,
+    ema: Annotated[bool | None, EmaOpt.__metadata__[0]] = None,
+    eval_batch: Annotated[int | None, typer.Option("--eval-batch", help="Images per evaluation batch.")] = None,
+    device: DeviceOpt = None,
+    workers: Annotated[int | None, typer.Option("--workers", help=(
+        "CPU, one process: stages run side by side, each in its own process with threads / N torch threads (0: one "
+        "per thread; quick preset: 0; 1: one after another)."))] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue the run RUN_ID: finished (norm, seed, "
+                                               "stage) units are kept, interrupted ones continue (its recorded "
+                                               "settings; only --workers, --device, --eval-batch may differ).")]
+    = None,
+    out: OutOpt = Path("results"),
+    run_id: RunIdOpt = None,
+) -> None:
+    """Does a normaliser make a ViT more robust? Train each normaliser over seeds, evaluate clean and corrupted.
+
+    Rows, the paper-style table (clean error, mean corruption error / mCE, each family; each normaliser minus
+    LayerNorm over seeds and over images with 95% intervals), learning curves, error by severity and the normaliser
+    diagnostics in the run folder. Several GPUs: torchrun --nproc_per_node N -m dtn_bench robustness ...
+    """
+    from dtn_bench.fields import parse_assignments
+    from dtn_bench.robustness.suite import resolve
+    from dtn_bench.train.config import TrainConfig
+
+    if resume is not None and run_id is not None and run_id != resume:
+        raise DTNBenchError(f"--resume {resume} and --run-id {run_id} name different runs")
+    train_settings = parse_assignments(TrainConfig, [*(settings or []), *(assignments or [])])
+    flags = dict(
+        model=model, norms=csv_list(norms), seeds=None if seeds is None else parse_ints(seeds, "--seeds", "0,1,2"),
+        recipe=recipe, train_settings=train_settings or None,
+        data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()),
+        corrupt_dir=None if corrupt_dir is None else str(corrupt_dir.expanduser().resolve()),
+        checkpoints=None if checkpoints is None else str(checkpoints.expanduser().resolve()),
+        corruptions=csv_list(corruptions), severities=parse_severities(severities), gen_seed=gen_seed, ema=ema,
+        eval_batch=eval_batch, device=device, workers=workers)
+    if resume is None:
+        cfg = resolve(preset or "quick", flags)
+        _run(cfg, out, run_id, False, {})
+    else:
+        _run(preset, out, resume, True, flags)
+
+
+def _run(cfg, out: Path, run_id: str | None, resume: bool, flags: dict) -> None:
+    from dtn_bench.robustness import robustness
+    from dtn_bench.robustness.report import console as tables
+
+    view = _View()
+    try:
+        result = robustness(cfg, out=out, run_id=run_id, resume=resume, on_event=view.on_event, **flags)
+    except KeyboardInterrupt:
+        if view.run_id is not None:
+            err_console.print(f"interrupted: continue with dtn-bench robustness --resume {view.run_id}")
+        raise
+    finally:
+        view.close()
+    if result.path is not None:
+        print_tables(tables(result.rows, [result.path]))
+        console.print(f"results: {result.path}", soft_wrap=True)
+
+
+class _View:
+    """What ``dtn-bench robustness`` shows of the suite's events: the settings, a bar per stage, a line per stage."""
+
+    def __init__(self):
+        self.run_id: str | None = None
+        self.bar = None
+        self.tasks: dict[tuple, int] = {}
+
+    def on_event(self, event) -> None:
+        """Show a typed event (:mod:`dtn_bench.events`) this view has a ``_on_<kind>`` for; others are not shown."""
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            handler(**event.fields())
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def _on_study_settings(self, world: int, device: str, run_id: str | None, workers: int, todo: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.run_id = run_id
+        side = f", {workers} side by side" if workers > 1 else ""
+        console.print(f"robustness run {run_id}: {todo} stage(s) to do on {world} process(es), {device}{side}",
+                      highlight=False)
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err_console,
+                            transient=True)
+        self.bar.start()
+
+    def _on_warning(self, text: str) -> None:
+        err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def _on_note(self, text: str) -> None:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def _on_stage_start(self, norm: str, seed: int, stage: str) -> None:
+        from dtn_bench.robustness.suite import unit_label
+
+        if self.bar is not None:
+            self.tasks[(norm, seed, stage)] = self.bar.add_task(unit_label(norm, seed, stage), total=None, status="")
+
+    def _on_stage_progress(self, norm: str, seed: int, stage: str, completed: int, total: int | None,
+                           status: str = "") -> None:
+        task = self.tasks.get((norm, seed, stage))
+        if task is not None and self.bar is not None:
+            self.bar.update(task, completed=completed, total=total, status=status)
+
+    def _on_stage_done(self, norm: str, seed: int, stage: str, summary: str) -> None:
+        from dtn_bench.robustness.suite import unit_label
+
+        task = self.tasks.pop((norm, seed, stage), None)
+        if task is not None and self.bar is not None:
+            self.bar.remove_task(task)
+        console.print(f"{unit_label(norm, seed, stage)}: {summary}", highlight=False, soft_wrap=True)
