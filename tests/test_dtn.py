@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import dtn_bench.norms.dtn as dtn_module
 from dtn_bench.errors import DTNBenchError
 from dtn_bench.norms import DTN
-from dtn_bench.norms.dtn_dense import AuthorsDTN
+from dtn_bench.norms.dtn import grid as dtn_grid
+from dtn_bench.norms.dtn import sequence as dtn_sequence
+from dtn_bench.norms.dtn.dense import AuthorsDTN
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -167,8 +168,8 @@ def test_2d_inference_in_batch_chunks(grid, prefix, only_var, monkeypatch):
     """The CPU inference path of a 2-D grid works on batch chunks with reused buffers: chunks of 2 over a batch of
     5 (a short last chunk) give the dense formula's numbers, under inference_mode and then no_grad (the buffers made
     as inference tensors are not reused outside inference mode). The eager path (the GPUs'; CPUs run fused kernels)."""
-    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", False)
-    monkeypatch.setattr(dtn_module, "_GRID_CHUNK", 2 * (prefix + grid[0] * grid[1]) * 48)
+    monkeypatch.setattr(dtn_grid, "_CPU_GRID_KERNELS", False)
+    monkeypatch.setattr(dtn_grid, "_GRID_CHUNK", 2 * (prefix + grid[0] * grid[1]) * 48)
     mod = randomise(DTN(48, 4, grid_size=grid, num_prefix_tokens=prefix, only_var=only_var), seed=9)
     x = rand_x(5, prefix + grid[0] * grid[1], 48)
     ref = dense_dtn(mod, x)
@@ -466,7 +467,7 @@ def test_torch_compile_fullgraph(grad):
 
 def test_inference_chunks_equal_one_pass(monkeypatch):
     """CPU inference splits the batch; the result equals the autograd path for a batch larger than a chunk."""
-    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", False)  # the eager path's chunks (the GPUs' path)
+    monkeypatch.setattr(dtn_grid, "_CPU_GRID_KERNELS", False)  # the eager path's chunks (the GPUs' path)
     mod = randomise(DTN(64, 4, grid_size=(14, 14), num_prefix_tokens=1), seed=16)
     x = rand_x(90, 197, 64)  # 90 * 197 * 64 > 1M elements: several chunks
     with torch.inference_mode():
@@ -552,7 +553,7 @@ def seq_layer(C: int, H: int, prefix: int, only_var: bool, seed: int, dtype=torc
 
 
 def forward_backward(mod: DTN, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, cpu_kernels: bool, monkeypatch):
-    monkeypatch.setattr(dtn_module, "_CPU_KERNELS", cpu_kernels)
+    monkeypatch.setattr(dtn_sequence, "_CPU_KERNELS", cpu_kernels)
     mod.zero_grad(set_to_none=True)
     xr = x.clone().requires_grad_(True)
     y = mod(xr, mask)
@@ -608,7 +609,7 @@ def test_1d_kernels_match_the_torch_path_and_the_dense_formula(prefix, only_var,
 def test_1d_kernels_are_used_and_padding_never_enters(monkeypatch):
     """On the CPU the 1-D layer runs the fused kernels (not one torch convolution); real tokens' outputs and the
     parameters' gradients do not depend on what padding holds."""
-    from dtn_bench.norms import dtn_cpu
+    from dtn_bench.norms.dtn import cpu as dtn_cpu
 
     calls = []
     real_run = dtn_cpu.run
@@ -662,7 +663,7 @@ def test_gradcheck_float64_1d_every_parameter(cpu_kernels, only_var, prefix, mon
     padding at both ends and inside, and the only_var variant."""
     from torch.func import functional_call
 
-    monkeypatch.setattr(dtn_module, "_CPU_KERNELS", cpu_kernels)
+    monkeypatch.setattr(dtn_sequence, "_CPU_KERNELS", cpu_kernels)
     mod = seq_layer(8, 2, prefix, only_var, seed=30 + prefix).double()
     mod.window = 3
     x = rand_x(3, 11, 8).double()
@@ -754,8 +755,8 @@ def run_path(mod: DTN, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, pat
     """Output, inference output and gradients of ``(y * g).sum()`` by one form of the layer: ``numba`` (the CPU
     kernels), ``torch`` (torch operations with the hand-written backward, as on a GPU) or ``functional`` (the
     differentiable per-offset form of torch.compile and of kernels past _MAX_BANDS bands)."""
-    monkeypatch.setattr(dtn_module, "_CPU_KERNELS", path == "numba")
-    monkeypatch.setattr(dtn_module, "_MAX_BANDS", 0 if path == "functional" else 8)
+    monkeypatch.setattr(dtn_sequence, "_CPU_KERNELS", path == "numba")
+    monkeypatch.setattr(dtn_sequence, "_MAX_BANDS", 0 if path == "functional" else 8)
     mod.__dict__.pop("_seq_cache", None)
     return forward_backward(mod, x, mask, g, path == "numba", monkeypatch)
 

@@ -1,4 +1,4 @@
-"""The fused CPU kernels of the 2-D DTN layer (dtn_bench.norms.dtn_cpu2d) against the dense formula and the eager path.
+"""The fused CPU kernels of the 2-D DTN layer (dtn_bench.norms.dtn.cpu2d) against the dense formula and the eager path.
 
 The dense formula (``dense_dtn`` of test_dtn: explicit ``[T, T]`` matrices in float64, written with torch operations)
 is the reference for outputs and, through autograd, for gradients; the eager torch path (what GPUs run) must give
@@ -12,8 +12,8 @@ import torch
 from test_dtn import dense_dtn, rand_x, randomise
 from torch.func import functional_call
 
-import dtn_bench.norms.dtn as dtn_module
 from dtn_bench.norms import DTN
+from dtn_bench.norms.dtn import grid as dtn_grid
 
 PARAMS = ["pos_proj.weight", "mean_norm_weight", "var_norm_weight", "weight", "bias"]
 
@@ -31,7 +31,7 @@ def params_of(mod: DTN) -> list[str]:
 
 def forward_backward(mod: DTN, x: torch.Tensor, g: torch.Tensor, fused: bool, monkeypatch):
     """Output and gradients (input, then every parameter of :data:`PARAMS`) on the fused or the eager path."""
-    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", fused)
+    monkeypatch.setattr(dtn_grid, "_CPU_GRID_KERNELS", fused)
     mod.zero_grad(set_to_none=True)
     xg = x.clone().requires_grad_(True)
     y = mod(xg)
@@ -92,7 +92,7 @@ def test_fused_and_eager_paths_agree_in_float64(grid, prefix, only_var, monkeypa
 
 @pytest.mark.parametrize("prefix,only_var", [(1, False), (0, True)])
 def test_gradcheck_float64_fused(prefix, only_var, monkeypatch):
-    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", True)
+    monkeypatch.setattr(dtn_grid, "_CPU_GRID_KERNELS", True)
     mod = layer(8, 2, (2, 3), prefix, only_var, seed=9, dtype=torch.float64)
     x = rand_x(1, prefix + 6, 8).double().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda inp: mod(inp), (x,), eps=1e-6, atol=1e-5)
@@ -124,7 +124,7 @@ def test_local_init_and_peaked_kernels_skip_zero_weights_exactly(monkeypatch):
 def test_fused_kernels_are_used_on_cpu_tensors_only_outside_dispatch_modes(monkeypatch):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dtn_bench.norms import dtn_cpu2d
+    from dtn_bench.norms.dtn import cpu2d as dtn_cpu2d
 
     calls = []
     for name in ("forward", "backward"):
@@ -140,17 +140,17 @@ def test_fused_kernels_are_used_on_cpu_tensors_only_outside_dispatch_modes(monke
     assert calls == ["forward", "backward", "forward"]
     with FlopCounterMode(display=False):  # a dispatch mode sees torch operations only: the eager path
         mod(x).sum().backward()
-    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", False)
+    monkeypatch.setattr(dtn_grid, "_CPU_GRID_KERNELS", False)
     mod(x).sum().backward()
     pooled = DTN(32, 4, grid_size=(28, 28), pool_to=14)  # pooled grids keep the eager path
-    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", True)
+    monkeypatch.setattr(dtn_grid, "_CPU_GRID_KERNELS", True)
     pooled(rand_x(1, 784, 32)).sum().backward()
     assert calls == ["forward", "backward", "forward"]
 
 
 def test_fused_kernels_give_the_same_numbers_on_one_and_two_threads(monkeypatch):
     """Sums over the batch are taken per sample and added afterwards: the thread count changes no bit."""
-    from dtn_bench.norms import dtn_cpu2d
+    from dtn_bench.norms.dtn import cpu2d as dtn_cpu2d
 
     monkeypatch.setattr(dtn_cpu2d, "_GRAIN", 1)  # parallel chunks even for this small batch
     mod = layer(48, 4, (5, 6), 1, False, seed=4)
@@ -179,6 +179,6 @@ def test_fused_path_under_autocast_and_half_inputs(monkeypatch):
             y = mod(x.bfloat16())
     assert y.dtype == torch.bfloat16
     assert (y.float() - ref).abs().max().item() <= 0.05 * ref.abs().max().item()
-    monkeypatch.setattr(dtn_module, "_CPU_GRID_KERNELS", False)
+    monkeypatch.setattr(dtn_grid, "_CPU_GRID_KERNELS", False)
     with torch.no_grad():
         assert (mod(x) - ref).abs().max().item() <= 1e-5

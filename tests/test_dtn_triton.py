@@ -1,4 +1,4 @@
-"""The fused Triton DTN inference kernel (dtn_bench.norms.dtn_triton).
+"""The fused Triton DTN inference kernel (dtn_bench.norms.dtn.triton).
 
 These machines have no GPU. The kernels run in Triton's interpreter (TRITON_INTERPRET=1, in a child process since
 the variable is read when the kernels are defined) against the eager layer, and are compiled for sm_90 (H100/H200)
@@ -33,7 +33,7 @@ CASES = [
 _CHILD = textwrap.dedent("""
     import json, sys
     import torch
-    from dtn_bench.norms import dtn_triton
+    from dtn_bench.norms.dtn import triton as dtn_triton
     from dtn_bench.norms.dtn import DTN, use_kernel
 
     results = []
@@ -98,7 +98,7 @@ def _compile(fn, signature: dict, constexprs: dict, arch: int, num_warps: int = 
 def test_kernels_compile_for_the_gpu(arch, io, grid_pad):
     """ptxas (shipped with triton) accepts both kernels for Hopper and Ampere at ViT shapes (grids up to 16 x 16) and
     larger grids (up to 32 x 32); no GPU needed."""
-    from dtn_bench.norms import dtn_triton as dt
+    from dtn_bench.norms.dtn import triton as dt
 
     stats = _compile(dt._ln_stats_kernel, dict(x_ptr=f"*{io}", r_ptr="*fp32", mean_ptr="*fp32", var_ptr="*fp32",
                                                n_tokens="i32", C="i32", D="i32", H="i32", eps="fp32"),

@@ -1,7 +1,7 @@
 """Norm benchmark: what each normaliser costs at one token shape, and what DTN costs a whole ViT.
 
 Per normaliser (every registered one, plus ``dtn_authors``: the authors' dense algorithm with its per-sample
-``[B, T, T, 3]`` position tensor, :class:`dtn_bench.norms.dtn_dense.AuthorsDTN`) it times the forward pass (eval,
+``[B, T, T, 3]`` position tensor, :class:`dtn_bench.norms.dtn.dense.AuthorsDTN`) it times the forward pass (eval,
 ``torch.inference_mode``) and forward + backward (train mode, gradient of a fixed random upstream gradient), median
 over ``iters`` after ``warmup``. Then the model-level inference throughput of ``vit_s_ln`` and ``vit_s_dtn`` (eval,
 inference mode, fp32, eager). Two more cases:
@@ -139,7 +139,7 @@ tune_malloc = keep_freed_memory  # the name earlier versions used
 
 def _build(name: str, cfg: NormBenchConfig, device: torch.device) -> torch.nn.Module:
     from dtn_bench.norms import build_norm
-    from dtn_bench.norms.dtn_dense import AuthorsDTN
+    from dtn_bench.norms.dtn.dense import AuthorsDTN
 
     if name == AUTHORS:
         return AuthorsDTN(cfg.dim, cfg.heads, side=cfg.grid[0]).to(device)

@@ -21,7 +21,7 @@ Protocol (recorded in every row):
 * MFU (GPU only): ``throughput * 2 * GMACs`` (``* 3`` for a training step: forward + backward) over the device's
   dense peak for the compute dtype from :data:`PEAK_TFLOPS` (no row when the device is not in the table).
 * DTN's inference kernel (``dtn_kernel``): ``eager`` (torch ops) or ``triton`` (the fused kernels of
-  :mod:`dtn_bench.norms.dtn_triton`, CUDA inference only, not with ``compile``), recorded in every row.
+  :mod:`dtn_bench.norms.dtn.triton`, CUDA inference only, not with ``compile``), recorded in every row.
 * Isolation: each job runs in a fresh Python process (``isolate``), as timm's bulk benchmark runner does, so no
   compiled graph, allocator cache or peak-memory state carries over. On out-of-memory the batch is halved and the
   job retried (``oom_halving``); rows record the requested ``batch_size`` and the ``batch_used``.

@@ -1,6 +1,6 @@
 """Fused CPU kernels (numba) for the 2-D :class:`~dtn_bench.norms.dtn.DTN` layer on an unpooled grid.
 
-Used by :class:`dtn_bench.norms.dtn._Grid` on CPU tensors (training and inference). The arithmetic is the layer's
+Used by :class:`dtn_bench.norms.dtn.grid._Grid` on CPU tensors (training and inference). The arithmetic is the layer's
 (module docstring of :mod:`dtn_bench.norms.dtn`; the eager form is ``DTN._forward`` / ``DTN._infer_grid``): with
 ``xn = x * r`` (``r = 1 / sqrt(mean_c x^2 + eps)`` per token and head), ``P^h = Py^h (x) Px^h`` and the gates
 ``lam_m``, ``lam_v`` of each head,
@@ -36,7 +36,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from dtn_bench.norms import dtn_cpu  # noqa: F401 - sets numba's threading-layer priority before the first loop
+from dtn_bench.norms.dtn import cpu  # noqa: F401 - sets numba's threading-layer priority before the first loop
 
 # as dtn_cpu: reassociation (vectorised sums) and fused multiply-adds, no finite-math assumptions
 _FAST = {"reassoc", "contract"}

@@ -1,8 +1,9 @@
 """Fused CPU kernels (numba) for the 1-D :class:`~dtn_bench.norms.dtn.DTN` layer: four sweeps over the tokens.
 
-Used by :class:`dtn_bench.norms.dtn._Sequence` on CPU tensors. The arithmetic is the layer's (module docstring of
-:mod:`dtn_bench.norms.dtn`, the functional form in ``_seq_forward``); each kernel makes one sweep over the rows
-(tokens) instead of one pass over the tensors per torch operation (about 45 of them for a forward and backward):
+Used by :class:`dtn_bench.norms.dtn.sequence._Sequence` on CPU tensors. The arithmetic is the layer's (module
+docstring of :mod:`dtn_bench.norms.dtn`, the functional form in ``sequence._seq_forward``); each kernel makes one sweep
+over the rows (tokens) instead of one pass over the tensors per torch operation (about 45 of them for a forward and
+backward):
 
 1. :func:`prepare`: per token the RMS factors ``r`` of its heads, the LN mean and unbiased variance, and its row of
    the convolution input ``u = [m xn, m xn^2, m]`` (``2C + H`` channels).
