@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -62,13 +63,16 @@ def interleaved_ms(units: Sequence[Callable[[], object]], warmup: int, repeats: 
 
 BUSY_LOOP = """
 import os
-parent = os.getppid()
+import sys
+parent = int(sys.argv[1])
 while os.getppid() == parent:
     for _ in range(200000):
         pass
 """
 """The code of one background-load process: a pure-Python busy loop at the parent's priority, one core's worth of
-work, that ends by itself within a few ms once its parent is gone (it checks the parent's pid between bursts)."""
+work, that ends by itself within a few ms once its parent is gone (it checks the parent's pid between bursts). The
+parent's pid is given on the command line: read with ``os.getppid()`` at start-up it would be the pid the process was
+re-parented to when the parent died before the interpreter started, and the loop would never end."""
 
 
 @contextmanager
@@ -82,8 +86,9 @@ def background_load(procs: int) -> Iterator[list[subprocess.Popen]]:
     started: list[subprocess.Popen] = []
     try:
         for _ in range(procs):
-            started.append(subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            started.append(subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())],
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL))
         yield started
     finally:
         for p in started:

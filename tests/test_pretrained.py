@@ -240,12 +240,16 @@ def test_imagenet_c_pretrained_file_is_recorded_and_keyed(tmp_path, invoke):
     from dtn_bench.imagenet_c import make_config, plan
 
     base = dict(num_classes=3, corruptions=["fog"], severities=[1], norm="dtn", workers=0)
-    keyed = plan(make_config(ARCH, data, pretrained_file=weights, **base)).config
-    assert keyed.pretrained
-    assert keyed.run_key() != plan(make_config(ARCH, data, **base)).config.run_key()  # random weights: another key
+    def key(**settings) -> str:  # the engine keys the config as given together with the plan's provenance
+        p = plan(make_config(ARCH, data, **base, **settings))
+        return p.config.run_key(p.provenance)
+
+    found = plan(make_config(ARCH, data, pretrained_file=weights, **base)).provenance
+    assert (found["weights"], found["weights_sha256"]) == ("pretrained", digest)
+    assert key(pretrained_file=weights) != key()  # random weights: another key
     moved = tmp_path / "moved.safetensors"
     moved.write_bytes(weights.read_bytes())  # the same file elsewhere: the same key (its path is not keyed)
-    assert plan(make_config(ARCH, data, pretrained_file=moved, **base)).config.run_key() == keyed.run_key()
+    assert key(pretrained_file=moved) == key(pretrained_file=weights)
 
 
 @pytest.mark.parametrize("extra, expected", [
