@@ -30,6 +30,11 @@ def _committed_runs() -> list[Path]:
 RUNS = _committed_runs()
 
 
+def test_the_reference_runs_are_found():
+    assert {r.parent.name for r in RUNS} >= {"bench-norms", "bench-lra-scaling", "profile", "lra-listops",
+                                             "imagenet-c", "robustness"}
+
+
 @pytest.mark.parametrize("run", RUNS, ids=[f"{p.parent.name}/{p.name}" for p in RUNS])
 def test_committed_run_renders_byte_identically(run):
     from dtn_bench.results.io import read_rows
