@@ -10,6 +10,7 @@ from rich.table import Table
 
 from dtn_bench.cli.options import (
     EmaOpt,
+    NormOpt,
     OutOpt,
     PlacementOpt,
     PretrainedFileOpt,
@@ -25,7 +26,6 @@ app = typer.Typer()
 bench = typer.Typer()
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Zoo model (vit_t_dtn) or timm model name.")]
-NormOpt = Annotated[str | None, typer.Option("--norm", help="Put this registered normaliser into the model.")]
 CkptOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Weights to load (its SHA-256 keys the run).")]
 ClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Classifier outputs (default: the model's; "
                                                 "1000 = ImageNet-1k, checked against the wnid folders).")]

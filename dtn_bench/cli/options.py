@@ -35,6 +35,11 @@ ItersOpt = Annotated[int | None, typer.Option("--iters", help="Timed repetitions
 WarmupOpt = Annotated[int | None, typer.Option("--warmup", help="Untimed warm-up repetitions per measured point.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch threads (0: torch's default; default: "
                                              "the preset's).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help=(
+    "Training-recipe settings as key=value (repeat --set, or list them after it: --set lr=1e-3 epochs=50); any field "
+    "of the recipe (dtn-bench train --show-recipe lists them with their types). 'none' clears an optional one."))]
+AssignmentsArg = Annotated[list[str] | None, typer.Argument(metavar="[KEY=VALUE]...", show_default=False,
+                                                            help="More recipe settings, as with --set.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the preset's, 0).")]
 
 EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="With --checkpoint: load its EMA weights when it has "

@@ -13,7 +13,17 @@ from typing import Annotated
 
 import typer
 
-from dtn_bench.cli.options import DeviceOpt, EmaOpt, OutOpt, RunIdOpt, csv_list, parse_ints, parse_severities
+from dtn_bench.cli.options import (
+    AssignmentsArg,
+    DeviceOpt,
+    EmaOpt,
+    OutOpt,
+    RunIdOpt,
+    SetOpt,
+    csv_list,
+    parse_ints,
+    parse_severities,
+)
 from dtn_bench.cli.output import console, err_console, print_tables
 from dtn_bench.errors import DTNBenchError
 
@@ -22,8 +32,7 @@ app = typer.Typer()
 
 @app.command("robustness", context_settings={"allow_interspersed_args": True})
 def robustness_command(
-    assignments: Annotated[list[str] | None, typer.Argument(metavar="[KEY=VALUE]...", show_default=False,
-                                                            help="More training settings, as with --set.")] = None,
+    assignments: AssignmentsArg = None,
     preset: Annotated[str | None, typer.Option("--preset", help="A preset of suites/robustness.yaml: quick (2-core "
                                                "CPU, built-in digits), cifar10, cifar100, tiny-imagenet, imagenet "
                                                "(default: quick; with --resume: the run's own).")] = None,
@@ -34,10 +43,7 @@ def robustness_command(
                                               "reference.")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated training seeds (default 0,1,2).")]
     = None,
-    settings: Annotated[list[str] | None, typer.Option("--set", help=(
-        "Training settings over the preset's recipe, key=value (repeat --set or list them after it): any field of "
-        "dtn-bench train's recipes (dtn-bench train --show-recipe lists them), e.g. --set epochs=5 batch=64."))]
-    = None,
+    settings: SetOpt = None,
     recipe: Annotated[str | None, typer.Option("--recipe", help="The train recipe of suites/train.yaml (default: the "
                                                "preset's).")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="The training set (CIFAR python pickles, "

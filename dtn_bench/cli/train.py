@@ -14,21 +14,15 @@ from typing import Annotated
 
 import typer
 
-from dtn_bench.cli.options import DeviceOpt, NormOpt, OutOpt, RunIdOpt, SeedOpt
+from dtn_bench.cli.options import AssignmentsArg, DeviceOpt, NormOpt, OutOpt, RunIdOpt, SeedOpt, SetOpt
 from dtn_bench.cli.output import ProgressView, console, print_tables, say_rows_are_kept
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer()
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help=(
-    "Recipe settings as key=value (repeat --set, or list them after it: --set lr=1e-3 epochs=50); any field of the "
-    "recipe (dtn-bench train --show-recipe lists them with their types). 'none' clears an optional one."))]
-
-
 @app.command("train", context_settings={"allow_interspersed_args": True})
 def train_command(
-    assignments: Annotated[list[str] | None, typer.Argument(metavar="[KEY=VALUE]...", show_default=False,
-                                                            help="More recipe settings, as with --set.")] = None,
+    assignments: AssignmentsArg = None,
     recipe: Annotated[str | None, typer.Option("--recipe", help="A recipe of suites/train.yaml: authors, deit, "
                                                "cifar, tiny-imagenet, quick (default: quick; with --resume: the "
                                                "run's own).")] = None,

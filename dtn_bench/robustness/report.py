@@ -45,9 +45,6 @@ NORM_LABELS = {"layernorm": "LN", "dtn": "DTN", "dyt": "DyT", "derf": "Derf", "r
 N_BOOT = 2000
 """Bootstrap resamples of the over-images intervals (generator seed 0: a table re-renders identically)."""
 CLEAN = ("clean", 0)
-DIAGNOSTICS = {"ln_share_var": "DTN: share of LN statistics (variance gate)",
-               "ln_share_mean": "DTN: share of LN statistics (mean gate)", "alpha": "DyT / Derf: alpha",
-               "saturated_frac": "point-wise normalisers: saturated units"}
 
 
 def label(norm: str) -> str:
@@ -489,29 +486,18 @@ def severity_plot(df: pd.DataFrame):
 
 def diagnostics_plot(df: pd.DataFrame):
     """The normalisers' diagnostics per epoch (DTN gates, alpha, saturation): mean over layers, band over seeds."""
-    from dtn_bench.plots import _plt
+    from dtn_bench.train.report import diagnostic_panels
 
-    plt = _plt()
-    train = df[df["stage"] == "train"] if "stage" in df.columns else df.iloc[:0]
-    metrics = [m for m in DIAGNOSTICS if (train["metric"] == m).any()]
-    if not metrics:
-        fig, ax = plt.subplots(figsize=(6, 2))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no DTN or point-wise normaliser in these runs: no diagnostics", ha="center")
-        return fig
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        sel = train[train["metric"] == metric]
+    def draw(ax, sel):
         for norm in dict.fromkeys(sel["norm"]):
             mine = sel[sel["norm"] == norm]
             layers = mine.groupby(["epoch", "seed"])["value"].mean().reset_index()
             _band(ax, layers.assign(epoch=layers["epoch"] + 1), "epoch", f"{label(norm)} (mean over layers)")
-        ax.set_title(DIAGNOSTICS[metric], fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+
+    train = df[df["stage"] == "train"] if "stage" in df.columns else df.iloc[:0]
+    return diagnostic_panels(train, draw, empty="no DTN or point-wise normaliser in these runs: no diagnostics",
+                             panel=(4.5, 3.8))
 
 
 def _report():

@@ -17,8 +17,9 @@ from dtn_bench.results.tables import placement_label
 
 RUN_KEYS = ["model", "norm", "placement", "recipe", "data", "seed"]
 DIAG_METRICS = {"ln_share_var": "DTN: share of LN statistics (variance gate)",
-                "ln_share_mean": "DTN: share of LN statistics (mean gate)", "alpha": "point-wise: alpha",
-                "saturated_frac": "point-wise: saturated units"}
+                "ln_share_mean": "DTN: share of LN statistics (mean gate)", "alpha": "DyT / Derf: alpha",
+                "saturated_frac": "point-wise normalisers: saturated units"}
+"""The diagnostics the training rows hold (``train.diagnostics``), each with its panel title."""
 NOTE = ("Top-1 / top-5 accuracy (%) on the validation split of the last epoch, of the raw and the EMA weights; best: "
         "the best EMA top-1 (raw without an EMA) and its epoch (1-based), the metric the checkpoints keep as "
         "model_best; img/s: training images per second of training time (mean over epochs).")
@@ -135,8 +136,12 @@ def curves_plot(df: pd.DataFrame):
     return fig
 
 
-def diagnostics_plot(df: pd.DataFrame):
-    """One panel per diagnostic the rows hold (DTN gates, alpha, saturation), a line per run and layer."""
+def diagnostic_panels(df: pd.DataFrame, draw, *, empty: str, panel: tuple[float, float] = (5, 4)):
+    """One panel per diagnostic of :data:`DIAG_METRICS` that ``df`` holds, filled by ``draw(ax, rows of it)``.
+
+    Without any: a small figure that says ``empty``. Shared by this report (a line per run and layer) and
+    ``robustness`` (a band over seeds).
+    """
     from dtn_bench.plots import _plt
 
     plt = _plt()
@@ -144,19 +149,27 @@ def diagnostics_plot(df: pd.DataFrame):
     if not metrics:
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.axis("off")
-        ax.text(0.5, 0.5, "no DTN or point-wise normaliser in these models: nothing to show", ha="center")
+        ax.text(0.5, 0.5, empty, ha="center")
         return fig
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(panel[0] * len(metrics), panel[1]), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        sel = _values(df, metric)
+        draw(ax, df[df["metric"] == metric])
+        ax.set_title(DIAG_METRICS[metric], fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def diagnostics_plot(df: pd.DataFrame):
+    """One panel per diagnostic the rows hold (DTN gates, alpha, saturation), a line per run and layer."""
+
+    def draw(ax, sel):
         for key, g in _runs(sel).groupby([*RUN_KEYS, "layer"], sort=False, dropna=False):
             g = g.sort_values("epoch")
             ax.plot(g["epoch"] + 1, g["value"], label=f"{_label(key[:2])}{placement_label(key[2])} s{key[5]} {key[6]}",
                     lw=1)
-        ax.set_title(DIAG_METRICS[metric])
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
         if len(ax.lines) <= 12:
             ax.legend(fontsize=6)
-    fig.tight_layout()
-    return fig
+
+    return diagnostic_panels(df, draw, empty="no DTN or point-wise normaliser in these models: nothing to show")

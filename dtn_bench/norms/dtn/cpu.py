@@ -132,34 +132,46 @@ def _conv_row(src, taps, p, acc):
             acc[c] += tt[c] * sr[c]
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy", inline="always")
+def token_moments(xt, rt, cst):
+    """One token ``xt [H, d]``: its per-head RMS factors into ``rt [H]``; returns its LN mean and unbiased variance.
+
+    ``rt[h] = 1 / sqrt(mean_c x^2 + eps)``; the LN moments are taken of the RMS-normalised token (the common base of
+    the intra- and inter-token statistics, see ``DTN``). Shared by the 1-D and the 2-D kernels (``cpu2d``).
+    """
+    H, d = xt.shape
+    eps, one, inv_d, inv_c, inv_h, c_c1 = cst[0], cst[1], cst[2], cst[3], cst[4], cst[5]
+    zero = eps - eps
+    tot = zero
+    e2 = zero
+    for h in range(H):
+        xh = xt[h]
+        s1 = zero
+        s2 = zero
+        for c in range(d):
+            v = xh[c]
+            s1 += v
+            s2 += v * v
+        ms = s2 * inv_d
+        rh = one / np.sqrt(ms + eps)
+        rt[h] = rh
+        tot += s1 * rh
+        e2 += ms / (ms + eps)
+    mu = tot * inv_c
+    return mu, (e2 * inv_h - mu * mu) * c_c1
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _prepare_rows(x, m, pidx, gaps, cst, r, mean_ln, var_ln, u, lo, hi, shard, shards):
     N, H, d = x.shape
     C = H * d
-    eps, one, inv_d, inv_c, inv_h, c_c1 = cst[0], cst[1], cst[2], cst[3], cst[4], cst[5]
-    zero = eps - eps
     g = gaps.shape[0]
     _zero_rows(u, gaps, g * shard // shards, g * (shard + 1) // shards)
     for n in range(lo, hi):
         xr, rr = x[n], r[n]
-        tot = zero
-        e2 = zero
-        for h in range(H):
-            xh = xr[h]
-            s1 = zero
-            s2 = zero
-            for c in range(d):
-                v = xh[c]
-                s1 += v
-                s2 += v * v
-            ms = s2 * inv_d
-            rh = one / np.sqrt(ms + eps)
-            rr[h] = rh
-            tot += s1 * rh
-            e2 += ms / (ms + eps)
-        mu = tot * inv_c
+        mu, var = token_moments(xr, rr, cst)
         mean_ln[n] = mu
-        var_ln[n] = (e2 * inv_h - mu * mu) * c_c1
+        var_ln[n] = var
         p = pidx[n]
         if p < 0:
             continue
