@@ -287,88 +287,51 @@ def _check_workers(cfg: ListOpsConfig, dist, runs: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# runs side by side (cfg.workers > 1, on the CPU): one process per run at a time, threads split between them
+# runs side by side (cfg.workers > 1, on the CPU): dtn_bench.workers.SideBySide, one process per run at a time
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_start(cfg: ListOpsConfig, data, threads: int, events) -> None:
-    """A training process: ``threads`` torch threads, the data, and the queue its runs' events go to."""
+def _worker_setup(cfg: ListOpsConfig, data) -> None:
+    """Set up a training process before any torch operation.
+
+    Denormals flushed (the thread pool inherits it), malloc tuned, the config and the data kept for its runs.
+    """
     import torch
 
-    from dtn_bench.processes import start_worker
     from dtn_bench.timing import flush_denormals
 
-    start_worker()  # the parent stops the pool on Ctrl-C; the worker dies with the parent
-    flush_denormals(cfg.flush_denormal)  # before any torch operation: the thread pool inherits it
-    torch.set_num_threads(threads)
+    flush_denormals(cfg.flush_denormal)
     _tuned(cfg, torch.device("cpu"))
-    _WORKER.update(cfg=cfg, data=data, events=events)
+    _WORKER.update(cfg=cfg, data=data)
 
 
 def _worker_train(model: str, norm: str, seed: int, folder: str):
-    """Train one run in a worker process; its events go to the parent through the queue.
+    """Train one run in a worker process; its events go to the parent.
 
-    The worker ends at its next event (every step) once the parent is gone
-    (:func:`~dtn_bench.processes.exit_if_orphaned`, for systems where the kernel does not end it).
+    :func:`dtn_bench.workers.report` passes them on, and ends the worker at its next event (every step) once the
+    parent is gone.
     """
     from dtn_bench.lra import train as lt
-    from dtn_bench.processes import exit_if_orphaned
+    from dtn_bench.workers import report
 
-    events = _WORKER["events"]
-
-    def on_event(kind: str, info: dict) -> None:
-        exit_if_orphaned()
-        events.put(TrainingProgress.from_info(kind, info))
-
-    return lt.train_run(_WORKER["cfg"], _WORKER["data"], model, norm, seed, Path(folder), None, on_event)
-
-
-def _pass_on(events, ctx: RunContext, timeout: float | None = None) -> bool:
-    """Emit the next worker event from the queue (waiting up to ``timeout`` seconds); whether there was one."""
-    import queue
-
-    try:
-        event = events.get(timeout=timeout) if timeout else events.get_nowait()
-    except queue.Empty:
-        return False
-    ctx.emit(event)
-    return True
+    return lt.train_run(_WORKER["cfg"], _WORKER["data"], model, norm, seed, Path(folder), None,
+                        lambda kind, info: report(TrainingProgress.from_info(kind, info)))
 
 
 def _train_side_by_side(cfg: ListOpsConfig, data, todo: list[tuple], folders: list[Path], workers: int,
                         ctx: RunContext) -> Iterator[tuple[Any, tuple]]:
     """Train ``todo`` in ``workers`` processes; yields ``(result, run)`` in the order of ``todo``.
 
-    Each process gets ``max(1, threads // workers)`` of this process's torch threads. The workers' events are passed
-    on from this process while it waits. A run that fails stops the others (its error is raised here); so does
-    Ctrl-C. Finished runs whose rows are not yet written keep their final checkpoints, so a resumed run only
-    evaluates them again.
+    :class:`dtn_bench.workers.SideBySide`: each process gets ``max(1, threads // workers)`` of this process's torch
+    threads, the workers' events are passed on from this process while it waits, and a run that fails stops the
+    others (its error is raised here), as does Ctrl-C. Finished runs whose rows are not yet written keep their final
+    checkpoints, so a resumed run only evaluates them again.
     """
-    import multiprocessing as mp
+    from dtn_bench.workers import SideBySide
 
-    import torch
-
-    from dtn_bench.processes import sigint_held, stop_pool
-
-    spawn = mp.get_context("spawn")  # no fork of a process whose torch / numba threads are running
-    events = spawn.Queue()
-    threads = max(1, torch.get_num_threads() // workers)
-    pool = None
-    try:
-        with sigint_held():  # a Ctrl-C while the workers start reaches this process only, once they exist
-            pool = spawn.Pool(workers, _worker_start, (cfg, data, threads, events))
-        pending = [pool.apply_async(_worker_train, (*r, str(f))) for r, f in zip(todo, folders, strict=True)]
-        for job, run in zip(pending, todo, strict=True):
-            while not job.ready():
-                _pass_on(events, ctx, timeout=0.1)
-            result = job.get()
-            while _pass_on(events, ctx):  # the events sent before the result
-                pass
-            yield result, run
-        pool.close()
-    finally:
-        if pool is not None:
-            stop_pool(pool)
+    jobs = [(_worker_train, (*r, str(f))) for r, f in zip(todo, folders, strict=True)]
+    with SideBySide(workers, ctx.emit, _worker_setup, (cfg, data)) as pool:
+        yield from zip(pool.run(jobs), todo, strict=True)
 
 
 def _console(df) -> list[ConsoleTable | str]:
