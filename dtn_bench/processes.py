@@ -65,8 +65,10 @@ def exit_if_orphaned() -> None:
 
 
 @contextmanager
-def sigint_held() -> Iterator[None]:
+def sigint_held() -> Iterator[list[int]]:
     """Holds back SIGINT while the block runs (a pool starting); a Ctrl-C meanwhile is delivered when it ends.
+
+    Yields the list of the signals held so far (empty while none was; filled in the main thread only).
 
     Processes started inside inherit the blocked signal (across ``exec`` too), so they cannot be interrupted before
     :func:`start_worker` ignores it. In the main thread the handler is also deferred: the kernel may hand the signal
@@ -81,14 +83,14 @@ def sigint_held() -> Iterator[None]:
             signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
     try:
-        yield
+        yield held
     finally:
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-            if held:  # again, now under the handler it was meant for
-                os.kill(os.getpid(), signal.SIGINT)
+            if held:  # again, now under the handler it was meant for, in this thread and before the block is left
+                signal.raise_signal(signal.SIGINT)  # (os.kill could land in another thread: raised some time later)
 
 
 def stop_pool(pool, timeout: float = 30.0) -> None:

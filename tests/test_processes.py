@@ -145,9 +145,11 @@ def test_ctrl_c_while_a_pool_starts_is_raised_once_it_exists():
     reached = []
     try:
         with pytest.raises(KeyboardInterrupt):
-            with sigint_held():
+            with sigint_held() as held:
                 signal.pthread_kill(other.ident, signal.SIGINT)
-                _wait_for("a while", lambda: time.sleep(0.3) or True, timeout=5)  # the handler would run here
+                # the other thread runs the C handler when it is scheduled (late under load); the main thread then
+                # runs the Python-level one, which without sigint_held would raise KeyboardInterrupt here
+                _wait_for("the Ctrl-C to be held", lambda: held, timeout=60)
                 reached.append("end of the block")
     finally:
         stop.set()
