@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -144,6 +145,35 @@ def test_environment_records_tf32_flags_with_cuda(monkeypatch):
 
 def test_git_sha_outside_a_repository_is_unknown(tmp_path):
     assert env_module.git_sha(tmp_path) == "unknown"
+
+
+def _git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_git_sha_is_the_code_s_commit_wherever_the_command_runs(tmp_path, monkeypatch):
+    """Run from another repository (a user's project), the rows record this checkout's commit, not that one's."""
+    package = Path(env_module.__file__).resolve().parents[1]
+    try:
+        ours = _git(package, "rev-parse", "HEAD")
+        top = Path(_git(package, "rev-parse", "--show-toplevel")).resolve()
+    except (OSError, subprocess.CalledProcessError):
+        ours, top = None, None
+    other = tmp_path / "project"
+    other.mkdir()
+    _git(other, "init", "-q")
+    (other / "f").write_text("x")
+    _git(other, "add", "f")
+    _git(other, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.chdir(other)
+    theirs = _git(other, "rev-parse", "HEAD")
+    sha = env_module.git_sha()
+    assert not sha.startswith(theirs)
+    if top == package.parent:  # a checkout (CI, editable install): its commit, "-dirty" or not
+        assert sha.removesuffix("-dirty") == ours
+    else:  # installed in site-packages: no commit to record
+        assert sha == "unknown"
+    assert env_module.git_sha(other) == theirs  # asked for that repository by name, it is that one's
 
 
 # ----------------------------------------------------------------------------------------------------------- writer

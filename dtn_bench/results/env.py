@@ -90,40 +90,39 @@ def device_name(device: str) -> str:
 
 
 def git_sha(cwd: str | Path | None = None) -> str:
-    """Commit hash of the git repository containing ``cwd`` (default: the working directory).
+    """Commit hash of the dtn-bench source the code runs from (``cwd``: of the repository containing that folder).
+
+    By default the repository is the one whose top level holds this package (an editable install or a checkout on
+    ``PYTHONPATH``), never the working directory's: a run started from a user's own project must not record that
+    project's commit. An install in site-packages has no commit (``"unknown"``), even in a venv inside a repository.
 
     Args:
-        cwd: a folder inside the repository.
+        cwd: a folder inside the repository (the default: this package's checkout).
 
     Returns:
         The full ``HEAD`` hash, with ``"-dirty"`` appended when tracked files have uncommitted changes, or
         ``"unknown"`` when there is no git, no repository or no commit.
     """
+    package = Path(__file__).resolve().parents[1]
+    folder = Path(cwd) if cwd is not None else package
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=_GIT_TIMEOUT_S,
+                              check=True).stdout.strip()
+
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT_S,
-            check=True,
-        ).stdout.strip()
+        if cwd is None and Path(git("rev-parse", "--show-toplevel")).resolve() != package.parent:
+            return UNKNOWN  # this package is not the checkout's own dtn_bench (e.g. a venv inside another repository)
+        sha = git("rev-parse", "HEAD")
     except Exception:
         return UNKNOWN
     if not sha:
         return UNKNOWN
     try:
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT_S,
-            check=True,
-        ).stdout
+        status = git("status", "--porcelain", "--untracked-files=no")
     except Exception:
         return sha
-    return f"{sha}-dirty" if status.strip() else sha
+    return f"{sha}-dirty" if status else sha
 
 
 def utc_now() -> str:
