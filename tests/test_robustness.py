@@ -118,6 +118,21 @@ def test_paired_figures_match_an_independent_computation(study):
     assert cell.endswith("not significant") == (d.mean() - half <= 0 <= d.mean() + half)
 
 
+def test_ctrl_c_says_in_one_line_how_to_resume(cifar, tmp_path, invoke, monkeypatch):
+    """Ctrl-C during a training stage: exit 130 and one line naming the run to resume (not a second "interrupted")."""
+    import dtn_bench.train as train_api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_api, "train", interrupted)
+    code, _, err = invoke("robustness", "--preset", "quick", "--out", str(tmp_path), "--run-id", "c", *args(cifar))
+    assert code == 130
+    lines = err.strip().splitlines()
+    assert lines[-1] == "interrupted: continue with dtn-bench robustness --resume c"
+    assert sum("interrupted" in line for line in lines) == 1
+
+
 def test_a_killed_study_resumes_without_redoing_finished_stages(cifar, tmp_path):
     from dtn_bench.events import StageStart
 

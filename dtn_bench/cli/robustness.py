@@ -24,7 +24,7 @@ from dtn_bench.cli.options import (
     parse_ints,
     parse_severities,
 )
-from dtn_bench.cli.output import console, err_console, print_tables
+from dtn_bench.cli.output import ProgressView, console, print_tables, say_rows_are_kept
 from dtn_bench.errors import DTNBenchError
 
 app = typer.Typer()
@@ -109,73 +109,52 @@ def _run(cfg, out: Path, run_id: str | None, resume: bool, flags: dict) -> None:
     from dtn_bench.robustness import robustness
     from dtn_bench.robustness.report import console as tables
 
-    view = _View()
+    view = _StudyView()
     try:
-        result = robustness(cfg, out=out, run_id=run_id, resume=resume, on_event=view.on_event, **flags)
+        with view:
+            result = robustness(cfg, out=out, run_id=run_id, resume=resume, on_event=view, **flags)
     except KeyboardInterrupt:
-        if view.run_id is not None:
-            err_console.print(f"interrupted: continue with dtn-bench robustness --resume {view.run_id}")
+        if view.run_id is not None:  # the one line main() prints on Ctrl-C
+            say_rows_are_kept(f"interrupted: continue with dtn-bench robustness --resume {view.run_id}")
         raise
-    finally:
-        view.close()
     if result.path is not None:
         print_tables(tables(result.rows, [result.path]))
         console.print(f"results: {result.path}", soft_wrap=True)
 
 
-class _View:
-    """What ``dtn-bench robustness`` shows of the suite's events: the settings, a bar per stage, a line per stage."""
+class _StudyView(ProgressView):
+    """What ``dtn-bench robustness`` shows of the suite's events, on the base progress view.
+
+    The settings line, a bar per stage being worked on (several with ``--workers``; its status where the base view
+    shows a rate), a line per finished stage; warnings and notes as the base view shows them.
+    """
 
     def __init__(self):
+        super().__init__("robustness")
         self.run_id: str | None = None
-        self.bar = None
-        self.tasks: dict[tuple, int] = {}
 
-    def on_event(self, event) -> None:
-        """Show a typed event (:mod:`dtn_bench.events`) this view has a ``_on_<kind>`` for; others are not shown."""
-        handler = getattr(self, f"_on_{event.kind}", None)
-        if handler is not None:
-            handler(**event.fields())
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-    def _on_study_settings(self, world: int, device: str, run_id: str | None, workers: int, todo: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.run_id = run_id
-        side = f", {workers} side by side" if workers > 1 else ""
-        console.print(f"robustness run {run_id}: {todo} stage(s) to do on {world} process(es), {device}{side}",
+    def on_study_settings(self, e) -> None:
+        self.run_id = e.run_id
+        side = f", {e.workers} side by side" if e.workers > 1 else ""
+        console.print(f"robustness run {e.run_id}: {e.todo} stage(s) to do on {e.world} process(es), {e.device}{side}",
                       highlight=False)
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err_console,
-                            transient=True)
-        self.bar.start()
 
-    def _on_warning(self, text: str) -> None:
-        err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
-
-    def _on_note(self, text: str) -> None:
-        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-    def _on_stage_start(self, norm: str, seed: int, stage: str) -> None:
+    def on_stage_start(self, e) -> None:
         from dtn_bench.robustness.suite import unit_label
 
-        if self.bar is not None:
-            self.tasks[(norm, seed, stage)] = self.bar.add_task(unit_label(norm, seed, stage), total=None, status="")
+        label = unit_label(e.norm, e.seed, e.stage)
+        self.task(label, label, None)
 
-    def _on_stage_progress(self, norm: str, seed: int, stage: str, completed: int, total: int | None,
-                           status: str = "") -> None:
-        task = self.tasks.get((norm, seed, stage))
-        if task is not None and self.bar is not None:
-            self.bar.update(task, completed=completed, total=total, status=status)
-
-    def _on_stage_done(self, norm: str, seed: int, stage: str, summary: str) -> None:
+    def on_stage_progress(self, e) -> None:
         from dtn_bench.robustness.suite import unit_label
 
-        task = self.tasks.pop((norm, seed, stage), None)
-        if task is not None and self.bar is not None:
-            self.bar.remove_task(task)
-        console.print(f"{unit_label(norm, seed, stage)}: {summary}", highlight=False, soft_wrap=True)
+        task = self.tasks.get(unit_label(e.norm, e.seed, e.stage))
+        if task is not None:
+            self.bar.update(task, completed=e.completed, total=e.total, rate=e.status)
+
+    def on_stage_done(self, e) -> None:
+        from dtn_bench.robustness.suite import unit_label
+
+        label = unit_label(e.norm, e.seed, e.stage)
+        self.close(label)
+        console.print(f"{label}: {e.summary}", highlight=False, soft_wrap=True)
