@@ -117,6 +117,7 @@ class PresetConfig:
             except TypeError as e:
                 raise DTNBenchError(f"{where(key)} {_shown(value)}: {e}") from None
         return out
+
     @classmethod
     def recorded(cls, out: str | Path, run_id: str | None):
         """The config a run folder ``<out>/<SUITE>/<run_id>`` recorded (``config.json``), to continue it.

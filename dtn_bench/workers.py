@@ -74,10 +74,6 @@ def _start(threads: int, events, setup: Callable[..., None] | None, setup_args: 
     _STATE["events"] = events
 
 
-def _call(fn: Callable[..., Any], args: tuple) -> Any:
-    return fn(*args)
-
-
 class SideBySide:
     """A pool of ``workers`` processes with ``max(1, threads // workers)`` torch threads each (module docstring).
 
@@ -114,7 +110,7 @@ class SideBySide:
 
     def run(self, jobs: Sequence[Job]) -> Iterator[Any]:
         """Run ``jobs`` in the pool; yields each job's result in the order of ``jobs`` (its events passed on first)."""
-        pending = [self.pool.apply_async(_call, (fn, tuple(args))) for fn, args in jobs]
+        pending = [self.pool.apply_async(fn, tuple(args)) for fn, args in jobs]
         for job in pending:
             while not job.ready():
                 self._pass_on(timeout=0.1)
