@@ -27,7 +27,6 @@ mean). Each normaliser is compared with LayerNorm in two ways, both from :mod:`d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,21 +199,13 @@ def comparisons(df: pd.DataFrame, runs: Sequence[Path] = (), n_boot: int = N_BOO
 # per-image bits
 def _run_folders(runs: Sequence[Path], run_ids: set[str]) -> dict[str, Path]:
     """Run id -> its folder, for the robustness runs under ``runs`` (run folders, rows files or folders of runs)."""
+    from dtn_bench.results.io import _rows_files
+
     found: dict[str, Path] = {}
-    for path in map(Path, runs):
-        if path.is_file():
-            path = path.parent
-        if not path.is_dir():
-            continue
-        if path.name in run_ids:
-            found.setdefault(path.name, path)
-            continue
-        for folder, subfolders, _ in os.walk(path):
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            for d in list(subfolders):
-                if d in run_ids:
-                    found.setdefault(d, Path(folder) / d)
-                    subfolders.remove(d)
+    for path in runs:
+        for file in _rows_files(Path(path)):
+            if file.parent.name in run_ids:
+                found.setdefault(file.parent.name, file.parent)
     return found
 
 
