@@ -676,7 +676,15 @@ def bootstrap_group_means(
     return _boot_result(float(point[0]), boot, min(sizes), confidence)
 
 
-def _mce_weights(cells: Sequence[tuple[str, int]], alexnet_errors: Mapping[str, Sequence[float]]) -> np.ndarray:
+def mce_weights(cells: Sequence[tuple[str, int]], alexnet_errors: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """The weight of each ``(corruption, severity)`` cell in the mCE over ``cells`` (module docstring).
+
+    ``w_{c,s} = 100 / (C * sum_s E^AlexNet_{c,s})``, so ``mCE = sum_{c,s} w_{c,s} E_{c,s}`` (percent) with ``C`` the
+    corruptions in ``cells`` and, per corruption, the sum over its severities in ``cells``.
+
+    Raises:
+        ValueError: A cell without reference errors, or a severity outside the reference's.
+    """
     by_corruption: dict[str, list[int]] = {}
     for corruption, severity in cells:
         by_corruption.setdefault(corruption, []).append(severity)
@@ -693,18 +701,6 @@ def _mce_weights(cells: Sequence[tuple[str, int]], alexnet_errors: Mapping[str, 
             raise ValueError(f"AlexNet reference errors of {corruption!r} sum to {denominators[corruption]}")
     n_corruptions = len(by_corruption)
     return np.array([100.0 / (n_corruptions * denominators[c]) for c, _ in cells], dtype=np.float64)
-
-
-def mce_weights(cells: Sequence[tuple[str, int]], alexnet_errors: Mapping[str, Sequence[float]]) -> np.ndarray:
-    """The weight of each ``(corruption, severity)`` cell in the mCE over ``cells`` (module docstring).
-
-    ``w_{c,s} = 100 / (C * sum_s E^AlexNet_{c,s})``, so ``mCE = sum_{c,s} w_{c,s} E_{c,s}`` (percent) with ``C`` the
-    corruptions in ``cells`` and, per corruption, the sum over its severities in ``cells``.
-
-    Raises:
-        ValueError: A cell without reference errors, or a severity outside the reference's.
-    """
-    return _mce_weights(cells, alexnet_errors)
 
 
 def bootstrap_mce_difference(
@@ -746,7 +742,7 @@ def bootstrap_mce_difference(
     cells = list(correct_a)
     if not cells:
         raise ValueError("no corruption/severity cells")
-    weights = _mce_weights(cells, alexnet_errors)
+    weights = mce_weights(cells, alexnet_errors)
     xs_a, xs_b = _group_arrays([correct_a[k] for k in cells], [correct_b[k] for k in cells])
     for k, xa, xb in zip(cells, xs_a, xs_b, strict=True):
         if xa.dtype != bool or xb.dtype != bool:
